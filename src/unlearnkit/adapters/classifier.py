@@ -1,0 +1,87 @@
+"""Classifier adapter: logits, per-example cross-entropy, predictions, penultimate features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+from ..types import Batch, Split, Task
+
+
+class ClassifierAdapter:
+    """Works with any ``nn.Module`` mapping a batch ``x`` to logits of shape (n, n_classes)."""
+
+    modality = "classifier"
+
+    def __init__(self, n_classes: int | None = None) -> None:
+        self.n_classes = n_classes
+
+    def logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch["x"])
+
+    def per_example_loss(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy per example (against ``labels`` if given, else the batch's own)."""
+        y = batch["y"] if labels is None else labels
+        return F.cross_entropy(self.logits(model, batch), y, reduction="none")
+
+    def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        if not hasattr(model, "features"):
+            raise ModelError(f"{type(model).__name__} has no features(x) method; hidden-representation tools need one.")
+        return model.features(batch["x"])
+
+    @torch.no_grad()
+    def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 1024, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+        """Logits and labels for every example of ``split``, in split order (model in eval mode)."""
+        was_training = model.training
+        model.eval()
+        try:
+            logits = [self.logits(model, b).float().cpu() for b in split.batches(batch_size, device=device)]
+        finally:
+            model.train(was_training)
+        out = torch.cat(logits).numpy() if logits else np.zeros((0, self.n_classes or 0), np.float32)
+        labels = split.labels
+        return {"logits": out, "labels": labels if labels is not None else np.zeros(len(split), np.int64)}
+
+    @torch.no_grad()
+    def feature_matrix(self, model: nn.Module, split: Split, *, batch_size: int = 1024, device: str | torch.device = "cpu") -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        try:
+            feats = [self.features(model, b).float().cpu() for b in split.batches(batch_size, device=device)]
+        finally:
+            model.train(was_training)
+        return torch.cat(feats).numpy()
+
+    def check(self, model: nn.Module, task: Task, device: str | torch.device = "cpu") -> None:
+        """Raise ModelError if the model's output does not fit the task (shape, finiteness)."""
+        for name, p in model.named_parameters():
+            if not torch.isfinite(p).all():
+                raise ModelError(f"Model parameter {name!r} has NaN/inf values.")
+        batch: Batch = next(iter(task.retain.batches(2, device=device)))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = self.logits(model, batch)
+        except RuntimeError as exc:
+            raise ModelError(f"The model cannot run on the task's inputs of shape {tuple(batch['x'].shape)}: {exc}") from None
+        finally:
+            model.train(was_training)
+        if out.ndim != 2 or (self.n_classes is not None and out.shape[1] != self.n_classes):
+            raise ModelError(
+                f"The model's output has shape {tuple(out.shape)}, but the task has {self.n_classes} classes "
+                f"(expected (batch, {self.n_classes}))."
+            )
+
+
+def get_adapter(task: Task) -> Any:
+    """The adapter for a task's modality."""
+    if task.modality == "classifier":
+        return ClassifierAdapter(task.n_classes)
+    raise ConfigError(f"No adapter for modality {task.modality!r}.")
+

@@ -1,0 +1,175 @@
+"""Command line: ``unlearnkit demo | run | validate | ls | report``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import UnlearnError
+
+DEFAULT_STORE = os.environ.get("UNLEARNKIT_STORE", "unlearnkit-runs")
+
+
+def _store(path: str):  # noqa: ANN202
+    from .runs.store import Store
+
+    return Store(path)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def cmd_run(args: argparse.Namespace, path: Path) -> int:
+    from .experiment import load_experiment
+    from .report import write_report
+    from .runs.runner import run_experiment
+    from .runs.summary import format_tables, summarize
+
+    exp = load_experiment(path)
+    store = _store(args.store)
+    print(f"Running experiment {exp.name!r} from {path} into {store.root}/ (completed runs are reused; Ctrl-C is safe).", file=sys.stderr)
+    record = run_experiment(exp, store, device=args.device, progress=_progress(args))
+    print(format_tables(summarize(store, record)))
+    report = write_report(store, record, args.report)
+    print(f"\nexperiment {record['exp_id']}: {record['status']}; HTML report: {report}")
+    if record["failures"]:
+        print(f"{len(record['failures'])} run(s) failed; see above and the report.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .data.forget import select_forget
+    from .data.sources import load_dataset
+    from .experiment import load_experiment
+    from .seeding import np_rng
+
+    exp = load_experiment(args.file)
+    print(f"{args.file}: experiment {exp.name!r} — {len(exp.methods)} method(s) × {len(exp.seeds)} seed(s) × {len(exp.forget)} forget set(s); "
+          f"metrics {[m.name for m in exp.metrics]}; {exp.retrain_seeds} retrained reference seed(s).")
+    if not args.no_data:
+        source = load_dataset(exp.dataset.name, **exp.dataset.params)
+        for spec in exp.forget:
+            ids = select_forget(source.train, spec, np_rng("validate"), source.n_classes)
+            source.train.positions_of(ids)
+            print(f"  forget {spec.label()}: {len(ids)} of {len(source.train)} training examples")
+    print("OK")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .registry import DATASETS, METHODS, METRICS, MODELS
+
+    def first_line(obj: object) -> str:
+        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+    if args.what == "methods":
+        for name, cls in METHODS.items():
+            print(f"{name:20s} {getattr(cls, 'kind', ''):9s} {first_line(cls)}")
+    elif args.what == "metrics":
+        for name, cls in METRICS.items():
+            print(f"{name:20s} needs {sorted(getattr(cls, 'needs', ())) or '-'!s:28s} {first_line(cls)}")
+    elif args.what == "tasks":
+        for name, fn in DATASETS.items():
+            print(f"{name:20s} {first_line(fn)}")
+        print("\nforget sets: {kind: random, fraction|count}, {kind: classes, classes: [...]}, {kind: ids, ids|file}")
+    elif args.what == "models":
+        for name, fn in MODELS.items():
+            print(f"{name:20s} {first_line(fn)}")
+    elif args.what == "runs":
+        store = _store(args.store)
+        rows = store.runs()
+        if not rows:
+            print(f"No runs in {store.root}.")
+        for r in rows:
+            print(f"{r['run_id']}  {r['experiment'] or '-':28s} {r['forget'] or '-':14s} {r['method']:16s} seed {r['seed']!s:4s} {r['verdict'] or '-'}")
+    elif args.what == "experiments":
+        store = _store(args.store)
+        for e in store.experiments():
+            print(f"{e['exp_id']:40s} {e['status'] or '-':12s} {e['n_runs']} runs")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .errors import StoreError
+    from .report import write_report
+
+    store = _store(args.store)
+    try:
+        record = store.load_experiment(args.run)
+    except StoreError:
+        run = store.load_run(args.run)  # a run id: report its experiment
+        if not run.get("experiment"):
+            raise
+        record = store.load_experiment(run["experiment"])
+    path = write_report(store, record, args.output)
+    print(f"HTML report: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unlearnkit", description="Make a model forget chosen data, and prove it against retraining.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--store", default=DEFAULT_STORE, help=f"run store folder (default {DEFAULT_STORE}, or $UNLEARNKIT_STORE)")
+
+    demo = sub.add_parser("demo", help="run the bundled quickstart experiment (Fashion-MNIST)")
+    common(demo)
+    demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto")
+    demo.add_argument("--report", default=None, help="where to write the HTML report")
+    demo.add_argument("--no-progress", action="store_true")
+
+    run = sub.add_parser("run", help="run an experiment file")
+    run.add_argument("file")
+    common(run)
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: the file's, else auto)")
+    run.add_argument("--report", default=None, help="where to write the HTML report")
+    run.add_argument("--no-progress", action="store_true")
+
+    val = sub.add_parser("validate", help="check an experiment file without running it")
+    val.add_argument("file")
+    val.add_argument("--no-data", action="store_true", help="do not load the dataset to check the forget sets")
+
+    ls = sub.add_parser("ls", help="list methods, metrics, tasks, models, runs or experiments")
+    ls.add_argument("what", choices=["methods", "metrics", "tasks", "models", "runs", "experiments"])
+    common(ls)
+
+    rep = sub.add_parser("report", help="write the HTML report of a stored experiment (or of the experiment of a run id)")
+    rep.add_argument("run", help="experiment id or run id (a unique prefix is enough)")
+    common(rep)
+    rep.add_argument("-o", "--output", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "demo":
+            from .experiment import bundled_experiment
+
+            return cmd_run(args, bundled_experiment("quickstart"))
+        if args.cmd == "run":
+            return cmd_run(args, Path(args.file))
+        if args.cmd == "validate":
+            return cmd_validate(args)
+        if args.cmd == "ls":
+            return cmd_ls(args)
+        if args.cmd == "report":
+            return cmd_report(args)
+    except UnlearnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: completed runs are stored; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

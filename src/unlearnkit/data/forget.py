@@ -1,0 +1,159 @@
+"""Forget-set selection: a random fraction, listed classes, or explicit ids (inline or from a file)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError, EmptySelection, TaskError
+from ..registry import suggest
+from ..types import Split, Task
+
+Kind = Literal["random", "classes", "ids"]
+_FIELDS = {"random": {"kind", "fraction", "count"}, "classes": {"kind", "classes", "fraction"}, "ids": {"kind", "ids", "file"}}
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    """How to choose the forget set.
+
+    - ``random``: ``fraction`` (0, 1) or ``count`` examples drawn uniformly from the training set;
+    - ``classes``: every training example of the listed ``classes`` (optionally a ``fraction`` of them);
+    - ``ids``: the listed ``ids``, or ids read from ``file`` (one integer per line, ``#`` comments).
+    """
+
+    kind: Kind
+    fraction: float | None = None
+    count: int | None = None
+    classes: tuple[int, ...] = ()
+    ids: tuple[int, ...] = ()
+    file: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ForgetSpec:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"forget: expected a mapping like {{kind: random, fraction: 0.1}}, got {d!r}.")
+        kind = d.get("kind")
+        if kind not in _FIELDS:
+            raise ConfigError(f"forget.kind must be one of {sorted(_FIELDS)}, got {kind!r}.{suggest(str(kind), set(_FIELDS))}")
+        unknown = set(d) - _FIELDS[kind]
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"Unknown key {key!r} in forget ({kind}).{suggest(key, _FIELDS[kind])} Allowed: {sorted(_FIELDS[kind])}.")
+        return cls(
+            kind=kind,
+            fraction=None if d.get("fraction") is None else float(d["fraction"]),
+            count=None if d.get("count") is None else int(d["count"]),
+            classes=tuple(int(c) for c in d.get("classes", ())),
+            ids=tuple(int(i) for i in d.get("ids", ())),
+            file=d.get("file"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.fraction is not None:
+            out["fraction"] = self.fraction
+        if self.count is not None:
+            out["count"] = self.count
+        if self.classes:
+            out["classes"] = list(self.classes)
+        if self.ids:
+            out["ids"] = list(self.ids)
+        if self.file:
+            out["file"] = self.file
+        return out
+
+    def label(self) -> str:
+        if self.kind == "random":
+            return f"random {self.fraction:.0%}" if self.fraction is not None else f"random {self.count}"
+        if self.kind == "classes":
+            frac = "" if self.fraction is None else f" ({self.fraction:.0%})"
+            return f"class {','.join(map(str, self.classes))}{frac}"
+        return f"ids ({Path(self.file).name if self.file else len(self.ids)})"
+
+    def slug(self) -> str:
+        return self.label().replace(" ", "").replace("%", "pct").replace(",", "-").replace("(", "_").replace(")", "")
+
+
+def read_id_file(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Forget id file {path} does not exist.")
+    ids = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        for tok in line.replace(",", " ").split():
+            try:
+                ids.append(int(tok))
+            except ValueError:
+                raise ConfigError(f"{path}:{lineno}: {tok!r} is not an integer id.") from None
+    return np.asarray(ids, dtype=np.int64)
+
+
+def select_forget(train: Split, spec: ForgetSpec, rng: np.random.Generator, n_classes: int | None = None) -> np.ndarray:
+    """The ids of the forget set chosen by ``spec`` from ``train``."""
+    n = len(train)
+    if spec.kind == "random":
+        if (spec.fraction is None) == (spec.count is None):
+            raise ConfigError("forget (random): give exactly one of fraction or count.")
+        if spec.fraction is not None and not 0.0 < spec.fraction < 1.0:
+            raise ConfigError(f"forget (random): fraction must be in (0, 1), got {spec.fraction}.")
+        k = int(round(spec.fraction * n)) if spec.fraction is not None else int(spec.count or 0)
+        if k <= 0:
+            raise EmptySelection(f"forget (random): selects 0 of {n} examples.")
+        if k >= n:
+            raise EmptySelection(f"forget (random): selects all {n} training examples; nothing would be retained.")
+        return np.sort(rng.choice(train.ids, size=k, replace=False))
+    if spec.kind == "classes":
+        labels = train.labels
+        if labels is None:
+            raise TaskError("forget (classes): the training split has no labels.")
+        if not spec.classes:
+            raise EmptySelection("forget (classes): no classes listed.")
+        n_cls = n_classes if n_classes is not None else int(labels.max()) + 1
+        bad = [c for c in spec.classes if not 0 <= c < n_cls]
+        if bad:
+            raise TaskError(f"forget (classes): class id(s) {bad} out of range [0, {n_cls}).")
+        chosen = train.ids[np.isin(labels, spec.classes)]
+        if len(chosen) == 0:
+            raise EmptySelection(f"forget (classes): no training example has class {list(spec.classes)}.")
+        if spec.fraction is not None:
+            if not 0.0 < spec.fraction <= 1.0:
+                raise ConfigError(f"forget (classes): fraction must be in (0, 1], got {spec.fraction}.")
+            k = max(1, int(round(spec.fraction * len(chosen))))
+            chosen = rng.choice(chosen, size=k, replace=False)
+        return np.sort(chosen)
+    ids = np.asarray(spec.ids, dtype=np.int64) if spec.ids else None
+    if spec.file:
+        if ids is not None:
+            raise ConfigError("forget (ids): give ids or file, not both.")
+        ids = read_id_file(spec.file)
+    if ids is None or len(ids) == 0:
+        raise EmptySelection("forget (ids): no ids given.")
+    return ids  # validated (known, unique, not everything) by Task.from_forget_ids
+
+
+def make_task(
+    name: str,
+    train: Split,
+    test: Split,
+    spec: ForgetSpec,
+    rng: np.random.Generator,
+    *,
+    n_classes: int | None,
+    version: str = "1",
+    info: Mapping[str, Any] | None = None,
+) -> Task:
+    """A task whose forget set is chosen by ``spec``."""
+    ids = select_forget(train, spec, rng, n_classes)
+    meta = {"forget": spec.to_dict(), "forget_label": spec.label(), **dict(info or {})}
+    return Task.from_forget_ids(name, train, test, ids, n_classes=n_classes, version=version, info=meta)
+
+
+__all__: Sequence[str] = ["ForgetSpec", "make_task", "read_id_file", "select_forget"]

@@ -1,0 +1,43 @@
+"""accuracy: top-1 accuracy and mean loss per split, with per-example correctness and loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..types import Evidence, MetricResult, Task
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 accuracy on forget / retain / test (UA = 1 − forget accuracy, RA, TA in SalUn's terms;
+    Fan et al., ICLR 2024). acc = mean(argmax f(x) = y); higher is better for retain/test, while for
+    forget "better" means "as the retrained model", so the verdict compares it to the retrain band."""
+
+    floor: float = 0.01
+
+    name: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool | None] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Fan et al., ICLR 2024 (UA/RA/TA protocol)"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        values: dict[str, float] = {}
+        per_example = {}
+        for split in task.splits():
+            out = ctx.outputs(model, split)
+            values[split] = float(out["correct"].mean())
+            values[f"loss_{split}"] = float(out["loss"].mean())
+            per_example[f"correct.{split}"] = (out["ids"], out["correct"])
+            per_example[f"loss.{split}"] = (out["ids"], out["loss"])
+        evidence = (
+            Evidence("accuracy.forget", values["forget"], "forget", "higher", self.floor),
+            Evidence("accuracy.retain", values["retain"], "utility", "higher", self.floor),
+            Evidence("accuracy.test", values["test"], "utility", "higher", self.floor),
+        )
+        return MetricResult(self.name, values, True, per_example, evidence=evidence)

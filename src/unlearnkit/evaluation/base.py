@@ -1,0 +1,129 @@
+"""Metric protocol, evaluation context (cached model outputs), and the shared ROC summary."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import METRICS
+from ..types import MetricResult, Split, Task
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A registered piece of evidence: ``compute`` returns scalars, per-example arrays, evidence."""
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool | None]
+    needs: ClassVar[frozenset[str]]
+    paper: ClassVar[str]
+    version: ClassVar[str]
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult: ...
+
+
+def register_metric(cls: type) -> type:
+    METRICS.register(cls.name, cls)
+    return cls
+
+
+def build_metric(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    from ..params import build_component
+
+    return build_component(METRICS.get(name), params, f"metric {name!r}")
+
+
+def softmax_stats(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-example loss, true-class probability, max probability, entropy and correctness."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    logp = torch.log_softmax(z, dim=-1)
+    p = logp.exp()
+    true_logp = logp.gather(1, y[:, None])[:, 0]
+    return {
+        "loss": (-true_logp).numpy(),
+        "p_true": true_logp.exp().numpy(),
+        "p_max": p.max(1).values.numpy(),
+        "entropy": (-(p * logp).sum(1)).numpy(),
+        "correct": (z.argmax(1) == y).numpy().astype(np.float64),
+    }
+
+
+class EvalContext:
+    """Shared state of one evaluation: adapter, device, seed, and caches of model outputs (per model
+    object and split) and of task-level results (e.g. the retrained models' relearning curves)."""
+
+    def __init__(self, task: Task, adapter: Any, *, device: str = "cpu", seed: int = 0, batch_size: int = 1024, progress: bool = False) -> None:
+        self.task = task
+        self.adapter = adapter
+        self.device = device
+        self.seed = seed
+        self.batch_size = batch_size
+        self.progress = progress
+        self._outputs: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, np.ndarray]]] = weakref.WeakKeyDictionary()
+        self._memo: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
+        self.shared: dict[Any, Any] = {}
+        self.battery: list[Any] = []
+
+    def split(self, name: str) -> Split:
+        splits = self.task.splits()
+        if name not in splits:
+            raise ConfigError(f"Task {self.task.name!r} has no split {name!r} (has {sorted(splits)}).")
+        return splits[name]
+
+    def outputs(self, model: nn.Module, split: str) -> dict[str, np.ndarray]:
+        """Logits, labels and softmax statistics of ``model`` on a split (computed once)."""
+        per_model = self._outputs.setdefault(model, {})
+        if split not in per_model:
+            s = self.split(split)
+            out = self.adapter.outputs(model, s, batch_size=self.batch_size, device=self.device)
+            out.update(softmax_stats(out["logits"], out["labels"]))
+            out["ids"] = s.ids
+            per_model[split] = out
+        return per_model[split]
+
+    def memo(self, model: nn.Module, key: Any, fn: Callable[[], Any]) -> Any:
+        """Cache ``fn()`` per model object under ``key``."""
+        per_model = self._memo.setdefault(model, {})
+        if key not in per_model:
+            per_model[key] = fn()
+        return per_model[key]
+
+    def forget_classes(self) -> list[int] | None:
+        """The classes of a class-forgetting task (None for other forget sets)."""
+        spec = self.task.info.get("forget", {})
+        if spec.get("kind") == "classes" and spec.get("fraction") in (None, 1.0):
+            return [int(c) for c in spec.get("classes", [])]
+        return None
+
+
+FPR_POINTS = (0.01, 0.001)
+
+
+def roc_summary(member_scores: np.ndarray, nonmember_scores: np.ndarray, max_points: int = 200) -> dict[str, Any]:
+    """AUC and TPR at 1% / 0.1% FPR of "score is higher for members" (scikit-learn's ROC), plus a
+    down-sampled curve. TPR at a FPR is the largest TPR whose FPR does not exceed it."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    m = np.asarray(member_scores, dtype=np.float64)
+    n = np.asarray(nonmember_scores, dtype=np.float64)
+    if len(m) == 0 or len(n) == 0:
+        raise ConfigError(f"ROC needs members and non-members, got {len(m)} and {len(n)}.")
+    y = np.r_[np.ones(len(m)), np.zeros(len(n))]
+    s = np.r_[m, n]
+    fpr, tpr, _ = roc_curve(y, s)
+    out: dict[str, Any] = {"auc": float(roc_auc_score(y, s))}
+    for f in FPR_POINTS:
+        ok = fpr <= f + 1e-12
+        out[f"tpr_at_{f:g}_fpr"] = float(tpr[ok].max()) if ok.any() else 0.0
+    if len(fpr) > max_points:
+        idx = np.unique(np.r_[np.linspace(0, len(fpr) - 1, max_points).astype(int), len(fpr) - 1])
+        fpr, tpr = fpr[idx], tpr[idx]
+    out["curve"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    return out

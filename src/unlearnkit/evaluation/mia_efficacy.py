@@ -1,0 +1,64 @@
+"""mia_efficacy: SalUn's SVC-on-confidence membership attack, reported as the share of the forget
+set predicted non-member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError
+from ..seeding import np_rng
+from ..types import Evidence, MetricResult, Task
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class MIAEfficacy:
+    """MIA-Efficacy (Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023, App. C.3;
+    SalUn): an RBF SVC (C=3, gamma="auto") on the true-class confidence p(y|x), trained on retain
+    examples (member) vs test examples (non-member), applied to the forget set;
+    efficacy = |forget predicted non-member| / |forget|. Higher = more forgotten.
+    ``max_train`` caps each side of the training set (random subsample) to bound SVC cost."""
+
+    max_train: int = 2000
+    C: float = 3.0
+    floor: float = 0.02
+
+    name: ClassVar[str] = "mia_efficacy"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Jia et al., NeurIPS 2023"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        if self.max_train < 2:
+            raise ConfigError(f"mia_efficacy: max_train must be >= 2, got {self.max_train}.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        from sklearn.svm import SVC
+
+        rng = np_rng("mia_efficacy", ctx.seed, task.fingerprint)
+        retain = ctx.outputs(model, "retain")["p_true"]
+        test = ctx.outputs(model, "test")["p_true"]
+        n = min(len(test), len(retain), self.max_train)
+        pos = retain[rng.choice(len(retain), n, replace=False)]
+        neg = test[rng.choice(len(test), n, replace=False)]
+        x = np.r_[pos, neg][:, None]
+        y = np.r_[np.ones(n), np.zeros(n)]
+        clf = SVC(C=self.C, gamma="auto", kernel="rbf").fit(x, y)
+        forget = ctx.outputs(model, "forget")
+        pred = clf.predict(forget["p_true"][:, None])
+        efficacy = float(np.mean(pred == 0))
+        train_acc = float(clf.score(x, y))
+        return MetricResult(
+            self.name,
+            {"efficacy": efficacy, "attack_train_accuracy": train_acc},
+            None,
+            {"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
+            evidence=(Evidence("mia_efficacy.efficacy", efficacy, "forget", "lower", self.floor),),
+            info={"n_train_per_side": n},
+        )

@@ -1,0 +1,72 @@
+"""noise_floor: how much two "perfect" answers differ — every metric across the retrained seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError
+from ..types import MetricResult, Task
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class NoiseFloor:
+    """Retrain noise floor (the seed-to-seed spread of retraining, as used for calibration in
+    Triantafillou et al., NeurIPS 2023 Machine Unlearning Challenge report, arXiv 2406.09073).
+
+    Each retrained seed r is evaluated with every other metric of the battery, with the remaining
+    seeds as its "retrained" references (leave-one-out). For every evidence key the band is the
+    prediction interval for one more retrain, mean ± t_{1−α/(2m)}(R−1)·sd·√(1 + 1/R), widened to the
+    evidence's absolute floor; m = number of evidence keys (Bonferroni), α = family-wise false alarms."""
+
+    alpha: float = 0.05
+
+    name: ClassVar[str] = "noise_floor"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset({"retrained_seeds"})
+    paper: ClassVar[str] = "Triantafillou et al., arXiv 2406.09073"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"noise_floor: alpha must be in (0, 1), got {self.alpha}.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        key = ("noise_floor", self, tuple(id(m) for m in refs.retrained_seeds), tuple(m for m in ctx.battery if m.name != self.name))
+        if key not in ctx.shared:
+            ctx.shared[key] = self._compute(task, refs, ctx)
+        return ctx.shared[key]
+
+    def _compute(self, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        from dataclasses import replace
+
+        from ..verdict import prediction_bands
+
+        seeds = refs.require("retrained_seeds", by="metric 'noise_floor'")
+        others = [m for m in ctx.battery if m.name != self.name]
+        if not others:
+            raise ConfigError("noise_floor needs other metrics in the battery to take the spread of.")
+        evidence: dict[str, list[float]] = {}
+        floors: dict[str, float] = {}
+        scalars: dict[str, list[float]] = {}
+        for i, model in enumerate(seeds):
+            loo = replace(refs, retrained_seeds=tuple(s for j, s in enumerate(seeds) if j != i))
+            for metric in others:
+                result = metric.compute(model, task, loo, ctx)
+                for ev in result.evidence:
+                    evidence.setdefault(ev.key, []).append(ev.value)
+                    floors[ev.key] = ev.floor
+                for k, v in result.values.items():
+                    scalars.setdefault(f"{metric.name}.{k}", []).append(float(v))
+        bands = prediction_bands(evidence, floors, self.alpha)
+        values: dict[str, float] = {}
+        for k, band in bands.items():
+            values.update({f"{k}.mean": band["mean"], f"{k}.sd": band["sd"], f"{k}.lo": band["lo"], f"{k}.hi": band["hi"]})
+        spread = {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v} for k, v in scalars.items()}
+        return MetricResult(self.name, values, None, info={"bands": bands, "seed_values": evidence, "spread": spread,
+                                                           "R": len(seeds), "alpha": self.alpha})

@@ -1,0 +1,123 @@
+"""relearn: the relearning attack — fine-tune on a small slice of the forget set and watch how fast
+accuracy on the rest of the forget set comes back, next to the same attack on the retrained models."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..objectives import NLL, weighted
+from ..seeding import np_rng
+from ..train import OptimizerName, TrainConfig, fit
+from ..types import Evidence, MetricResult, Split, Task
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class Relearn:
+    """Relearning attack (Hu et al., Jogging the Memory of Unlearned LLMs Through Targeted Relearning
+    Attacks, ICLR 2025; Lynch et al. 2024): fine-tune a copy of the model for ``steps`` on a random
+    ``fraction`` of the forget set; curve = accuracy on the held-out rest of the forget set at every
+    ``eval_every`` steps. auc = mean of the curve. A model that suppressed (rather than removed) the data
+    recovers faster than the retrained models, so the verdict compares auc with the retrain band.
+
+    The attacker also fine-tunes on ``retain_mix`` × as many random retain examples (inferred, not in the
+    papers' classifier setting): without them, for class forgetting, "predict the forgotten class for
+    everything" would score perfectly on the held-out forget examples and the curve would measure bias,
+    not recovered knowledge."""
+
+    fraction: float = 0.1
+    min_examples: int = 16
+    retain_mix: float = 1.0
+    steps: int = 40
+    eval_every: int = 5
+    batch_size: int = 32
+    optimizer: OptimizerName = "adam"
+    lr: float = 3e-4
+    floor: float = 0.02
+
+    name: ClassVar[str] = "relearn"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
+    paper: ClassVar[str] = "Hu et al., ICLR 2025"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction < 1.0:
+            raise ConfigError(f"relearn: fraction must be in (0, 1), got {self.fraction}.")
+        if self.steps < 1 or self.eval_every < 1:
+            raise ConfigError("relearn: steps and eval_every must be >= 1.")
+        if self.retain_mix < 0:
+            raise ConfigError(f"relearn: retain_mix must be >= 0, got {self.retain_mix}.")
+
+    def slices(self, task: Task, seed: int) -> tuple[Split, Split, Split | None]:
+        """The forget slice the attacker relearns, the held-out forget examples, and the retain
+        examples mixed into the attack (the same for every model)."""
+        n = len(task.forget)
+        k = max(self.min_examples, int(round(self.fraction * n)))
+        if k >= n:
+            raise ConfigError(f"relearn: the forget set ({n} examples) is too small to hold out examples after a {k}-example slice.")
+        rng = np_rng("relearn-slice", seed, task.fingerprint)
+        pos = rng.permutation(n)
+        n_mix = min(len(task.retain), int(round(self.retain_mix * k)))
+        mix = task.retain.subset(np.sort(rng.choice(len(task.retain), n_mix, replace=False)), "relearn_retain") if n_mix else None
+        return task.forget.subset(np.sort(pos[:k]), "relearn"), task.forget.subset(np.sort(pos[k:]), "heldout"), mix
+
+    def n_points(self) -> int:
+        return self.steps // self.eval_every + 1
+
+    def curve(self, model: nn.Module, task: Task, ctx: EvalContext) -> tuple[list[float], str | None]:
+        """Held-out forget accuracy before and every ``eval_every`` steps of the attack. If the attack's
+        own training stops (non-finite loss), the remaining points repeat the restored model's accuracy."""
+        attack, heldout, mix = self.slices(task, ctx.seed)
+        victim = copy.deepcopy(model)
+        points: list[float] = []
+
+        @torch.no_grad()
+        def acc(m: nn.Module) -> float:
+            out = ctx.adapter.outputs(m, heldout, batch_size=ctx.batch_size, device=ctx.device)
+            return float((out["logits"].argmax(1) == out["labels"]).mean())
+
+        points.append(acc(victim))
+
+        def on_step(step: int, m: nn.Module) -> None:
+            if (step + 1) % self.eval_every == 0:
+                points.append(acc(m))
+
+        config = TrainConfig(steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr)
+        objective = NLL("relearn") if mix is None else weighted((1.0, NLL("relearn")), (self.retain_mix, NLL("retain")))
+        streams = {"relearn": attack} if mix is None else {"relearn": attack, "retain": mix}
+        result = fit(victim, objective, streams, config, adapter=ctx.adapter, rng=np_rng("relearn-fit", ctx.seed),
+                     device=ctx.device, callback=on_step, desc="relearn", loss_limit=float("inf"))
+        if len(points) < self.n_points():
+            final = acc(victim)
+            points += [final] * (self.n_points() - len(points))
+        return points, result.stopped
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        refs.require("retrained", by="metric 'relearn'")
+        own, stopped = ctx.memo(model, ("relearn", self), lambda: self.curve(model, task, ctx))
+        ref_curves = [ctx.memo(r, ("relearn", self), lambda r=r: self.curve(r, task, ctx))[0] for r in refs.retrained_seeds]
+        ref_mean = np.mean(ref_curves, axis=0)
+        steps = [0] + [s for s in range(1, self.steps + 1) if s % self.eval_every == 0]
+        values = {
+            "start": own[0],
+            "end": own[-1],
+            "auc": float(np.mean(own)),
+            "retrained_start": float(ref_mean[0]),
+            "retrained_end": float(ref_mean[-1]),
+            "retrained_auc": float(np.mean(ref_mean)),
+        }
+        values["excess_auc"] = values["auc"] - values["retrained_auc"]
+        curves = {"relearn": {"step": [float(s) for s in steps], "accuracy": list(map(float, own)), "retrained": ref_mean.tolist()}}
+        evidence = (Evidence("relearn.auc", values["auc"], "robustness", "higher", self.floor),)
+        return MetricResult(self.name, values, None, curves=curves, evidence=evidence,
+                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.retain_mix,
+                                  "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped})

@@ -1,0 +1,80 @@
+"""threshold_mia: population membership inference by thresholding loss, confidence or entropy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError
+from ..types import Evidence, MetricResult, Task
+from .base import EvalContext, register_metric, roc_summary
+
+# each score oriented so that larger means "more likely a member"
+SCORES = {
+    "loss": lambda o: -o["loss"],
+    "confidence": lambda o: o["p_true"],
+    "entropy": lambda o: -o["entropy"],
+}
+
+
+def nonmember_outputs(ctx: EvalContext, model: nn.Module, nonmembers: str) -> tuple[dict[str, np.ndarray], str]:
+    """Outputs on the non-member split; ``auto`` uses the test examples of the forgotten classes for
+    class forgetting (so the attack is not just a class detector) and the whole test set otherwise."""
+    if nonmembers in ("auto", "test_same_classes"):
+        out = ctx.outputs(model, "test")
+        classes = ctx.forget_classes()
+        if classes is None:
+            if nonmembers == "test_same_classes":
+                raise ConfigError("nonmembers: test_same_classes needs a class-forgetting task.")
+            return out, "test"
+        keep = np.isin(out["labels"], classes)
+        if not keep.any():
+            raise ConfigError(f"The test set has no example of the forgotten classes {classes}.")
+        return {k: v[keep] for k, v in out.items()}, f"test (classes {classes})"
+    if nonmembers in ("test", "holdout"):
+        return ctx.outputs(model, nonmembers), nonmembers
+    raise ConfigError(f"nonmembers must be auto, test, test_same_classes or holdout, got {nonmembers!r}.")
+
+
+@register_metric
+@dataclass(frozen=True)
+class ThresholdMIA:
+    """Threshold membership inference (Yeom et al., CSF 2018; Song & Mittal, USENIX Sec 2021):
+    score = −loss, p(y|x) or −entropy; AUC of forget (members) vs non-members and TPR at 1% / 0.1% FPR.
+    0.5 = indistinguishable; the verdict compares the loss AUC with the retrain band."""
+
+    nonmembers: Literal["auto", "test", "test_same_classes", "holdout"] = "auto"
+    scores: tuple[str, ...] = ("loss", "confidence", "entropy")
+    floor: float = 0.02
+
+    name: ClassVar[str] = "threshold_mia"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Yeom et al., CSF 2018"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.scores if s not in SCORES]
+        if unknown or not self.scores:
+            raise ConfigError(f"threshold_mia: scores must be a non-empty subset of {sorted(SCORES)}, got {list(self.scores)}.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        members = ctx.outputs(model, "forget")
+        others, label = nonmember_outputs(ctx, model, self.nonmembers)
+        values: dict[str, float] = {}
+        curves: dict[str, dict[str, list[float]]] = {}
+        per_example = {}
+        for score in self.scores:
+            summary = roc_summary(SCORES[score](members), SCORES[score](others))
+            values[f"{score}.auc"] = summary["auc"]
+            values[f"{score}.tpr_at_1pct_fpr"] = summary["tpr_at_0.01_fpr"]
+            values[f"{score}.tpr_at_0.1pct_fpr"] = summary["tpr_at_0.001_fpr"]
+            curves[f"roc.{score}"] = summary["curve"]
+            per_example[f"{score}.forget"] = (members["ids"], SCORES[score](members))
+        evidence = []
+        if "loss" in self.scores:
+            evidence.append(Evidence("threshold_mia.loss.auc", values["loss.auc"], "forget", "higher", self.floor))
+        return MetricResult(self.name, values, None, per_example, curves, tuple(evidence), {"nonmembers": label})

@@ -1,0 +1,189 @@
+"""Experiment files: YAML (or a dict) naming the dataset, forget sets, model, training recipe,
+references, methods with parameters, metrics and seeds. Unknown keys and names are errors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data.forget import ForgetSpec
+from .errors import ConfigError
+from .io import canonical_json
+from .registry import DATASETS, METHODS, METRICS, MODELS, suggest
+from .train import TrainConfig
+
+TOP_KEYS = {"name", "description", "dataset", "forget", "model", "train", "references", "methods", "metrics", "seeds", "task_seed", "device"}
+DEFAULT_METRICS = ("accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component by name with its parameters."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+
+def _component(value: Any, where: str, registry: Any) -> Component:
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"name", "params"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"Unknown key {key!r} in {where}.{suggest(key, {'name', 'params'})} Allowed: ['name', 'params'].")
+        if "name" not in value:
+            raise ConfigError(f"{where}: missing 'name'.")
+        name, params = value["name"], value.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{where}.params must be a mapping, got {params!r}.")
+    else:
+        raise ConfigError(f"{where}: expected a name or {{name:, params:}}, got {value!r}.")
+    if name not in registry:
+        raise ConfigError(f"{where}: {registry.unknown_message(name)}")
+    return Component(str(name), dict(params))
+
+
+def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}.")
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(f"Unknown key {key!r} in {where}.{suggest(str(key), allowed)} Allowed: {sorted(allowed)}.")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: Component
+    forget: tuple[ForgetSpec, ...]
+    model: Component
+    train: TrainConfig
+    methods: tuple[Component, ...]
+    metrics: tuple[Component, ...] = tuple(Component(m) for m in DEFAULT_METRICS)
+    retrain_seeds: int = 3
+    original_seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    task_seed: int = 0
+    description: str = ""
+    device: str = "auto"
+    source: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> Experiment:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"An experiment must be a mapping at the top level, got {type(d).__name__}.")
+        for key in d:
+            if key not in TOP_KEYS:
+                raise ConfigError(f"Unknown key {key!r} at the top of the experiment.{suggest(str(key), TOP_KEYS)} Allowed: {sorted(TOP_KEYS)}.")
+        for key in ("name", "dataset", "forget", "model", "train", "methods"):
+            if key not in d:
+                raise ConfigError(f"The experiment is missing {key!r}.")
+        forget_raw = d["forget"]
+        forget_list = forget_raw if isinstance(forget_raw, Sequence) and not isinstance(forget_raw, (str, Mapping)) else [forget_raw]
+        if not forget_list:
+            raise ConfigError("forget: give at least one forget set.")
+        refs = _mapping(d.get("references"), "references", {"retrain_seeds", "original_seed"})
+        retrain_seeds = int(refs.get("retrain_seeds", 3))
+        if retrain_seeds < 1:
+            raise ConfigError(f"references.retrain_seeds must be >= 1, got {retrain_seeds}.")
+        methods_raw = d["methods"]
+        if not isinstance(methods_raw, Sequence) or isinstance(methods_raw, str) or not methods_raw:
+            raise ConfigError("methods: give a non-empty list of methods.")
+        metrics_raw = d.get("metrics", list(DEFAULT_METRICS))
+        if not isinstance(metrics_raw, Sequence) or isinstance(metrics_raw, str):
+            raise ConfigError("metrics: give a list of metrics.")
+        seeds = d.get("seeds", [0])
+        if isinstance(seeds, int):
+            seeds = [seeds]
+        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ConfigError(f"seeds: give a non-empty list of integers, got {seeds!r}.")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds: duplicate seeds in {seeds}.")
+        exp = cls(
+            name=str(d["name"]),
+            description=str(d.get("description", "")),
+            dataset=_component(d["dataset"], "dataset", DATASETS),
+            forget=tuple(ForgetSpec.from_dict(f) for f in forget_list),
+            model=_component(d["model"], "model", MODELS),
+            train=TrainConfig.from_dict(_mapping(d["train"], "train", set(TrainConfig.__dataclass_fields__)), "train"),
+            methods=tuple(_component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
+            metrics=tuple(_component(m, f"metrics[{i}]", METRICS) for i, m in enumerate(metrics_raw)),
+            retrain_seeds=retrain_seeds,
+            original_seed=int(refs.get("original_seed", 0)),
+            seeds=tuple(seeds),
+            task_seed=int(d.get("task_seed", 0)),
+            device=str(d.get("device", "auto")),
+            source=source,
+        )
+        exp.check_components()
+        return exp
+
+    def check_components(self) -> None:
+        """Build every method and metric once so bad parameters fail now, not mid-run."""
+        from .evaluation import build_metric
+        from .methods import build_method
+
+        labels = [m.name + canonical_json(m.params) for m in self.methods]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ConfigError(f"methods: the same method with the same parameters is listed twice: {dup[0]}.")
+        for m in self.methods:
+            build_method(m.name, m.params)
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"metrics: listed twice: {sorted({n for n in names if names.count(n) > 1})}.")
+        for m in self.metrics:
+            build_metric(m.name, m.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "dataset": self.dataset.to_dict(),
+            "forget": [f.to_dict() for f in self.forget],
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "references": {"retrain_seeds": self.retrain_seeds, "original_seed": self.original_seed},
+            "methods": [m.to_dict() for m in self.methods],
+            "metrics": [m.to_dict() for m in self.metrics],
+            "seeds": list(self.seeds),
+            "task_seed": self.task_seed,
+        }
+
+    def exp_id(self) -> str:
+        from .runs.key import code_version
+
+        return self.name.replace(" ", "_")[:40] + "-" + hashlib.sha256(canonical_json({"spec": self.to_dict(), "code": code_version()}).encode()).hexdigest()[:10]
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Parse and validate an experiment YAML file (nothing is run)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Experiment file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return Experiment.from_dict(data, source=str(path))
+
+
+def bundled_experiment(name: str) -> Path:
+    """Path of an experiment file shipped inside the package (e.g. ``quickstart``)."""
+    path = Path(__file__).parent / "experiments" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"No bundled experiment {name!r}.{suggest(name, set(known))} Bundled: {known}.")
+    return path

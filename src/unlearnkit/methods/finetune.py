@@ -1,0 +1,29 @@
+"""finetune: continue training on the retain set only (catastrophic forgetting of the forget set)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..objectives import NLL
+from ..train import Schedule
+from ..types import Task
+from .base import GradientMethod, register_method
+
+
+@register_method
+@dataclass(frozen=True)
+class Finetune(GradientMethod):
+    """Fine-tune on the retain set (Warnecke et al., Machine Unlearning of Features and Labels, NDSS 2023; the FT baseline of SalUn)."""
+
+    epochs: float = 3.0
+    lr: float = 0.05
+    schedule: Schedule = "cosine"
+
+    name: ClassVar[str] = "finetune"
+    paper: ClassVar[str] = "Warnecke et al., NDSS 2023"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    epoch_stream: ClassVar[str] = "retain"
+
+    def objective(self, task: Task, refs: Any) -> NLL:
+        return NLL("retain")

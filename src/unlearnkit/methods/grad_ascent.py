@@ -1,0 +1,26 @@
+"""grad_ascent: maximise the loss on the forget set (unbounded objective; watch the guard)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..objectives import Ascent
+from ..types import Task
+from .base import GradientMethod, register_method
+
+
+@register_method
+@dataclass(frozen=True)
+class GradAscent(GradientMethod):
+    """Gradient ascent on the forget set (Thudi et al., Unrolling SGD, EuroS&P 2022; the GA baseline)."""
+
+    epochs: float = 1.0
+    lr: float = 0.0005
+
+    name: ClassVar[str] = "grad_ascent"
+    paper: ClassVar[str] = "Thudi et al., EuroS&P 2022"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def objective(self, task: Task, refs: Any) -> Ascent:
+        return Ascent("forget")

@@ -1,0 +1,36 @@
+"""retrain: train from scratch on the retain set with the original's recipe (the gold standard)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..adapters import get_adapter
+from ..references import train_model
+from ..types import Mask, Task, Unlearned
+from .base import register_method
+
+
+@register_method
+@dataclass(frozen=True)
+class Retrain:
+    """Exact unlearning by retraining on the retain set from a fresh initialisation (the reference every method is measured against)."""
+
+    name: ClassVar[str] = "retrain"
+    kind: ClassVar[str] = "exact"
+    needs: ClassVar[frozenset[str]] = frozenset({"train_config"})
+    paper: ClassVar[str] = "Cao & Yang, Towards Making Systems Forget with Machine Unlearning, IEEE S&P 2015"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
+        config = refs.require("train_config", by="method 'retrain'")
+        seed = int(rng.integers(0, 2**31 - 1))
+        fresh = refs.fresh_model(seed, by="method 'retrain'")
+        adapter = get_adapter(task)
+        fresh, _, result = train_model(fresh, task.retain, config, adapter=adapter, seed=seed, device=device, progress=progress, desc="retrain")
+        # the returned model is new, so every coordinate may differ from the input model
+        model.load_state_dict(fresh.state_dict())
+        return Unlearned(model, Mask.full(model), {"train": result.to_json(), "seed": seed})

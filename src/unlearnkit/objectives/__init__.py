@@ -1,0 +1,163 @@
+"""Objectives: loss terms as pure functions of (model, batches, ctx) -> Loss, combined with ``weighted``.
+
+Each objective names the data streams it reads (``streams``); the training loop draws one batch per
+stream per step. Objectives use the adapter for per-example losses, so they work for any modality
+whose adapter provides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, TaskError
+from ..registry import OBJECTIVES
+from ..train import Loss, StepContext
+from ..types import Batch
+
+
+@OBJECTIVES.register("nll")
+@dataclass(frozen=True)
+class NLL:
+    """Mean negative log-likelihood (cross-entropy) of the stream's own labels: plain training."""
+
+    stream: str = "retain"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        value = ctx.adapter.per_example_loss(model, batch[self.stream]).mean()
+        return Loss(value, {f"nll_{self.stream}": float(value.detach())})
+
+
+@OBJECTIVES.register("ascent")
+@dataclass(frozen=True)
+class Ascent:
+    """Gradient ascent: the negated mean NLL of the stream (unbounded below; Golatkar et al. 2020 / Thudi et al. 2022)."""
+
+    stream: str = "forget"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        nll = ctx.adapter.per_example_loss(model, batch[self.stream]).mean()
+        return Loss(-nll, {f"nll_{self.stream}": float(nll.detach())})
+
+
+def random_wrong_labels(y: torch.Tensor, n_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Labels drawn uniformly from the classes other than each example's own."""
+    if n_classes < 2:
+        raise TaskError("Random relabelling needs at least two classes.")
+    offset = torch.randint(1, n_classes, y.shape, generator=generator, device=generator.device).to(y.device)
+    return (y + offset) % n_classes
+
+
+@OBJECTIVES.register("random_labels")
+@dataclass(frozen=True)
+class RandomLabels:
+    """Cross-entropy toward labels re-drawn every step uniformly among the *wrong* classes
+    (Golatkar et al. 2020's random-label baseline, as used by SalUn, Fan et al. ICLR 2024)."""
+
+    n_classes: int
+    stream: str = "forget"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        b = batch[self.stream]
+        labels = random_wrong_labels(b["y"], self.n_classes, ctx.generator)
+        value = ctx.adapter.per_example_loss(model, b, labels).mean()
+        return Loss(value, {f"random_label_{self.stream}": float(value.detach())})
+
+
+@OBJECTIVES.register("kl_to_reference")
+@dataclass(frozen=True)
+class KLToReference:
+    """KL(reference ‖ model) on the stream at a temperature, using reference logits looked up by
+    example id from ``ctx.extra["reference_logits"]`` (computed once, no second model held).
+    ``sign=-1`` pushes the model away from the reference (SCRUB's max-step)."""
+
+    stream: str = "retain"
+    temperature: float = 1.0
+    sign: float = 1.0
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        table = ctx.extra.get("reference_logits")
+        if table is None:
+            raise ConfigError("kl_to_reference needs ctx.extra['reference_logits'] (a ReferenceLogits table).")
+        b = batch[self.stream]
+        ref = table.lookup(b["ids"]).to(b["x"].device)
+        t = self.temperature
+        logp = F.log_softmax(ctx.adapter.logits(model, b) / t, dim=-1)
+        logq = F.log_softmax(ref / t, dim=-1)
+        kl = (logq.exp() * (logq - logp)).sum(-1).mean() * t * t
+        return Loss(self.sign * kl, {f"kl_{self.stream}": float(kl.detach())})
+
+
+class ReferenceLogits:
+    """Frozen reference outputs keyed by example id: computed once, looked up per batch."""
+
+    def __init__(self, ids: Any, logits: torch.Tensor) -> None:
+        ids_t = torch.as_tensor(np.array(ids, dtype=np.int64))
+        self.logits = logits.detach().float().cpu()
+        order = torch.argsort(ids_t)
+        self._sorted = ids_t[order]
+        self._order = order
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.detach().cpu().long()
+        pos = torch.searchsorted(self._sorted, ids).clamp(max=len(self._sorted) - 1)
+        if not bool((self._sorted[pos] == ids).all()):
+            raise TaskError("Reference logits are missing for some example ids.")
+        return self.logits[self._order[pos]]
+
+
+@dataclass(frozen=True)
+class Weighted:
+    """Sum of weighted objectives; terms with weight 0 are not evaluated."""
+
+    terms: tuple[tuple[float, Any], ...]
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        active = [t for w, t in self.terms if w != 0] or [t for _, t in self.terms]
+        return tuple(dict.fromkeys(s for t in active for s in t.streams))
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        total: torch.Tensor | None = None
+        parts: dict[str, float] = {}
+        for w, term in self.terms:
+            if w == 0:
+                continue
+            loss = term(model, batch, ctx)
+            total = w * loss.value if total is None else total + w * loss.value
+            parts.update(loss.parts)
+        if total is None:
+            total = torch.zeros(())
+        return Loss(total, parts)
+
+
+def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
+    """``weighted((1, Ascent("forget")), (alpha, NLL("retain")))`` — the NegGrad+ objective."""
+    if not terms:
+        raise ConfigError("weighted() needs at least one (weight, objective) term.")
+    return Weighted(tuple((float(w), t) for w, t in terms))
+
+
+__all__ = ["NLL", "Ascent", "KLToReference", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

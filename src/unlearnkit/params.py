@@ -1,0 +1,81 @@
+"""Building frozen-dataclass components (methods, metrics, configs) from user parameters: unknown
+keys are named with a suggestion, values are converted to the field's declared type or refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError
+from .registry import suggest
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert YAML scalars to the field's type (ints to floats, '1e-3' to float, lists to tuples)."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit type {hint}.")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}.")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}.") from None
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}.")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}.") from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}.")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}.")
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}.{suggest(str(value), {str(a) for a in args})}")
+        return value
+    if origin in (tuple, list) or hint in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}.")
+        inner = args[0] if args else Any
+        return tuple(coerce(v, inner, where) for v in value) if inner is not Any else tuple(value)
+    return value
+
+
+def build_component(cls: type, params: Mapping[str, Any] | None, where: str) -> Any:
+    """Instantiate a dataclass component from user params, naming unknown keys and bad values."""
+    params = dict(params or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in params:
+        if key not in names:
+            raise ConfigError(f"Unknown parameter {key!r} for {where}.{suggest(key, names)} Allowed: {sorted(names)}.")
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in params.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -1,0 +1,168 @@
+"""The HTML report of an experiment: per forget setting, the verdict table with its evidence, the
+accuracy-vs-retrain-band plot, membership ROC curves, relearning curves and cost vs gap."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_text
+from ..runs.store import Store
+from ..runs.summary import COLUMNS, TaskSummary, fmt_stat, metric_value, summarize
+from . import plots
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
+h1{margin-bottom:4px} h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px} h3{margin-top:24px}
+.muted{color:#666;font-size:13px} table{border-collapse:collapse;margin:8px 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f5f5f5} td.l,th.l{text-align:left}
+.v{font-weight:600;padding:2px 6px;border-radius:4px;color:#fff;white-space:nowrap}
+.removed{background:#2e7d32}.suppressed{background:#ef6c00}.not-forgotten{background:#c62828}.over-forgotten{background:#6a1b9a}.inconclusive{background:#757575}
+.inside{color:#2e7d32}.more{color:#c62828;font-weight:600}.less{color:#6a1b9a;font-weight:600}
+img{max-width:100%;border:1px solid #eee;margin:6px 0} details{margin:4px 0} code{background:#f5f5f5;padding:1px 4px}
+.facts td{text-align:left}
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def badge(label: str) -> str:
+    return f'<span class="v {label.replace(" ", "-")}">{esc(label)}</span>'
+
+
+def _facts(s: TaskSummary) -> str:
+    sp = s.task["splits"]
+    o = s.original
+    rows = [("forget / retain / test", f"{sp['forget']['n']} / {sp['retain']['n']} / {sp['test']['n']}"),
+            ("task fingerprint", f"<code>{esc(s.task['fingerprint'])}</code>")]
+    if o is not None:
+        fo, re_, te = (metric_value(o, "accuracy", k) for k in ("forget", "retain", "test"))
+        if None not in (fo, re_, te):
+            n_f, n_r = sp["forget"]["n"], sp["retain"]["n"]
+            train = (fo * n_f + re_ * n_r) / (n_f + n_r)
+            rows.append(("original model: train / test accuracy",
+                         f"{train:.4f} / {te:.4f} — the original memorises its training data by {100 * (train - te):.1f} points "
+                         f"(forget-set accuracy {fo:.4f}); membership evidence is meaningful only because of this gap"))
+        rows.append(("original model verdict", badge(o["verdict"]["label"]) + " (sanity check: must be “not forgotten”)"))
+    if s.noise_floor:
+        info = s.noise_floor.get("info", {})
+        rows.append(("noise floor", f"R = {info.get('R')} retrained seeds, family-wise false-alarm α = {info.get('alpha')} (Bonferroni over "
+                                    f"{len(info.get('bands', {}))} bands)"))
+    if s.retrain_cost is not None:
+        rows.append(("retraining cost", f"{s.retrain_cost.wall_seconds:.1f} s, {s.retrain_cost.optimizer_steps} steps, "
+                                        f"{s.retrain_cost.example_passes} example passes — from {esc(s.retrain_cost_source)}"))
+    return '<table class="facts">' + "".join(f"<tr><th class='l'>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _main_table(s: TaskSummary) -> str:
+    head = ["method", "kind", "seeds"] + [c[0] for c in COLUMNS] + ["wall s", "steps", "example passes", "peak MB", "× retrain time", "speed-up", "verdict"]
+    out = ["<table><tr>" + "".join(f"<th class='l'>{esc(h)}</th>" if i < 2 else f"<th>{esc(h)}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for r in s.rows:
+        c = r.cost
+        cells = [f"<td class='l'>{esc(r.method)}</td>", f"<td class='l'>{esc(r.kind)}</td>", f"<td>{len(r.runs)}</td>"]
+        cells += [f"<td>{fmt_stat(r.stats.get(col[0]))}</td>" for col in COLUMNS]
+        cells += [f"<td>{'—' if c is None else f'{c.wall_seconds:.2f}'}</td>", f"<td>{'—' if c is None else c.optimizer_steps}</td>",
+                  f"<td>{'—' if c is None else c.example_passes}</td>", f"<td>{'—' if c is None else f'{c.peak_memory_mb:.0f}'}</td>"]
+        ratio, speed = r.ratios.get("wall"), r.ratios.get("speedup")
+        cells += [f"<td>{'—' if ratio is None else f'{ratio:.3f}'}</td>", f"<td>{'—' if speed is None else f'{speed:.1f}×'}</td>"]
+        verdicts = " ".join(badge(lab) + (f" {n}/{len(r.runs)}" if len(r.verdicts) > 1 else "") for lab, n in r.verdicts.most_common())
+        cells.append(f"<td class='l'>{verdicts}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _evidence_details(s: TaskSummary) -> str:
+    parts = []
+    for r in s.rows + ([] if s.original is None else []):
+        run = r.runs[0]
+        v = run["verdict"]
+        rows = "".join(
+            f"<tr><td class='l'>{esc(x['key'])}</td><td class='l'>{esc(x['role'])}</td><td>{x['value']:.4f}</td>"
+            f"<td>[{x['lo']:.4f}, {x['hi']:.4f}]</td><td>{x['retrain_mean']:.4f}</td><td class='l {x['status']}'>{esc(x['status'])}</td></tr>"
+            for x in v.get("rows", [])
+        )
+        ks = v.get("tests", {}).get("ks_forget_loss")
+        ks_txt = ""
+        if ks:
+            ks_txt = (f"<p class='muted'>KS test of forget-example losses vs the first retrained model: D = {ks['statistic']:.4f}, "
+                      f"p = {ks['pvalue']:.3g}; between retrained seeds D ≤ {ks['retrain_seed_max'] if ks['retrain_seed_max'] is not None else float('nan'):.4f}.</p>")
+        reasons = "".join(f"<li>{esc(x)}</li>" for x in v["reasons"])
+        missing = f"<p class='muted'>missing: {esc(', '.join(v['missing']))}</p>" if v.get("missing") else ""
+        warn = run.get("unlearn_info", {}).get("warning")
+        warn_txt = f"<p class='more'>training note: {esc(warn)}</p>" if warn else ""
+        parts.append(
+            f"<details><summary><b>{esc(r.method)}</b> (seed {run['seed']}, run <code>{esc(run['run_id'])}</code>) {badge(v['label'])}</summary>"
+            f"<ul>{reasons}</ul>{warn_txt}<table><tr><th class='l'>evidence</th><th class='l'>role</th><th>value</th><th>retrain band</th>"
+            f"<th>retrain mean</th><th class='l'>status</th></tr>{rows}</table>{ks_txt}{missing}"
+            f"<p class='muted'>{esc(v.get('method', ''))}</p><p class='muted'>params: <code>{esc(run['method'].get('params'))}</code>; "
+            f"paper: {esc(run['method'].get('paper', ''))}</p></details>"
+        )
+    return "".join(parts)
+
+
+def _plots(s: TaskSummary) -> str:
+    bands = (s.noise_floor or {}).get("info", {}).get("bands", {})
+    original = None
+    if s.original is not None:
+        original = {k: metric_value(s.original, "accuracy", k) for k in ("forget", "retain", "test")}
+    out = []
+    if s.rows:
+        out.append("<h3>Accuracy per split against the retrain band</h3>"
+                   "<p class='muted'>Dots: mean ± sd over seeds, coloured by verdict. Shaded: prediction band for one more retrain.</p>"
+                   f"<img alt='accuracy vs retrain band' src='data:image/png;base64,{plots.accuracy_vs_band(s.rows, bands, original)}'>")
+    rocs = []
+    for run in ([s.original] if s.original else []) + [r.runs[0] for r in s.rows]:
+        res = run["results"].get("threshold_mia")
+        if res and "roc.loss" in res.get("curves", {}):
+            rocs.append((run["method"]["name"], res["curves"]["roc.loss"], res["values"]["loss.auc"]))
+    if rocs:
+        nonm = (s.original or {}).get("results", {}).get("threshold_mia", {}).get("info", {}).get("nonmembers", "test")
+        out.append(f"<h3>Membership inference (loss threshold): forget set vs {esc(nonm)}</h3>"
+                   f"<img alt='ROC curves' src='data:image/png;base64,{plots.roc_curves(rocs)}'>")
+    rel = [(r.method, r.runs[0]["results"]["relearn"]["curves"]["relearn"]) for r in s.rows if "relearn" in r.runs[0]["results"]]
+    if s.original is not None and "relearn" in s.original["results"]:
+        rel.insert(0, ("original", s.original["results"]["relearn"]["curves"]["relearn"]))
+    if rel:
+        out.append("<h3>Relearning attack</h3><p class='muted'>Fine-tune on a small slice of the forget set; accuracy on the rest of "
+                   "it. A method whose curve rises faster than the retrained models' suppressed rather than removed.</p>"
+                   f"<img alt='relearning curves' src='data:image/png;base64,{plots.relearn_curves(rel, bands.get('relearn.auc'))}'>")
+    if any(r.ratios.get("wall") for r in s.rows):
+        out.append(f"<h3>Cost vs. gap to retrain</h3><img alt='cost vs gap' src='data:image/png;base64,{plots.cost_vs_gap(s.rows)}'>")
+    return "".join(out)
+
+
+def render_report(store: Store, record: Mapping[str, Any]) -> str:
+    summaries = summarize(store, record)
+    spec = record.get("spec", {})
+    body = [f"<h1>unlearnkit report — {esc(record['name'])}</h1>",
+            f"<p class='muted'>experiment <code>{esc(record['exp_id'])}</code> · status {esc(record.get('status'))} · device "
+            f"{esc(record.get('device'))} · dataset {esc(spec.get('dataset', {}).get('name'))} · model {esc(spec.get('model'))} · "
+            f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
+            "<p>Verdicts: " + " ".join(badge(x) for x in plots.VERDICT_COLORS) + " — each decided against the spread of several retrained "
+            "models (the noise floor): forget evidence (forget accuracy, membership AUC, MIA efficacy), utility (retain and test "
+            "accuracy) and robustness (relearning attack).</p>"]
+    if record.get("failures"):
+        body.append("<h2>Failures</h2><ul>" + "".join(f"<li>{esc(f)}</li>" for f in record["failures"]) + "</ul>")
+    for s in summaries:
+        body.append(f"<h2>Forget set: {esc(s.label)}</h2>")
+        body.append(_facts(s))
+        body.append("<h3>Results and verdicts</h3>")
+        body.append(_main_table(s))
+        body.append("<h3>Evidence behind each verdict (first seed)</h3>")
+        body.append(_evidence_details(s))
+        body.append(_plots(s))
+    env = record.get("environment", {})
+    body.append(f"<p class='muted'>environment: {esc(env)}</p>")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>unlearnkit — {esc(record['name'])}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+
+
+def write_report(store: Store, record: Mapping[str, Any], path: str | Path | None = None) -> Path:
+    out = Path(path) if path else store.experiment_dir(record["exp_id"]) / "report.html"
+    atomic_write_text(out, render_report(store, record))
+    return out

@@ -1,0 +1,234 @@
+"""Run an experiment: tasks -> references -> methods × seeds -> evidence -> verdict -> store.
+
+Completed runs are found by their key and reused, so an interrupted experiment resumes where it
+stopped; a run is stored only when it is complete (atomic directory rename)."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..adapters import get_adapter
+from ..cost import CostMeter
+from ..data.forget import make_task
+from ..data.sources import load_dataset
+from ..errors import ModelError, UnlearnError
+from ..evaluation import EvalContext, build_metric, evaluate, ks_forget_losses
+from ..experiment import Experiment
+from ..methods import build_method, method_params
+from ..models import build_model
+from ..references import References, build_references
+from ..registry import METRICS
+from ..seeding import np_rng
+from ..types import MetricResult, Task
+from ..verdict import decide
+from .key import SCHEMA_VERSION, code_version, run_key
+from .store import Store
+
+Log = Callable[[str], None]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UnlearnError(f"Device {device!r} was requested but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def environment() -> dict[str, Any]:
+    import subprocess
+
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
+            "unlearnkit": code_version(), "git": git, "threads": torch.get_num_threads()}
+
+
+def split_arrays(results: dict[str, MetricResult]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Results as JSON with per-example arrays moved out (to be stored as .npy)."""
+    out: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, result in results.items():
+        rec = result.to_json()
+        refs = {}
+        for key, (ids, values) in result.per_example.items():
+            base = f"{name}.{key}"
+            arrays[f"{base}.ids"] = np.asarray(ids, dtype=np.int64)
+            arrays[f"{base}.values"] = np.asarray(values, dtype=np.float64)
+            refs[key] = {"ids": f"{base}.ids", "values": f"{base}.values"}
+        rec["per_example"] = refs
+        out[name] = rec
+    return out, arrays
+
+
+def check_finite(model: nn.Module, who: str) -> None:
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ModelError(f"{who} produced NaN/inf in parameter {name!r}.")
+
+
+class ExperimentRunner:
+    """Runs one experiment against a store. ``run()`` returns the experiment record."""
+
+    def __init__(self, exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None) -> None:
+        self.exp = exp
+        self.store = store
+        self.device = resolve_device(device if device != "auto" else exp.device)
+        self.progress = progress
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def build_task(self, source: Any, spec: Any) -> Task:
+        return make_task(
+            self.exp.dataset.name, source.train, source.test, spec, np_rng("forget", self.exp.task_seed, spec.to_dict()),
+            n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict()},
+        )
+
+    def references(self, task: Task, source: Any) -> References:
+        model = self.exp.model
+
+        def factory() -> nn.Module:
+            return build_model(model.name, source.input_shape, source.n_classes, **model.params)
+
+        spec = {**model.to_dict(), "input_shape": list(source.input_shape), "n_classes": source.n_classes}
+        return build_references(task, factory, self.exp.train, retrain_seeds=self.exp.retrain_seeds, original_seed=self.exp.original_seed,
+                                model_spec=spec, store=self.store, device=self.device, progress=self.progress)
+
+    def key_parts(self, task: Task, refs: References, kind: str, method: dict[str, Any], seed: int) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "method": method,
+            "task": {"fingerprint": task.fingerprint, "version": task.version},
+            "references": {"model": refs.info["model"], "train": self.exp.train.to_dict(), "original_seed": refs.info["original_seed"],
+                           "retrain_seeds": refs.info["retrain_seeds"]},
+            "metrics": [{**m.to_dict(), "version": METRICS.get(m.name).version} for m in self.exp.metrics],
+            "seed": seed,
+        }
+
+    def run(self) -> dict[str, Any]:
+        exp = self.exp
+        exp_id = exp.exp_id()
+        record: dict[str, Any] = {"schema": SCHEMA_VERSION, "exp_id": exp_id, "name": exp.name, "spec": exp.to_dict(), "source": exp.source,
+                                  "status": "running", "device": self.device, "tasks": [], "runs": [], "failures": [],
+                                  "environment": environment(), "started": time.time()}
+        self.store.save_experiment(record)
+        try:
+            self.log(f"Loading dataset {exp.dataset.name} ...")
+            source = load_dataset(exp.dataset.name, **exp.dataset.params)
+            for spec in exp.forget:
+                self._run_task(source, spec, record)
+            record["status"] = "failed" if record["failures"] else "complete"
+        except KeyboardInterrupt:
+            record["status"] = "interrupted"
+            raise
+        finally:
+            record["finished"] = time.time()
+            self.store.save_experiment(record)
+        return record
+
+    def _run_task(self, source: Any, spec: Any, record: dict[str, Any]) -> None:
+        exp = self.exp
+        task = self.build_task(source, spec)
+        self.log(f"[{spec.label()}] forget {len(task.forget)} / retain {len(task.retain)} / test {len(task.test)} examples; "
+                 f"training or loading the original and {exp.retrain_seeds} retrained reference(s) on {self.device} ...")
+        refs = self.references(task, source)
+        adapter = get_adapter(task)
+        metrics = [build_metric(m.name, m.params) for m in exp.metrics]
+        ctx = EvalContext(task, adapter, device=self.device, seed=exp.task_seed)
+        task_rec = {"label": spec.label(), "forget": spec.to_dict(), "task": task.describe(), "references": refs.info, "runs": {}}
+        record["tasks"].append(task_rec)
+
+        # the original model, evaluated like any method (it must come out "not forgotten")
+        orig_id = self._evaluate_and_store(task, refs, ctx, metrics, "reference", {"name": "original", "params": {}}, exp.original_seed,
+                                           refs.original, None, {}, exp_id=record["exp_id"])
+        task_rec["original_run"] = orig_id
+        jobs = [(m, s) for m in exp.methods for s in exp.seeds]
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc=f"methods [{spec.label()}]", dynamic_ncols=True)
+        try:
+            for comp, seed in jobs:
+                method = build_method(comp.name, comp.params)
+                mdesc = {"name": method.name, "params": method_params(method), "version": method.version}
+                try:
+                    run_id = self._unlearn_and_store(task, refs, ctx, metrics, method, mdesc, seed, record["exp_id"])
+                except UnlearnError as exc:
+                    msg = f"[{spec.label()}] {method.name} seed {seed} failed: {type(exc).__name__}: {exc}"
+                    self.log(msg)
+                    record["failures"].append({"task": spec.label(), "method": method.name, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                finally:
+                    if bar is not None:
+                        bar.update(1)
+                task_rec["runs"].setdefault(method.name, []).append(run_id)
+                record["runs"].append(run_id)
+                self.store.save_experiment(record)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _unlearn_and_store(self, task: Task, refs: References, ctx: EvalContext, metrics: list[Any], method: Any,
+                           mdesc: dict[str, Any], seed: int, exp_id: str) -> str:
+        parts = self.key_parts(task, refs, "unlearn", mdesc, seed)
+        run_id = run_key(parts)
+        if self.store.has_run(run_id):
+            rec = self.store.load_run(run_id)
+            self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
+            return run_id
+        model = copy.deepcopy(refs.original)
+        with CostMeter(self.device) as meter:
+            unlearned = method.unlearn(model, task, refs, rng=np_rng("method", method.name, seed), device=self.device, progress=self.progress)
+        check_finite(unlearned.model, f"method {method.name!r}")
+        assert meter.cost is not None
+        run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, unlearned.model, meter.cost, unlearned.info,
+                                          exp_id=exp_id, method=method)
+        rec = self.store.load_run(run_id)
+        gap = rec["results"].get("retrain_gap", {}).get("values", {}).get("avg_gap")
+        self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} avg gap {gap if gap is None else f'{gap:.4f}'}, "
+                 f"{meter.cost.wall_seconds:.1f}s")
+        return run_id
+
+    def _evaluate_and_store(self, task: Task, refs: References, ctx: EvalContext, metrics: list[Any], kind: str, mdesc: dict[str, Any],
+                            seed: int, model: nn.Module, cost: Any, info: dict[str, Any], *, exp_id: str, method: Any = None) -> str:
+        parts = self.key_parts(task, refs, kind, mdesc, seed)
+        run_id = run_key(parts)
+        if self.store.has_run(run_id):
+            return run_id
+        t0 = time.perf_counter()
+        results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
+        evidence = [e for r in results.values() for e in r.evidence]
+        verdict = decide(evidence, results.get("noise_floor"), missing=[f"{k}: {v}" for k, v in missing.items()],
+                         tests=ks_forget_losses(model, refs, ctx))
+        eval_seconds = time.perf_counter() - t0
+        results_json, arrays = split_arrays(results)
+        record = {
+            "schema": SCHEMA_VERSION, "run_id": run_id, "kind": kind, "experiment": exp_id, "key": parts,
+            "task": task.describe(),
+            "method": {**mdesc, "kind": getattr(method, "kind", "reference"), "paper": getattr(method, "paper", "")},
+            "seed": seed, "results": results_json, "missing": missing, "verdict": verdict.to_json(),
+            "cost": cost.to_json() if cost is not None else None, "eval_seconds": eval_seconds,
+            "unlearn_info": info, "environment": environment(), "status": "complete",
+        }
+        self.store.save_run(record, model=model, arrays=arrays)
+        return run_id
+
+
+def run_experiment(exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None) -> dict[str, Any]:
+    """Run (or resume) ``exp`` into ``store``; returns the experiment record."""
+    return ExperimentRunner(exp, store, device=device, progress=progress, log=log).run()

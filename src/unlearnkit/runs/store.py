@@ -1,0 +1,235 @@
+"""The run store: one directory per run (run.json + safetensors + .npy), an SQLite index over the
+run.json files, reference-model cache, experiment records. Every write is atomic (temp + rename):
+an interrupted run leaves no half-written record, and the next start removes its temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..errors import StoreError
+from ..io import load_array, load_model_weights, read_json, save_array, save_state, write_json
+
+INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, experiment TEXT, task TEXT, task_fingerprint TEXT, forget TEXT,
+  method TEXT, params TEXT, seed INTEGER, kind TEXT, verdict TEXT, status TEXT, created REAL, path TEXT
+);
+CREATE TABLE IF NOT EXISTS experiments (
+  exp_id TEXT PRIMARY KEY, name TEXT, status TEXT, created REAL, n_runs INTEGER, path TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_task ON runs(task_fingerprint);
+CREATE INDEX IF NOT EXISTS runs_exp ON runs(experiment);
+"""
+
+
+def _safe_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+
+
+class Store:
+    """A folder of runs. ``Store(path)`` creates it if needed and cleans up interrupted writes.
+    ``refs_root`` keeps the reference-model cache elsewhere (e.g. shared by benchmark runs)."""
+
+    def __init__(self, root: str | Path, refs_root: str | Path | None = None) -> None:
+        self.root = Path(root)
+        self.refs = Path(refs_root) if refs_root is not None else self.root / "refs"
+        for folder in (self.root / "runs", self.root / "experiments", self.refs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._clean_tmp()
+        with self._db() as db:
+            db.executescript(INDEX_SCHEMA)
+        self._sync_index()
+
+    # ----------------------------------------------------------------- housekeeping
+    def _clean_tmp(self) -> None:
+        for folder in (self.root / "runs", self.root / "experiments", self.refs):
+            for p in folder.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.root / "index.sqlite", timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the run index {self.root / 'index.sqlite'}: {exc}") from None
+        try:
+            with db:
+                yield db
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"The run index {self.root / 'index.sqlite'} is damaged ({exc}); delete it and it is rebuilt from run.json files.") from None
+        finally:
+            db.close()
+
+    def _sync_index(self) -> None:
+        """Make the index agree with the run directories (the directories are the truth)."""
+        with self._db() as db:
+            indexed = {row[0] for row in db.execute("SELECT run_id FROM runs")}
+            on_disk = {p.name for p in (self.root / "runs").iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "run.json").is_file()}
+            for run_id in indexed - on_disk:
+                db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            for run_id in on_disk - indexed:
+                try:
+                    self._index_run(db, read_json(self.root / "runs" / run_id / "run.json"))
+                except (OSError, ValueError, KeyError):
+                    continue  # unreadable record: leave it out of the index
+            exps = {row[0] for row in db.execute("SELECT exp_id FROM experiments")}
+            exp_disk = {p.name for p in (self.root / "experiments").iterdir() if p.is_dir() and (p / "experiment.json").is_file()}
+            for exp_id in exps - exp_disk:
+                db.execute("DELETE FROM experiments WHERE exp_id = ?", (exp_id,))
+            for exp_id in exp_disk - exps:
+                try:
+                    self._index_experiment(db, read_json(self.root / "experiments" / exp_id / "experiment.json"))
+                except (OSError, ValueError, KeyError):
+                    continue
+
+    def _index_run(self, db: sqlite3.Connection, record: Mapping[str, Any]) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record["run_id"], record.get("experiment"), record["task"]["name"], record["task"]["fingerprint"],
+                record["task"].get("info", {}).get("forget_label"), record["method"]["name"],
+                json.dumps(record["method"].get("params", {}), sort_keys=True), record.get("seed"), record.get("kind"),
+                (record.get("verdict") or {}).get("label"), record.get("status"), record.get("created"),
+                str(self.root / "runs" / record["run_id"]),
+            ),
+        )
+
+    def _index_experiment(self, db: sqlite3.Connection, record: Mapping[str, Any]) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO experiments VALUES (?,?,?,?,?,?)",
+            (record["exp_id"], record["name"], record.get("status"), record.get("created"), len(record.get("runs", [])),
+             str(self.root / "experiments" / record["exp_id"])),
+        )
+
+    def _tmp_dir(self, folder: Path, name: str) -> Path:
+        tmp = folder / f".tmp-{_safe_name(name)}-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def _commit_dir(self, tmp: Path, final: Path) -> None:
+        if final.exists():
+            shutil.rmtree(tmp, ignore_errors=True)  # someone else finished the same key first
+            return
+        os.replace(tmp, final)
+
+    # ----------------------------------------------------------------- runs
+    def has_run(self, run_id: str) -> bool:
+        return (self.root / "runs" / run_id / "run.json").is_file()
+
+    def save_run(self, record: dict[str, Any], model: nn.Module | None = None, arrays: Mapping[str, np.ndarray] | None = None) -> Path:
+        """Write a run directory atomically and index it. ``record['run_id']`` names it."""
+        run_id = record["run_id"]
+        final = self.root / "runs" / run_id
+        tmp = self._tmp_dir(self.root / "runs", run_id)
+        try:
+            if model is not None:
+                save_state(tmp / "model.safetensors", model.state_dict(), {"run_id": run_id})
+            names = {}
+            for key, arr in (arrays or {}).items():
+                fname = f"{_safe_name(key)}.npy"
+                save_array(tmp / "arrays" / fname, arr)
+                names[key] = f"arrays/{fname}"
+            record = {**record, "arrays": names, "created": record.get("created", time.time())}
+            write_json(tmp / "run.json", record)
+            self._commit_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        with self._db() as db:
+            self._index_run(db, read_json(final / "run.json"))
+        return final
+
+    def load_run(self, run_id: str) -> dict[str, Any]:
+        path = self.root / "runs" / self.resolve_run(run_id) / "run.json"
+        try:
+            return read_json(path)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"Cannot read run record {path}: {exc}") from None
+
+    def load_run_array(self, run_id: str, key: str) -> np.ndarray:
+        record = self.load_run(run_id)
+        rel = record.get("arrays", {}).get(key)
+        if rel is None:
+            raise StoreError(f"Run {run_id} has no array {key!r} (has {sorted(record.get('arrays', {}))[:10]}).")
+        return load_array(self.root / "runs" / record["run_id"] / rel)
+
+    def load_run_model(self, run_id: str, model: nn.Module) -> nn.Module:
+        return load_model_weights(model, self.root / "runs" / self.resolve_run(run_id) / "model.safetensors")
+
+    def resolve_run(self, prefix: str) -> str:
+        if (self.root / "runs" / prefix / "run.json").is_file():
+            return prefix
+        matches = [p.name for p in (self.root / "runs").glob(f"{_safe_name(prefix)}*") if (p / "run.json").is_file()]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise StoreError(f"No run {prefix!r} in {self.root}. `unlearnkit ls runs` lists them.")
+        raise StoreError(f"Run id prefix {prefix!r} is ambiguous: {sorted(matches)[:5]}.")
+
+    def runs(self, **where: Any) -> list[dict[str, Any]]:
+        """Index rows (dicts), filtered by equality on any column, newest first."""
+        cols = ["run_id", "experiment", "task", "task_fingerprint", "forget", "method", "params", "seed", "kind", "verdict", "status", "created", "path"]
+        bad = [k for k in where if k not in cols]
+        if bad:
+            raise StoreError(f"Unknown run column(s) {bad}; columns: {cols}.")
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "") + " ORDER BY created DESC"
+        with self._db() as db:
+            return [dict(zip(cols, row)) for row in db.execute(sql, tuple(where.values()))]
+
+    # ----------------------------------------------------------------- experiments
+    def save_experiment(self, record: dict[str, Any]) -> Path:
+        exp_id = record["exp_id"]
+        folder = self.root / "experiments" / exp_id
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "experiment.json", {**record, "created": record.get("created", time.time())})
+        with self._db() as db:
+            self._index_experiment(db, read_json(folder / "experiment.json"))
+        return folder
+
+    def experiments(self) -> list[dict[str, Any]]:
+        cols = ["exp_id", "name", "status", "created", "n_runs", "path"]
+        with self._db() as db:
+            return [dict(zip(cols, row)) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC")]
+
+    def load_experiment(self, exp_id: str) -> dict[str, Any]:
+        folder = self.root / "experiments" / exp_id
+        if not (folder / "experiment.json").is_file():
+            matches = [p.name for p in (self.root / "experiments").glob(f"{_safe_name(exp_id)}*") if (p / "experiment.json").is_file()]
+            if len(matches) != 1:
+                raise StoreError(f"No unique experiment {exp_id!r} in {self.root} (matches: {matches[:5]}).")
+            folder = self.root / "experiments" / matches[0]
+        return read_json(folder / "experiment.json")
+
+    def experiment_dir(self, exp_id: str) -> Path:
+        return self.root / "experiments" / exp_id
+
+    # ----------------------------------------------------------------- references
+    def load_reference(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]] | None:
+        folder = self.refs / key
+        if not (folder / "meta.json").is_file() or not (folder / "model.safetensors").is_file():
+            return None
+        model = load_model_weights(factory(), folder / "model.safetensors").to(device)
+        model.eval()
+        return model, read_json(folder / "meta.json")
+
+    def save_reference(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
+        final = self.refs / key
+        tmp = self._tmp_dir(self.refs, key)
+        try:
+            save_state(tmp / "model.safetensors", model.state_dict(), {"key": key})
+            write_json(tmp / "meta.json", meta)
+            self._commit_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

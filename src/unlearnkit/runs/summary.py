@@ -1,0 +1,147 @@
+"""Summaries of an experiment: one table per forget setting (method × seeds aggregated), with
+verdicts and cost ratios to retraining measured in the same experiment."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..cost import Cost
+from ..references import mean_cost
+from .store import Store
+
+# (column label, metric, value key) shown in tables
+COLUMNS = (
+    ("forget acc", "accuracy", "forget"),
+    ("retain acc", "accuracy", "retain"),
+    ("test acc", "accuracy", "test"),
+    ("avg gap", "retrain_gap", "avg_gap"),
+    ("MIA AUC", "threshold_mia", "loss.auc"),
+    ("MIA eff.", "mia_efficacy", "efficacy"),
+    ("relearn AUC", "relearn", "auc"),
+)
+
+
+def metric_value(run: Mapping[str, Any], metric: str, key: str) -> float | None:
+    value = run.get("results", {}).get(metric, {}).get("values", {}).get(key)
+    return None if value is None else float(value)
+
+
+@dataclass
+class MethodRow:
+    method: str
+    kind: str
+    runs: list[dict[str, Any]]
+    stats: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # column -> (mean, sd, n)
+    verdicts: Counter = field(default_factory=Counter)
+    cost: Cost | None = None
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """The verdict across seeds: the common label, or "a k/n, b m/n" when seeds disagree."""
+        if not self.verdicts:
+            return "—"
+        n = sum(self.verdicts.values())
+        if len(self.verdicts) == 1:
+            return next(iter(self.verdicts))
+        return ", ".join(f"{lab} {c}/{n}" for lab, c in self.verdicts.most_common())
+
+
+@dataclass
+class TaskSummary:
+    label: str
+    task: dict[str, Any]
+    original: dict[str, Any] | None
+    rows: list[MethodRow]
+    retrain_cost: Cost | None
+    retrain_cost_source: str
+    noise_floor: dict[str, Any] | None
+
+
+def _row(method: str, runs: list[dict[str, Any]]) -> MethodRow:
+    row = MethodRow(method, runs[0]["method"].get("kind", ""), runs)
+    for label, metric, key in COLUMNS:
+        vals = [v for v in (metric_value(r, metric, key) for r in runs) if v is not None]
+        if vals:
+            row.stats[label] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals))
+    row.verdicts = Counter(r["verdict"]["label"] for r in runs)
+    costs = [r["cost"] for r in runs if r.get("cost")]
+    row.cost = mean_cost(costs)
+    return row
+
+
+def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
+    out = []
+    for t in record.get("tasks", []):
+        rows = []
+        for method, run_ids in t.get("runs", {}).items():
+            runs = [store.load_run(r) for r in run_ids]
+            if runs:
+                rows.append(_row(method, runs))
+        original = store.load_run(t["original_run"]) if t.get("original_run") else None
+        retrain_rows = [r for r in rows if r.method == "retrain"]
+        if retrain_rows and retrain_rows[0].cost is not None:
+            ref_cost, source = retrain_rows[0].cost, "the retrain method, measured in this experiment"
+        else:
+            ref_cost = mean_cost(t.get("references", {}).get("costs", {}).get("retrain", []))
+            source = "the reference retrains (measured when they were trained; may be another session)"
+        for row in rows:
+            if row.cost is not None and ref_cost is not None:
+                row.ratios = row.cost.ratios_to(ref_cost)
+        nf = original["results"].get("noise_floor") if original else None
+        out.append(TaskSummary(t["label"], t["task"], original, rows, ref_cost, source, nf))
+    return out
+
+
+def fmt_stat(stat: tuple[float, float, int] | None, digits: int = 3) -> str:
+    if stat is None:
+        return "—"
+    mean, sd, n = stat
+    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f}±{sd:.{digits}f}"
+
+
+def format_tables(summaries: list[TaskSummary]) -> str:
+    """Plain-text results tables (what the CLI prints)."""
+    lines: list[str] = []
+    for s in summaries:
+        lines.append("")
+        lines.append(f"== forget set: {s.label} — forget {s.task['splits']['forget']['n']}, retain {s.task['splits']['retain']['n']}, "
+                     f"test {s.task['splits']['test']['n']} ==")
+        if s.original is not None:
+            o = s.original
+            tr = metric_value(o, "accuracy", "retain")
+            te = metric_value(o, "accuracy", "test")
+            fo = metric_value(o, "accuracy", "forget")
+            if tr is not None and te is not None and fo is not None:
+                lines.append(f"original model: forget {fo:.3f}, retain {tr:.3f}, test {te:.3f} "
+                             f"(train−test gap {((fo * s.task['splits']['forget']['n'] + tr * s.task['splits']['retain']['n']) / (s.task['splits']['forget']['n'] + s.task['splits']['retain']['n']) - te):+.3f}); "
+                             f"verdict {o['verdict']['label']}")
+        if s.noise_floor is not None:
+            bands = s.noise_floor.get("info", {}).get("bands", {})
+            if bands:
+                r = next(iter(bands.values()))["R"]
+                lines.append(f"retrain band (R={r} seeds, Bonferroni over {len(bands)} bands): " + "; ".join(
+                    f"{k} [{b['lo']:.3f}, {b['hi']:.3f}]" for k, b in bands.items()))
+        header = ["method", "seeds"] + [c[0] for c in COLUMNS] + ["wall s", "× retrain time", "speed-up", "verdict"]
+        table = [header]
+        for row in s.rows:
+            wall = row.cost.wall_seconds if row.cost else None
+            ratio = row.ratios.get("wall")
+            speed = row.ratios.get("speedup")
+            table.append([row.method, str(len(row.runs))] + [fmt_stat(row.stats.get(c[0])) for c in COLUMNS]
+                         + ["—" if wall is None else f"{wall:.1f}", "—" if ratio is None else f"{ratio:.3f}",
+                            "—" if speed is None else f"{speed:.1f}×", row.verdict])
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for i, r in enumerate(table):
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        if s.retrain_cost is not None:
+            lines.append(f"retraining cost: {s.retrain_cost.wall_seconds:.1f}s, {s.retrain_cost.optimizer_steps} steps "
+                         f"(from {s.retrain_cost_source})")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Selectors: which parameters may change. ``(model, task, ctx) -> Mask``; compose masks with & | ~."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import cost
+from ..errors import ConfigError
+from ..registry import SELECTORS
+from ..types import Mask, Task
+
+
+@SELECTORS.register("all")
+@dataclass(frozen=True)
+class AllParameters:
+    """Every parameter may change."""
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        return Mask.full(model)
+
+
+@SELECTORS.register("by_name")
+@dataclass(frozen=True)
+class ByName:
+    """Parameters whose names match any ``include`` glob and no ``exclude`` glob (e.g. ``head.*``)."""
+
+    include: Sequence[str] = ("*",)
+    exclude: Sequence[str] = ()
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        out = {}
+        for name, p in model.named_parameters():
+            keep = any(fnmatch.fnmatch(name, pat) for pat in self.include) and not any(
+                fnmatch.fnmatch(name, pat) for pat in self.exclude
+            )
+            out[name] = torch.full_like(p, keep, dtype=torch.bool)
+        return Mask(out).require_nonempty(f"by_name(include={list(self.include)}, exclude={list(self.exclude)})")
+
+
+def forget_gradient(model: nn.Module, task: Task, adapter: Any, device: Any, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Σ over forget batches of ∇θ of the summed forget loss (signed, model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    grads = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        for batch in task.forget.batches(batch_size, device=device):
+            model.zero_grad(set_to_none=True)
+            loss = adapter.per_example_loss(model, batch).sum()
+            loss.backward()
+            cost.record(passes=len(batch["ids"]))
+            for n, p in model.named_parameters():
+                if p.grad is not None and n in grads:
+                    grads[n] += p.grad.detach()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return grads
+
+
+@SELECTORS.register("by_saliency")
+@dataclass(frozen=True)
+class BySaliency:
+    """SalUn's weight saliency (Fan et al., ICLR 2024): keep the top ``fraction`` of coordinates by
+    |Σ_batches ∇θ(−L_forget)|, ranked globally across all parameters (signed sum, then absolute value)."""
+
+    fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"by_saliency: fraction must be in (0, 1], got {self.fraction}.")
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        grads = forget_gradient(model, task, adapter, device)
+        flat = torch.cat([g.abs().flatten() for g in grads.values()])
+        k = max(1, int(round(self.fraction * flat.numel())))
+        # exact top-k by magnitude; ties broken by position (deterministic)
+        order = torch.argsort(flat, descending=True, stable=True)
+        chosen = torch.zeros_like(flat, dtype=torch.bool)
+        chosen[order[:k]] = True
+        out, start = {}, 0
+        for name, p in model.named_parameters():
+            if name in grads:
+                out[name] = chosen[start : start + p.numel()].view_as(p)
+                start += p.numel()
+            else:
+                out[name] = torch.zeros_like(p, dtype=torch.bool)
+        return Mask(out).require_nonempty("by_saliency")
+
+
+__all__ = ["AllParameters", "ByName", "BySaliency", "forget_gradient"]

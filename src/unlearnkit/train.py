@@ -1,0 +1,308 @@
+"""The one training loop. Every gradient method, reference model and attack trains through it."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import cost
+from .errors import ConfigError, DivergenceError
+from .params import build_component
+from .registry import suggest
+from .seeding import torch_gen
+from .types import Batch, Mask, Split
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "linear")
+OptimizerName = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "cosine", "linear"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Budget and optimiser. The budget is ``steps`` if given, else ``epochs`` over the epoch stream;
+    ``max_seconds`` stops early on wall time. Schedules decay the learning rate to zero at the end."""
+
+    epochs: float | None = 1.0
+    steps: int | None = None
+    max_seconds: float | None = None
+    batch_size: int = 128
+    optimizer: OptimizerName = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None:
+            raise ConfigError("Training budget: give epochs or steps.")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}.")
+        if self.epochs is not None and self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.{suggest(str(self.optimizer), set(OPTIMIZERS))}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.{suggest(str(self.schedule), set(SCHEDULES))}")
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a finite number >= 0, got {self.lr}.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "train") -> TrainConfig:
+        return build_component(cls, d, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def n_steps(self, epoch_examples: int) -> int:
+        if self.steps is not None:
+            return int(self.steps)
+        return int(math.ceil(float(self.epochs or 0.0) * math.ceil(epoch_examples / self.batch_size)))
+
+
+@dataclass
+class Loss:
+    """A scalar loss to minimise and its named parts (floats, for logging)."""
+
+    value: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What an objective may use besides the model and batch."""
+
+    step: int
+    n_steps: int
+    generator: torch.Generator
+    adapter: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    example_passes: int
+    seconds: float
+    history: list[dict[str, float]]
+    stopped: str | None = None  # why training stopped early (divergence, time budget), else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "example_passes": self.example_passes,
+            "seconds": round(self.seconds, 4),
+            "stopped": self.stopped,
+            "final_loss": self.history[-1]["loss"] if self.history else None,
+        }
+
+
+def _cycle(split: Split, batch_size: int, gen: torch.Generator, device: str | torch.device) -> Iterator[Batch]:
+    while True:
+        yield from split.batches(batch_size, shuffle=True, generator=gen, device=device)
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    # foreach: one fused op per step over all parameters (PyTorch only defaults to it on CUDA)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def lr_factor(cfg: TrainConfig, step: int, n_steps: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, n_steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if cfg.schedule == "linear":
+        return 1.0 - t
+    return 1.0
+
+
+class _MaskGuard:
+    """Enforces a mask: masked-out gradients are zeroed before the step, and after the step the
+    masked-out coordinates are reset to their starting values (undoing weight decay and momentum)
+    and their optimizer state is zeroed. Masked-out parameters therefore stay bit-identical."""
+
+    def __init__(self, model: nn.Module, mask: Mask | None) -> None:
+        self.partial: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
+        self.trainable: list[nn.Parameter] = []
+        self.frozen: list[nn.Parameter] = []
+        params = dict(model.named_parameters())
+        if mask is not None:
+            mask.check_model(model)
+        for name, p in params.items():
+            if not p.requires_grad:
+                continue
+            m = None if mask is None else mask.get(name)
+            if m is None:
+                if mask is not None:  # a mask that does not name a parameter freezes it
+                    self.frozen.append(p)
+                    continue
+                self.trainable.append(p)
+                continue
+            m = m.to(p.device)
+            if not bool(m.any()):
+                self.frozen.append(p)
+            elif bool(m.all()):
+                self.trainable.append(p)
+            else:
+                self.trainable.append(p)
+                self.partial.append((p, m, p.detach().clone()))
+        self._saved = [p.requires_grad for p in self.frozen]
+        for p in self.frozen:
+            p.requires_grad_(False)
+
+    def mask_grads(self) -> None:
+        for p, m, _ in self.partial:
+            if p.grad is not None:
+                p.grad.mul_(m)
+
+    @torch.no_grad()
+    def restore(self, optimizer: torch.optim.Optimizer) -> None:
+        for p, m, start in self.partial:
+            p.copy_(torch.where(m, p, start))
+            state = optimizer.state.get(p, {})
+            for value in state.values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(m)
+
+    def release(self) -> None:
+        for p, flag in zip(self.frozen, self._saved):
+            p.requires_grad_(flag)
+
+
+def _finite_params(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def fit(
+    model: nn.Module,
+    objective: Callable[[nn.Module, dict[str, Batch], StepContext], Loss],
+    streams: Mapping[str, Split],
+    config: TrainConfig,
+    *,
+    adapter: Any,
+    rng: np.random.Generator,
+    device: str | torch.device = "cpu",
+    mask: Mask | None = None,
+    epoch_stream: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    on_divergence: Literal["restore", "raise"] = "restore",
+    loss_limit: float = 1e4,
+    snapshot_every: int | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    callback: Callable[[int, nn.Module], None] | None = None,
+) -> TrainResult:
+    """Minimise ``objective`` on batches drawn from ``streams`` (one cycling shuffled loader each).
+
+    The divergence guard keeps the last good weights (verified finite every ``snapshot_every`` steps);
+    a non-finite loss or weights, or a loss whose magnitude exceeds ``loss_limit``, stops training and
+    restores them (``on_divergence="raise"``
+    then raises DivergenceError). ``callback(step, model)`` runs after every step.
+    """
+    needed = tuple(getattr(objective, "streams", tuple(streams)))
+    missing = [s for s in needed if s not in streams]
+    if missing:
+        raise ConfigError(f"The objective needs data streams {missing}; given {sorted(streams)}.")
+    if not needed:
+        raise ConfigError("The objective uses no data stream.")
+    for s in needed:
+        if len(streams[s]) == 0:
+            raise ConfigError(f"Data stream {s!r} is empty.")
+    epoch_stream = epoch_stream or needed[0]
+    n_steps = config.n_steps(len(streams[epoch_stream]))
+    iters = {s: _cycle(streams[s], config.batch_size, torch_gen(rng), device) for s in needed}
+    step_gen = torch_gen(rng, device if torch.device(device).type != "mps" else "cpu")
+
+    guard = _MaskGuard(model, mask)
+    optimizer = make_optimizer(guard.trainable, config) if guard.trainable else None
+    if optimizer is None and n_steps > 0:
+        guard.release()
+        raise ConfigError("Nothing to train: every parameter is frozen by the mask.")
+    snapshot_every = snapshot_every or 50
+    good_state = copy.deepcopy(model.state_dict())
+    good_step = 0
+    history: list[dict[str, float]] = []
+    stopped: str | None = None
+    passes = 0
+    was_training = model.training
+    model.train()
+    t0 = time.perf_counter()
+    bar = None
+    if progress and n_steps > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, desc=desc, leave=False, dynamic_ncols=True)
+    try:
+        for step in range(n_steps):
+            if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
+                stopped = f"time budget of {config.max_seconds}s reached at step {step}"
+                break
+            batch = {s: next(it) for s, it in iters.items()}
+            ctx = StepContext(step, n_steps, step_gen, adapter, dict(extra or {}))
+            for group in optimizer.param_groups:  # type: ignore[union-attr]
+                group["lr"] = config.lr * lr_factor(config, step, n_steps)
+            loss = objective(model, batch, ctx)
+            value = float(loss.value.detach())
+            n_examples = sum(len(b["ids"]) for b in batch.values())
+            passes += n_examples
+            cost.record(steps=1, passes=n_examples)
+            if not math.isfinite(value) or abs(value) > loss_limit:
+                stopped = (
+                    f"diverged at step {step}: loss={value:.4g} "
+                    f"({'non-finite' if not math.isfinite(value) else f'|loss| > {loss_limit:g}'}); "
+                    f"restored the weights of step {good_step}"
+                )
+                break
+            optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            if loss.value.requires_grad:
+                loss.value.backward()
+                guard.mask_grads()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(guard.trainable, config.grad_clip)
+                optimizer.step()  # type: ignore[union-attr]
+                guard.restore(optimizer)  # type: ignore[arg-type]
+            history.append({"step": step, "loss": value, **loss.parts})
+            if (step + 1) % snapshot_every == 0 or step + 1 == n_steps:
+                if _finite_params(model):
+                    good_state = copy.deepcopy(model.state_dict())
+                    good_step = step + 1
+                else:
+                    stopped = f"diverged at step {step}: non-finite weights; restored the weights of step {good_step}"
+                    break
+            if callback is not None:
+                callback(step, model)
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{value:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        guard.release()
+        model.train(was_training)
+    if stopped is not None and stopped.startswith("diverged"):
+        model.load_state_dict(good_state)
+        if on_divergence == "raise":
+            raise DivergenceError(f"{desc}: {stopped}.")
+    return TrainResult(len(history), passes, time.perf_counter() - t0, history, stopped)

@@ -1,0 +1,116 @@
+"""Evidence -> verdict (removed / suppressed / not forgotten / over-forgotten / inconclusive), decided
+against the retrained models' seed-to-seed noise floor, with the numbers behind it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .types import Evidence, MetricResult
+
+LABELS = ("removed", "suppressed", "not forgotten", "over-forgotten", "inconclusive")
+REQUIRED_ROLES = ("forget", "utility", "robustness")
+
+
+def prediction_bands(values: Mapping[str, Sequence[float]], floors: Mapping[str, float], alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """Per key: a prediction interval for one more draw, mean ± t·sd·√(1+1/R), with
+    t = t_{1−α/(2m)}(R−1) (two-sided, Bonferroni over the m keys), half-width at least the key's floor.
+    With R = 1 there is no spread to estimate: the band is the floor alone."""
+    from scipy.stats import t as student_t
+
+    m = max(1, len(values))
+    out: dict[str, dict[str, float]] = {}
+    for key, vals in values.items():
+        arr = np.asarray([v for v in vals if v is not None and math.isfinite(v)], dtype=np.float64)
+        r = len(arr)
+        if r == 0:
+            continue
+        mean = float(arr.mean())
+        sd = float(arr.std(ddof=1)) if r > 1 else 0.0
+        tq = float(student_t.ppf(1 - alpha / (2 * m), r - 1)) if r > 1 else float("inf")
+        half = tq * sd * math.sqrt(1 + 1 / r) if r > 1 else 0.0
+        half = max(half, float(floors.get(key, 0.0)))
+        out[key] = {"mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half, "half_width": half, "R": r,
+                    "t": tq if r > 1 else None, "m": m, "alpha": alpha}
+    return out
+
+
+@dataclass
+class Verdict:
+    label: str
+    reasons: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    method: str = ""
+    tests: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "reasons": self.reasons, "rows": self.rows, "missing": self.missing, "method": self.method, "tests": self.tests}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Verdict:
+        return cls(d["label"], list(d["reasons"]), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""), dict(d.get("tests", {})))
+
+
+def _direction(ev: Evidence, lo: float, hi: float) -> str:
+    """'inside', 'more' (remembers more / better utility than retraining) or 'less'."""
+    if lo <= ev.value <= hi:
+        return "inside"
+    above = ev.value > hi
+    return "more" if above == (ev.remembers == "higher") else "less"
+
+
+def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, missing: Sequence[str] = (), tests: Mapping[str, Any] | None = None) -> Verdict:
+    """The verdict from a model's evidence and the retrain noise floor.
+
+    Order of precedence: forget evidence remembering more than retraining -> not forgotten; forget
+    evidence below the band or utility below its band -> over-forgotten; robustness evidence above
+    its band -> suppressed; a needed role without evidence -> inconclusive; otherwise removed.
+    """
+    evidence = list(evidence)
+    missing = list(missing)
+    if noise_floor is None:
+        return Verdict("inconclusive", ["no retrain noise floor (needs >= 2 retrained seeds and the noise_floor metric)"],
+                       missing=missing + ["noise_floor"], tests=dict(tests or {}))
+    bands = noise_floor.info["bands"]
+    r = noise_floor.info.get("R")
+    alpha = noise_floor.info.get("alpha")
+    method = (f"prediction interval over R={r} retrained seeds, mean ± t·sd·√(1+1/R), two-sided with Bonferroni "
+              f"over {len(bands)} evidence bands (family-wise false-alarm rate α={alpha}), widened to each evidence's floor")
+    rows = []
+    for ev in evidence:
+        band = bands.get(ev.key)
+        if band is None or not math.isfinite(ev.value):
+            missing.append(f"{ev.key} (no band)" if band is None else f"{ev.key} (not finite)")
+            continue
+        status = _direction(ev, band["lo"], band["hi"])
+        rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band["lo"], "hi": band["hi"],
+                     "retrain_mean": band["mean"], "status": status, "remembers": ev.remembers})
+    roles = {row["role"] for row in rows}
+    for role in REQUIRED_ROLES:
+        if role not in roles:
+            missing.append(f"{role} evidence")
+
+    def fmt(row: dict[str, Any]) -> str:
+        return f"{row['key']} = {row['value']:.4f} outside the retrain band [{row['lo']:.4f}, {row['hi']:.4f}]"
+
+    more_forget = [row for row in rows if row["role"] == "forget" and row["status"] == "more"]
+    less_forget = [row for row in rows if row["role"] == "forget" and row["status"] == "less"]
+    less_utility = [row for row in rows if row["role"] == "utility" and row["status"] == "less"]
+    more_robust = [row for row in rows if row["role"] == "robustness" and row["status"] == "more"]
+    if more_forget:
+        label, reasons = "not forgotten", [f"remembers more than retraining: {fmt(r)}" for r in more_forget]
+    elif less_forget or less_utility:
+        label = "over-forgotten"
+        reasons = [f"forgets past retraining: {fmt(r)}" for r in less_forget] + [f"utility below retraining: {fmt(r)}" for r in less_utility]
+    elif more_robust:
+        label, reasons = "suppressed", [f"outputs look retrained, but recovers faster: {fmt(r)}" for r in more_robust]
+    elif "forget evidence" in missing or "utility evidence" in missing or "robustness evidence" in missing:
+        label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
+    else:
+        label, reasons = "removed", ["every evidence inside its retrain band"]
+    return Verdict(label, reasons, rows, missing, method, dict(tests or {}))

@@ -1,0 +1,64 @@
+"""Shared fixtures: sklearn digits tasks and reference models, built once per session."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit.data.forget import ForgetSpec, make_task
+from unlearnkit.data.sources import load_dataset
+from unlearnkit.models import build_model
+from unlearnkit.references import build_references
+from unlearnkit.train import TrainConfig
+
+torch.set_num_threads(2)
+
+REF_CONFIG = TrainConfig(epochs=40, batch_size=64, optimizer="adam", lr=2e-3, schedule="cosine")
+HIDDEN = (64, 64)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+def model_factory(source):
+    return lambda: build_model("mlp", source.input_shape, source.n_classes, hidden=HIDDEN)
+
+
+def _task(source, spec):
+    return make_task("digits", source.train, source.test, spec, np.random.default_rng(0), n_classes=10)
+
+
+@pytest.fixture(scope="session")
+def random_task(digits):
+    return _task(digits, ForgetSpec("random", fraction=0.1))
+
+
+@pytest.fixture(scope="session")
+def class_task(digits):
+    return _task(digits, ForgetSpec("classes", classes=(3,)))
+
+
+@pytest.fixture(scope="session")
+def random_refs(digits, random_task):
+    return build_references(random_task, model_factory(digits), REF_CONFIG, retrain_seeds=3)
+
+
+@pytest.fixture(scope="session")
+def class_refs(digits, class_task):
+    return build_references(class_task, model_factory(digits), REF_CONFIG, retrain_seeds=3)
+
+
+@pytest.fixture()
+def original(random_refs):
+    """A fresh copy of the original digits model (safe to modify)."""
+    return copy.deepcopy(random_refs.original)
+
+
+def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

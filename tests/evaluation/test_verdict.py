@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import t as student_t
+
+from unlearnkit.types import Evidence, MetricResult
+from unlearnkit.verdict import decide, prediction_bands
+
+
+def test_prediction_band_formula():
+    vals = [0.90, 0.92, 0.91]
+    b = prediction_bands({"k": vals}, {"k": 0.0}, alpha=0.05)["k"]
+    t = student_t.ppf(1 - 0.05 / 2, 2)
+    half = t * np.std(vals, ddof=1) * math.sqrt(1 + 1 / 3)
+    assert b["lo"] == pytest.approx(np.mean(vals) - half) and b["hi"] == pytest.approx(np.mean(vals) + half)
+
+
+def test_bonferroni_widens_with_more_bands_and_floor_applies():
+    one = prediction_bands({"a": [1.0, 2.0, 3.0]}, {}, 0.05)["a"]["half_width"]
+    six = prediction_bands({k: [1.0, 2.0, 3.0] for k in "abcdef"}, {}, 0.05)["a"]["half_width"]
+    assert six > one
+    flat = prediction_bands({"a": [0.5, 0.5, 0.5]}, {"a": 0.02}, 0.05)["a"]
+    assert flat["lo"] == pytest.approx(0.48) and flat["hi"] == pytest.approx(0.52)
+    single = prediction_bands({"a": [0.5]}, {"a": 0.03}, 0.05)["a"]
+    assert single["half_width"] == pytest.approx(0.03)
+
+
+def floor(**bands):
+    return MetricResult("noise_floor", {}, info={"bands": {k: {"lo": lo, "hi": hi, "mean": (lo + hi) / 2} for k, (lo, hi) in bands.items()},
+                                                 "R": 3, "alpha": 0.05})
+
+
+NF = floor(f=(0.85, 0.95), u=(0.85, 0.95), r=(0.4, 0.6))
+
+
+def ev(f=0.9, u=0.9, r=0.5):
+    return [Evidence("f", f, "forget", "higher"), Evidence("u", u, "utility", "higher"), Evidence("r", r, "robustness", "higher")]
+
+
+@pytest.mark.parametrize("evidence,label", [
+    (ev(), "removed"),
+    (ev(f=0.99), "not forgotten"),
+    (ev(f=0.5), "over-forgotten"),
+    (ev(u=0.5), "over-forgotten"),
+    (ev(r=0.9), "suppressed"),
+    (ev(f=0.99, r=0.9), "not forgotten"),
+    (ev()[:2], "inconclusive"),
+])
+def test_decision_rules(evidence, label):
+    v = decide(evidence, NF)
+    assert v.label == label
+    assert v.reasons
+
+
+def test_direction_lower_means_remembers_less():
+    # an efficacy-like evidence: higher = more forgotten
+    evidence = [Evidence("f", 0.99, "forget", "lower"), Evidence("u", 0.9, "utility"), Evidence("r", 0.5, "robustness")]
+    assert decide(evidence, NF).label == "over-forgotten"
+
+
+def test_no_noise_floor_is_inconclusive():
+    v = decide(ev(), None)
+    assert v.label == "inconclusive" and "noise_floor" in v.missing
+
+
+def test_verdict_names_the_numbers():
+    v = decide(ev(f=0.99), NF)
+    assert "0.9900" in v.reasons[0] and "[0.8500, 0.9500]" in v.reasons[0]

@@ -1,0 +1,101 @@
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit.adapters import ClassifierAdapter
+from unlearnkit.errors import ConfigError, DivergenceError
+from unlearnkit.objectives import NLL, Ascent, weighted
+from unlearnkit.train import Loss, TrainConfig, fit
+from unlearnkit.types import Mask
+
+from tests.conftest import state_equal
+
+ADAPTER = ClassifierAdapter(10)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_masked_parameters_stay_bit_identical(original, random_task, optimizer):
+    """Weight decay and momentum/Adam state must not move masked-out coordinates (the SalUn #32 bug)."""
+    before = copy.deepcopy(original)
+    mask = Mask({n: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) < 0.3 for n, p in original.named_parameters()})
+    cfg = TrainConfig(steps=25, batch_size=32, optimizer=optimizer, lr=0.05, weight_decay=0.1, momentum=0.9)
+    fit(original, NLL("retain"), {"retain": random_task.retain}, cfg, adapter=ADAPTER, rng=np.random.default_rng(0), mask=mask)
+    moved = 0
+    for (n, p), (_, q) in zip(original.named_parameters(), before.named_parameters()):
+        assert torch.equal(p[~mask[n]], q[~mask[n]]), f"{n}: masked-out coordinates moved"
+        moved += int((p[mask[n]] != q[mask[n]]).sum())
+    assert moved > 0
+
+
+def test_fully_masked_parameter_is_frozen_and_restored(original, random_task):
+    before = copy.deepcopy(original)
+    mask = Mask({n: torch.full_like(p, n.startswith("head"), dtype=torch.bool) for n, p in original.named_parameters()})
+    fit(original, NLL("retain"), {"retain": random_task.retain}, TrainConfig(steps=5, weight_decay=0.5), adapter=ADAPTER,
+        rng=np.random.default_rng(0), mask=mask)
+    for (n, p), (_, q) in zip(original.named_parameters(), before.named_parameters()):
+        assert torch.equal(p, q) != n.startswith("head")
+        assert p.requires_grad  # requires_grad is restored after training
+
+
+def test_same_seed_same_result(original, random_task):
+    other = copy.deepcopy(original)
+    cfg = TrainConfig(steps=10, batch_size=16, lr=0.01)
+    for m in (original, other):
+        fit(m, NLL("retain"), {"retain": random_task.retain}, cfg, adapter=ADAPTER, rng=np.random.default_rng(7))
+    assert state_equal(original, other)
+
+
+def test_budget_in_epochs_and_steps(original, random_task):
+    r = fit(original, NLL("retain"), {"retain": random_task.retain}, TrainConfig(epochs=2, batch_size=100), adapter=ADAPTER,
+            rng=np.random.default_rng(0))
+    assert r.steps == 2 * math.ceil(len(random_task.retain) / 100)
+    r = fit(original, NLL("retain"), {"retain": random_task.retain}, TrainConfig(steps=3), adapter=ADAPTER, rng=np.random.default_rng(0))
+    assert r.steps == 3 and r.example_passes == 3 * 128
+
+
+def test_divergence_guard_restores_last_good_weights(original, random_task):
+    """Gradient ascent with a huge learning rate explodes; the guard stops and restores finite weights."""
+    cfg = TrainConfig(steps=200, batch_size=64, lr=50.0)
+    result = fit(original, Ascent("forget"), {"forget": random_task.forget}, cfg, adapter=ADAPTER, rng=np.random.default_rng(0))
+    assert result.stopped is not None and result.stopped.startswith("diverged")
+    assert all(torch.isfinite(p).all() for p in original.parameters())
+
+
+def test_nan_loss_raises_when_asked(original, random_task):
+    def nan_objective(model, batch, ctx):
+        value = ctx.adapter.per_example_loss(model, batch["retain"]).mean()
+        return Loss(value * float("nan"))
+
+    nan_objective.streams = ("retain",)
+    before = copy.deepcopy(original)
+    with pytest.raises(DivergenceError, match="non-finite"):
+        fit(original, nan_objective, {"retain": random_task.retain}, TrainConfig(steps=3), adapter=ADAPTER,
+            rng=np.random.default_rng(0), on_divergence="raise")
+    assert state_equal(original, before)  # nothing half-updated
+
+
+def test_zero_weight_objective_changes_nothing(original, random_task):
+    before = copy.deepcopy(original)
+    fit(original, weighted((0.0, Ascent("forget"))), {"forget": random_task.forget}, TrainConfig(steps=5, lr=1.0),
+        adapter=ADAPTER, rng=np.random.default_rng(0))
+    assert state_equal(original, before)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="optimizer must be one of.*Did you mean: adam"):
+        TrainConfig(optimizer="adma")
+    with pytest.raises(ConfigError, match="Unknown parameter 'epoch' for train. Did you mean: epochs"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="lr must be"):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(ConfigError, match=r"train.epochs: expected a number, got 'many'"):
+        TrainConfig.from_dict({"epochs": "many"})
+    assert TrainConfig.from_dict({"lr": "1e-3", "epochs": 2}).lr == 1e-3  # YAML reads 1e-3 as a string
+
+
+def test_missing_stream_is_an_error(original, random_task):
+    with pytest.raises(ConfigError, match=r"needs data streams \['forget'\]"):
+        fit(original, Ascent("forget"), {"retain": random_task.retain}, TrainConfig(steps=1), adapter=ADAPTER, rng=np.random.default_rng(0))

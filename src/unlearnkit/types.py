@@ -118,6 +118,24 @@ class TensorData:
         self.y = y
         self._fingerprint = fingerprint
 
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> TensorData:
+        """Materialise a map-style dataset of ``(x, y)`` pairs (e.g. a torch ``Dataset``) in memory."""
+        n = len(dataset)
+        if n == 0:
+            raise EmptySelection("The dataset is empty.")
+        xs, ys = [], []
+        for i in range(n):
+            item = dataset[i]
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TaskError(f"Item {i} of the dataset is not an (x, y) pair; got {type(item).__name__}.")
+            xs.append(torch.as_tensor(item[0]))
+            ys.append(torch.as_tensor(item[1]))
+        try:
+            return cls(torch.stack(xs), torch.stack(ys))
+        except RuntimeError as exc:
+            raise TaskError(f"Dataset items have mismatched shapes: {exc}") from None
+
     def __len__(self) -> int:
         return len(self.x)
 

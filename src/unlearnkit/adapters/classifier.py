@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ..io import check_finite_state
 from ..types import Batch, Split, Task
 
 
@@ -59,9 +60,7 @@ class ClassifierAdapter:
 
     def check(self, model: nn.Module, task: Task, device: str | torch.device = "cpu") -> None:
         """Raise ModelError if the model's output does not fit the task (shape, finiteness)."""
-        for name, p in model.named_parameters():
-            if not torch.isfinite(p).all():
-                raise ModelError(f"Model parameter {name!r} has NaN/inf values.")
+        check_finite_state(model.state_dict(), "The model")
         batch: Batch = next(iter(task.retain.batches(2, device=device)))
         was_training = model.training
         model.eval()

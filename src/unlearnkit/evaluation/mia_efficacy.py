@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, register_metric, roc_summary
 
 
 @register_metric
@@ -22,7 +22,9 @@ class MIAEfficacy:
     SalUn): an RBF SVC (C=3, gamma="auto") on the true-class confidence p(y|x), trained on retain
     examples (member) vs test examples (non-member), applied to the forget set;
     efficacy = |forget predicted non-member| / |forget|. Higher = more forgotten.
-    ``max_train`` caps each side of the training set (random subsample) to bound SVC cost."""
+    ``max_train`` caps each side of the training set (random subsample) to bound SVC cost. Also reported:
+    the attack's AUC and TPR at 1% FPR, forget vs the test examples the SVC did not train on (all test
+    examples when none are left over, noted in ``info``)."""
 
     max_train: int = 2000
     C: float = 3.0
@@ -46,7 +48,8 @@ class MIAEfficacy:
         test = ctx.outputs(model, "test")["p_true"]
         n = min(len(test), len(retain), self.max_train)
         pos = retain[rng.choice(len(retain), n, replace=False)]
-        neg = test[rng.choice(len(test), n, replace=False)]
+        neg_idx = rng.choice(len(test), n, replace=False)
+        neg = test[neg_idx]
         x = np.r_[pos, neg][:, None]
         y = np.r_[np.ones(n), np.zeros(n)]
         clf = SVC(C=self.C, gamma="auto", kernel="rbf").fit(x, y)
@@ -54,11 +57,16 @@ class MIAEfficacy:
         pred = clf.predict(forget["p_true"][:, None])
         efficacy = float(np.mean(pred == 0))
         train_acc = float(clf.score(x, y))
+        held_out = np.setdiff1d(np.arange(len(test)), neg_idx)
+        nonmembers = test[held_out] if len(held_out) else test
+        roc = roc_summary(clf.decision_function(forget["p_true"][:, None]), clf.decision_function(nonmembers[:, None]))
         return MetricResult(
             self.name,
-            {"efficacy": efficacy, "attack_train_accuracy": train_acc},
+            {"efficacy": efficacy, "attack_train_accuracy": train_acc, "auc": roc["auc"],
+             "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": roc["tpr_at_0.001_fpr"]},
             None,
             {"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
+            curves={"roc": roc["curve"]},
             evidence=(Evidence("mia_efficacy.efficacy", efficacy, "forget", "lower", self.floor),),
-            info={"n_train_per_side": n},
+            info={"n_train_per_side": n, "auc_nonmembers": "held-out test" if len(held_out) else "all test (none held out)"},
         )

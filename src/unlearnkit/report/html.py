@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..runs.store import Store
-from ..runs.summary import COLUMNS, TaskSummary, fmt_stat, metric_value, summarize
+from ..runs.summary import COLUMNS, TaskSummary, fmt_stat, metric_value, original_accuracies, summarize
 from . import plots
 
 CSS = """
@@ -41,13 +41,11 @@ def _facts(s: TaskSummary) -> str:
     rows = [("forget / retain / test", f"{sp['forget']['n']} / {sp['retain']['n']} / {sp['test']['n']}"),
             ("task fingerprint", f"<code>{esc(s.task['fingerprint'])}</code>")]
     if o is not None:
-        fo, re_, te = (metric_value(o, "accuracy", k) for k in ("forget", "retain", "test"))
-        if None not in (fo, re_, te):
-            n_f, n_r = sp["forget"]["n"], sp["retain"]["n"]
-            train = (fo * n_f + re_ * n_r) / (n_f + n_r)
+        acc = original_accuracies(o, s.task)
+        if acc is not None:
             rows.append(("original model: train / test accuracy",
-                         f"{train:.4f} / {te:.4f} — the original memorises its training data by {100 * (train - te):.1f} points "
-                         f"(forget-set accuracy {fo:.4f}); membership evidence is meaningful only because of this gap"))
+                         f"{acc['train']:.4f} / {acc['test']:.4f} — the original memorises its training data by {100 * acc['gap']:.1f} points "
+                         f"(forget-set accuracy {acc['forget']:.4f}); membership evidence is meaningful only because of this gap"))
         rows.append(("original model verdict", badge(o["verdict"]["label"]) + " (sanity check: must be “not forgotten”)"))
     if s.noise_floor:
         info = s.noise_floor.get("info", {})
@@ -79,8 +77,8 @@ def _main_table(s: TaskSummary) -> str:
 
 def _evidence_details(s: TaskSummary) -> str:
     parts = []
-    for r in s.rows + ([] if s.original is None else []):
-        run = r.runs[0]
+    runs = ([("original (reference)", s.original)] if s.original is not None else []) + [(r.method, r.runs[0]) for r in s.rows]
+    for label, run in runs:
         v = run["verdict"]
         rows = "".join(
             f"<tr><td class='l'>{esc(x['key'])}</td><td class='l'>{esc(x['role'])}</td><td>{x['value']:.4f}</td>"
@@ -97,7 +95,7 @@ def _evidence_details(s: TaskSummary) -> str:
         warn = run.get("unlearn_info", {}).get("warning")
         warn_txt = f"<p class='more'>training note: {esc(warn)}</p>" if warn else ""
         parts.append(
-            f"<details><summary><b>{esc(r.method)}</b> (seed {run['seed']}, run <code>{esc(run['run_id'])}</code>) {badge(v['label'])}</summary>"
+            f"<details><summary><b>{esc(label)}</b> (seed {run['seed']}, run <code>{esc(run['run_id'])}</code>) {badge(v['label'])}</summary>"
             f"<ul>{reasons}</ul>{warn_txt}<table><tr><th class='l'>evidence</th><th class='l'>role</th><th>value</th><th>retrain band</th>"
             f"<th>retrain mean</th><th class='l'>status</th></tr>{rows}</table>{ks_txt}{missing}"
             f"<p class='muted'>{esc(v.get('method', ''))}</p><p class='muted'>params: <code>{esc(run['method'].get('params'))}</code>; "

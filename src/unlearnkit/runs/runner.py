@@ -20,9 +20,10 @@ from ..adapters import get_adapter
 from ..cost import CostMeter
 from ..data.forget import make_task
 from ..data.sources import load_dataset
-from ..errors import ModelError, UnlearnError
+from ..errors import UnlearnError
 from ..evaluation import EvalContext, build_metric, evaluate, ks_forget_losses
 from ..experiment import Experiment
+from ..io import check_finite_state
 from ..methods import build_method, method_params
 from ..models import build_model
 from ..references import References, build_references
@@ -76,12 +77,6 @@ def split_arrays(results: dict[str, MetricResult]) -> tuple[dict[str, Any], dict
     return out, arrays
 
 
-def check_finite(model: nn.Module, who: str) -> None:
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
-            raise ModelError(f"{who} produced NaN/inf in parameter {name!r}.")
-
-
 class ExperimentRunner:
     """Runs one experiment against a store. ``run()`` returns the experiment record."""
 
@@ -117,6 +112,7 @@ class ExperimentRunner:
                            "retrain_seeds": refs.info["retrain_seeds"]},
             "metrics": [{**m.to_dict(), "version": METRICS.get(m.name).version} for m in self.exp.metrics],
             "seed": seed,
+            "device": torch.device(self.device).type,
         }
 
     def run(self) -> dict[str, Any]:
@@ -194,7 +190,7 @@ class ExperimentRunner:
         model = copy.deepcopy(refs.original)
         with CostMeter(self.device) as meter:
             unlearned = method.unlearn(model, task, refs, rng=np_rng("method", method.name, seed), device=self.device, progress=self.progress)
-        check_finite(unlearned.model, f"method {method.name!r}")
+        check_finite_state(unlearned.model.state_dict(), f"the model produced by method {method.name!r}")
         assert meter.cost is not None
         run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, unlearned.model, meter.cost, unlearned.info,
                                           exp_id=exp_id, method=method)

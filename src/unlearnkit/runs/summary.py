@@ -31,6 +31,17 @@ def metric_value(run: Mapping[str, Any], metric: str, key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def original_accuracies(original: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, float] | None:
+    """The original model's forget / retain / train (= forget ∪ retain) / test accuracy, and the
+    memorisation gap train − test (membership evidence only means something when it is large)."""
+    acc = {k: metric_value(original, "accuracy", k) for k in ("forget", "retain", "test")}
+    if any(v is None for v in acc.values()):
+        return None
+    n_f, n_r = task["splits"]["forget"]["n"], task["splits"]["retain"]["n"]
+    train = (acc["forget"] * n_f + acc["retain"] * n_r) / (n_f + n_r)  # type: ignore[operator]
+    return {**acc, "train": train, "gap": train - acc["test"]}  # type: ignore[operator, dict-item]
+
+
 @dataclass
 class MethodRow:
     method: str
@@ -112,15 +123,10 @@ def format_tables(summaries: list[TaskSummary]) -> str:
         lines.append("")
         lines.append(f"== forget set: {s.label} — forget {s.task['splits']['forget']['n']}, retain {s.task['splits']['retain']['n']}, "
                      f"test {s.task['splits']['test']['n']} ==")
-        if s.original is not None:
-            o = s.original
-            tr = metric_value(o, "accuracy", "retain")
-            te = metric_value(o, "accuracy", "test")
-            fo = metric_value(o, "accuracy", "forget")
-            if tr is not None and te is not None and fo is not None:
-                lines.append(f"original model: forget {fo:.3f}, retain {tr:.3f}, test {te:.3f} "
-                             f"(train−test gap {((fo * s.task['splits']['forget']['n'] + tr * s.task['splits']['retain']['n']) / (s.task['splits']['forget']['n'] + s.task['splits']['retain']['n']) - te):+.3f}); "
-                             f"verdict {o['verdict']['label']}")
+        acc = original_accuracies(s.original, s.task) if s.original is not None else None
+        if acc is not None and s.original is not None:
+            lines.append(f"original model: train {acc['train']:.3f} (forget {acc['forget']:.3f}), test {acc['test']:.3f} — memorisation "
+                         f"gap {acc['gap']:+.3f}; verdict {s.original['verdict']['label']}")
         if s.noise_floor is not None:
             bands = s.noise_floor.get("info", {}).get("bands", {})
             if bands:

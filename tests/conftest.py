@@ -49,6 +49,16 @@ def random_refs(digits, random_task):
 
 
 @pytest.fixture(scope="session")
+def classifier_task(random_task):
+    return random_task
+
+
+@pytest.fixture(scope="session")
+def classifier_refs(random_refs):
+    return random_refs
+
+
+@pytest.fixture(scope="session")
 def class_refs(digits, class_task):
     return build_references(class_task, model_factory(digits), REF_CONFIG, retrain_seeds=3)
 

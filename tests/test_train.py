@@ -99,3 +99,19 @@ def test_config_errors():
 def test_missing_stream_is_an_error(original, random_task):
     with pytest.raises(ConfigError, match=r"needs data streams \['forget'\]"):
         fit(original, Ascent("forget"), {"retain": random_task.retain}, TrainConfig(steps=1), adapter=ADAPTER, rng=np.random.default_rng(0))
+
+
+def test_guard_restores_the_last_good_step_not_the_start(original, random_task):
+    """The restored weights are those of the last step whose loss was finite and within the limit,
+    so a method that diverges late keeps its progress (and the record says which step)."""
+    import re
+
+    start = copy.deepcopy(original)
+    cfg = TrainConfig(steps=500, batch_size=64, lr=0.05)
+    result = fit(original, Ascent("forget"), {"forget": random_task.forget}, cfg, adapter=ADAPTER, rng=np.random.default_rng(0),
+                 loss_limit=50.0)
+    assert result.stopped is not None
+    restored = int(re.search(r"restored the weights of step (\d+)", result.stopped).group(1))
+    assert restored == result.history[-1]["step"] > 0  # the last step whose loss passed the guard
+    assert len(result.history) < 500 and not state_equal(original, start)
+    assert all(torch.isfinite(p).all() for p in original.parameters())

@@ -27,7 +27,7 @@ from .errors import (
     UnknownName,
     UnlearnError,
 )
-from .registry import DATASETS, METHODS, METRICS, MODELS, OBJECTIVES, SELECTORS, Registry
+from .registry import ADAPTERS, DATASETS, METHODS, METRICS, MODELS, OBJECTIVES, SELECTORS, Registry
 from .types import Evidence, Mask, MetricResult, Split, Task, TensorData, Unlearned
 
 __version__ = "0.1.0"
@@ -64,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ADAPTERS",
     "ConfigError",
     "CostMeter",
     "DATASETS",

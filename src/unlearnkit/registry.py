@@ -76,6 +76,18 @@ class Registry(Generic[T]):
         return len(self._items)
 
 
+def import_submodules(package: str, skip: tuple[str, ...] = ("base",)) -> list[str]:
+    """Import every module of ``package`` (so each registers its components); returns their names.
+    A new method or metric is then one file, with no list to edit."""
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and m.name not in skip]
+    for name in sorted(names):
+        importlib.import_module(f"{package}.{name}")
+    return names
+
+
 def suggest(name: str, options: list[str] | set[str]) -> str:
     """" Did you mean: x?" or "" — shared by config validation."""
     close = difflib.get_close_matches(name, sorted(options), n=3, cutoff=0.5)
@@ -84,6 +96,7 @@ def suggest(name: str, options: list[str] | set[str]) -> str:
 
 # The registries. Components register themselves in their own module; the module named here is
 # imported on first use, so ``import unlearnkit`` stays light.
+ADAPTERS: Registry = Registry("adapter", builtins="unlearnkit.adapters")
 METHODS: Registry = Registry("method", builtins="unlearnkit.methods")
 METRICS: Registry = Registry("metric", builtins="unlearnkit.evaluation")
 MODELS: Registry = Registry("model", builtins="unlearnkit.models")

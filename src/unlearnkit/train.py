@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -194,6 +193,24 @@ def _finite_params(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+class _Snapshot:
+    """The last good weights, kept in preallocated buffers (an in-place copy per save, no allocation).
+    Weights are "good" when the loss computed from them was finite and within the limit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.step = 0
+
+    @torch.no_grad()
+    def save(self, model: nn.Module, step: int) -> None:
+        for k, v in model.state_dict().items():
+            self.state[k].copy_(v)
+        self.step = step
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.state)
+
+
 def fit(
     model: nn.Module,
     objective: Callable[[nn.Module, dict[str, Batch], StepContext], Loss],
@@ -215,9 +232,9 @@ def fit(
 ) -> TrainResult:
     """Minimise ``objective`` on batches drawn from ``streams`` (one cycling shuffled loader each).
 
-    The divergence guard keeps the last good weights (verified finite every ``snapshot_every`` steps);
-    a non-finite loss or weights, or a loss whose magnitude exceeds ``loss_limit``, stops training and
-    restores them (``on_divergence="raise"``
+    The divergence guard keeps the last good weights — those whose loss was finite and within
+    ``loss_limit`` (saved every ``snapshot_every`` steps; raise it for very large models) — and a
+    non-finite or exploding loss, or non-finite final weights, stops training and restores them (``on_divergence="raise"``
     then raises DivergenceError). ``callback(step, model)`` runs after every step.
     """
     needed = tuple(getattr(objective, "streams", tuple(streams)))
@@ -239,9 +256,8 @@ def fit(
     if optimizer is None and n_steps > 0:
         guard.release()
         raise ConfigError("Nothing to train: every parameter is frozen by the mask.")
-    snapshot_every = snapshot_every or 50
-    good_state = copy.deepcopy(model.state_dict())
-    good_step = 0
+    snapshot_every = snapshot_every or 1
+    snapshot = _Snapshot(model)
     history: list[dict[str, float]] = []
     stopped: str | None = None
     passes = 0
@@ -271,9 +287,11 @@ def fit(
                 stopped = (
                     f"diverged at step {step}: loss={value:.4g} "
                     f"({'non-finite' if not math.isfinite(value) else f'|loss| > {loss_limit:g}'}); "
-                    f"restored the weights of step {good_step}"
+                    f"restored the weights of step {snapshot.step}"
                 )
                 break
+            if step % snapshot_every == 0:
+                snapshot.save(model, step)  # these weights just gave a finite, bounded loss
             optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             if loss.value.requires_grad:
                 loss.value.backward()
@@ -283,26 +301,21 @@ def fit(
                 optimizer.step()  # type: ignore[union-attr]
                 guard.restore(optimizer)  # type: ignore[arg-type]
             history.append({"step": step, "loss": value, **loss.parts})
-            if (step + 1) % snapshot_every == 0 or step + 1 == n_steps:
-                if _finite_params(model):
-                    good_state = copy.deepcopy(model.state_dict())
-                    good_step = step + 1
-                else:
-                    stopped = f"diverged at step {step}: non-finite weights; restored the weights of step {good_step}"
-                    break
             if callback is not None:
                 callback(step, model)
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{value:.4f}")
+        if stopped is None and history and not _finite_params(model):  # the last update was never checked by a loss
+            stopped = f"diverged at step {len(history) - 1}: non-finite weights; restored the weights of step {snapshot.step}"
     finally:
         if bar is not None:
             bar.close()
         guard.release()
         model.train(was_training)
     if stopped is not None and stopped.startswith("diverged"):
-        model.load_state_dict(good_state)
+        snapshot.restore(model)
         if on_divergence == "raise":
             raise DivergenceError(f"{desc}: {stopped}.")
     return TrainResult(len(history), passes, time.perf_counter() - t0, history, stopped)

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ModelError
 from ..io import check_finite_state
+from ..registry import ADAPTERS
 from ..types import Batch, Split, Task
 
 
@@ -78,9 +79,7 @@ class ClassifierAdapter:
             )
 
 
-def get_adapter(task: Task) -> Any:
-    """The adapter for a task's modality."""
-    if task.modality == "classifier":
-        return ClassifierAdapter(task.n_classes)
-    raise ConfigError(f"No adapter for modality {task.modality!r}.")
 
+@ADAPTERS.register("classifier")
+def classifier_adapter(task: Task) -> ClassifierAdapter:
+    return ClassifierAdapter(task.n_classes)

@@ -12,8 +12,10 @@ from torch import nn
 from ..errors import MissingReference
 from ..types import MetricResult, Task
 from ..verdict import Verdict, decide
-from . import accuracy, mia_efficacy, noise_floor, relearn, retrain_gap, threshold_mia  # noqa: F401  (registration)
+from ..registry import import_submodules
 from .base import EvalContext, Metric, build_metric, register_metric, roc_summary, softmax_stats
+
+import_submodules(__name__)  # every metric module registers itself; a new metric is one file
 
 DEFAULT_BATTERY = ("accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor")
 

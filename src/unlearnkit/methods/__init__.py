@@ -1,6 +1,9 @@
-"""Unlearning methods: one file per method, each registering itself once."""
+"""Unlearning methods: one file per method (named as its registry name), each registering itself
+once. Every module in this package is imported here, so adding a method touches no other file."""
 
-from . import finetune, grad_ascent, grad_diff, random_label, retrain, salun, ssd  # noqa: F401  (registration)
+from ..registry import import_submodules
 from .base import GradientMethod, Method, build_component, build_method, method_params, register_method
+
+import_submodules(__name__)
 
 __all__ = ["GradientMethod", "Method", "build_component", "build_method", "method_params", "register_method"]

@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from ..adapters import get_adapter
-from ..params import build_component
+from ..params import build_component  # noqa: F401  (re-exported)
 from ..registry import METHODS
 from ..train import OptimizerName, Schedule, TrainConfig, fit
 from ..types import Mask, Task, Unlearned
@@ -27,6 +27,7 @@ class Method(Protocol):
     paper: ClassVar[str]
     needs: ClassVar[frozenset[str]]  # references it requires, e.g. {"train_config"}
     version: ClassVar[str]  # part of every run key: bump it when the method's numbers change
+    modalities: ClassVar[tuple[str, ...]]  # task modalities it works on, e.g. ("classifier",)
 
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
 
@@ -65,6 +66,7 @@ class GradientMethod:
 
     kind: ClassVar[str] = "gradient"
     needs: ClassVar[frozenset[str]] = frozenset()
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     epoch_stream: ClassVar[str] = "forget"
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ class Retrain:
 
     name: ClassVar[str] = "retrain"
     kind: ClassVar[str] = "exact"
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     needs: ClassVar[frozenset[str]] = frozenset({"train_config"})
     paper: ClassVar[str] = "Cao & Yang, Towards Making Systems Forget with Machine Unlearning, IEEE S&P 2015"
     version: ClassVar[str] = "1"  # bump when its numbers change

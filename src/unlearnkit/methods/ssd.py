@@ -65,6 +65,7 @@ class SSD:
 
     name: ClassVar[str] = "ssd"
     kind: ClassVar[str] = "edit"
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening, AAAI 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change

@@ -39,7 +39,7 @@ def build_experiment(args: argparse.Namespace):  # noqa: ANN201
         "train": quick.train.to_dict(),
         "references": {"retrain_seeds": args.retrain_seeds},
         "methods": [{"name": name, "params": tuned.get(name, {})} for name in METHODS.names()],
-        "metrics": [m.to_dict() for m in quick.metrics],
+        "metrics": [m.to_dict() for m in quick.metrics_for("classifier")],
         "seeds": list(range(args.seeds)),
     })
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from unlearnkit.models import build_model
 from unlearnkit.references import build_references
 from unlearnkit.train import TrainConfig
 
-torch.set_num_threads(2)
+# tiny models: one thread is as fast and does not spin-contend on a shared CPU (override: UNLEARNKIT_TEST_THREADS)
+torch.set_num_threads(int(os.environ.get("UNLEARNKIT_TEST_THREADS", "1")))
 
 REF_CONFIG = TrainConfig(epochs=40, batch_size=64, optimizer="adam", lr=2e-3, schedule="cosine")
 HIDDEN = (64, 64)
@@ -72,3 +74,33 @@ def original(random_refs):
 def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------------------- regression (diabetes)
+REGRESSION_CONFIG = TrainConfig(epochs=100, batch_size=512, optimizer="adam", lr=0.02, schedule="cosine")  # full batch: ~1 s for 4 models
+REGRESSION_HIDDEN = (64, 64)
+
+
+@pytest.fixture(scope="session")
+def diabetes():
+    return load_dataset("diabetes")
+
+
+def regressor_factory(source):
+    return lambda: build_model("mlp", source.input_shape, 1, hidden=REGRESSION_HIDDEN)
+
+
+@pytest.fixture(scope="session")
+def regression_task(diabetes):
+    """Diabetes, random 10% forget set, as a task of modality "regression" (n_classes None)."""
+    import dataclasses
+
+    spec = ForgetSpec("random", fraction=0.1)
+    task = make_task("diabetes", diabetes.train, diabetes.test, spec, np.random.default_rng(0), n_classes=None)
+    return dataclasses.replace(task, modality="regression")
+
+
+@pytest.fixture(scope="session")
+def regression_refs(diabetes, regression_task):
+    """An MLP regressor (64, 64) that memorises its training set, and 3 retrained seeds."""
+    return build_references(regression_task, regressor_factory(diabetes), REGRESSION_CONFIG, retrain_seeds=3)

@@ -29,10 +29,18 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .runs.runner import run_experiment
     from .runs.summary import format_tables, summarize
 
+    from .runs.executor import get_executor
+
     exp = load_experiment(path)
     store = _store(args.store)
-    print(f"Running experiment {exp.name!r} from {path} into {store.root}/ (completed runs are reused; Ctrl-C is safe).", file=sys.stderr)
-    record = run_experiment(exp, store, device=args.device, progress=_progress(args))
+    executor = get_executor(args.executor, progress=_progress(args))
+    print(f"Running experiment {exp.name!r} from {path} into {store.root}/ on the {executor.name} executor "
+          "(completed runs are reused; Ctrl-C is safe).", file=sys.stderr)
+    try:
+        record = run_experiment(exp, store, device=args.device, progress=_progress(args), executor=executor)
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
     print(format_tables(summarize(store, record)))
     report = write_report(store, record, args.report)
     print(f"\nexperiment {record['exp_id']}: {record['status']}; HTML report: {report}")
@@ -50,7 +58,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.file)
     print(f"{args.file}: experiment {exp.name!r} — {len(exp.methods)} method(s) × {len(exp.seeds)} seed(s) × {len(exp.forget)} forget set(s); "
-          f"metrics {[m.name for m in exp.metrics]}; {exp.retrain_seeds} retrained reference seed(s).")
+          f"metrics {'the standard battery of the data' if exp.metrics is None else [m.name for m in exp.metrics]}; "
+          f"{exp.retrain_seeds} retrained reference seed(s).")
     if not args.no_data:
         source = load_dataset(exp.dataset.name, **exp.dataset.params)
         for spec in exp.forget:
@@ -124,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto")
     demo.add_argument("--report", default=None, help="where to write the HTML report")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--executor", default="local", help="local (default), ray (a local Ray instance), ray:auto or ray://host:port")
 
     run = sub.add_parser("run", help="run an experiment file")
     run.add_argument("file")
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: the file's, else auto)")
     run.add_argument("--report", default=None, help="where to write the HTML report")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--executor", default="local", help="local (default), ray (a local Ray instance), ray:auto or ray://host:port")
 
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("file")

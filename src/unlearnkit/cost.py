@@ -61,12 +61,10 @@ def _warm_up() -> None:
 
 
 def _release_free_memory() -> None:
-    """Collect garbage and return freed heap pages to the OS (glibc), so that the resident-memory
-    baseline is low and the work's own allocations show up in the peak."""
+    """Return freed heap pages to the OS (glibc), so that the resident-memory baseline is low and the work's
+    own allocations show up in the peak. (No gc.collect: it costs up to a second in a large process.)"""
     import ctypes
-    import gc
 
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the measurement is coarser, not wrong

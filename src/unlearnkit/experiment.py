@@ -16,7 +16,6 @@ from .registry import DATASETS, METHODS, METRICS, MODELS, suggest
 from .train import TrainConfig
 
 TOP_KEYS = {"name", "description", "dataset", "forget", "model", "train", "references", "methods", "metrics", "seeds", "task_seed", "device"}
-DEFAULT_METRICS = ("accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor")
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Experiment:
     model: Component
     train: TrainConfig
     methods: tuple[Component, ...]
-    metrics: tuple[Component, ...] = tuple(Component(m) for m in DEFAULT_METRICS)
+    metrics: tuple[Component, ...] | None = None  # None: the standard battery of the dataset's modality
     retrain_seeds: int = 3
     original_seed: int = 0
     seeds: tuple[int, ...] = (0,)
@@ -99,9 +98,9 @@ class Experiment:
         methods_raw = d["methods"]
         if not isinstance(methods_raw, Sequence) or isinstance(methods_raw, str) or not methods_raw:
             raise ConfigError("methods: give a non-empty list of methods.")
-        metrics_raw = d.get("metrics", list(DEFAULT_METRICS))
-        if not isinstance(metrics_raw, Sequence) or isinstance(metrics_raw, str):
-            raise ConfigError("metrics: give a list of metrics.")
+        metrics_raw = d.get("metrics")
+        if metrics_raw is not None and (not isinstance(metrics_raw, Sequence) or isinstance(metrics_raw, str)):
+            raise ConfigError("metrics: give a list of metrics (or leave it out for the standard battery).")
         seeds = d.get("seeds", [0])
         if isinstance(seeds, int):
             seeds = [seeds]
@@ -117,7 +116,7 @@ class Experiment:
             model=_component(d["model"], "model", MODELS),
             train=TrainConfig.from_dict(_mapping(d["train"], "train", set(TrainConfig.__dataclass_fields__)), "train"),
             methods=tuple(_component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
-            metrics=tuple(_component(m, f"metrics[{i}]", METRICS) for i, m in enumerate(metrics_raw)),
+            metrics=None if metrics_raw is None else tuple(_component(m, f"metrics[{i}]", METRICS) for i, m in enumerate(metrics_raw)),
             retrain_seeds=retrain_seeds,
             original_seed=int(refs.get("original_seed", 0)),
             seeds=tuple(seeds),
@@ -139,11 +138,17 @@ class Experiment:
             raise ConfigError(f"methods: the same method with the same parameters is listed twice: {dup[0]}.")
         for m in self.methods:
             build_method(m.name, m.params)
-        names = [m.name for m in self.metrics]
+        names = [m.name for m in self.metrics or ()]
         if len(set(names)) != len(names):
             raise ConfigError(f"metrics: listed twice: {sorted({n for n in names if names.count(n) > 1})}.")
-        for m in self.metrics:
+        for m in self.metrics or ():
             build_metric(m.name, m.params)
+
+    def metrics_for(self, modality: str) -> tuple[Component, ...]:
+        """The metrics to run: those listed, or the standard battery of the data's modality."""
+        from .evaluation import default_battery
+
+        return self.metrics if self.metrics is not None else tuple(Component(m) for m in default_battery(modality))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,7 +160,7 @@ class Experiment:
             "train": self.train.to_dict(),
             "references": {"retrain_seeds": self.retrain_seeds, "original_seed": self.original_seed},
             "methods": [m.to_dict() for m in self.methods],
-            "metrics": [m.to_dict() for m in self.metrics],
+            "metrics": "default" if self.metrics is None else [m.to_dict() for m in self.metrics],
             "seeds": list(self.seeds),
             "task_seed": self.task_seed,
         }

@@ -93,6 +93,28 @@ def train_model(
     return model, meter.cost, result
 
 
+@dataclass(frozen=True)
+class ReferenceJob:
+    """Train one reference model: picklable, so it can run on any executor."""
+
+    kind: str
+    factory: Callable[[], nn.Module]
+    split: Split
+    config: TrainConfig
+    seed: int
+    adapter: Any
+    device: str = "cpu"
+
+
+def train_reference_job(job: ReferenceJob) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(state dict on CPU, cost, training summary) of one reference model trained from seed ``job.seed``."""
+    with torch_seed(job.seed):
+        model = job.factory()
+    model, cost, result = train_model(model, job.split, job.config, adapter=job.adapter, seed=job.seed, device=job.device,
+                                      desc=f"{job.kind} (seed {job.seed})")
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, cost.to_json(), result.to_json()
+
+
 def reference_key(kind: str, data_fingerprint: str, model_spec: Any, config: TrainConfig, seed: int) -> str:
     import hashlib
 
@@ -115,41 +137,49 @@ def build_references(
     store: Any = None,
     device: str = "cpu",
     progress: bool = False,
+    executor: Any = None,
 ) -> References:
-    """Train (or load from ``store``) the original model and the retrained models for ``task``."""
+    """Train (or load from ``store``) the original model and the retrained models for ``task``; models not in
+    the store are trained as independent jobs on ``executor`` (default: in this process)."""
     from .adapters import get_adapter
+    from .runs.executor import LocalExecutor
 
     adapter = get_adapter(task)
     spec = model_spec if model_spec is not None else str(model_factory())
     seeds = [retrain_seed(i) for i in range(retrain_seeds)] if isinstance(retrain_seeds, int) else list(retrain_seeds)
     costs: dict[str, Any] = {}
     keys: dict[str, Any] = {}
-
-    def get(kind: str, split: Split, seed: int) -> nn.Module:
+    executor = executor or LocalExecutor(progress=progress)
+    wanted = [("original", task.train, original_seed)] + [("retrain", task.retain, s) for s in seeds]
+    models: list[nn.Module | None] = [None] * len(wanted)
+    jobs, slots = [], []
+    for i, (kind, split, seed) in enumerate(wanted):
         key = reference_key(kind, split.fingerprint, spec, train_config, seed)
         keys.setdefault(kind, []).append(key)
-        if store is not None:
-            cached = store.load_reference(key, model_factory, device)
-            if cached is not None:
-                model, meta = cached
-                costs.setdefault(kind, []).append(meta["cost"])
-                return model
-        with torch_seed(seed):
-            model = model_factory()
-        adapter.check(model, task, device="cpu")
-        model, cost, result = train_model(
-            model, split, train_config, adapter=adapter, seed=seed, device=device, progress=progress,
-            desc=f"{kind} (seed {seed})",
-        )
+        cached = store.load_reference(key, model_factory, device) if store is not None else None
+        if cached is not None:
+            models[i] = cached[0]
+            costs.setdefault(kind, []).append(cached[1]["cost"])
+            continue
+        if not jobs:
+            with torch_seed(0):
+                adapter.check(model_factory(), task, device="cpu")  # fail fast on a model that does not fit the task
+        jobs.append(ReferenceJob(kind, model_factory, split, train_config, seed, adapter, device))
+        slots.append((i, key))
+    for j, (state, cost, result) in executor.imap(train_reference_job, jobs, desc="reference models"):
+        i, key = slots[j]
+        kind, split, seed = wanted[i]
+        model = model_factory()
+        model.load_state_dict(state)
+        model.to(device).eval()
         meta = {"kind": kind, "seed": seed, "data": split.fingerprint, "n_examples": len(split), "model": spec,
-                "train": train_config.to_dict(), "cost": cost.to_json(), "result": result.to_json()}
+                "train": train_config.to_dict(), "cost": cost, "result": result}
         if store is not None:
             store.save_reference(key, model, meta)
-        costs.setdefault(kind, []).append(cost.to_json())
-        return model
-
-    original = get("original", task.train, original_seed)
-    retrained = tuple(get("retrain", task.retain, s) for s in seeds)
+        costs.setdefault(kind, []).append(cost)
+        models[i] = model
+    original = models[0]
+    retrained = tuple(models[1:])
     return References(
         original=original,
         retrained_seeds=retrained,

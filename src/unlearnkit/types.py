@@ -355,6 +355,7 @@ class Task:
         holdout: Split | None = None,
         version: str = "1",
         info: Mapping[str, Any] | None = None,
+        modality: str = "classifier",
     ) -> Task:
         """Split ``train`` into forget (the given ids) and retain (the rest)."""
         forget_ids = np.asarray(forget_ids)
@@ -381,6 +382,7 @@ class Task:
             holdout=holdout,
             n_classes=n_classes,
             version=version,
+            modality=modality,
             info=dict(info or {}),
             train_split=train,
         )
@@ -405,7 +407,11 @@ class Evidence:
 
     ``remembers`` says which direction means "the data is still there" (for forget and robustness
     evidence) or "utility is better" (for utility evidence): ``"higher"`` or ``"lower"``.
-    ``floor`` is the smallest half-width the band may have.
+    ``floor`` is the smallest half-width the band may have. ``strong`` marks evidence from attacks that
+    weak evaluation misses (per-example or shadow-model attacks, relearning, representation probes).
+    By default the band comes from the retrained seeds (the noise floor); evidence that cannot be
+    re-measured per retrained seed carries its own null distribution instead (``null_mean``,
+    ``null_sd``), e.g. an attack AUC's 0.5 and its Mann–Whitney standard deviation.
     """
 
     key: str
@@ -413,14 +419,22 @@ class Evidence:
     role: Role
     remembers: Literal["higher", "lower"] = "higher"
     floor: float = 0.01
+    strong: bool = False
+    null_mean: float | None = None
+    null_sd: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "value": self.value, "role": self.role, "remembers": self.remembers, "floor": self.floor}
+        return {"key": self.key, "value": self.value, "role": self.role, "remembers": self.remembers, "floor": self.floor,
+                "strong": self.strong, "null_mean": self.null_mean, "null_sd": self.null_sd}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Evidence:
+        def num(v: Any) -> float | None:
+            return None if v is None else float(v)
+
         value = d["value"]
-        return cls(d["key"], float("nan") if value is None else float(value), d["role"], d["remembers"], float(d["floor"]))
+        return cls(d["key"], float("nan") if value is None else float(value), d["role"], d["remembers"], float(d["floor"]),
+                   bool(d.get("strong", False)), num(d.get("null_mean")), num(d.get("null_sd")))
 
 
 @dataclass(frozen=True)

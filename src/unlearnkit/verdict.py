@@ -47,13 +47,16 @@ class Verdict:
     missing: list[str] = field(default_factory=list)
     method: str = ""
     tests: dict[str, Any] = field(default_factory=dict)
+    strong_evidence: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "reasons": self.reasons, "rows": self.rows, "missing": self.missing, "method": self.method, "tests": self.tests}
+        return {"label": self.label, "reasons": self.reasons, "rows": self.rows, "missing": self.missing, "method": self.method,
+                "tests": self.tests, "strong_evidence": self.strong_evidence}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Verdict:
-        return cls(d["label"], list(d["reasons"]), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""), dict(d.get("tests", {})))
+        return cls(d["label"], list(d["reasons"]), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""),
+                   dict(d.get("tests", {})), list(d.get("strong_evidence", [])))
 
 
 def _direction(ev: Evidence, lo: float, hi: float) -> str:
@@ -64,12 +67,22 @@ def _direction(ev: Evidence, lo: float, hi: float) -> str:
     return "more" if above == (ev.remembers == "higher") else "less"
 
 
+def null_band(ev: Evidence, alpha: float, m: int) -> dict[str, float]:
+    """Band from the evidence's own null distribution: null_mean ± z_{1−α/(2m)}·null_sd, at least the floor."""
+    from scipy.stats import norm
+
+    assert ev.null_mean is not None
+    half = max(float(norm.ppf(1 - alpha / (2 * m))) * float(ev.null_sd or 0.0), ev.floor)
+    return {"mean": ev.null_mean, "lo": ev.null_mean - half, "hi": ev.null_mean + half}
+
+
 def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, missing: Sequence[str] = (), tests: Mapping[str, Any] | None = None) -> Verdict:
     """The verdict from a model's evidence and the retrain noise floor.
 
     Order of precedence: forget evidence remembering more than retraining -> not forgotten; forget
     evidence below the band or utility below its band -> over-forgotten; robustness evidence above
     its band -> suppressed; a needed role without evidence -> inconclusive; otherwise removed.
+    Evidence with its own null distribution gets a band from it, with the same Bonferroni correction.
     """
     evidence = list(evidence)
     missing = list(missing)
@@ -78,18 +91,26 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
                        missing=missing + ["noise_floor"], tests=dict(tests or {}))
     bands = noise_floor.info["bands"]
     r = noise_floor.info.get("R")
-    alpha = noise_floor.info.get("alpha")
+    alpha = float(noise_floor.info.get("alpha", 0.05))
+    null_keys = [ev.key for ev in evidence if ev.null_mean is not None and ev.key not in bands]
+    m = len(bands) + len(null_keys)
     method = (f"prediction interval over R={r} retrained seeds, mean ± t·sd·√(1+1/R), two-sided with Bonferroni "
-              f"over {len(bands)} evidence bands (family-wise false-alarm rate α={alpha}), widened to each evidence's floor")
+              f"over {m} evidence bands (family-wise false-alarm rate α={alpha}), widened to each evidence's floor")
+    if null_keys:
+        method += f"; {', '.join(null_keys)}: band from the attack's own null distribution, null mean ± z·null sd"
     rows = []
     for ev in evidence:
         band = bands.get(ev.key)
+        source = "retrained seeds"
+        if band is None and ev.null_mean is not None:
+            band, source = null_band(ev, alpha, m), "null distribution"
         if band is None or not math.isfinite(ev.value):
             missing.append(f"{ev.key} (no band)" if band is None else f"{ev.key} (not finite)")
             continue
         status = _direction(ev, band["lo"], band["hi"])
         rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band["lo"], "hi": band["hi"],
-                     "retrain_mean": band["mean"], "status": status, "remembers": ev.remembers})
+                     "retrain_mean": band["mean"], "status": status, "remembers": ev.remembers, "strong": ev.strong,
+                     "band_from": source})
     roles = {row["role"] for row in rows}
     for role in REQUIRED_ROLES:
         if role not in roles:
@@ -113,4 +134,7 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
         label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
     else:
         label, reasons = "removed", ["every evidence inside its retrain band"]
-    return Verdict(label, reasons, rows, missing, method, dict(tests or {}))
+    strong = sorted({row["key"] for row in rows if row["strong"]})
+    reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
+                   "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
+    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong)

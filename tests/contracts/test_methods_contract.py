@@ -22,7 +22,10 @@ NAMES = METHODS.names()
 def setting(name, request):
     """(task, refs, original copy) for the method's first modality: fixtures ``<modality>_task`` and
     ``<modality>_refs`` (the classifier ones are the digits random-10% task)."""
-    modality = METHODS.get(name).modalities[0]
+    cls = METHODS.get(name)
+    modality = cls.modalities[0]
+    if modality == "classifier" and "random" not in cls.forget_kinds:  # class-unlearning methods
+        return request.getfixturevalue("class_task"), request.getfixturevalue("class_refs"), copy.deepcopy(request.getfixturevalue("class_refs").original)
     task = request.getfixturevalue(f"{modality}_task")
     refs = request.getfixturevalue(f"{modality}_refs")
     return task, refs, copy.deepcopy(refs.original)
@@ -45,6 +48,7 @@ def test_defaults_build_and_document(name):
     assert cls.version, "a version that goes into every run key"
     assert cls.__module__.rsplit(".", 1)[-1] == name, "a method's file carries its registry name"
     assert cls.modalities, "the task modalities it supports"
+    assert cls.forget_kinds and set(cls.forget_kinds) <= {"random", "classes", "ids", "corrupted"}
 
 
 @pytest.mark.parametrize("name", NAMES)

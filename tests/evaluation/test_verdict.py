@@ -67,3 +67,25 @@ def test_no_noise_floor_is_inconclusive():
 def test_verdict_names_the_numbers():
     v = decide(ev(f=0.99), NF)
     assert "0.9900" in v.reasons[0] and "[0.8500, 0.9500]" in v.reasons[0]
+
+
+def test_null_band_evidence_uses_its_own_distribution_and_is_reported_as_strong():
+    from scipy.stats import norm
+
+    auc = Evidence("u_lira.auc", 0.62, "forget", "higher", floor=0.01, strong=True, null_mean=0.5, null_sd=0.02)
+    v = decide(ev() + [auc], NF)
+    row = next(r for r in v.rows if r["key"] == "u_lira.auc")
+    z = norm.ppf(1 - 0.05 / (2 * 4))  # three noise-floor bands + one null band
+    assert row["hi"] == pytest.approx(0.5 + z * 0.02) and row["band_from"] == "null distribution"
+    assert v.label == "not forgotten" and v.strong_evidence == ["u_lira.auc"]
+    assert "strong evidence used: u_lira.auc" in v.reasons[-1]
+
+
+def test_inapplicable_metric_is_named_not_fatal(random_task, random_refs):
+    from unlearnkit.adapters import get_adapter
+    from unlearnkit.evaluation import EvalContext, build_metric, evaluate
+
+    metrics = [build_metric(n) for n in ("accuracy", "mia_nn", "noise_floor")]
+    results, missing = evaluate(random_refs.original, random_task, random_refs, metrics, EvalContext(random_task, get_adapter(random_task)))
+    assert "mia_nn" not in results and "not applicable to 'random' forget sets" in missing["mia_nn"]
+    assert "accuracy" in results and "noise_floor" in results

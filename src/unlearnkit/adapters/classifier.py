@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +12,22 @@ from ..errors import ModelError
 from ..io import check_finite_state
 from ..registry import ADAPTERS
 from ..types import Batch, Split, Task
+
+
+def softmax_stats(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-example loss, true-class probability, max probability, entropy and correctness."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    logp = torch.log_softmax(z, dim=-1)
+    p = logp.exp()
+    true_logp = logp.gather(1, y[:, None])[:, 0]
+    return {
+        "loss": (-true_logp).numpy(),
+        "p_true": true_logp.exp().numpy(),
+        "p_max": p.max(1).values.numpy(),
+        "entropy": (-(p * logp).sum(1)).numpy(),
+        "correct": (z.argmax(1) == y).numpy().astype(np.float64),
+    }
 
 
 class ClassifierAdapter:
@@ -30,6 +45,16 @@ class ClassifierAdapter:
         """Cross-entropy per example (against ``labels`` if given, else the batch's own)."""
         y = batch["y"] if labels is None else labels
         return F.cross_entropy(self.logits(model, batch), y, reduction="none")
+
+    score_name = "accuracy"
+
+    def stats(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-example statistics of ``outputs(...)``: loss, p_true, p_max, entropy, correct."""
+        return softmax_stats(out["logits"], out["labels"])
+
+    def score(self, out: dict[str, np.ndarray]) -> np.ndarray:
+        """Per-example fit score, higher = better (here: correct 1/0); used by the relearning attack."""
+        return (out["logits"].argmax(1) == out["labels"]).astype(np.float64)
 
     def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         if not hasattr(model, "features"):

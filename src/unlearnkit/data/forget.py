@@ -1,9 +1,10 @@
-"""Forget-set selection: a random fraction, listed classes, or explicit ids (inline or from a file)."""
+"""Forget-set selection: a random fraction, listed classes, explicit ids (inline or from a file), or the identified part
+of manipulated training data (corrective unlearning)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,9 +13,11 @@ import numpy as np
 from ..errors import ConfigError, EmptySelection, TaskError
 from ..registry import suggest
 from ..types import Split, Task
+from .corrective import manipulation_record
 
-Kind = Literal["random", "classes", "ids"]
-_FIELDS = {"random": {"kind", "fraction", "count"}, "classes": {"kind", "classes", "fraction"}, "ids": {"kind", "ids", "file"}}
+Kind = Literal["random", "classes", "ids", "corrupted"]
+_FIELDS = {"random": {"kind", "fraction", "count"}, "classes": {"kind", "classes", "fraction"}, "ids": {"kind", "ids", "file"},
+           "corrupted": {"kind", "fraction"}}
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,10 @@ class ForgetSpec:
 
     - ``random``: ``fraction`` (0, 1) or ``count`` examples drawn uniformly from the training set;
     - ``classes``: every training example of the listed ``classes`` (optionally a ``fraction`` of them);
-    - ``ids``: the listed ``ids``, or ids read from ``file`` (one integer per line, ``#`` comments).
+    - ``ids``: the listed ``ids``, or ids read from ``file`` (one integer per line, ``#`` comments);
+    - ``corrupted``: a random ``fraction`` (0, 1] of the manipulated training examples — the identified part, whose
+      fraction is the discovery rate of corrective unlearning (Goel et al., TMLR 2024); needs a training split from
+      the ``poisoned`` source, which records the manipulated ids.
     """
 
     kind: Kind
@@ -73,6 +79,8 @@ class ForgetSpec:
         if self.kind == "classes":
             frac = "" if self.fraction is None else f" ({self.fraction:.0%})"
             return f"class {','.join(map(str, self.classes))}{frac}"
+        if self.kind == "corrupted":
+            return f"corrupted {self.fraction:.0%}" if self.fraction is not None else "corrupted"
         return f"ids ({Path(self.file).name if self.file else len(self.ids)})"
 
     def slug(self) -> str:
@@ -96,9 +104,23 @@ def read_id_file(path: str | Path) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
+def select_corrupted(train: Split, fraction: float | None, rng: np.random.Generator) -> np.ndarray:
+    """A random ``fraction`` (the discovery rate) of the manipulated training ids that ``train`` records, sorted."""
+    record = manipulation_record(train)
+    if record is None:
+        raise TaskError("forget (corrupted): the training split records no manipulated examples; use data from the 'poisoned' "
+                        "source, e.g. dataset: {name: poisoned, params: {base: digits, kind: backdoor}}.")
+    if fraction is None or not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"forget (corrupted): fraction (the discovery rate) must be in (0, 1], got {fraction}.")
+    k = max(1, int(round(fraction * len(record.ids))))
+    return np.sort(rng.choice(record.ids, size=k, replace=False))
+
+
 def select_forget(train: Split, spec: ForgetSpec, rng: np.random.Generator, n_classes: int | None = None) -> np.ndarray:
     """The ids of the forget set chosen by ``spec`` from ``train``."""
     n = len(train)
+    if spec.kind == "corrupted":
+        return select_corrupted(train, spec.fraction, rng)
     if spec.kind == "random":
         if (spec.fraction is None) == (spec.count is None):
             raise ConfigError("forget (random): give exactly one of fraction or count.")
@@ -149,11 +171,24 @@ def make_task(
     n_classes: int | None,
     version: str = "1",
     info: Mapping[str, Any] | None = None,
+    probes: Mapping[str, Split] | None = None,
+    modality: str = "classifier",
 ) -> Task:
-    """A task whose forget set is chosen by ``spec``."""
+    """A task whose forget set is chosen by ``spec``, with the given ``probes`` splits. If the training split records
+    a manipulation (data from the ``poisoned`` source), its description goes into ``info["manipulation"]`` and its
+    probe splits (e.g. the triggered test set) into the task's probes."""
     ids = select_forget(train, spec, rng, n_classes)
     meta = {"forget": spec.to_dict(), "forget_label": spec.label(), **dict(info or {})}
-    return Task.from_forget_ids(name, train, test, ids, n_classes=n_classes, version=version, info=meta)
+    all_probes = dict(probes or {})
+    record = manipulation_record(train)
+    if record is not None:
+        meta["manipulation"] = record.to_info()
+        clash = sorted(set(all_probes) & set(record.probes))
+        if clash:
+            raise ConfigError(f"make_task: probe name(s) {clash} are already used by the manipulated data's probes.")
+        all_probes.update(record.probes)
+    task = Task.from_forget_ids(name, train, test, ids, n_classes=n_classes, version=version, info=meta, modality=modality)
+    return replace(task, probes=all_probes) if all_probes else task
 
 
 __all__: Sequence[str] = ["ForgetSpec", "make_task", "read_id_file", "select_forget"]

@@ -31,6 +31,19 @@ class DataSource:
     input_shape: tuple[int, ...]
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def modality(self) -> str:
+        """The task modality of this data (``info["modality"]``; default "classifier")."""
+        return str(self.info.get("modality", "classifier"))
+
+    @property
+    def n_outputs(self) -> int:
+        """Model outputs needed: the number of classes, or the target width for regression."""
+        if self.n_classes is not None:
+            return self.n_classes
+        y = getattr(self.train.data, "y", None)
+        return 1 if y is None or y.ndim == 1 else int(y.shape[1])
+
 
 def load_dataset(name: str, **params: Any) -> DataSource:
     """Load a registered dataset by name (``unlearnkit ls tasks`` lists them)."""

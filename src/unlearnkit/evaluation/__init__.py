@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import MissingReference
+from ..errors import ConfigError, MissingReference
 from ..types import MetricResult, Task
 from ..verdict import Verdict, decide
 from ..registry import import_submodules
@@ -17,7 +17,30 @@ from .base import EvalContext, Metric, build_metric, register_metric, roc_summar
 
 import_submodules(__name__)  # every metric module registers itself; a new metric is one file
 
-DEFAULT_BATTERY = ("accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor")
+DEFAULT_BATTERIES = {
+    "classifier": ("accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor"),
+    "regression": ("regression_error", "regression_gap", "residual_mia", "relearn", "noise_floor"),
+}
+DEFAULT_BATTERY = DEFAULT_BATTERIES["classifier"]
+
+
+def default_battery(modality: str) -> tuple[str, ...]:
+    """The standard evidence for a task modality (cheap tier: outputs, population MIA, relearning, noise floor)."""
+    if modality not in DEFAULT_BATTERIES:
+        raise ConfigError(f"No default metrics for modality {modality!r}; list them explicitly (known: {sorted(DEFAULT_BATTERIES)}).")
+    return DEFAULT_BATTERIES[modality]
+
+
+def not_applicable(metric: Any, task: Task) -> str | None:
+    """Why ``metric`` does not apply to ``task`` (its modality or forget-set kind), or None."""
+    kind = task.info.get("forget", {}).get("kind")
+    kinds = getattr(metric, "forget_kinds", None)
+    if kinds is not None and kind is not None and kind not in kinds:
+        return f"not applicable to {kind!r} forget sets (it needs {list(kinds)})"
+    modalities = getattr(metric, "modalities", None)
+    if modalities is not None and task.modality not in modalities:
+        return f"not applicable to the {task.modality!r} modality (it supports {list(modalities)})"
+    return None
 
 
 def evaluate(
@@ -30,6 +53,10 @@ def evaluate(
     missing: dict[str, str] = {}
     model.eval()
     for metric in metrics:
+        reason = not_applicable(metric, task)
+        if reason is not None:
+            missing[metric.name] = reason
+            continue
         try:
             results[metric.name] = metric.compute(model, task, refs, ctx)
         except MissingReference as exc:
@@ -65,7 +92,7 @@ def assess(
     Reuse one ``ctx`` across models of the same task so the retrained models' outputs are computed once."""
     from ..adapters import get_adapter
 
-    metrics = [build_metric(m) if isinstance(m, str) else m for m in (metrics or DEFAULT_BATTERY)]
+    metrics = [build_metric(m) if isinstance(m, str) else m for m in (metrics or default_battery(task.modality))]
     ctx = ctx or EvalContext(task, get_adapter(task), device=device, seed=seed)
     results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
     evidence = [e for r in results.values() for e in r.evidence]
@@ -88,4 +115,4 @@ def ks_forget_losses(model: nn.Module, refs: Any, ctx: EvalContext) -> dict[str,
                                "retrain_seed_statistics": floor, "retrain_seed_max": float(np.max(floor)) if floor else None}}
 
 
-__all__ = ["DEFAULT_BATTERY", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "roc_summary", "softmax_stats"]
+__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "default_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "roc_summary", "softmax_stats"]

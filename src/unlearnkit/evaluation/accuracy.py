@@ -25,6 +25,7 @@ class Accuracy:
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Fan et al., ICLR 2024 (UA/RA/TA protocol)"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}

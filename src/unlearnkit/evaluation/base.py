@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import METRICS
+from ..adapters.classifier import softmax_stats  # noqa: F401  (re-exported)
 from ..types import MetricResult, Split, Task
 
 
@@ -24,6 +24,9 @@ class Metric(Protocol):
     needs: ClassVar[frozenset[str]]
     paper: ClassVar[str]
     version: ClassVar[str]
+    modalities: ClassVar[tuple[str, ...]]
+    # forget sets it applies to; optional, default all ("random", "classes", "ids"). Class-only attacks
+    # (e.g. mia_nn) declare ("classes",) and raise ConfigError on other tasks.
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult: ...
 
@@ -39,28 +42,16 @@ def build_metric(name: str, params: Mapping[str, Any] | None = None) -> Any:
     return build_component(METRICS.get(name), params, f"metric {name!r}")
 
 
-def softmax_stats(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-example loss, true-class probability, max probability, entropy and correctness."""
-    z = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    logp = torch.log_softmax(z, dim=-1)
-    p = logp.exp()
-    true_logp = logp.gather(1, y[:, None])[:, 0]
-    return {
-        "loss": (-true_logp).numpy(),
-        "p_true": true_logp.exp().numpy(),
-        "p_max": p.max(1).values.numpy(),
-        "entropy": (-(p * logp).sum(1)).numpy(),
-        "correct": (z.argmax(1) == y).numpy().astype(np.float64),
-    }
-
-
 class EvalContext:
     """Shared state of one evaluation: adapter, device, seed, and caches of model outputs (per model
     object and split) and of task-level results (e.g. the retrained models' relearning curves)."""
 
-    def __init__(self, task: Task, adapter: Any, *, device: str = "cpu", seed: int = 0, batch_size: int = 1024, progress: bool = False) -> None:
+    def __init__(self, task: Task, adapter: Any, *, device: str = "cpu", seed: int = 0, batch_size: int = 1024, progress: bool = False,
+                 method: Any = None, store: Any = None, executor: Any = None) -> None:
         self.task = task
+        self.method = method  # the method under test (attacks that re-run it: U-LiRA, ε-score, KLoM); None = no unlearning
+        self.store = store  # where shadow models and ensembles are cached (None: in memory only)
+        self.executor = executor  # runs independent jobs (shadow unlearning); None = in-process
         self.adapter = adapter
         self.device = device
         self.seed = seed
@@ -78,12 +69,12 @@ class EvalContext:
         return splits[name]
 
     def outputs(self, model: nn.Module, split: str) -> dict[str, np.ndarray]:
-        """Logits, labels and softmax statistics of ``model`` on a split (computed once)."""
+        """Raw outputs and the adapter's per-example statistics of ``model`` on a split (computed once)."""
         per_model = self._outputs.setdefault(model, {})
         if split not in per_model:
             s = self.split(split)
             out = self.adapter.outputs(model, s, batch_size=self.batch_size, device=self.device)
-            out.update(softmax_stats(out["logits"], out["labels"]))
+            out.update(self.adapter.stats(out))
             out["ids"] = s.ids
             per_model[split] = out
         return per_model[split]

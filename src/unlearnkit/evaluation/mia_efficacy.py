@@ -35,6 +35,7 @@ class MIAEfficacy:
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Jia et al., NeurIPS 2023"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
 
     def __post_init__(self) -> None:
         if self.max_train < 2:

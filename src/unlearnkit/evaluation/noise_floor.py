@@ -31,6 +31,7 @@ class NoiseFloor:
     needs: ClassVar[frozenset[str]] = frozenset({"retrained_seeds"})
     paper: ClassVar[str] = "Triantafillou et al., arXiv 2406.09073"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -48,7 +49,11 @@ class NoiseFloor:
         from ..verdict import prediction_bands
 
         seeds = refs.require("retrained_seeds", by="metric 'noise_floor'")
-        others = [m for m in ctx.battery if m.name != self.name]
+        # metrics whose evidence carries its own null band (shadow/ensemble attacks) are not re-run per seed
+        from . import not_applicable
+
+        others = [m for m in ctx.battery if m.name != self.name and not getattr(m, "noise_floor_skip", False)
+                  and not_applicable(m, task) is None]
         if not others:
             raise ConfigError("noise_floor needs other metrics in the battery to take the spread of.")
         evidence: dict[str, list[float]] = {}
@@ -59,6 +64,8 @@ class NoiseFloor:
             for metric in others:
                 result = metric.compute(model, task, loo, ctx)
                 for ev in result.evidence:
+                    if ev.null_mean is not None:
+                        continue
                     evidence.setdefault(ev.key, []).append(ev.value)
                     floors[ev.key] = ev.floor
                 for k, v in result.values.items():

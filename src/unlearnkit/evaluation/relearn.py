@@ -24,7 +24,8 @@ from .base import EvalContext, register_metric
 class Relearn:
     """Relearning attack (Hu et al., Jogging the Memory of Unlearned LLMs Through Targeted Relearning
     Attacks, ICLR 2025; Lynch et al. 2024): fine-tune a copy of the model for ``steps`` on a random
-    ``fraction`` of the forget set; curve = accuracy on the held-out rest of the forget set at every
+    ``fraction`` of the forget set; curve = the adapter's fit score (accuracy for classifiers) on the
+    held-out rest of the forget set at every
     ``eval_every`` steps. auc = mean of the curve. A model that suppressed (rather than removed) the data
     recovers faster than the retrained models, so the verdict compares auc with the retrain band.
 
@@ -48,6 +49,7 @@ class Relearn:
     needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
     paper: ClassVar[str] = "Hu et al., ICLR 2025"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction < 1.0:
@@ -82,8 +84,7 @@ class Relearn:
 
         @torch.no_grad()
         def acc(m: nn.Module) -> float:
-            out = ctx.adapter.outputs(m, heldout, batch_size=ctx.batch_size, device=ctx.device)
-            return float((out["logits"].argmax(1) == out["labels"]).mean())
+            return float(ctx.adapter.score(ctx.adapter.outputs(m, heldout, batch_size=ctx.batch_size, device=ctx.device)).mean())
 
         points.append(acc(victim))
 
@@ -117,7 +118,7 @@ class Relearn:
         }
         values["excess_auc"] = values["auc"] - values["retrained_auc"]
         curves = {"relearn": {"step": [float(s) for s in steps], "accuracy": list(map(float, own)), "retrained": ref_mean.tolist()}}
-        evidence = (Evidence("relearn.auc", values["auc"], "robustness", "higher", self.floor),)
+        evidence = (Evidence("relearn.auc", values["auc"], "robustness", "higher", self.floor, strong=True),)
         return MetricResult(self.name, values, None, curves=curves, evidence=evidence,
                             info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.retain_mix,
                                   "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped})

@@ -25,6 +25,7 @@ class RetrainGap:
     needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
     paper: ClassVar[str] = "Fan et al., ICLR 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'retrain_gap'")

@@ -55,6 +55,7 @@ class ThresholdMIA:
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Yeom et al., CSF 2018"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scores if s not in SCORES]

@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from ..adapters import get_adapter
+from ..errors import ConfigError
 from ..params import build_component  # noqa: F401  (re-exported)
 from ..registry import METHODS
 from ..train import OptimizerName, Schedule, TrainConfig, fit
@@ -28,8 +29,29 @@ class Method(Protocol):
     needs: ClassVar[frozenset[str]]  # references it requires, e.g. {"train_config"}
     version: ClassVar[str]  # part of every run key: bump it when the method's numbers change
     modalities: ClassVar[tuple[str, ...]]  # task modalities it works on, e.g. ("classifier",)
+    forget_kinds: ClassVar[tuple[str, ...]]  # forget sets it handles: "random", "classes", "ids"
 
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
+
+
+ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted")
+
+
+def check_forget_kind(method: Any, task: Task) -> None:
+    """A clear error, before any work, when the task's forget set is of a kind the method does not handle."""
+    kind = task.info.get("forget", {}).get("kind")
+    kinds = getattr(method, "forget_kinds", ALL_FORGET_KINDS)
+    if kind is not None and kind not in kinds:
+        raise ConfigError(f"Method {method.name!r} handles forget sets of kind {list(kinds)}; this task's is {kind!r}.")
+
+
+def forgotten_classes(task: Task, who: str) -> list[int]:
+    """The classes of a class-forgetting task; a clear error for any other forget set."""
+    spec = task.info.get("forget", {})
+    if spec.get("kind") != "classes":
+        raise ConfigError(f"{who} unlearns whole classes; this task's forget set is {spec.get('kind', 'not a class selection')!r}. "
+                          "Use a forget set {kind: classes, classes: [...]}.")
+    return [int(c) for c in spec["classes"]]
 
 
 def register_method(cls: type) -> type:
@@ -67,6 +89,7 @@ class GradientMethod:
     kind: ClassVar[str] = "gradient"
     needs: ClassVar[frozenset[str]] = frozenset()
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     epoch_stream: ClassVar[str] = "forget"
 
     def __post_init__(self) -> None:
@@ -87,20 +110,26 @@ class GradientMethod:
     def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
         return {}
 
+    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What objectives read from ``ctx.extra`` (computed once from the input model, before training), and what
+        to report about it in ``Unlearned.info``. Default: ``extra(...)`` and nothing to report."""
+        return self.extra(model, task, refs, adapter, device), {}
+
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
+        check_forget_kind(self, task)
         adapter = get_adapter(task)
         adapter.check(model, task, device)
         selector = self.selector()
         mask = selector(model, task, adapter=adapter, rng=rng, device=device) if selector is not None else None
         objective = self.objective(task, refs)
+        extra, prepared = self.prepare(model, task, refs, adapter, device)
         streams = {"forget": task.forget, "retain": task.retain}
         result = fit(
             model, objective, streams, self.train_config(), adapter=adapter, rng=rng, device=device, mask=mask,
-            epoch_stream=self.epoch_stream, extra=self.extra(model, task, refs, adapter, device),
-            progress=progress, desc=self.name,  # type: ignore[attr-defined]
+            epoch_stream=self.epoch_stream, extra=extra, progress=progress, desc=self.name,  # type: ignore[attr-defined]
         )
         changed = mask if mask is not None else Mask.full(model)
-        info = {"train": result.to_json(), "mask": changed.summary()}
+        info = {"train": result.to_json(), "mask": changed.summary(), **prepared}
         if result.stopped:
             info["warning"] = result.stopped
         return Unlearned(model, changed, info)

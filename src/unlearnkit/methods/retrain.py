@@ -11,7 +11,7 @@ from torch import nn
 from ..adapters import get_adapter
 from ..references import train_model
 from ..types import Mask, Task, Unlearned
-from .base import register_method
+from .base import ALL_FORGET_KINDS, register_method
 
 
 @register_method
@@ -21,7 +21,8 @@ class Retrain:
 
     name: ClassVar[str] = "retrain"
     kind: ClassVar[str] = "exact"
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     needs: ClassVar[frozenset[str]] = frozenset({"train_config"})
     paper: ClassVar[str] = "Cao & Yang, Towards Making Systems Forget with Machine Unlearning, IEEE S&P 2015"
     version: ClassVar[str] = "1"  # bump when its numbers change

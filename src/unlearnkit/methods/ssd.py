@@ -13,7 +13,7 @@ from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..types import Mask, Split, Task, Unlearned
-from .base import register_method
+from .base import ALL_FORGET_KINDS, register_method
 
 
 def fisher_diagonal(model: nn.Module, split: Split, adapter: Any, device: str, batch_size: int) -> dict[str, torch.Tensor]:
@@ -66,6 +66,7 @@ class SSD:
     name: ClassVar[str] = "ssd"
     kind: ClassVar[str] = "edit"
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening, AAAI 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..runs.store import Store
-from ..runs.summary import COLUMNS, TaskSummary, fmt_stat, metric_value, original_accuracies, summarize
+from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, summarize
 from . import plots
 
 CSS = """
@@ -41,11 +41,11 @@ def _facts(s: TaskSummary) -> str:
     rows = [("forget / retain / test", f"{sp['forget']['n']} / {sp['retain']['n']} / {sp['test']['n']}"),
             ("task fingerprint", f"<code>{esc(s.task['fingerprint'])}</code>")]
     if o is not None:
-        acc = original_accuracies(o, s.task)
-        if acc is not None:
-            rows.append(("original model: train / test accuracy",
-                         f"{acc['train']:.4f} / {acc['test']:.4f} — the original memorises its training data by {100 * acc['gap']:.1f} points "
-                         f"(forget-set accuracy {acc['forget']:.4f}); membership evidence is meaningful only because of this gap"))
+        facts = original_facts(o, s.task)
+        if facts is not None:
+            rows.append((f"original model: train / test {facts['unit']}",
+                         f"{facts['train']:.4f} / {facts['test']:.4f} — the original memorises its training data (gap {facts['gap']:+.4f}; "
+                         f"forget set {facts['forget']:.4f}); membership evidence is meaningful only because of this gap"))
         rows.append(("original model verdict", badge(o["verdict"]["label"]) + " (sanity check: must be “not forgotten”)"))
     if s.noise_floor:
         info = s.noise_floor.get("info", {})
@@ -58,12 +58,12 @@ def _facts(s: TaskSummary) -> str:
 
 
 def _main_table(s: TaskSummary) -> str:
-    head = ["method", "kind", "seeds"] + [c[0] for c in COLUMNS] + ["wall s", "steps", "example passes", "peak MB", "× retrain time", "speed-up", "verdict"]
+    head = ["method", "kind", "seeds"] + [c[0] for c in s.columns] + ["wall s", "steps", "example passes", "peak MB", "× retrain time", "speed-up", "verdict"]
     out = ["<table><tr>" + "".join(f"<th class='l'>{esc(h)}</th>" if i < 2 else f"<th>{esc(h)}</th>" for i, h in enumerate(head)) + "</tr>"]
     for r in s.rows:
         c = r.cost
         cells = [f"<td class='l'>{esc(r.method)}</td>", f"<td class='l'>{esc(r.kind)}</td>", f"<td>{len(r.runs)}</td>"]
-        cells += [f"<td>{fmt_stat(r.stats.get(col[0]))}</td>" for col in COLUMNS]
+        cells += [f"<td>{fmt_stat(r.stats.get(col[0]))}</td>" for col in s.columns]
         cells += [f"<td>{'—' if c is None else f'{c.wall_seconds:.2f}'}</td>", f"<td>{'—' if c is None else c.optimizer_steps}</td>",
                   f"<td>{'—' if c is None else c.example_passes}</td>", f"<td>{'—' if c is None else f'{c.peak_memory_mb:.0f}'}</td>"]
         ratio, speed = r.ratios.get("wall"), r.ratios.get("speedup")
@@ -106,14 +106,16 @@ def _evidence_details(s: TaskSummary) -> str:
 
 def _plots(s: TaskSummary) -> str:
     bands = (s.noise_floor or {}).get("info", {}).get("bands", {})
+    unit, keys = SPLIT_EVIDENCE.get(s.modality, SPLIT_EVIDENCE["classifier"])
     original = None
     if s.original is not None:
-        original = {k: metric_value(s.original, "accuracy", k) for k in ("forget", "retain", "test")}
+        original = {split: metric_value(s.original, metric, key) for split, (_, metric, key) in zip(("forget", "retain", "test"), s.columns)}
     out = []
     if s.rows:
-        out.append("<h3>Accuracy per split against the retrain band</h3>"
+        panels = [(split, col[0], key) for split, col, key in zip(("forget", "retain", "test"), s.columns, keys)]
+        out.append(f"<h3>{esc(unit.capitalize())} per split against the retrain band</h3>"
                    "<p class='muted'>Dots: mean ± sd over seeds, coloured by verdict. Shaded: prediction band for one more retrain.</p>"
-                   f"<img alt='accuracy vs retrain band' src='data:image/png;base64,{plots.accuracy_vs_band(s.rows, bands, original)}'>")
+                   f"<img alt='per-split fit vs retrain band' src='data:image/png;base64,{plots.split_vs_band(s.rows, bands, original, panels, unit)}'>")
     rocs = []
     for run in ([s.original] if s.original else []) + [r.runs[0] for r in s.rows]:
         res = run["results"].get("threshold_mia")

@@ -34,15 +34,16 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def accuracy_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[str, float] | None) -> str:
-    """One panel per split: each method's accuracy (mean ± sd over seeds) against the retrain band."""
+def split_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[str, float | None] | None,
+                  panels: Sequence[tuple[str, str, str]], unit: str) -> str:
+    """One panel per split (split, table column, evidence key): each method's value (mean ± sd over seeds)
+    against the retrain band of that evidence."""
     plt = _plt()
-    splits = [("forget", "forget acc"), ("retain", "retain acc"), ("test", "test acc")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(rows) + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 0.45 * len(rows) + 1.6), sharey=True)
     names = [r.method for r in rows]
     y = np.arange(len(rows))
-    for ax, (split, col) in zip(axes, splits):
-        band = bands.get(f"accuracy.{split}")
+    for ax, (split, col, key) in zip(axes, panels):
+        band = bands.get(key)
         if band:
             ax.axvspan(band["lo"], band["hi"], color="#90caf9", alpha=0.45, label="retrain band")
             ax.axvline(band["mean"], color="#1565c0", lw=1, label="retrain mean")
@@ -52,9 +53,9 @@ def accuracy_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[
                 continue
             colour = VERDICT_COLORS.get(next(iter(r.verdicts), ""), "#333")
             ax.errorbar(stat[0], i, xerr=stat[1], fmt="o", color=colour, capsize=3)
-        if original and split in original:
+        if original and original.get(split) is not None:
             ax.axvline(original[split], color="#c62828", ls="--", lw=1, label="original")
-        ax.set_title(f"{split} accuracy")
+        ax.set_title(f"{split} {unit}")
         ax.set_yticks(y, names)
         ax.grid(axis="x", alpha=0.3)
     axes[0].invert_yaxis()
@@ -96,7 +97,7 @@ def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: d
     if retrained is not None:
         ax.plot(retrained["step"], retrained["retrained"], color="black", ls="--", lw=2, label="retrained models (mean)")
     ax.set_xlabel("relearning steps on a slice of the forget set")
-    ax.set_ylabel("accuracy on the held-out forget examples")
+    ax.set_ylabel("fit score on the held-out forget examples\n(accuracy; −MSE for regression)")
     title = "relearning attack"
     if band:
         title += f" — retrain band of curve mean: [{band['lo']:.3f}, {band['hi']:.3f}]"
@@ -120,7 +121,7 @@ def cost_vs_gap(rows: Sequence[Any]) -> str:
         ax.annotate(r.method, (ratio, gap[0]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("wall time / retraining wall time (log)")
-    ax.set_ylabel("average accuracy gap to retrain")
+    ax.set_ylabel("average gap to retrain")
     ax.set_title("cost vs. closeness to retraining (lower-left is better)", fontsize=10)
     for label, colour in VERDICT_COLORS.items():
         ax.scatter([], [], color=colour, label=label)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import platform
+from dataclasses import dataclass
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..adapters import get_adapter
-from ..cost import CostMeter
+from ..cost import Cost, CostMeter
 from ..data.forget import make_task
 from ..data.sources import load_dataset
 from ..errors import UnlearnError
@@ -77,31 +78,62 @@ def split_arrays(results: dict[str, MetricResult]) -> tuple[dict[str, Any], dict
     return out, arrays
 
 
+@dataclass(frozen=True)
+class UnlearnJob:
+    """One unlearning run (picklable, so any executor can run it)."""
+
+    method: Any
+    refs: References
+    task: Task
+    seed: int
+    device: str
+    progress: bool = False
+
+
+def unlearn_job(job: UnlearnJob) -> dict[str, Any]:
+    """Run the method on a copy of the original and measure its cost; errors of the method are returned,
+    not raised, so one failing run does not stop the grid."""
+    model = copy.deepcopy(job.refs.original)
+    try:
+        with CostMeter(job.device) as meter:
+            out = job.method.unlearn(model, job.task, job.refs, rng=np_rng("method", job.method.name, job.seed), device=job.device,
+                                     progress=job.progress)
+        check_finite_state(out.model.state_dict(), f"the model produced by method {job.method.name!r}")
+    except UnlearnError as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    assert meter.cost is not None
+    return {"state": {k: v.detach().cpu() for k, v in out.model.state_dict().items()}, "info": out.info, "cost": meter.cost.to_json()}
+
+
 class ExperimentRunner:
     """Runs one experiment against a store. ``run()`` returns the experiment record."""
 
-    def __init__(self, exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None) -> None:
+    def __init__(self, exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None,
+                 executor: Any = None) -> None:
+        from .executor import LocalExecutor
+
         self.exp = exp
         self.store = store
         self.device = resolve_device(device if device != "auto" else exp.device)
         self.progress = progress
+        self.executor = executor or LocalExecutor()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     def build_task(self, source: Any, spec: Any) -> Task:
         return make_task(
             self.exp.dataset.name, source.train, source.test, spec, np_rng("forget", self.exp.task_seed, spec.to_dict()),
-            n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict()},
+            n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict()}, modality=source.modality,
         )
 
     def references(self, task: Task, source: Any) -> References:
         model = self.exp.model
 
         def factory() -> nn.Module:
-            return build_model(model.name, source.input_shape, source.n_classes, **model.params)
+            return build_model(model.name, source.input_shape, source.n_outputs, **model.params)
 
         spec = {**model.to_dict(), "input_shape": list(source.input_shape), "n_classes": source.n_classes}
         return build_references(task, factory, self.exp.train, retrain_seeds=self.exp.retrain_seeds, original_seed=self.exp.original_seed,
-                                model_spec=spec, store=self.store, device=self.device, progress=self.progress)
+                                model_spec=spec, store=self.store, device=self.device, progress=self.progress, executor=self.executor)
 
     def key_parts(self, task: Task, refs: References, kind: str, method: dict[str, Any], seed: int) -> dict[str, Any]:
         return {
@@ -110,7 +142,7 @@ class ExperimentRunner:
             "task": {"fingerprint": task.fingerprint, "version": task.version},
             "references": {"model": refs.info["model"], "train": self.exp.train.to_dict(), "original_seed": refs.info["original_seed"],
                            "retrain_seeds": refs.info["retrain_seeds"]},
-            "metrics": [{**m.to_dict(), "version": METRICS.get(m.name).version} for m in self.exp.metrics],
+            "metrics": [{**m.to_dict(), "version": METRICS.get(m.name).version} for m in self.exp.metrics_for(task.modality)],
             "seed": seed,
             "device": torch.device(self.device).type,
         }
@@ -143,8 +175,9 @@ class ExperimentRunner:
                  f"training or loading the original and {exp.retrain_seeds} retrained reference(s) on {self.device} ...")
         refs = self.references(task, source)
         adapter = get_adapter(task)
-        metrics = [build_metric(m.name, m.params) for m in exp.metrics]
-        ctx = EvalContext(task, adapter, device=self.device, seed=exp.task_seed)
+        metrics = [build_metric(m.name, m.params) for m in exp.metrics_for(task.modality)]
+        ctx = EvalContext(task, adapter, device=self.device, seed=exp.task_seed, store=self.store, progress=self.progress,
+                          executor=self.executor)
         task_rec = {"label": spec.label(), "forget": spec.to_dict(), "task": task.describe(), "references": refs.info, "runs": {}}
         record["tasks"].append(task_rec)
 
@@ -152,53 +185,49 @@ class ExperimentRunner:
         orig_id = self._evaluate_and_store(task, refs, ctx, metrics, "reference", {"name": "original", "params": {}}, exp.original_seed,
                                            refs.original, None, {}, exp_id=record["exp_id"])
         task_rec["original_run"] = orig_id
-        jobs = [(m, s) for m in exp.methods for s in exp.seeds]
+        pending, meta = [], []
+        for comp in exp.methods:
+            method = build_method(comp.name, comp.params)
+            mdesc = {"name": method.name, "params": method_params(method), "version": method.version}
+            for seed in exp.seeds:
+                run_id = run_key(self.key_parts(task, refs, "unlearn", mdesc, seed))
+                if self.store.has_run(run_id):
+                    rec = self.store.load_run(run_id)
+                    self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
+                    task_rec["runs"].setdefault(method.name, []).append(run_id)
+                    record["runs"].append(run_id)
+                    continue
+                pending.append(UnlearnJob(method, refs, task, seed, self.device, self.progress and self.executor.name == "local"))
+                meta.append((method, mdesc, seed))
         bar = None
-        if self.progress:
+        if self.progress and pending:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(jobs), desc=f"methods [{spec.label()}]", dynamic_ncols=True)
+            bar = tqdm(total=len(pending), desc=f"methods [{spec.label()}]", dynamic_ncols=True)
         try:
-            for comp, seed in jobs:
-                method = build_method(comp.name, comp.params)
-                mdesc = {"name": method.name, "params": method_params(method), "version": method.version}
-                try:
-                    run_id = self._unlearn_and_store(task, refs, ctx, metrics, method, mdesc, seed, record["exp_id"])
-                except UnlearnError as exc:
-                    msg = f"[{spec.label()}] {method.name} seed {seed} failed: {type(exc).__name__}: {exc}"
-                    self.log(msg)
-                    record["failures"].append({"task": spec.label(), "method": method.name, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
+            for i, out in self.executor.imap(unlearn_job, pending, desc="unlearning runs"):
+                method, mdesc, seed = meta[i]
+                if bar is not None:
+                    bar.update(1)
+                if "error" in out:
+                    self.log(f"[{spec.label()}] {method.name} seed {seed} failed: {out['error']}")
+                    record["failures"].append({"task": spec.label(), "method": method.name, "seed": seed, "error": out["error"]})
                     continue
-                finally:
-                    if bar is not None:
-                        bar.update(1)
+                model = copy.deepcopy(refs.original)
+                model.load_state_dict(out["state"])
+                cost = Cost.from_json(out["cost"])
+                run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, model, cost, out["info"],
+                                                  exp_id=record["exp_id"], method=method)
+                rec = self.store.load_run(run_id)
+                gap = (rec["results"].get("retrain_gap") or rec["results"].get("regression_gap") or {}).get("values", {}).get("avg_gap")
+                self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} avg gap {gap if gap is None else f'{gap:.4f}'}, "
+                         f"{cost.wall_seconds:.1f}s")
                 task_rec["runs"].setdefault(method.name, []).append(run_id)
                 record["runs"].append(run_id)
                 self.store.save_experiment(record)
         finally:
             if bar is not None:
                 bar.close()
-
-    def _unlearn_and_store(self, task: Task, refs: References, ctx: EvalContext, metrics: list[Any], method: Any,
-                           mdesc: dict[str, Any], seed: int, exp_id: str) -> str:
-        parts = self.key_parts(task, refs, "unlearn", mdesc, seed)
-        run_id = run_key(parts)
-        if self.store.has_run(run_id):
-            rec = self.store.load_run(run_id)
-            self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
-            return run_id
-        model = copy.deepcopy(refs.original)
-        with CostMeter(self.device) as meter:
-            unlearned = method.unlearn(model, task, refs, rng=np_rng("method", method.name, seed), device=self.device, progress=self.progress)
-        check_finite_state(unlearned.model.state_dict(), f"the model produced by method {method.name!r}")
-        assert meter.cost is not None
-        run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, unlearned.model, meter.cost, unlearned.info,
-                                          exp_id=exp_id, method=method)
-        rec = self.store.load_run(run_id)
-        gap = rec["results"].get("retrain_gap", {}).get("values", {}).get("avg_gap")
-        self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} avg gap {gap if gap is None else f'{gap:.4f}'}, "
-                 f"{meter.cost.wall_seconds:.1f}s")
-        return run_id
 
     def _evaluate_and_store(self, task: Task, refs: References, ctx: EvalContext, metrics: list[Any], kind: str, mdesc: dict[str, Any],
                             seed: int, model: nn.Module, cost: Any, info: dict[str, Any], *, exp_id: str, method: Any = None) -> str:
@@ -207,6 +236,7 @@ class ExperimentRunner:
         if self.store.has_run(run_id):
             return run_id
         t0 = time.perf_counter()
+        ctx.method = method  # attacks that re-run the method under test (U-LiRA, ε-score, KLoM) read it; None = the original
         results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
         evidence = [e for r in results.values() for e in r.evidence]
         verdict = decide(evidence, results.get("noise_floor"), missing=[f"{k}: {v}" for k, v in missing.items()],
@@ -225,6 +255,8 @@ class ExperimentRunner:
         return run_id
 
 
-def run_experiment(exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None) -> dict[str, Any]:
-    """Run (or resume) ``exp`` into ``store``; returns the experiment record."""
-    return ExperimentRunner(exp, store, device=device, progress=progress, log=log).run()
+def run_experiment(exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None,
+                   executor: Any = None) -> dict[str, Any]:
+    """Run (or resume) ``exp`` into ``store``; unlearning runs and reference trainings go through ``executor``
+    (default: in this process). Returns the experiment record."""
+    return ExperimentRunner(exp, store, device=device, progress=progress, log=log, executor=executor).run()

@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import StoreError
-from ..io import load_array, load_model_weights, read_json, save_array, save_state, write_json
+from ..io import check_finite_state, load_array, load_model_weights, load_state, read_json, save_array, save_state, write_json
 
 INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -222,6 +222,37 @@ class Store:
         model = load_model_weights(factory(), folder / "model.safetensors").to(device)
         model.eval()
         return model, read_json(folder / "meta.json")
+
+    def load_models(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[list[nn.Module], dict[str, np.ndarray], dict[str, Any]] | None:
+        """A cached bundle of models (an ensemble or shadow set) with its arrays and metadata, or None."""
+        folder = self.refs / key
+        if not (folder / "meta.json").is_file():
+            return None
+        meta = read_json(folder / "meta.json")
+        state = load_state(folder / "models.safetensors")
+        models = []
+        for k in range(int(meta["n_models"])):
+            model = factory()
+            own = {name[len(f"{k}/"):]: t for name, t in state.items() if name.startswith(f"{k}/")}
+            check_finite_state(own, f"cached model {k} of {key}")
+            model.load_state_dict(own)
+            models.append(model.to(device).eval())
+        arrays = {p.stem: load_array(p) for p in sorted((folder / "arrays").glob("*.npy"))}
+        return models, arrays, meta
+
+    def save_models(self, key: str, models: list[nn.Module], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        final = self.refs / key
+        tmp = self._tmp_dir(self.refs, key)
+        try:
+            state = {f"{k}/{name}": t for k, m in enumerate(models) for name, t in m.state_dict().items()}
+            save_state(tmp / "models.safetensors", state, {"key": key})
+            for name, arr in arrays.items():
+                save_array(tmp / "arrays" / f"{_safe_name(name)}.npy", arr)
+            write_json(tmp / "meta.json", {**meta, "n_models": len(models)})
+            self._commit_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def save_reference(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
         final = self.refs / key

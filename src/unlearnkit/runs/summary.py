@@ -14,16 +14,36 @@ from ..cost import Cost
 from ..references import mean_cost
 from .store import Store
 
-# (column label, metric, value key) shown in tables
-COLUMNS = (
-    ("forget acc", "accuracy", "forget"),
-    ("retain acc", "accuracy", "retain"),
-    ("test acc", "accuracy", "test"),
-    ("avg gap", "retrain_gap", "avg_gap"),
-    ("MIA AUC", "threshold_mia", "loss.auc"),
-    ("MIA eff.", "mia_efficacy", "efficacy"),
-    ("relearn AUC", "relearn", "auc"),
-)
+# (column label, metric, value key) shown in tables; the first three are the per-split fit of the model
+COLUMNS_BY_MODALITY = {
+    "classifier": (
+        ("forget acc", "accuracy", "forget"),
+        ("retain acc", "accuracy", "retain"),
+        ("test acc", "accuracy", "test"),
+        ("avg gap", "retrain_gap", "avg_gap"),
+        ("MIA AUC", "threshold_mia", "loss.auc"),
+        ("MIA eff.", "mia_efficacy", "efficacy"),
+        ("relearn AUC", "relearn", "auc"),
+    ),
+    "regression": (
+        ("forget MSE", "regression_error", "mse_forget"),
+        ("retain MSE", "regression_error", "mse_retain"),
+        ("test MSE", "regression_error", "mse_test"),
+        ("avg gap", "regression_gap", "avg_gap"),
+        ("MIA AUC", "residual_mia", "auc"),
+        ("relearn AUC", "relearn", "auc"),
+    ),
+}
+COLUMNS = COLUMNS_BY_MODALITY["classifier"]
+# evidence keys of the per-split fit (forget, retain, test), for plots against the retrain band
+SPLIT_EVIDENCE = {
+    "classifier": ("accuracy", ("accuracy.forget", "accuracy.retain", "accuracy.test")),
+    "regression": ("MSE", ("regression_error.mse_forget", "regression_error.mse_retain", "regression_error.mse_test")),
+}
+
+
+def columns(modality: str) -> tuple[tuple[str, str, str], ...]:
+    return COLUMNS_BY_MODALITY.get(modality, COLUMNS)
 
 
 def metric_value(run: Mapping[str, Any], metric: str, key: str) -> float | None:
@@ -31,15 +51,20 @@ def metric_value(run: Mapping[str, Any], metric: str, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def original_accuracies(original: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, float] | None:
-    """The original model's forget / retain / train (= forget ∪ retain) / test accuracy, and the
-    memorisation gap train − test (membership evidence only means something when it is large)."""
-    acc = {k: metric_value(original, "accuracy", k) for k in ("forget", "retain", "test")}
-    if any(v is None for v in acc.values()):
+def original_facts(original: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The original model's fit on forget / retain / train (= forget ∪ retain) / test and its memorisation gap
+    (train accuracy − test accuracy, or test MSE − train MSE): membership evidence only means something when
+    it is large."""
+    modality = task.get("modality", "classifier")
+    cols = columns(modality)[:3]
+    fit = {split: metric_value(original, metric, key) for split, (_, metric, key) in zip(("forget", "retain", "test"), cols)}
+    if any(v is None for v in fit.values()):
         return None
     n_f, n_r = task["splits"]["forget"]["n"], task["splits"]["retain"]["n"]
-    train = (acc["forget"] * n_f + acc["retain"] * n_r) / (n_f + n_r)  # type: ignore[operator]
-    return {**acc, "train": train, "gap": train - acc["test"]}  # type: ignore[operator, dict-item]
+    train = (fit["forget"] * n_f + fit["retain"] * n_r) / (n_f + n_r)  # type: ignore[operator]
+    higher_better = modality != "regression"
+    gap = (train - fit["test"]) if higher_better else (fit["test"] - train)  # type: ignore[operator]
+    return {**fit, "train": train, "gap": gap, "unit": SPLIT_EVIDENCE.get(modality, SPLIT_EVIDENCE["classifier"])[0]}
 
 
 @dataclass
@@ -72,11 +97,16 @@ class TaskSummary:
     retrain_cost: Cost | None
     retrain_cost_source: str
     noise_floor: dict[str, Any] | None
+    modality: str = "classifier"
+
+    @property
+    def columns(self) -> tuple[tuple[str, str, str], ...]:
+        return columns(self.modality)
 
 
-def _row(method: str, runs: list[dict[str, Any]]) -> MethodRow:
+def _row(method: str, runs: list[dict[str, Any]], modality: str) -> MethodRow:
     row = MethodRow(method, runs[0]["method"].get("kind", ""), runs)
-    for label, metric, key in COLUMNS:
+    for label, metric, key in columns(modality):
         vals = [v for v in (metric_value(r, metric, key) for r in runs) if v is not None]
         if vals:
             row.stats[label] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals))
@@ -90,10 +120,11 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
     out = []
     for t in record.get("tasks", []):
         rows = []
+        modality = t["task"].get("modality", "classifier")
         for method, run_ids in t.get("runs", {}).items():
             runs = [store.load_run(r) for r in run_ids]
             if runs:
-                rows.append(_row(method, runs))
+                rows.append(_row(method, runs, modality))
         original = store.load_run(t["original_run"]) if t.get("original_run") else None
         retrain_rows = [r for r in rows if r.method == "retrain"]
         if retrain_rows and retrain_rows[0].cost is not None:
@@ -105,7 +136,7 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
             if row.cost is not None and ref_cost is not None:
                 row.ratios = row.cost.ratios_to(ref_cost)
         nf = original["results"].get("noise_floor") if original else None
-        out.append(TaskSummary(t["label"], t["task"], original, rows, ref_cost, source, nf))
+        out.append(TaskSummary(t["label"], t["task"], original, rows, ref_cost, source, nf, modality))
     return out
 
 
@@ -123,23 +154,23 @@ def format_tables(summaries: list[TaskSummary]) -> str:
         lines.append("")
         lines.append(f"== forget set: {s.label} — forget {s.task['splits']['forget']['n']}, retain {s.task['splits']['retain']['n']}, "
                      f"test {s.task['splits']['test']['n']} ==")
-        acc = original_accuracies(s.original, s.task) if s.original is not None else None
-        if acc is not None and s.original is not None:
-            lines.append(f"original model: train {acc['train']:.3f} (forget {acc['forget']:.3f}), test {acc['test']:.3f} — memorisation "
-                         f"gap {acc['gap']:+.3f}; verdict {s.original['verdict']['label']}")
+        facts = original_facts(s.original, s.task) if s.original is not None else None
+        if facts is not None and s.original is not None:
+            lines.append(f"original model {facts['unit']}: train {facts['train']:.3f} (forget {facts['forget']:.3f}), test {facts['test']:.3f} — "
+                         f"memorisation gap {facts['gap']:+.3f}; verdict {s.original['verdict']['label']}")
         if s.noise_floor is not None:
             bands = s.noise_floor.get("info", {}).get("bands", {})
             if bands:
                 r = next(iter(bands.values()))["R"]
                 lines.append(f"retrain band (R={r} seeds, Bonferroni over {len(bands)} bands): " + "; ".join(
                     f"{k} [{b['lo']:.3f}, {b['hi']:.3f}]" for k, b in bands.items()))
-        header = ["method", "seeds"] + [c[0] for c in COLUMNS] + ["wall s", "× retrain time", "speed-up", "verdict"]
+        header = ["method", "seeds"] + [c[0] for c in s.columns] + ["wall s", "× retrain time", "speed-up", "verdict"]
         table = [header]
         for row in s.rows:
             wall = row.cost.wall_seconds if row.cost else None
             ratio = row.ratios.get("wall")
             speed = row.ratios.get("speedup")
-            table.append([row.method, str(len(row.runs))] + [fmt_stat(row.stats.get(c[0])) for c in COLUMNS]
+            table.append([row.method, str(len(row.runs))] + [fmt_stat(row.stats.get(c[0])) for c in s.columns]
                          + ["—" if wall is None else f"{wall:.1f}", "—" if ratio is None else f"{ratio:.3f}",
                             "—" if speed is None else f"{speed:.1f}×", row.verdict])
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]

@@ -1,0 +1,85 @@
+"""Benchmark: what each piece of evidence costs, relative to one retraining, measured side by side in this run.
+
+Tier 0 needs only the model's outputs; tier 1 the retrained references (noise floor, relearning, probes); tier 2
+shadow models (LiRA, U-LiRA, label-only); tier 3 ensembles of retrained and unlearned models (ε-score, KLoM).
+The first call of a tier-2/3 metric trains its shadows/ensembles (cached afterwards, per task), so both the first
+and a repeated call are timed. The method under test is `finetune` (its runs are part of U-LiRA, ε-score, KLoM).
+
+    python benchmarks/evaluation_cost.py                     # Fashion-MNIST subset of 12k train / 3k test (~15 min)
+    python benchmarks/evaluation_cost.py --train-subset 6000 --shadows 8 --ensemble 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+
+TIERS = (
+    (0, ["accuracy", "threshold_mia", "mia_efficacy"]),
+    (1, ["retrain_gap", "relearn", "hidden_probe", "privacy_score", "noise_floor"]),
+    (2, ["lira", "u_lira", "label_only"]),
+    (3, ["epsilon_score", "klom"]),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-subset", type=int, default=12000)
+    p.add_argument("--test-subset", type=int, default=3000)
+    p.add_argument("--shadows", type=int, default=16)
+    p.add_argument("--ensemble", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    import numpy as np
+
+    from unlearnkit import METRICS
+    from unlearnkit.adapters import get_adapter
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.evaluation import EvalContext, build_metric
+    from unlearnkit.methods import build_method
+    from unlearnkit.models import build_model
+    from unlearnkit.references import build_references, train_model
+    from unlearnkit.train import TrainConfig
+
+    source = load_dataset("fashion_mnist", train_subset=args.train_subset, test_subset=args.test_subset)
+    task = make_task("fashion_mnist", source.train, source.test, ForgetSpec("random", fraction=0.1), np.random.default_rng(0), n_classes=10)
+    config = TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, schedule="cosine")
+
+    def factory():  # noqa: ANN202
+        return build_model("mlp", source.input_shape, 10, hidden=(256, 256))
+
+    refs = build_references(task, factory, config, retrain_seeds=3)
+    _, retrain_cost, _ = train_model(refs.fresh_model(99, by="benchmark"), task.retain, config, adapter=get_adapter(task), seed=99)
+    method = build_method("finetune")
+    model = method.unlearn(copy.deepcopy(refs.original), task, refs, rng=np.random.default_rng(0)).model
+    ctx = EvalContext(task, get_adapter(task), device=args.device, method=method)
+    sizes = {"lira": {"n_shadows": args.shadows}, "u_lira": {"n_shadows": args.shadows}, "label_only": {"n_shadows": args.shadows},
+             "epsilon_score": {"n_models": args.ensemble}, "klom": {"n_models": args.ensemble}}
+    ctx.battery = [build_metric(n, sizes.get(n)) for _, names in TIERS for n in names if n in METRICS]
+    print(f"evaluation_cost: Fashion-MNIST {len(task.train)} train / {len(task.test)} test, MLP 784-256-256-10, method under test "
+          f"finetune; one retraining = {retrain_cost.wall_seconds:.1f} s ({retrain_cost.optimizer_steps} steps)\n")
+    print(f"{'tier':4s} {'metric':14s} {'first call s':>13s} {'× retrain':>10s} {'again s':>9s} {'× retrain':>10s}")
+    for tier, names in TIERS:
+        for name in names:
+            if name not in METRICS:
+                print(f"{tier:<4d} {name:14s} (not registered)")
+                continue
+            metric = build_metric(name, sizes.get(name))
+            t0 = time.perf_counter()
+            metric.compute(model, task, refs, ctx)
+            first = time.perf_counter() - t0
+            ctx._outputs.clear()  # re-evaluate outputs too, but keep trained shadows/ensembles (their cache is ctx.shared)
+            t0 = time.perf_counter()
+            metric.compute(model, task, refs, ctx)
+            again = time.perf_counter() - t0
+            print(f"{tier:<4d} {name:14s} {first:13.2f} {first / retrain_cost.wall_seconds:10.3f} {again:9.2f} "
+                  f"{again / retrain_cost.wall_seconds:10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

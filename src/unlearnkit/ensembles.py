@@ -1,0 +1,210 @@
+"""Ensembles of small models trained together: shadow models (random halves of a data pool, for
+per-example membership attacks) and seed ensembles (retrained / original models, for ε-score and KLoM).
+
+``train_ensemble`` trains K models of one architecture in ONE vectorised pass: parameters are
+stacked with ``torch.func.stack_module_state`` and the forward/backward runs under ``vmap``; the
+optimizer steps the stacked tensors (Adam/SGD are element-wise, so this equals K independent
+optimizers). Every model follows its own batch plan (its own subset, its own shuffles), exactly as
+``train_ensemble(..., vectorized=False)`` does one model at a time, so both give the same models up
+to floating-point reassociation. Models with buffers (BatchNorm) fall back to the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import cost
+from .errors import ConfigError, DivergenceError, EmptySelection
+from .seeding import derive_seed, torch_seed
+from .train import TrainConfig, lr_factor, make_optimizer
+from .types import Split, TensorData
+
+
+def batch_plan(members: np.ndarray, n_steps: int, batch_size: int, seed: int) -> np.ndarray:
+    """Positions (n_steps, batch_size) for one model: shuffled passes over ``members`` (positions
+    into the pool), reshuffled every pass, cycling until ``n_steps`` full batches are drawn."""
+    if len(members) == 0:
+        raise EmptySelection("An ensemble member has no training examples.")
+    rng = np.random.default_rng(seed)
+    need = n_steps * batch_size
+    chunks, have = [], 0
+    while have < need:
+        chunks.append(rng.permutation(members))
+        have += len(members)
+    return np.concatenate(chunks)[:need].reshape(n_steps, batch_size)
+
+
+def _steps(config: TrainConfig, memberships: np.ndarray) -> int:
+    largest = int(memberships.sum(1).max())
+    return config.n_steps(largest)
+
+
+def _check(config: TrainConfig) -> None:
+    if config.grad_clip is not None:
+        raise ConfigError("Ensemble training does not support grad_clip (it would couple the models' gradient norms).")
+    if config.max_seconds is not None:
+        raise ConfigError("Ensemble training takes a step or epoch budget, not max_seconds.")
+
+
+def train_ensemble(
+    factory: Callable[[], nn.Module],
+    pool: Split,
+    memberships: np.ndarray,
+    config: TrainConfig,
+    *,
+    seed: int,
+    device: str = "cpu",
+    vectorized: bool = True,
+    progress: bool = False,
+    desc: str = "ensemble",
+) -> list[nn.Module]:
+    """Train ``len(memberships)`` models; model k trains on the pool examples where ``memberships[k]``.
+
+    Model k is initialised under seed derive_seed(seed, "init", k) and shuffles with
+    derive_seed(seed, "plan", k); the budget (epochs) is counted over the largest member set.
+    """
+    _check(config)
+    memberships = np.asarray(memberships, dtype=bool)
+    if memberships.ndim != 2 or memberships.shape[1] != len(pool):
+        raise ConfigError(f"memberships must be (K, {len(pool)}), got {memberships.shape}.")
+    if not isinstance(pool.data, TensorData) or pool.data.y is None:
+        raise ConfigError("Ensemble training needs a labelled TensorData pool.")
+    k_models = len(memberships)
+    n_steps = _steps(config, memberships)
+    plans = [batch_plan(np.flatnonzero(memberships[k]), n_steps, config.batch_size, derive_seed(seed, "plan", k)) for k in range(k_models)]
+    models = []
+    for k in range(k_models):
+        with torch_seed(derive_seed(seed, "init", k) % 2**31):
+            models.append(factory().to(device))
+    has_buffers = any(True for _ in models[0].buffers())
+    if vectorized and not has_buffers:
+        _train_vectorized(models, pool.data, plans, config, n_steps, device, progress, desc)
+    else:
+        for k, model in enumerate(models):
+            _train_one(model, pool.data, plans[k], config, n_steps, device, progress, f"{desc} {k + 1}/{k_models}")
+    for m in models:
+        m.eval()
+    return models
+
+
+def _train_one(model: nn.Module, data: TensorData, plan: np.ndarray, config: TrainConfig, n_steps: int, device: str, progress: bool, desc: str) -> None:
+    x_all, y_all = data.x.to(device), data.y.to(device)  # type: ignore[union-attr]
+    optimizer = make_optimizer(list(model.parameters()), config)
+    model.train()
+    bar = _bar(progress, n_steps, desc)
+    for step in range(n_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(config, step, n_steps)
+        idx = torch.as_tensor(plan[step], device=device)
+        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"{desc}: non-finite loss at step {step}.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        cost.record(steps=1, passes=len(idx))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def _train_vectorized(models: list[nn.Module], data: TensorData, plans: list[np.ndarray], config: TrainConfig, n_steps: int,
+                      device: str, progress: bool, desc: str) -> None:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, _ = stack_module_state(models)  # leaves with a leading model dimension
+    base = copy.deepcopy(models[0]).to("meta")
+    x_all, y_all = data.x.to(device), data.y.to(device)  # type: ignore[union-attr]
+    plan = torch.as_tensor(np.stack(plans, axis=1), device=device)  # (n_steps, K, B)
+
+    def loss_one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(base, p, (x,)), y)
+
+    batched = vmap(loss_one)
+    optimizer = make_optimizer(list(params.values()), config)
+    bar = _bar(progress, n_steps, f"{desc} (×{len(models)}, vectorised)")
+    for step in range(n_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(config, step, n_steps)
+        idx = plan[step]
+        losses = batched(params, x_all[idx], y_all[idx])  # (K,)
+        if not torch.isfinite(losses).all():
+            bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
+            raise DivergenceError(f"{desc}: non-finite loss for model(s) {bad} at step {step}.")
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # each model's loss depends only on its own slice: gradients stay separate
+        optimizer.step()
+        cost.record(steps=1, passes=int(idx.numel()))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            for name, p in model.named_parameters():
+                p.copy_(params[name][k])
+
+
+def _bar(progress: bool, total: int, desc: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def balanced_memberships(n_models: int, n: int, seed: int) -> np.ndarray:
+    """(K, n) bool: every example is in exactly ⌊K/2⌋ models' training sets (LiRA's paired design),
+    chosen independently per example."""
+    if n_models < 2:
+        raise ConfigError(f"Need at least 2 shadow models, got {n_models}.")
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n_models, n), dtype=bool)
+    half = n_models // 2
+    for i in range(n):
+        out[rng.choice(n_models, half, replace=False), i] = True
+    return out
+
+
+def pool_of(train: Split, test: Split) -> Split:
+    """train ∪ test as one split (ids kept), the population that shadow models sample from."""
+    if not (isinstance(train.data, TensorData) and isinstance(test.data, TensorData)):
+        raise ConfigError("Shadow models need TensorData splits.")
+    return Split.create("pool", TensorData.concat([train.data, test.data]), np.concatenate([train.ids, test.ids]))
+
+
+@dataclass
+class ShadowSet:
+    """K models, model k trained on the pool examples with ``membership[k]`` (then optionally unlearned)."""
+
+    pool: Split
+    membership: np.ndarray
+    models: list[nn.Module]
+
+    def __post_init__(self) -> None:
+        if self.membership.shape != (len(self.models), len(self.pool)):
+            raise ConfigError(f"membership {self.membership.shape} does not match {len(self.models)} models × {len(self.pool)} examples.")
+
+    def member_mask(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(K, len(ids)) bool: did shadow k train on example id?"""
+        return self.membership[:, self.pool.positions_of(ids)]
+
+
+def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """LiRA's statistic φ = log p_y − log(1 − p_y), computed stably from logits."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    true = z.gather(1, y[:, None])[:, 0]
+    others = z.clone()
+    others.scatter_(1, y[:, None], -math.inf)
+    return (true - torch.logsumexp(others, dim=1)).numpy()

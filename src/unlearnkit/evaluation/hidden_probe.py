@@ -1,0 +1,118 @@
+"""hidden_probe: can the forget data still be read from the model's hidden representations? A linear
+probe on penultimate features, next to the same probe on the retrained models (via the noise floor)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+from ..seeding import np_rng
+from ..types import Evidence, MetricResult, Split, Task
+from .base import EvalContext, register_metric, roc_summary
+
+
+def probe_scores(positives: np.ndarray, negatives: np.ndarray, *, folds: int, C: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitted linear-probe scores: standardised features -> logistic regression, stratified
+    ``folds``-fold; every example is scored by the probe trained on the other folds. Returns
+    (positive scores, negative scores); the decision threshold is 0."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if min(len(positives), len(negatives)) < folds:
+        raise ConfigError(f"hidden_probe: folds={folds} needs at least that many examples per side, "
+                          f"got {len(positives)} and {len(negatives)}.")
+    x = np.r_[positives, negatives].astype(np.float64)
+    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(rng.integers(2**31 - 1)))
+    scores = cross_val_predict(probe, x, y, cv=cv, method="decision_function")
+    return scores[: len(positives)], scores[len(positives):]
+
+
+@dataclass(frozen=True)
+class ProbeSets:
+    """The examples one probe separates (the same for every model of a task)."""
+
+    mode: str  # "class" or "membership"
+    positives: Split
+    negatives: Split
+
+
+@register_metric
+@dataclass(frozen=True)
+class HiddenProbe:
+    """Linear probe on hidden representations (probing as in Alain & Bengio, ICLR 2017 workshop; as an
+    unlearning check: are the forgotten data still linearly readable from the features, not just the outputs).
+
+    Features: ``model.features(x)`` (penultimate layer). Class forgetting ("class" probe): forget-set
+    examples vs as many random retain examples (balanced), at most ``max_per_side`` each. Other forget sets
+    ("membership" probe): forget examples vs as many random test examples. Probe: standardised features ->
+    logistic regression (``C``), cross-fitted over ``folds`` stratified folds (default 2: trained on one
+    half of each side, scored on the other half, and the reverse); reported: AUC, accuracy (threshold 0)
+    and TPR at 1% FPR of the held-out scores. The same examples and folds for every model of a task.
+
+    Evidence: hidden_probe.auc, robustness, higher remembers: a model whose outputs look retrained but whose
+    features still separate the forget data better than the retrained models' features do (the band comes
+    from noise_floor over the retrained seeds) is "suppressed".
+
+    Inferred: the balanced retain / test negatives, the 2-fold cross-fit, standardisation and C = 1."""
+
+    folds: int = 2
+    C: float = 1.0
+    max_per_side: int = 2000
+    floor: float = 0.02
+
+    name: ClassVar[str] = "hidden_probe"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Alain & Bengio, arXiv 1610.01644 (linear probes)"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"hidden_probe: folds must be >= 2, got {self.folds}.")
+        if not self.C > 0:
+            raise ConfigError(f"hidden_probe: C (inverse regularisation strength) must be > 0, got {self.C}.")
+        if self.max_per_side < self.folds:
+            raise ConfigError(f"hidden_probe: max_per_side must be >= folds ({self.folds}), got {self.max_per_side}.")
+        if self.floor < 0:
+            raise ConfigError(f"hidden_probe: floor must be >= 0, got {self.floor}.")
+
+    def probe_sets(self, task: Task, ctx: EvalContext) -> ProbeSets:
+        """Positives (forget examples) and balanced negatives (retain for class forgetting, else test)."""
+        rng = np_rng("hidden_probe-sets", ctx.seed, task.fingerprint)
+        mode = "class" if ctx.forget_classes() is not None else "membership"
+        pool = task.retain if mode == "class" else task.test
+        n = min(len(task.forget), len(pool), self.max_per_side)
+
+        def sample(split: Split, name: str) -> Split:
+            return split if len(split) == n else split.subset(np.sort(rng.choice(len(split), n, replace=False)), name)
+
+        return ProbeSets(mode, sample(task.forget, "probe_forget"), sample(pool, "probe_negatives"))
+
+    def features(self, model: nn.Module, split: Split, ctx: EvalContext) -> np.ndarray:
+        if not callable(getattr(model, "features", None)):
+            raise ModelError(f"hidden_probe needs the model's penultimate features: {type(model).__name__} has no features(x) method.")
+        return ctx.memo(model, ("hidden_probe.features", split.fingerprint),
+                        lambda: ctx.adapter.feature_matrix(model, split, batch_size=ctx.batch_size, device=ctx.device))
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        sets = self.probe_sets(task, ctx)
+        pos, neg = probe_scores(self.features(model, sets.positives, ctx), self.features(model, sets.negatives, ctx),
+                                folds=self.folds, C=self.C, rng=np_rng("hidden_probe-folds", ctx.seed, task.fingerprint))
+        roc = roc_summary(pos, neg)
+        accuracy = float((np.sum(pos > 0) + np.sum(neg <= 0)) / (len(pos) + len(neg)))
+        values = {"auc": roc["auc"], "accuracy": accuracy, "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"]}
+        info = {"mode": sets.mode, "negatives": "retain" if sets.mode == "class" else "test", "n_per_side": len(pos),
+                "feature_dim": int(self.features(model, sets.positives, ctx).shape[1])}
+        evidence = (Evidence("hidden_probe.auc", roc["auc"], "robustness", "higher", self.floor, strong=True),)
+        return MetricResult(self.name, values, None, {"probe_score.forget_probed": (sets.positives.ids, pos)},
+                            curves={"roc": roc["curve"]}, evidence=evidence, info=info)

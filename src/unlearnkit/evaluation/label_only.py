@@ -1,0 +1,86 @@
+"""label_only: label-only membership inference against the unlearned model, steered by shadow models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..types import Evidence, MetricResult, Task
+from .base import EvalContext, register_metric, roc_summary
+from .lira import _ShadowAttack, auc_null_sd, unlearned_shadows
+
+
+@register_metric
+@dataclass(frozen=True)
+class LabelOnly(_ShadowAttack):
+    """Label-only membership inference on unlearned models (Apollo; Tang, Joshi, Kundu, arXiv 2506.09923): only the
+    target's top-1 label is observed. For each target x, projected signed-gradient steps inside an L∞ ball of radius
+    ``epsilon`` (input units) maximise the mean loss of the shadows that never saw x minus that of the shadows that
+    trained on x and unlearned it (the under-unlearning probe: inputs that unlearned models still get right and
+    retrained ones do not); the score is the fraction of the path (start included) on which the target predicts y.
+    AUC of forget targets vs non-members; 0.5 = indistinguishable. Inferred: the signed-gradient (FGSM-style)
+    update instead of the paper's projected Adam, and the path-average score instead of a learned threshold."""
+
+    n_shadows: int = 8
+    n_targets: int = 200
+    epsilon: float = 0.5
+    steps: int = 20
+    step_size: float = 0.05
+
+    name: ClassVar[str] = "label_only"
+    paper: ClassVar[str] = "Tang, Joshi & Kundu, arXiv 2506.09923 (Apollo)"
+    version: ClassVar[str] = "1"
+    unlearn_shadows: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epsilon <= 0 or self.steps < 1 or self.step_size <= 0:
+            raise ConfigError("label_only: epsilon, steps and step_size must be positive.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        for need in sorted(self.needs):
+            refs.require(need, by="metric 'label_only'")
+        shadows, targets = self.shadows(task, refs, ctx)
+        models = unlearned_shadows(shadows, targets, task, refs, ctx, self.seed)
+        ids = np.concatenate([targets.pos_ids, targets.neg_ids])
+        sub = targets.pool.select_ids(ids, "targets")
+        batch = next(sub.batches(len(sub), device=ctx.device))
+        x0, y = batch["x"].float(), batch["y"]
+        inside = torch.as_tensor(shadows.member_mask(ids), device=ctx.device, dtype=torch.float32)  # (K, n)
+        w_in = inside / inside.sum(0).clamp_min(1)
+        w_out = (1 - inside) / (1 - inside).sum(0).clamp_min(1)
+        for m in models:
+            m.eval()
+        model.eval()
+
+        @torch.no_grad()
+        def target_correct(x: torch.Tensor) -> torch.Tensor:
+            return (ctx.adapter.logits(model, {"x": x}).argmax(1) == y).float()
+
+        x = x0.clone()
+        hits = target_correct(x)
+        for _ in range(self.steps):
+            x.requires_grad_(True)
+            losses = torch.stack([F.cross_entropy(ctx.adapter.logits(m, {"x": x}), y, reduction="none") for m in models])  # (K, n)
+            objective = ((w_out - w_in) * losses).sum()
+            (grad,) = torch.autograd.grad(objective, x)
+            with torch.no_grad():
+                x = x0 + (x + self.step_size * grad.sign() - x0).clamp(-self.epsilon, self.epsilon)
+            hits = hits + target_correct(x)
+        scores = (hits / (self.steps + 1)).cpu().numpy()
+        n_pos = len(targets.pos_ids)
+        roc = roc_summary(scores[:n_pos], scores[n_pos:])
+        null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
+        values = {"auc": roc["auc"], "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": roc["tpr_at_0.001_fpr"],
+                  "mean_score.forget": float(scores[:n_pos].mean()), "mean_score.nonmember": float(scores[n_pos:].mean())}
+        evidence = (Evidence("label_only.auc", roc["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
+        return MetricResult(self.name, values, None,
+                            per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
+                            curves={"roc": roc["curve"]}, evidence=evidence,
+                            info={"method_under_test": None if ctx.method is None else ctx.method.name, "null_auc_sd": null_sd})

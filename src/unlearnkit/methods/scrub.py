@@ -1,0 +1,164 @@
+"""scrub: alternate max-steps away from the original model on the forget set with distillation on the retain set."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import cost
+from ..adapters import get_adapter
+from ..errors import ConfigError
+from ..objectives import KLToReference, ReferenceLogits
+from ..train import Loss, OptimizerName, StepContext, TrainConfig, TrainResult, fit, lr_factor
+from ..types import Batch, Mask, Task, Unlearned
+from .base import GradientMethod, register_method
+
+REFERENCE_LOGITS = "reference_logits"  # the key KLToReference reads
+
+
+def teacher_logits(model: nn.Module, task: Task, adapter: Any, device: str) -> ReferenceLogits:
+    """The original model's logits on the forget and retain sets, computed once (eval mode) and keyed by id."""
+    forget = adapter.outputs(model, task.forget, device=device)["logits"]
+    retain = adapter.outputs(model, task.retain, device=device)["logits"]
+    cost.record(passes=len(task.forget) + len(task.retain))
+    ids = np.concatenate([task.forget.ids, task.retain.ids])
+    return ReferenceLogits(ids, torch.from_numpy(np.concatenate([forget, retain])))
+
+
+def distill_kl(logits: torch.Tensor, reference: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T²·KL(softmax(reference/T) ‖ softmax(logits/T)), averaged over the batch (Hinton et al.'s distillation loss)."""
+    log_student = F.log_softmax(logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(reference / temperature, dim=-1)
+    return (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean() * temperature**2
+
+
+@dataclass(frozen=True)
+class DistillWithLabels:
+    """SCRUB's min-step loss γ·CE(f(x), y) + α·T²·KL(teacher ‖ student) from one forward pass of the stream,
+    the teacher's logits looked up by id in ``ctx.extra["reference_logits"]``."""
+
+    gamma: float
+    alpha: float
+    temperature: float
+    stream: str = "retain"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        table = ctx.extra.get(REFERENCE_LOGITS)
+        if table is None:
+            raise ConfigError(f"DistillWithLabels needs ctx.extra[{REFERENCE_LOGITS!r}] (a ReferenceLogits table).")
+        b = batch[self.stream]
+        logits = ctx.adapter.logits(model, b)
+        ce = F.cross_entropy(logits, b["y"])
+        kl = distill_kl(logits, table.lookup(b["ids"]).to(logits.device), self.temperature)
+        value = self.gamma * ce + self.alpha * kl
+        return Loss(value, {f"nll_{self.stream}": float(ce.detach()), f"kl_{self.stream}": float(kl.detach())})
+
+
+@register_method
+@dataclass(frozen=True)
+class SCRUB(GradientMethod):
+    """SCRUB (Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023): the student (the model) moves away from the teacher
+    (the original model) on the forget set while staying close to it, and correct, on the retain set.
+
+    Each of ``epochs`` epochs: if epoch < ``max_epochs`` (default: every epoch), one max-pass over the forget set
+    minimising −T²·KL(teacher ‖ student); then one min-pass over the retain set minimising γ·CE + α·T²·KL(teacher ‖ student),
+    both at temperature T. The teacher's logits on forget and retain are computed once up front and looked up by
+    example id, so no second model is held or run during training.
+
+    Inferred or adapted: every pass is one ``train.fit`` call, so the optimizer state (Adam's moments) restarts at
+    each pass where the reference code keeps one optimizer; ``schedule`` acts per epoch (epoch e runs at
+    lr × schedule(e / epochs), constant within the pass; the reference code's step decay at fixed epochs is constant
+    or nearly so over its 3–10-epoch runs); both passes use ``batch_size``; ``steps``, if given, makes every pass
+    that many optimizer steps instead of one pass over its split; the min-pass takes one forward per batch for both
+    terms, as the reference code does; no "SCRUB+R" checkpoint rewinding.
+
+    Defaults: the paper's small-scale optimisation (Adam, lr 5e-4, T = 2, γ = 1, α = 0.5) over 3 epochs. Unlike
+    the reference runs (max-steps only in the first few of 3–10 epochs), every epoch has a max-pass: on the digits one-class task
+    a single min-only epoch after the max-passes (20 steps each) brought forget accuracy back from 0.02 to 0.88,
+    because distilling the teacher on the retain set re-teaches the forgotten class, so the run ends with the
+    min-pass that directly follows a max-pass. On Fashion-MNIST this is 3 × (47 + 422) ≈ 1,400 steps, about the
+    budget of ``finetune``. Unverified there: with passes of those lengths run on digits, each 422-step min-pass
+    restored the forgotten class, so class forgetting may need shorter min-passes (``steps``) or a larger lr.
+    """
+
+    epochs: float = 3.0
+    optimizer: OptimizerName = "adam"
+    lr: float = 5e-4
+    max_epochs: int | None = None  # None: every epoch has a max-pass
+    temperature: float = 2.0
+    gamma: float = 1.0
+    alpha: float = 0.5
+
+    name: ClassVar[str] = "scrub"
+    paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.epochs >= 1 and float(self.epochs).is_integer()):
+            raise ConfigError(f"scrub: epochs must be a whole number >= 1 (SCRUB epochs of one pass each), got {self.epochs}.")
+        if self.max_epochs is not None and not 0 <= self.max_epochs <= self.epochs:
+            raise ConfigError(
+                f"scrub: max_epochs must be null (every epoch) or an integer in [0, epochs={int(self.epochs)}], got {self.max_epochs}."
+            )
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"scrub: temperature must be a finite number > 0, got {self.temperature}.")
+        for name in ("gamma", "alpha"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"scrub: {name} must be a finite number >= 0, got {value}.")
+        if self.gamma == 0 and self.alpha == 0:
+            raise ConfigError("scrub: gamma and alpha are both 0, so the retain pass would have no loss; give either a positive value.")
+
+    def max_objective(self) -> KLToReference:
+        return KLToReference("forget", self.temperature, sign=-1.0)
+
+    def min_objective(self) -> DistillWithLabels:
+        return DistillWithLabels(self.gamma, self.alpha, self.temperature, "retain")
+
+    def pass_config(self, epoch: int) -> TrainConfig:
+        """One pass (or ``steps`` steps) at the epoch's learning rate, constant within the pass."""
+        base = self.train_config()
+        lr = self.lr * lr_factor(base, epoch, int(self.epochs))
+        return dataclasses.replace(base, epochs=1.0, steps=self.steps, lr=lr, schedule="constant")
+
+    def unlearn(
+        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
+    ) -> Unlearned:
+        adapter = get_adapter(task)
+        adapter.check(model, task, device)
+        extra = {REFERENCE_LOGITS: teacher_logits(model, task, adapter, device)}
+        streams = {"forget": task.forget, "retain": task.retain}
+        passes: list[dict[str, Any]] = []
+        warnings: list[str] = []
+
+        def run(phase: str, objective: Any, stream: str, epoch: int) -> None:
+            result: TrainResult = fit(
+                model, objective, streams, self.pass_config(epoch), adapter=adapter, rng=rng, device=device,
+                epoch_stream=stream, extra=extra, progress=progress, desc=f"{self.name} {phase} {epoch + 1}/{int(self.epochs)}",
+            )
+            passes.append({"epoch": epoch, "phase": phase, **result.to_json()})
+            if result.stopped:
+                warnings.append(f"epoch {epoch} {phase}-pass: {result.stopped}")
+
+        n_max = int(self.epochs) if self.max_epochs is None else self.max_epochs
+        for epoch in range(int(self.epochs)):
+            if epoch < n_max:
+                run("max", self.max_objective(), "forget", epoch)
+            run("min", self.min_objective(), "retain", epoch)
+        changed = Mask.full(model)
+        info: dict[str, Any] = {"passes": passes, "steps": sum(p["steps"] for p in passes), "mask": changed.summary()}
+        if warnings:
+            info["warning"] = "; ".join(warnings)
+        return Unlearned(model, changed, info)

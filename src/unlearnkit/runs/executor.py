@@ -1,0 +1,128 @@
+"""Executors run independent jobs — retrained references, unlearning runs of an experiment grid, shadow
+unlearning for U-LiRA — in-process (``LocalExecutor``) or as Ray tasks on a cluster (``RayExecutor``).
+
+A job is a module-level function of picklable arguments that returns picklable results (state dicts,
+costs, dicts). Jobs seed themselves from their arguments and run with a fixed number of torch threads,
+so the same jobs give the same results whichever executor runs them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from ..errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    name: str
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> list[R]: ...
+
+    def imap(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> Iterator[tuple[int, R]]:
+        """(index, result) pairs as jobs finish (so results can be stored one by one)."""
+        ...
+
+
+def run_job(fn: Callable[[T], R], item: T, threads: int | None) -> R:
+    """Run one job with ``threads`` torch threads (None: leave as is), restoring the setting after."""
+    if threads is None:
+        return fn(item)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(item)
+    finally:
+        torch.set_num_threads(before)
+
+
+class LocalExecutor:
+    """Runs jobs one after another in this process."""
+
+    name = "local"
+
+    def __init__(self, threads: int | None = None, progress: bool = False) -> None:
+        self.threads = threads
+        self.progress = progress
+
+    def imap(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> Iterator[tuple[int, R]]:
+        from tqdm.auto import tqdm
+
+        for i, item in enumerate(tqdm(items, desc=desc or "jobs", disable=not self.progress, leave=False)):
+            yield i, run_job(fn, item, self.threads)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> list[R]:
+        return [r for _, r in self.imap(fn, items, desc=desc)]
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks: on a local Ray instance started here (``address=None``), or on a running
+    cluster (``address="auto"`` after ``ray start --head``, or ``"ray://host:10001"``). Each job gets
+    ``cpus_per_job`` CPUs and runs with that many torch threads."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, cpus_per_job: int = 1) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("The Ray executor needs Ray: pip install 'unlearnkit[ray]' (or pip install ray).") from None
+        if cpus_per_job < 1:
+            raise ConfigError(f"cpus_per_job must be >= 1, got {cpus_per_job}.")
+        self._ray = ray
+        self.cpus_per_job = cpus_per_job
+        self.started_here = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
+                                      "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}}}
+            if address is None:
+                kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+            ray.init(address=address, **kwargs)
+            self.started_here = True
+
+    def imap(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> Iterator[tuple[int, R]]:
+        remote = self._ray.remote(num_cpus=self.cpus_per_job)(run_job)
+        futures = [remote.remote(fn, item, self.cpus_per_job) for item in items]
+        index = {f: i for i, f in enumerate(futures)}
+        pending = list(futures)
+        try:
+            while pending:
+                done, pending = self._ray.wait(pending, num_returns=1)
+                yield index[done[0]], self._ray.get(done[0])
+        finally:
+            for f in pending:  # interrupted: do not leave work running on the cluster
+                self._ray.cancel(f)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> list[R]:
+        out: dict[int, R] = dict(self.imap(fn, items, desc=desc))
+        return [out[i] for i in range(len(items))]
+
+    def shutdown(self) -> None:
+        if self.started_here:
+            self._ray.shutdown()
+            self.started_here = False
+
+
+def _import_paths() -> list[str]:
+    import unlearnkit
+
+    return [os.path.dirname(os.path.dirname(unlearnkit.__file__))]
+
+
+def get_executor(spec: str | None, *, progress: bool = False) -> Executor:
+    """``local`` (default), ``ray`` (a local Ray instance), ``ray:auto`` (a running cluster) or ``ray://host:port``."""
+    if spec in (None, "", "local"):
+        return LocalExecutor(progress=progress)
+    if spec == "ray":
+        return RayExecutor()
+    if spec.startswith("ray://"):
+        return RayExecutor(address=spec)
+    if spec == "ray:auto":
+        return RayExecutor(address="auto")
+    raise ConfigError(f"Unknown executor {spec!r}: use local, ray, ray:auto or ray://host:port.")

@@ -1,0 +1,112 @@
+"""LiRA / U-LiRA on a task where membership is all memorisation (noise inputs, random labels)."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit import Split, Task, TensorData
+from unlearnkit.adapters import get_adapter
+from unlearnkit.errors import ConfigError, MissingReference
+from unlearnkit.evaluation import EvalContext, build_metric
+from unlearnkit.evaluation.lira import auc_null_sd, gaussian_log_ratio
+from unlearnkit.methods import build_method
+from unlearnkit.models import build_model
+from unlearnkit.references import References, build_references
+from unlearnkit.train import TrainConfig
+
+
+_NOISE: dict = {}
+
+
+def noise_task_and_refs():
+    """Noise inputs with random labels: membership is pure memorisation (built once per session)."""
+    if "task" in _NOISE:
+        return _NOISE["task"], _NOISE["refs"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 16, generator=g)
+    y = torch.randint(0, 20, (600,), generator=g)
+    train = Split.create("train", TensorData(x[:400], y[:400]))
+    test = Split.create("test", TensorData(x[400:], y[400:]), np.arange(400, 600))
+    task = Task.from_forget_ids("noise", train, test, np.arange(0, 400, 5), n_classes=20)
+    cfg = TrainConfig(epochs=60, batch_size=50, optimizer="adam", lr=3e-3)
+    refs = build_references(task, lambda: build_model("mlp", (16,), 20, hidden=(128,)), cfg, retrain_seeds=2)
+    _NOISE.update(task=task, refs=refs)
+    return task, refs
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return noise_task_and_refs()
+
+
+def test_lira_separates_memorised_from_retrained(noise):
+    task, refs = noise
+    ctx = EvalContext(task, get_adapter(task))
+    lira = build_metric("lira", {"n_shadows": 8, "n_targets": 80})
+    original = lira.compute(refs.original, task, refs, ctx)
+    retrained = lira.compute(refs.retrained, task, refs, ctx)
+    sd = auc_null_sd(80, 80)
+    assert original.values["auc"] > 0.9 and original.values["tpr_at_1pct_fpr"] > 0.2
+    assert abs(retrained.values["auc"] - 0.5) < 4 * sd
+    ev = original.evidence[0]
+    assert ev.strong and ev.null_mean == 0.5 and ev.null_sd == pytest.approx(sd)
+
+
+def test_u_lira_exact_unlearner_is_indistinguishable_and_no_method_equals_lira(noise):
+    task, refs = noise
+    ctx = EvalContext(task, get_adapter(task))
+    params = {"n_shadows": 8, "n_targets": 80}
+    plain = build_metric("lira", params).compute(refs.original, task, refs, ctx)
+    same = build_metric("u_lira", params).compute(refs.original, task, refs, ctx)  # ctx.method is None: no unlearning
+    assert same.values["auc"] == plain.values["auc"]
+    ctx.method = build_method("retrain")
+    exact = build_metric("u_lira", params).compute(refs.retrained, task, refs, ctx)
+    assert abs(exact.values["auc"] - 0.5) < 4 * auc_null_sd(80, 80)
+    assert exact.info["method_under_test"] == "retrain"
+
+
+def test_gaussian_log_ratio_hand_case():
+    stats = np.array([[0.0], [2.0], [10.0], [12.0]])
+    inside = np.array([[True], [True], [False], [False]])
+    score = gaussian_log_ratio(np.array([1.0]), stats, inside, fixed_variance=False)
+    # in: mean 1, var 2; out: mean 11, var 2  ->  log N(1;1,2) − log N(1;11,2) = 100/4 = 25
+    assert score[0] == pytest.approx(25.0)
+    with pytest.raises(ConfigError, match="two 'in' and two 'out'"):
+        gaussian_log_ratio(np.array([1.0]), stats[:3], inside[:3], fixed_variance=False)
+
+
+def test_needs_recipe(noise):
+    task, refs = noise
+    with pytest.raises(MissingReference, match="model_factory"):
+        build_metric("lira", {"n_shadows": 4}).compute(refs.original, task, References(original=refs.original), EvalContext(task, get_adapter(task)))
+
+
+def test_label_only_sees_memorisation_through_labels_alone(noise):
+    task, refs = noise
+    ctx = EvalContext(task, get_adapter(task))
+    metric = build_metric("label_only", {"n_shadows": 6, "n_targets": 60, "steps": 8})
+    assert metric.compute(refs.original, task, refs, ctx).values["auc"] > 0.85
+    assert abs(metric.compute(refs.retrained, task, refs, ctx).values["auc"] - 0.5) < 4 * auc_null_sd(60, 60)
+
+
+def test_margin_kl_hand_cases():
+    from unlearnkit.evaluation.klom import margin_kl
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 3))
+    assert np.allclose(margin_kl(a, a.copy()), 0.0)
+    far = margin_kl(a, a + 100.0)
+    assert (far > 5).all()  # disjoint histograms: KL ≈ log(1/floor) scale
+    # one bin each, fully overlapping after clipping to ±100: zero
+    assert margin_kl(np.full((4, 1), 500.0), np.full((4, 1), 900.0))[0] == 0.0
+
+
+def test_klom_exact_unlearner_has_zero_excess_and_original_positive(noise):
+    task, refs = noise
+    ctx = EvalContext(task, get_adapter(task))
+    metric = build_metric("klom", {"n_models": 6, "n_examples": 60})
+    ctx.method = build_method("retrain")
+    assert metric.compute(refs.retrained, task, refs, ctx).values["forget.signed_excess"] == 0.0
+    ctx.method = None
+    orig = metric.compute(refs.original, task, refs, ctx)
+    assert orig.values["forget.signed_excess"] > metric.floor and orig.values["forget.median_shift"] > 0

@@ -81,3 +81,12 @@ def test_failed_method_is_recorded_not_fatal(tmp_path, monkeypatch):
     record = run_experiment(Experiment.from_dict(SPEC), Store(tmp_path), device="cpu", progress=False, log=lambda m: None)
     assert record["status"] == "failed" and record["failures"][0]["method"] == "ssd"
     assert len(record["runs"]) == 2
+
+
+def test_inapplicable_method_is_skipped_not_failed(tmp_path):
+    logs: list[str] = []
+    spec = {**SPEC, "methods": ["trw", {"name": "finetune", "params": {"steps": 5}}]}
+    record = run_experiment(Experiment.from_dict(spec), Store(tmp_path), device="cpu", progress=False, log=logs.append)
+    assert record["status"] == "complete" and record["failures"] == []
+    assert record["skipped"][0]["method"] == "trw" and "kind ['classes']" in record["skipped"][0]["reason"]
+    assert any("trw" in line and "skipped" in line for line in logs)

@@ -149,6 +149,9 @@ def render_report(store: Store, record: Mapping[str, Any]) -> str:
             "accuracy) and robustness (relearning attack).</p>"]
     if record.get("failures"):
         body.append("<h2>Failures</h2><ul>" + "".join(f"<li>{esc(f)}</li>" for f in record["failures"]) + "</ul>")
+    if record.get("skipped"):
+        body.append("<p class='muted'>Not applicable (skipped): " + "; ".join(
+            f"{esc(s['method'])} on {esc(s['task'])} — {esc(s['reason'])}" for s in record["skipped"]) + "</p>")
     for s in summaries:
         body.append(f"<h2>Forget set: {esc(s.label)}</h2>")
         body.append(_facts(s))

@@ -105,6 +105,18 @@ def unlearn_job(job: UnlearnJob) -> dict[str, Any]:
     return {"state": {k: v.detach().cpu() for k, v in out.model.state_dict().items()}, "info": out.info, "cost": meter.cost.to_json()}
 
 
+def method_not_applicable(method: Any, task: Task) -> str | None:
+    """Why ``method`` cannot run on ``task`` (modality or forget-set kind), or None."""
+    modalities = getattr(method, "modalities", ("classifier",))
+    if task.modality not in modalities:
+        return f"works on {list(modalities)} tasks, this one is {task.modality!r}"
+    kind = task.info.get("forget", {}).get("kind")
+    kinds = getattr(method, "forget_kinds", None)
+    if kinds is not None and kind is not None and kind not in kinds:
+        return f"handles forget sets of kind {list(kinds)}, this one is {kind!r}"
+    return None
+
+
 class ExperimentRunner:
     """Runs one experiment against a store. ``run()`` returns the experiment record."""
 
@@ -189,6 +201,11 @@ class ExperimentRunner:
         for comp in exp.methods:
             method = build_method(comp.name, comp.params)
             mdesc = {"name": method.name, "params": method_params(method), "version": method.version}
+            reason = method_not_applicable(method, task)
+            if reason is not None:
+                self.log(f"  {method.name:16s} skipped: {reason}")
+                record.setdefault("skipped", []).append({"task": spec.label(), "method": method.name, "reason": reason})
+                continue
             for seed in exp.seeds:
                 run_id = run_key(self.key_parts(task, refs, "unlearn", mdesc, seed))
                 if self.store.has_run(run_id):

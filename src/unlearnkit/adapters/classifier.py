@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ..io import check_finite_state
 from ..registry import ADAPTERS
+from .common import AdapterBase
 from ..types import Batch, Split, Task
 
 
@@ -30,7 +30,7 @@ def softmax_stats(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarra
     }
 
 
-class ClassifierAdapter:
+class ClassifierAdapter(AdapterBase):
     """Works with any ``nn.Module`` mapping a batch ``x`` to logits of shape (n, n_classes)."""
 
     modality = "classifier"
@@ -56,47 +56,16 @@ class ClassifierAdapter:
         """Per-example fit score, higher = better (here: correct 1/0); used by the relearning attack."""
         return (out["logits"].argmax(1) == out["labels"]).astype(np.float64)
 
-    def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if not hasattr(model, "features"):
-            raise ModelError(f"{type(model).__name__} has no features(x) method; hidden-representation tools need one.")
-        return model.features(batch["x"])
-
-    @torch.no_grad()
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 1024, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
         """Logits and labels for every example of ``split``, in split order (model in eval mode)."""
-        was_training = model.training
-        model.eval()
-        try:
-            logits = [self.logits(model, b).float().cpu() for b in split.batches(batch_size, device=device)]
-        finally:
-            model.train(was_training)
+        logits = self.run_split(model, split, self.logits, batch_size=batch_size, device=device)
         out = torch.cat(logits).numpy() if logits else np.zeros((0, self.n_classes or 0), np.float32)
         labels = split.labels
         return {"logits": out, "labels": labels if labels is not None else np.zeros(len(split), np.int64)}
 
-    @torch.no_grad()
-    def feature_matrix(self, model: nn.Module, split: Split, *, batch_size: int = 1024, device: str | torch.device = "cpu") -> np.ndarray:
-        was_training = model.training
-        model.eval()
-        try:
-            feats = [self.features(model, b).float().cpu() for b in split.batches(batch_size, device=device)]
-        finally:
-            model.train(was_training)
-        return torch.cat(feats).numpy()
-
     def check(self, model: nn.Module, task: Task, device: str | torch.device = "cpu") -> None:
         """Raise ModelError if the model's output does not fit the task (shape, finiteness)."""
-        check_finite_state(model.state_dict(), "The model")
-        batch: Batch = next(iter(task.retain.batches(2, device=device)))
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = self.logits(model, batch)
-        except RuntimeError as exc:
-            raise ModelError(f"The model cannot run on the task's inputs of shape {tuple(batch['x'].shape)}: {exc}") from None
-        finally:
-            model.train(was_training)
+        out, _ = self.trial_output(model, task, device)
         if out.ndim != 2 or (self.n_classes is not None and out.shape[1] != self.n_classes):
             raise ModelError(
                 f"The model's output has shape {tuple(out.shape)}, but the task has {self.n_classes} classes "

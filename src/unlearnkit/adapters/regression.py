@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..io import check_finite_state
 from ..registry import ADAPTERS
+from .common import AdapterBase
 from ..types import Batch, Split, Task
 
 
@@ -33,7 +33,7 @@ def residual_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray
     }
 
 
-class RegressionAdapter:
+class RegressionAdapter(AdapterBase):
     """Works with any ``nn.Module`` mapping a batch ``x`` to predictions of shape (n,), (n, 1) or (n, d);
     targets are float tensors of shape (n,) or (n, d). A trailing output dimension of 1 is squeezed.
 
@@ -64,21 +64,10 @@ class RegressionAdapter:
         """Per-example fit score, higher = better: minus the squared error (used by the relearning attack)."""
         return -residual_stats(out["pred"], out["target"])["loss"]
 
-    def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if not hasattr(model, "features"):
-            raise ModelError(f"{type(model).__name__} has no features(x) method; hidden-representation tools need one.")
-        return model.features(batch["x"])
-
-    @torch.no_grad()
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 1024,
                 device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
         """Predictions and targets for every example of ``split``, in split order (model in eval mode)."""
-        was_training = model.training
-        model.eval()
-        try:
-            preds = [self.logits(model, b).float().cpu() for b in split.batches(batch_size, device=device)]
-        finally:
-            model.train(was_training)
+        preds = self.run_split(model, split, self.logits, batch_size=batch_size, device=device)
         targets = split.labels
         if targets is None:
             raise ModelError(f"Split {split.name!r} has no regression targets (TensorData.y is None).")
@@ -87,17 +76,7 @@ class RegressionAdapter:
 
     def check(self, model: nn.Module, task: Task, device: str | torch.device = "cpu") -> None:
         """Raise ModelError if the weights are not finite or the output shape does not fit the targets."""
-        check_finite_state(model.state_dict(), "The model")
-        batch: Batch = next(iter(task.retain.batches(2, device=device)))
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = self.logits(model, batch)
-        except RuntimeError as exc:
-            raise ModelError(f"The model cannot run on the task's inputs of shape {tuple(batch['x'].shape)}: {exc}") from None
-        finally:
-            model.train(was_training)
+        out, batch = self.trial_output(model, task, device)
         target = squeeze_trailing_one(batch["y"])
         if tuple(out.shape) != tuple(target.shape):
             raise ModelError(

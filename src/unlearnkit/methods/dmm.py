@@ -8,39 +8,17 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError, TaskError
-from ..objectives import KLToReference, ReferenceLogits, Weighted, weighted
-from ..train import Loss, OptimizerName, Schedule, StepContext, fit
-from ..types import Batch, Mask, Task, Unlearned
+from ..objectives import LogitMSE, KLToReference, ReferenceLogits, Weighted, weighted
+from ..train import OptimizerName, Schedule, fit
+from ..types import Mask, Task, Unlearned
 from .base import GradientMethod, register_method
 
 MATCH_LOSSES = ("mse", "kl")
-
-
-@dataclass(frozen=True)
-class LogitMSE:
-    """Mean squared error between the model's logits and reference logits looked up by example id in
-    ``ctx.extra["reference_logits"]`` (a ``ReferenceLogits`` table): DMM's output-matching loss."""
-
-    stream: str = "forget"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        table = ctx.extra.get("reference_logits")
-        if table is None:
-            raise ConfigError("LogitMSE needs ctx.extra['reference_logits'] (a ReferenceLogits table).")
-        b = batch[self.stream]
-        target = table.lookup(b["ids"]).to(b["x"].device)
-        value = F.mse_loss(ctx.adapter.logits(model, b), target)
-        return Loss(value, {f"mse_{self.stream}": float(value.detach())})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..cost import CostMeter
 from ..errors import ConfigError
 from ..registry import METHODS
 from ..types import Mask, Split, Task, Unlearned
-from .base import build_method, register_method
+from .base import ALL_FORGET_KINDS, build_method, register_method
 
 SCORES = ("self_influence", "grad_norm")
 RULES = ("quantile", "threshold")
@@ -119,7 +119,7 @@ class LowInfluenceSkip:
     name: ClassVar[str] = "low_influence_skip"
     kind: ClassVar[str] = "gradient"
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
-    forget_kinds: ClassVar[tuple[str, ...]] = ("random", "classes", "ids")
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = ("Kleiman, Fisher, Deaner & Wieder, When unlearning is free: leveraging low influence points to reduce "
                             "computational costs")

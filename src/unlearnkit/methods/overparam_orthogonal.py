@@ -18,7 +18,7 @@ from ..errors import ConfigError, EmptySelection
 from ..objectives import weighted
 from ..train import Loss, OptimizerName, Schedule, StepContext, TrainConfig, fit
 from ..types import Batch, Mask, Task, Unlearned
-from .base import register_method
+from .base import ALL_FORGET_KINDS, register_method
 
 REGULARIZERS = ("min_norm", "min_change")
 
@@ -192,7 +192,7 @@ class OverparamOrthogonal:
     name: ClassVar[str] = "overparam_orthogonal"
     kind: ClassVar[str] = "edit"
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
-    forget_kinds: ClassVar[tuple[str, ...]] = ("random", "classes", "ids")
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Block, Mokhtari & Shakkottai, Machine Unlearning under Overparameterization, arXiv 2505.22601, 2025"
     version: ClassVar[str] = "1"  # bump when its numbers change

@@ -98,16 +98,39 @@ class KLToReference:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        table = ctx.extra.get("reference_logits")
-        if table is None:
-            raise ConfigError("kl_to_reference needs ctx.extra['reference_logits'] (a ReferenceLogits table).")
         b = batch[self.stream]
-        ref = table.lookup(b["ids"]).to(b["x"].device)
+        ref = reference_for(ctx, b, "kl_to_reference")
         t = self.temperature
         logp = F.log_softmax(ctx.adapter.logits(model, b) / t, dim=-1)
         logq = F.log_softmax(ref / t, dim=-1)
         kl = (logq.exp() * (logq - logp)).sum(-1).mean() * t * t
         return Loss(self.sign * kl, {f"kl_{self.stream}": float(kl.detach())})
+
+
+def reference_for(ctx: StepContext, batch: Batch, who: str, key: str = "reference_logits") -> torch.Tensor:
+    """The frozen reference rows (logits, predictions, targets) of ``batch``'s examples from ``ctx.extra[key]``."""
+    table = ctx.extra.get(key)
+    if table is None:
+        raise ConfigError(f"{who} needs ctx.extra[{key!r}] (a ReferenceLogits table computed before training).")
+    return table.lookup(batch["ids"]).to(batch["x"].device)
+
+
+@OBJECTIVES.register("logit_mse")
+@dataclass(frozen=True)
+class LogitMSE:
+    """Mean squared error between the model's logits and reference logits looked up by example id in
+    ``ctx.extra["reference_logits"]`` (output matching, e.g. Datamodel Matching's loss)."""
+
+    stream: str = "forget"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        b = batch[self.stream]
+        value = F.mse_loss(ctx.adapter.logits(model, b), reference_for(ctx, b, "logit_mse"))
+        return Loss(value, {f"mse_{self.stream}": float(value.detach())})
 
 
 class ReferenceLogits:
@@ -160,4 +183,4 @@ def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
     return Weighted(tuple((float(w), t) for w, t in terms))
 
 
-__all__ = ["NLL", "Ascent", "KLToReference", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]
+__all__ = ["NLL", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

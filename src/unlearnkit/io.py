@@ -86,10 +86,15 @@ def load_array(path: str | Path) -> np.ndarray:
 
 
 def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
-    """Save a state dict as safetensors, atomically."""
+    """Save a state dict as safetensors, atomically. Tensors sharing storage (tied embeddings) are stored as copies."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tensors, seen = {}, set()
+    for k, v in state.items():
+        t = v.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        tensors[k] = t.clone() if ptr in seen else t
+        seen.add(ptr)
     atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})))
 
 

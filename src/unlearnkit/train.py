@@ -28,7 +28,10 @@ Schedule = Literal["constant", "cosine", "linear"]
 @dataclass(frozen=True)
 class TrainConfig:
     """Budget and optimiser. The budget is ``steps`` if given, else ``epochs`` over the epoch stream;
-    ``max_seconds`` stops early on wall time. Schedules decay the learning rate to zero at the end."""
+    ``max_seconds`` stops early on wall time. Schedules decay the learning rate to zero at the end.
+    ``sam_rho`` > 0 makes every step a sharpness-aware step (Foret et al., ICLR 2021): the gradient is taken at
+    θ + ρ·g/‖g‖ (g the masked gradient at θ, on the same batch), then applied at θ. It is left out of
+    ``to_dict`` when 0, so configs without SAM keep their keys."""
 
     epochs: float | None = 1.0
     steps: int | None = None
@@ -41,8 +44,11 @@ class TrainConfig:
     schedule: Schedule = "constant"
     warmup_steps: int = 0
     grad_clip: float | None = None
+    sam_rho: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.sam_rho) and self.sam_rho >= 0):
+            raise ConfigError(f"sam_rho must be a finite number >= 0, got {self.sam_rho}.")
         if self.steps is None and self.epochs is None:
             raise ConfigError("Training budget: give epochs or steps.")
         if self.steps is not None and self.steps < 0:
@@ -65,7 +71,10 @@ class TrainConfig:
         return build_component(cls, d, where)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["sam_rho"] == 0:
+            del d["sam_rho"]  # every key of a run or reference without SAM stays as it was
+        return d
 
     def n_steps(self, epoch_examples: int) -> int:
         if self.steps is not None:
@@ -211,6 +220,36 @@ class _Snapshot:
         model.load_state_dict(self.state)
 
 
+def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[str, Batch], ctx: StepContext, guard: _MaskGuard,
+                  optimizer: torch.optim.Optimizer, rho: float, gen_state: torch.Tensor) -> float | None:
+    """Replace the (masked) gradient g at θ by the gradient at θ + ρ·g/‖g‖ on the same batch and randomness, then put
+    θ back exactly. Returns the loss at the perturbed point, or None (plain step) when g is zero or not finite."""
+    params = [p for p in guard.trainable if p.grad is not None]
+    if not params:
+        return None
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))  # type: ignore[arg-type]
+    if not (bool(torch.isfinite(norm)) and float(norm) > 0):
+        return None
+    scale = rho / norm
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p in params:
+            p.add_(p.grad * scale)  # type: ignore[operator]
+    optimizer.zero_grad(set_to_none=True)
+    ctx.generator.set_state(gen_state)
+    try:
+        loss = objective(model, batch, ctx)
+        value = float(loss.value.detach())
+        if math.isfinite(value) and loss.value.requires_grad:
+            loss.value.backward()
+    finally:
+        with torch.no_grad():
+            for p, start in zip(params, saved):
+                p.copy_(start)
+    guard.mask_grads()
+    return value
+
+
 def fit(
     model: nn.Module,
     objective: Callable[[nn.Module, dict[str, Batch], StepContext], Loss],
@@ -235,7 +274,9 @@ def fit(
     The divergence guard keeps the last good weights — those whose loss was finite and within
     ``loss_limit`` (saved every ``snapshot_every`` steps; raise it for very large models) — and a
     non-finite or exploding loss, or non-finite final weights, stops training and restores them (``on_divergence="raise"``
-    then raises DivergenceError). ``callback(step, model)`` runs after every step.
+    then raises DivergenceError). ``callback(step, model)`` runs after every step. With ``config.sam_rho`` > 0 each
+    step is a SAM step (two forward/backward passes, the mask applied to both gradients and to the perturbation; a
+    non-finite loss at the perturbed weights is a divergence too).
     """
     needed = tuple(getattr(objective, "streams", tuple(streams)))
     missing = [s for s in needed if s not in streams]
@@ -278,6 +319,7 @@ def fit(
             ctx = StepContext(step, n_steps, step_gen, adapter, dict(extra or {}))
             for group in optimizer.param_groups:  # type: ignore[union-attr]
                 group["lr"] = config.lr * lr_factor(config, step, n_steps)
+            gen_state = step_gen.get_state() if config.sam_rho > 0 else None  # SAM re-draws the same randomness
             loss = objective(model, batch, ctx)
             value = float(loss.value.detach())
             n_examples = sum(len(b["ids"]) for b in batch.values())
@@ -296,6 +338,14 @@ def fit(
             if loss.value.requires_grad:
                 loss.value.backward()
                 guard.mask_grads()
+                if config.sam_rho > 0:
+                    sam_value = _sam_gradient(model, objective, batch, ctx, guard, optimizer, config.sam_rho, gen_state)  # type: ignore[arg-type]
+                    passes += n_examples
+                    cost.record(passes=n_examples)
+                    if sam_value is not None and (not math.isfinite(sam_value) or abs(sam_value) > loss_limit):
+                        stopped = (f"diverged at step {step}: loss at the SAM-perturbed weights={sam_value:.4g}; "
+                                   f"restored the weights of step {snapshot.step}")
+                        break
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(guard.trainable, config.grad_clip)
                 optimizer.step()  # type: ignore[union-attr]

@@ -27,8 +27,14 @@ def setting(name, request):
     return request.getfixturevalue(f"{modality}_task"), request.getfixturevalue(f"{modality}_refs")
 
 
+# language-model metrics run next to a cheap LM companion (the classifier list would pull in relearn, which
+# tests/lm/test_lm_metrics.py covers on its own)
+COMPANIONS = {"causal_lm": ["answer_prob"]}
+
+
 def battery(name, modality):
-    base = [n for n in BATTERY if modality in METRICS.get(n).modalities and "random" in getattr(METRICS.get(n), "forget_kinds", ("random",))]
+    base = [n for n in COMPANIONS.get(modality, BATTERY)
+            if modality in METRICS.get(n).modalities and "random" in getattr(METRICS.get(n), "forget_kinds", ("random",))]
     return [build_metric(n) for n in dict.fromkeys(base + [name])]
 
 

@@ -15,9 +15,9 @@ from ..registry import suggest
 from ..types import Split, Task
 from .corrective import manipulation_record
 
-Kind = Literal["random", "classes", "ids", "corrupted"]
+Kind = Literal["random", "classes", "ids", "corrupted", "profiles"]
 _FIELDS = {"random": {"kind", "fraction", "count"}, "classes": {"kind", "classes", "fraction"}, "ids": {"kind", "ids", "file"},
-           "corrupted": {"kind", "fraction"}}
+           "corrupted": {"kind", "fraction"}, "profiles": {"kind", "fraction", "ids"}}
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class ForgetSpec:
     - ``ids``: the listed ``ids``, or ids read from ``file`` (one integer per line, ``#`` comments);
     - ``corrupted``: a random ``fraction`` (0, 1] of the manipulated training examples — the identified part, whose
       fraction is the discovery rate of corrective unlearning (Goel et al., TMLR 2024); needs a training split from
-      the ``poisoned`` source, which records the manipulated ids.
+      the ``poisoned`` source, which records the manipulated ids;
+    - ``profiles``: every example of a ``fraction`` of the groups (the people of a fictitious-profile task; a
+      group is an example's label), or of the listed profile ``ids``.
     """
 
     kind: Kind
@@ -81,6 +83,8 @@ class ForgetSpec:
             return f"class {','.join(map(str, self.classes))}{frac}"
         if self.kind == "corrupted":
             return f"corrupted {self.fraction:.0%}" if self.fraction is not None else "corrupted"
+        if self.kind == "profiles":
+            return f"profiles {self.fraction:.0%}" if self.fraction is not None else f"profiles {','.join(map(str, self.ids))}"
         return f"ids ({Path(self.file).name if self.file else len(self.ids)})"
 
     def slug(self) -> str:
@@ -116,9 +120,36 @@ def select_corrupted(train: Split, fraction: float | None, rng: np.random.Genera
     return np.sort(rng.choice(record.ids, size=k, replace=False))
 
 
+def select_profiles(train: Split, spec: ForgetSpec, rng: np.random.Generator) -> np.ndarray:
+    """Every example of a random ``fraction`` of the groups (at least one), or of the listed group ids, sorted."""
+    groups = train.labels
+    if groups is None:
+        raise TaskError("forget (profiles): the training split has no group (profile) ids.")
+    present = np.unique(groups)
+    if (spec.fraction is None) == (not spec.ids):
+        raise ConfigError("forget (profiles): give exactly one of fraction or ids.")
+    if spec.ids:
+        unknown = sorted(set(spec.ids) - set(present.tolist()))
+        if unknown:
+            raise TaskError(f"forget (profiles): profile id(s) {unknown[:5]} do not exist in the training set "
+                            f"(it has {len(present)} profiles, ids {int(present.min())}..{int(present.max())}).")
+        chosen = np.asarray(sorted(set(spec.ids)), dtype=np.int64)
+    else:
+        assert spec.fraction is not None
+        if not 0.0 < spec.fraction < 1.0:
+            raise ConfigError(f"forget (profiles): fraction must be in (0, 1), got {spec.fraction}.")
+        k = max(1, int(round(spec.fraction * len(present))))
+        chosen = rng.choice(present, size=k, replace=False)
+    if len(chosen) >= len(present):
+        raise EmptySelection(f"forget (profiles): selects all {len(present)} profiles; nothing would be retained.")
+    return np.sort(train.ids[np.isin(groups, chosen)])
+
+
 def select_forget(train: Split, spec: ForgetSpec, rng: np.random.Generator, n_classes: int | None = None) -> np.ndarray:
     """The ids of the forget set chosen by ``spec`` from ``train``."""
     n = len(train)
+    if spec.kind == "profiles":
+        return select_profiles(train, spec, rng)
     if spec.kind == "corrupted":
         return select_corrupted(train, spec.fraction, rng)
     if spec.kind == "random":

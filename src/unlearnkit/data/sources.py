@@ -30,6 +30,7 @@ class DataSource:
     n_classes: int | None
     input_shape: tuple[int, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, Split] = field(default_factory=dict)  # extra splits every task of this data carries
 
     @property
     def modality(self) -> str:
@@ -39,6 +40,8 @@ class DataSource:
     @property
     def n_outputs(self) -> int:
         """Model outputs needed: the number of classes, or the target width for regression."""
+        if "vocab_size" in self.info:  # language models: one output per token
+            return int(self.info["vocab_size"])
         if self.n_classes is not None:
             return self.n_classes
         y = getattr(self.train.data, "y", None)

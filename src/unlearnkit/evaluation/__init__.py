@@ -20,6 +20,8 @@ import_submodules(__name__)  # every metric module registers itself; a new metri
 DEFAULT_BATTERIES = {
     "classifier": ("accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor"),
     "regression": ("regression_error", "regression_gap", "residual_mia", "relearn", "noise_floor"),
+    "causal_lm": ("answer_prob", "rouge_l", "truth_ratio", "forget_quality", "model_utility", "extraction_strength", "min_k",
+                  "privleak", "paraphrase_probe", "relearn", "noise_floor"),
 }
 DEFAULT_BATTERY = DEFAULT_BATTERIES["classifier"]
 
@@ -40,6 +42,11 @@ def not_applicable(metric: Any, task: Task) -> str | None:
     modalities = getattr(metric, "modalities", None)
     if modalities is not None and task.modality not in modalities:
         return f"not applicable to the {task.modality!r} modality (it supports {list(modalities)})"
+    check = getattr(metric, "why_not_applicable", None)  # optional: a metric's own test of the task's data
+    if check is not None:
+        reason = check(task)
+        if reason:
+            return f"not applicable: {reason}"
     return None
 
 

@@ -27,6 +27,8 @@ class Metric(Protocol):
     modalities: ClassVar[tuple[str, ...]]
     # forget sets it applies to; optional, default all ("random", "classes", "ids"). Class-only attacks
     # (e.g. mia_nn) declare ("classes",) and raise ConfigError on other tasks.
+    # Optional too: ``why_not_applicable(task) -> str | None`` for a metric that needs more of the task's data
+    # (e.g. the truth ratio needs paraphrased and perturbed answers); evaluate() then skips it with that reason.
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult: ...
 

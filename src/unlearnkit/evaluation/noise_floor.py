@@ -31,7 +31,7 @@ class NoiseFloor:
     needs: ClassVar[frozenset[str]] = frozenset({"retrained_seeds"})
     paper: ClassVar[str] = "Triantafillou et al., arXiv 2406.09073"
     version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:

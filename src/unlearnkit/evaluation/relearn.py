@@ -24,51 +24,74 @@ from .base import EvalContext, register_metric
 class Relearn:
     """Relearning attack (Hu et al., Jogging the Memory of Unlearned LLMs Through Targeted Relearning
     Attacks, ICLR 2025; Lynch et al. 2024): fine-tune a copy of the model for ``steps`` on a random
-    ``fraction`` of the forget set; curve = the adapter's fit score (accuracy for classifiers) on the
-    held-out rest of the forget set at every
-    ``eval_every`` steps. auc = mean of the curve. A model that suppressed (rather than removed) the data
-    recovers faster than the retrained models, so the verdict compares auc with the retrain band.
+    ``fraction`` of the forget set; curve = the adapter's fit score (accuracy for classifiers, answer
+    probability for causal LMs) on the held-out rest of the forget set at every ``eval_every`` steps.
+    auc = mean of the curve. A model that suppressed (rather than removed) the data recovers faster than
+    the retrained models, so the verdict compares auc with the retrain band.
 
     The attacker also fine-tunes on ``retain_mix`` × as many random retain examples (inferred, not in the
     papers' classifier setting): without them, for class forgetting, "predict the forgotten class for
     everything" would score perfectly on the held-out forget examples and the curve would measure bias,
-    not recovered knowledge."""
+    not recovered knowledge.
+
+    Defaults depend on the modality (``None`` = the modality's default, ``DEFAULTS``): classifiers and regression
+    keep Adam lr 3e-4, retain_mix 1, min_examples 16. Causal LMs (score = length-normalised answer probability of
+    the held-out forget answers) use retain_mix 0 — the attack of Hu et al. relearns on forget text alone, and the
+    class-bias reason above does not apply to generated answers — min_examples 4 (a forget set of a few profiles
+    has tens of answers) and the same Adam lr 3e-4 (inferred: LM relearning papers use 1e-5 over 50–150 steps at
+    batch 4 on 7B models; 40 CPU steps of a small model need a larger step — on the tiny test Llama, 1e-4 barely
+    moves a gradient-ascent model in 40 steps, 3e-4 brings it back past the retain models' end point)."""
 
     fraction: float = 0.1
-    min_examples: int = 16
-    retain_mix: float = 1.0
+    min_examples: int | None = None
+    retain_mix: float | None = None
     steps: int = 40
     eval_every: int = 5
     batch_size: int = 32
     optimizer: OptimizerName = "adam"
-    lr: float = 3e-4
+    lr: float | None = None
     floor: float = 0.02
+
+    DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "classifier": {"min_examples": 16, "retain_mix": 1.0, "lr": 3e-4},
+        "regression": {"min_examples": 16, "retain_mix": 1.0, "lr": 3e-4},
+        "causal_lm": {"min_examples": 4, "retain_mix": 0.0, "lr": 3e-4},
+    }
 
     name: ClassVar[str] = "relearn"
     higher_is_better: ClassVar[bool | None] = None
     needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
     paper: ClassVar[str] = "Hu et al., ICLR 2025"
     version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction < 1.0:
             raise ConfigError(f"relearn: fraction must be in (0, 1), got {self.fraction}.")
         if self.steps < 1 or self.eval_every < 1:
             raise ConfigError("relearn: steps and eval_every must be >= 1.")
-        if self.retain_mix < 0:
+        if self.retain_mix is not None and self.retain_mix < 0:
             raise ConfigError(f"relearn: retain_mix must be >= 0, got {self.retain_mix}.")
+        if self.min_examples is not None and self.min_examples < 1:
+            raise ConfigError(f"relearn: min_examples must be >= 1, got {self.min_examples}.")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"relearn: lr must be > 0, got {self.lr}.")
+
+    def setting(self, task: Task, key: str) -> Any:
+        """A parameter's value: as given, or the task modality's default."""
+        value = getattr(self, key)
+        return self.DEFAULTS.get(task.modality, self.DEFAULTS["classifier"])[key] if value is None else value
 
     def slices(self, task: Task, seed: int) -> tuple[Split, Split, Split | None]:
         """The forget slice the attacker relearns, the held-out forget examples, and the retain
         examples mixed into the attack (the same for every model)."""
         n = len(task.forget)
-        k = max(self.min_examples, int(round(self.fraction * n)))
+        k = max(self.setting(task, "min_examples"), int(round(self.fraction * n)))
         if k >= n:
             raise ConfigError(f"relearn: the forget set ({n} examples) is too small to hold out examples after a {k}-example slice.")
         rng = np_rng("relearn-slice", seed, task.fingerprint)
         pos = rng.permutation(n)
-        n_mix = min(len(task.retain), int(round(self.retain_mix * k)))
+        n_mix = min(len(task.retain), int(round(self.setting(task, "retain_mix") * k)))
         mix = task.retain.subset(np.sort(rng.choice(len(task.retain), n_mix, replace=False)), "relearn_retain") if n_mix else None
         return task.forget.subset(np.sort(pos[:k]), "relearn"), task.forget.subset(np.sort(pos[k:]), "heldout"), mix
 
@@ -92,8 +115,9 @@ class Relearn:
             if (step + 1) % self.eval_every == 0:
                 points.append(acc(m))
 
-        config = TrainConfig(steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr)
-        objective = NLL("relearn") if mix is None else weighted((1.0, NLL("relearn")), (self.retain_mix, NLL("retain")))
+        config = TrainConfig(steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.setting(task, "lr"))
+        retain_mix = self.setting(task, "retain_mix")
+        objective = NLL("relearn") if mix is None else weighted((1.0, NLL("relearn")), (retain_mix, NLL("retain")))
         streams = {"relearn": attack} if mix is None else {"relearn": attack, "retain": mix}
         result = fit(victim, objective, streams, config, adapter=ctx.adapter, rng=np_rng("relearn-fit", ctx.seed),
                      device=ctx.device, callback=on_step, desc="relearn", loss_limit=float("inf"))
@@ -120,5 +144,6 @@ class Relearn:
         curves = {"relearn": {"step": [float(s) for s in steps], "accuracy": list(map(float, own)), "retrained": ref_mean.tolist()}}
         evidence = (Evidence("relearn.auc", values["auc"], "robustness", "higher", self.floor, strong=True),)
         return MetricResult(self.name, values, None, curves=curves, evidence=evidence,
-                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.retain_mix,
+                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
+                                  "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),
                                   "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped})

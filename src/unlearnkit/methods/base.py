@@ -34,7 +34,7 @@ class Method(Protocol):
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
 
 
-ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted")
+ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted", "profiles")
 
 
 def check_forget_kind(method: Any, task: Task) -> None:
@@ -99,7 +99,16 @@ class GradientMethod:
         return TrainConfig(
             epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
             momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule, grad_clip=self.grad_clip,
+            sam_rho=getattr(self, "_sam_rho", 0.0),
         )
+
+    def with_sam(self, rho: float) -> GradientMethod:
+        """A copy whose training steps are sharpness-aware with radius ``rho`` (``TrainConfig.sam_rho``). The radius is
+        an attribute outside the dataclass fields, so the copy's parameters (and run keys) are the method's own."""
+        out = dataclasses.replace(self)
+        object.__setattr__(out, "_sam_rho", float(rho))
+        out.train_config()  # validates rho
+        return out
 
     def objective(self, task: Task, refs: Any) -> Any:
         raise TypeError(f"{type(self).__name__} must define objective()")  # pragma: no cover
@@ -133,3 +142,36 @@ class GradientMethod:
         if result.stopped:
             info["warning"] = result.stopped
         return Unlearned(model, changed, info)
+
+
+@dataclass(frozen=True)
+class LMGradientMethod(GradientMethod):
+    """Shared defaults of the language-model recipes (causal LMs, forget sets of question–answer pairs).
+
+    An epoch is one pass over the forget set; each step draws a forget batch and, for recipes with a retain term, a
+    retain batch of the same size (OpenUnlearning's forget-anchored pairing). Defaults: AdamW, lr 1e-4 (the LoRA
+    learning rate of LoKU's recipe; full fine-tuning of billion-parameter models uses 1e-5, our models are small or
+    LoRA-adapted), weight decay 0.01 and 10 epochs (OpenUnlearning's TOFU setting), batch size 8 (TOFU's forget
+    sets have 40–400 items at an effective batch of 32; ours have 6–120, so 8 keeps several steps per epoch), and
+    for recipes with a retain term, retain NLL (length-normalised, per example) weighted by ``retain_weight``.
+    Every ``*_weight`` field is checked to be a finite number >= 0."""
+
+    epochs: float = 10.0
+    batch_size: int = 8
+    optimizer: OptimizerName = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for f in dataclasses.fields(self):
+            if f.name.endswith("_weight"):
+                check_weight(self, f.name)
+
+
+def check_weight(method: Any, name: str) -> None:
+    value = getattr(method, name)
+    if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+        raise ConfigError(f"{method.name}: {name} must be a finite number >= 0, got {value}.")

@@ -20,7 +20,7 @@ class Finetune(GradientMethod):
     lr: float = 0.05
     schedule: Schedule = "cosine"
 
-    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
     name: ClassVar[str] = "finetune"
     paper: ClassVar[str] = "Warnecke et al., NDSS 2023"
     version: ClassVar[str] = "1"  # bump when its numbers change

@@ -21,6 +21,7 @@ class GradAscent(GradientMethod):
     name: ClassVar[str] = "grad_ascent"
     paper: ClassVar[str] = "Thudi et al., EuroS&P 2022"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
     def objective(self, task: Task, refs: Any) -> Ascent:
         return Ascent("forget")

@@ -26,6 +26,7 @@ class GradDiff(GradientMethod):
     name: ClassVar[str] = "grad_diff"
     paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,11 +17,14 @@ from .base import ALL_FORGET_KINDS, register_method
 @register_method
 @dataclass(frozen=True)
 class Retrain:
-    """Exact unlearning by retraining on the retain set from a fresh initialisation (the reference every method is measured against)."""
+    """Exact unlearning by retraining on the retain set from a fresh initialisation (the reference every method is measured against).
+
+    For language models the fresh model is the pretrained model (with fresh adapters): fine-tuning it on the retain
+    profiles alone is the oracle."""
 
     name: ClassVar[str] = "retrain"
     kind: ClassVar[str] = "exact"
-    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression")
+    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     needs: ClassVar[frozenset[str]] = frozenset({"train_config"})
     paper: ClassVar[str] = "Cao & Yang, Towards Making Systems Forget with Machine Unlearning, IEEE S&P 2015"

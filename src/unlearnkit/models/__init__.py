@@ -104,4 +104,6 @@ def reset_parameters(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+from . import causal_lm  # noqa: E402,F401  (registers tiny_llama, smollm2, causal_lm)
+
 __all__ = ["MLP", "SmallCNN", "build_model", "mlp", "reset_parameters", "small_cnn"]

@@ -97,7 +97,7 @@ def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: d
     if retrained is not None:
         ax.plot(retrained["step"], retrained["retrained"], color="black", ls="--", lw=2, label="retrained models (mean)")
     ax.set_xlabel("relearning steps on a slice of the forget set")
-    ax.set_ylabel("fit score on the held-out forget examples\n(accuracy; −MSE for regression)")
+    ax.set_ylabel("fit score on the held-out forget examples\n(accuracy; −MSE for regression; answer probability for LMs)")
     title = "relearning attack"
     if band:
         title += f" — retrain band of curve mean: [{band['lo']:.3f}, {band['hi']:.3f}]"

@@ -117,6 +117,18 @@ def method_not_applicable(method: Any, task: Task) -> str | None:
     return None
 
 
+HEADLINES = (("retrain_gap", "avg_gap", "avg gap"), ("regression_gap", "avg_gap", "avg gap"), ("forget_quality", "statistic", "KS stat"))
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The one number a progress line shows: the average gap to retrain, or the forget-quality KS statistic for LMs."""
+    for metric, key, label in HEADLINES:
+        value = results.get(metric, {}).get("values", {}).get(key)
+        if value is not None:
+            return f"{label} {value:.4f}"
+    return "no headline metric"
+
+
 class ExperimentRunner:
     """Runs one experiment against a store. ``run()`` returns the experiment record."""
 
@@ -135,6 +147,7 @@ class ExperimentRunner:
         return make_task(
             self.exp.dataset.name, source.train, source.test, spec, np_rng("forget", self.exp.task_seed, spec.to_dict()),
             n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict()}, modality=source.modality,
+            probes=getattr(source, "probes", None) or None,
         )
 
     def references(self, task: Task, source: Any) -> References:
@@ -237,9 +250,7 @@ class ExperimentRunner:
                 run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, model, cost, out["info"],
                                                   exp_id=record["exp_id"], method=method)
                 rec = self.store.load_run(run_id)
-                gap = (rec["results"].get("retrain_gap") or rec["results"].get("regression_gap") or {}).get("values", {}).get("avg_gap")
-                self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} avg gap {gap if gap is None else f'{gap:.4f}'}, "
-                         f"{cost.wall_seconds:.1f}s")
+                self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} {headline(rec['results'])}, {cost.wall_seconds:.1f}s")
                 task_rec["runs"].setdefault(method.name, []).append(run_id)
                 record["runs"].append(run_id)
                 self.store.save_experiment(record)

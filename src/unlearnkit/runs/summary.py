@@ -33,12 +33,24 @@ COLUMNS_BY_MODALITY = {
         ("MIA AUC", "residual_mia", "auc"),
         ("relearn AUC", "relearn", "auc"),
     ),
+    "causal_lm": (
+        ("forget prob", "answer_prob", "forget"),
+        ("retain prob", "answer_prob", "retain"),
+        ("holdout prob", "answer_prob", "test"),
+        ("KS stat", "forget_quality", "statistic"),
+        ("forget quality", "forget_quality", "p_value"),
+        ("model utility", "model_utility", "model_utility"),
+        ("Min-K AUC", "min_k", "auc"),
+        ("privleak", "privleak", "privleak"),
+        ("relearn AUC", "relearn", "auc"),
+    ),
 }
 COLUMNS = COLUMNS_BY_MODALITY["classifier"]
 # evidence keys of the per-split fit (forget, retain, test), for plots against the retrain band
 SPLIT_EVIDENCE = {
     "classifier": ("accuracy", ("accuracy.forget", "accuracy.retain", "accuracy.test")),
     "regression": ("MSE", ("regression_error.mse_forget", "regression_error.mse_retain", "regression_error.mse_test")),
+    "causal_lm": ("answer probability", ("answer_prob.forget", "answer_prob.retain", "answer_prob.test")),
 }
 
 

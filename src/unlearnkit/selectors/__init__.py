@@ -94,4 +94,35 @@ class BySaliency:
         return Mask(out).require_nonempty("by_saliency")
 
 
-__all__ = ["AllParameters", "ByName", "BySaliency", "forget_gradient"]
+@SELECTORS.register("decoder_layers")
+@dataclass(frozen=True)
+class DecoderLayers:
+    """The trainable parameters of submodule ``module`` (a dotted path inside each block, e.g. ``mlp`` or
+    ``mlp.down_proj``; empty = the whole block) of the listed decoder layers of a causal LM (negative = from the
+    end). With LoRA adapters these are the adapters' parameters (the base weights are not trainable)."""
+
+    layers: Sequence[int] = (-1,)
+    module: str = ""
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        from ..models.causal_lm import decoder_layers
+
+        blocks = decoder_layers(model)
+        n = len(blocks)
+        bad = [i for i in self.layers if not -n <= i < n]
+        if bad or not self.layers:
+            raise ConfigError(f"decoder_layers: layers {list(self.layers)} must be a non-empty list of indices in [-{n}, {n}) "
+                              f"for a model with {n} decoder layers.")
+        chosen: set[int] = set()
+        for i in self.layers:
+            sub: Any = blocks[i]
+            for part in filter(None, self.module.split(".")):
+                if not hasattr(sub, part):
+                    raise ConfigError(f"decoder_layers: layer {i} has no submodule {self.module!r} (no {part!r} in {type(sub).__name__}).")
+                sub = getattr(sub, part)
+            chosen |= {id(p) for p in sub.parameters() if p.requires_grad}
+        out = {name: torch.full_like(p, id(p) in chosen, dtype=torch.bool) for name, p in model.named_parameters()}
+        return Mask(out).require_nonempty(f"decoder_layers(layers={list(self.layers)}, module={self.module!r})")
+
+
+__all__ = ["AllParameters", "ByName", "BySaliency", "DecoderLayers", "forget_gradient"]

@@ -1,0 +1,187 @@
+"""Benchmark: language-model unlearning on fictitious profiles. Every LM method on one forget split, each
+unlearning run followed by the causal-LM evidence battery; per method: forget quality (KS statistic and p-value
+against the retain model), model utility, verdict, wall time and peak memory, all measured in one run. Then NPO
+with cached reference outputs vs a live reference model: step time and peak memory, side by side.
+
+    python benchmarks/lm_unlearning.py                       # SmolLM2-135M-Instruct + LoRA, small scale (CPU: ~1 h)
+    python benchmarks/lm_unlearning.py --model tiny_llama    # tiny random Llama, word tokenizer (~3 min)
+
+The target and retain models are cached in --refs-cache (keyed by data, model and training config), so a rerun
+only pays for unlearning and evaluation. Output goes to docs/results/lm.md (generated; do not edit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Per model family: data/model/training of the target and retain models, and each method's settings.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "smollm2": {
+        "dataset": {"tokenizer": "smollm2", "max_length": 96},
+        "model": {"name": "smollm2", "params": {"lora_r": 16, "lora_alpha": 32}},
+        "train": {"epochs": 6, "batch_size": 8, "optimizer": "adamw", "lr": 2e-3, "schedule": "cosine"},
+        "unlearn": {"epochs": 4, "batch_size": 4, "lr": 5e-4},
+        "overrides": {"rmu": {"retain_weight": 100.0}},
+        "retrain_seeds": 2,
+    },
+    "tiny_llama": {
+        "dataset": {"tokenizer": "word", "max_length": 128},
+        "model": {"name": "tiny_llama", "params": {}},
+        "train": {"epochs": 30, "batch_size": 16, "optimizer": "adam", "lr": 3e-3, "schedule": "cosine"},
+        "unlearn": {"epochs": 10, "batch_size": 8, "lr": 1e-3},
+        "overrides": {"rmu": {"retain_weight": 10.0}},
+        "retrain_seeds": 4,
+    },
+}
+METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam")
+
+
+def method_entries(family: str, names: list[str]) -> list[dict[str, Any]]:
+    budget = SETTINGS[family]["unlearn"]
+    out: list[dict[str, Any]] = [{"name": "retrain", "params": {}}]
+    for name in names:
+        if name == "sam":
+            out.append({"name": "sam", "params": {"method": "npo", "params": {**budget}, "rho": 0.01}})
+        elif name == "grad_ascent":
+            out.append({"name": name, "params": {**budget, "epochs": max(1, budget["epochs"] // 2), "optimizer": "adamw"}})
+        elif name == "grad_diff":
+            out.append({"name": name, "params": {**budget, "optimizer": "adamw"}})
+        else:
+            out.append({"name": name, "params": {**budget, **SETTINGS[family].get("overrides", {}).get(name, {})}})
+    return out
+
+
+def build_experiment(args: argparse.Namespace) -> Any:
+    from unlearnkit.experiment import Experiment
+
+    s = SETTINGS[args.model]
+    return Experiment.from_dict({
+        "name": "lm_unlearning",
+        "description": "benchmarks/lm_unlearning.py",
+        "dataset": {"name": "profiles", "params": {"scale": args.scale, **s["dataset"]}},
+        "forget": [{"kind": "profiles", "fraction": args.forget}],
+        "model": s["model"],
+        "train": s["train"],
+        "references": {"retrain_seeds": args.retrain_seeds or s["retrain_seeds"]},
+        "methods": method_entries(args.model, args.methods),
+        "seeds": [0],
+    })
+
+
+def npo_reference_comparison(exp: Any, store: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """NPO for the same steps with cached reference outputs vs a live reference model, timed in this process."""
+    from unlearnkit.adapters import get_adapter
+    from unlearnkit.cost import CostMeter
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.methods import build_method
+    from unlearnkit.runs.runner import ExperimentRunner
+    from unlearnkit.seeding import np_rng
+
+    runner = ExperimentRunner(exp, store, device=args.device, progress=False, log=lambda m: None)
+    source = load_dataset(exp.dataset.name, **exp.dataset.params)
+    task = runner.build_task(source, exp.forget[0])
+    refs = runner.references(task, source)
+    get_adapter(task)
+    budget = SETTINGS[args.model]["unlearn"]
+    rows = []
+    for mode in ("live", "cached", "live", "cached"):  # interleaved twice: the second pair is reported (warm caches)
+        method = build_method("npo", {**budget, "epochs": 1.0, "steps": args.npo_steps, "reference": mode})
+        with CostMeter(args.device) as meter:
+            out = method.unlearn(copy.deepcopy(refs.original), task, refs, rng=np_rng("npo-bench", 0), device=args.device)
+        assert meter.cost is not None
+        steps = out.info["train"]["steps"]
+        rows.append({"mode": mode, "steps": steps, "seconds_per_step": meter.cost.wall_seconds / max(steps, 1),
+                     "peak_memory_mb": meter.cost.peak_memory_mb})
+    return rows[2:]
+
+
+def cell(run: dict[str, Any] | None, metric: str, key: str, fmt: str = "{:.3f}") -> str:
+    if run is None:
+        return "—"
+    v = run.get("results", {}).get(metric, {}).get("values", {}).get(key)
+    return "—" if v is None else fmt.format(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(SETTINGS), default="smollm2")
+    p.add_argument("--scale", default="small")
+    p.add_argument("--forget", type=float, default=0.1, help="fraction of profiles to forget")
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--retrain-seeds", type=int, default=None, help="retain models (the noise floor); default per model")
+    p.add_argument("--npo-steps", type=int, default=6)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--refs-cache", default=str(ROOT / "unlearnkit-runs" / "refs"))
+    p.add_argument("--output", default=str(ROOT / "docs" / "results" / "lm.md"))
+    args = p.parse_args(argv)
+
+    from unlearnkit.io import atomic_write_text
+    from unlearnkit.runs import Store
+    from unlearnkit.runs.runner import run_experiment
+
+    exp = build_experiment(args)
+    with tempfile.TemporaryDirectory(prefix="uk-lm-bench-") as tmp:
+        store = Store(tmp, refs_root=args.refs_cache)
+        t0 = time.perf_counter()
+        record = run_experiment(exp, store, device=args.device, progress=sys.stderr.isatty())
+        elapsed = time.perf_counter() - t0
+        task_rec = record["tasks"][0]
+        refs_info = task_rec["references"]
+        original = store.load_run(task_rec["original_run"])
+        runs = {name: store.load_run(ids[0]) for name, ids in task_rec["runs"].items()}
+        npo_rows = npo_reference_comparison(exp, store, args)
+
+    lines = ["# Language-model unlearning on fictitious profiles", "",
+             f"Generated by `python benchmarks/lm_unlearning.py --model {args.model} --scale {args.scale} --forget {args.forget}` "
+             f"on {record['device']} in {elapsed / 60:.1f} min (plus the NPO comparison). Do not edit by hand.", "",
+             f"Task: {task_rec['label']} — forget {task_rec['task']['splits']['forget']['n']} / retain "
+             f"{task_rec['task']['splits']['retain']['n']} question-answer items, holdout {task_rec['task']['splits']['test']['n']}. "
+             f"Model: `{exp.model.name}` {dict(exp.model.params)}; target and retain models fine-tuned with "
+             f"{exp.train.to_dict()}; reference costs: {fmt_costs(refs_info.get('costs', {}))}.", "",
+             "Forget quality is the two-sample KS test of forget truth ratios against the retain model (statistic: 0 = "
+             "indistinguishable; p-value depends on the number of items). Model utility is the harmonic mean of retain and "
+             "neighbour-fact scores. Wall time and peak memory (resident-memory increase) are for the unlearning run alone.", "",
+             "| method | forget prob | retain prob | KS stat | forget quality (p) | model utility | Min-K AUC | privleak | wall s | peak MB | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run in [("original (target)", original)] + list(runs.items()):
+        cost = run.get("cost") or {}
+        lines.append("| " + " | ".join([
+            name, cell(run, "answer_prob", "forget"), cell(run, "answer_prob", "retain"), cell(run, "forget_quality", "statistic"),
+            cell(run, "forget_quality", "p_value", "{:.2e}"), cell(run, "model_utility", "model_utility"),
+            cell(run, "min_k", "auc"), cell(run, "privleak", "privleak", "{:.1f}"),
+            "—" if not cost else f"{cost['wall_seconds']:.1f}", "—" if not cost else f"{cost['peak_memory_mb']:.0f}",
+            run["verdict"]["label"]]) + " |")
+    live, cached = npo_rows[0], npo_rows[1]
+    lines += ["", "## NPO: cached reference outputs vs a live reference model", "",
+              f"{args.npo_steps} NPO steps each, same data and seed, interleaved (second pair reported).", "",
+              "| reference | s / step | peak MB |", "|---|---|---|"]
+    for r in npo_rows:
+        lines.append(f"| {r['mode']} | {r['seconds_per_step']:.3f} | {r['peak_memory_mb']:.0f} |")
+    t_ratio = cached["seconds_per_step"] / live["seconds_per_step"]
+    m_ratio = cached["peak_memory_mb"] / max(live["peak_memory_mb"], 1e-9)
+    lines += ["", f"cached / live: step time **{t_ratio:.2f}×**, peak memory **{m_ratio:.2f}×** (goal ≤ 0.6× each).", ""]
+    text = "\n".join(lines)
+    print(text)
+    atomic_write_text(Path(args.output), text)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0 if record["status"] == "complete" else 1
+
+
+def fmt_costs(costs: dict[str, Any]) -> str:
+    parts = []
+    for kind, items in costs.items():
+        if items:
+            parts.append(f"{kind} {items[0]['wall_seconds'] / 60:.1f} min")
+    return ", ".join(parts) or "cached"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""answer_prob: length-normalised answer probability per split (teacher forcing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..types import Evidence, MetricResult, Task
+from ._lm import answer_prob, check_splits, outputs, task_split
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class AnswerProb:
+    """Answer probability (TOFU, Maini et al. 2024; OpenUnlearning's ``*_Q_A_Prob``): P̄(a|q) = exp(−(1/|a|) Σ_t
+    −log p(a_t | q, a_<t)), teacher-forced over the answer tokens including the final EOS; mean over the items of
+    forget / retain / test (holdout profiles, never trained) / neighbours (real-world facts). Higher is better
+    utility on retain and neighbours; on forget "better" means as the retrained models, so the verdict compares
+    the forget value with the retrain band (the noise floor over the retain models)."""
+
+    splits: tuple[str, ...] = ("forget", "retain", "test", "neighbours")
+    floor: float = 0.02
+
+    name: ClassVar[str] = "answer_prob"
+    higher_is_better: ClassVar[bool | None] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        check_splits(self.splits, "answer_prob")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        values: dict[str, float] = {}
+        per_example = {}
+        for name in self.splits:
+            split = task_split(task, name, required=name in ("forget", "retain", "test"))
+            if split is None:
+                continue
+            p = answer_prob(outputs(ctx, model, split))
+            values[name] = float(np.mean(p))
+            per_example[f"p.{name}"] = (split.ids, p)
+        evidence = []
+        if "forget" in values:
+            evidence.append(Evidence("answer_prob.forget", values["forget"], "forget", "higher", self.floor))
+        for name in ("retain", "neighbours"):
+            if name in values:
+                evidence.append(Evidence(f"answer_prob.{name}", values[name], "utility", "higher", self.floor))
+        return MetricResult(self.name, values, True, per_example, evidence=tuple(evidence))

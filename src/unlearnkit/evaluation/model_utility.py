@@ -1,0 +1,72 @@
+"""model_utility: TOFU's harmonic mean of answer probability, ROUGE-L and truth-ratio score on what must be kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError
+from ..types import Evidence, MetricResult, Task
+from ._lm import (answer_prob, greedy_answers, normalised_prob, outputs, qa_records_missing, rouge_l, task_split,
+                  true_tr_score, truth_ratios)
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class ModelUtility:
+    """Model utility (TOFU, Maini et al. 2024): scipy.stats.hmean of {answer probability, ROUGE-L recall, truth-ratio
+    score mean max(0, 1 − tr)} on the retain set and on the neighbour facts, 6 numbers (TOFU's 9 = retain, real
+    authors, world facts; the neighbour probe stands for the last two). On the neighbours the probability is
+    normalised over the options, mean_i P̄(a_i) / (P̄(a_i) + Σ_j P̄(pert_ij)), and their truth ratio uses the original
+    answer as the correct one (it is their paraphrased answer too). ROUGE-L as in ``rouge_l`` (greedy,
+    ``max_new_tokens``, stemmer on). Any component at 0 makes the harmonic mean 0. Without a neighbours probe the
+    retain components alone are used (noted in info)."""
+
+    max_new_tokens: int = 32
+    floor: float = 0.02
+
+    name: ClassVar[str] = "model_utility"
+    higher_is_better: ClassVar[bool | None] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"model_utility: max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+
+    def why_not_applicable(self, task: Task) -> str | None:
+        return qa_records_missing(task)
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        from scipy.stats import hmean
+
+        components: dict[str, float] = {}
+        per_example = {}
+        retain = task_split(task, "retain")
+        p = answer_prob(outputs(ctx, model, retain))
+        gen, gold = greedy_answers(ctx, model, retain, self.max_new_tokens)
+        r = rouge_l(gold, gen, "recall")
+        components["retain_prob"] = float(np.mean(p))
+        components["retain_rouge_l"] = float(np.mean(r))
+        components["retain_truth_ratio"] = true_tr_score(truth_ratios(ctx, model, retain))
+        neighbours = task_split(task, "neighbours", required=False)
+        if neighbours is not None:
+            pn = normalised_prob(ctx, model, neighbours)
+            gen, gold = greedy_answers(ctx, model, neighbours, self.max_new_tokens)
+            rn = rouge_l(gold, gen, "recall")
+            components["neighbours_prob_normalised"] = float(np.mean(pn))
+            components["neighbours_rouge_l"] = float(np.mean(rn))
+            components["neighbours_truth_ratio"] = true_tr_score(truth_ratios(ctx, model, neighbours))
+            per_example["prob_normalised.neighbours"] = (neighbours.ids, pn)
+        values = {"model_utility": float(hmean(list(components.values()))), **components}
+        evidence = (Evidence("model_utility.model_utility", values["model_utility"], "utility", "higher", self.floor),)
+        info = {"components": sorted(components)}
+        if neighbours is None:
+            info["note"] = "the task has no neighbours probe: the harmonic mean is over the retain components only"
+        return MetricResult(self.name, values, True, per_example, evidence=evidence, info=info)

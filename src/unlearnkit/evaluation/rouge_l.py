@@ -1,0 +1,63 @@
+"""rouge_l: ROUGE-L recall of the greedy answer against the gold answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError
+from ..types import Evidence, MetricResult, Task
+from ._lm import check_splits, greedy_answers, rouge_l, task_split
+from .base import EvalContext, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class RougeL:
+    """ROUGE-L recall (TOFU, Maini et al. 2024; OpenUnlearning's ``*_Q_A_ROUGE``): LCS(gold, generated) / |gold| in
+    words (rouge_score, ``use_stemmer`` on) between the greedy answer to the question (at most ``max_new_tokens``
+    new tokens, cut at EOS) and the gold answer; mean over forget / retain / neighbours. OpenUnlearning generates
+    up to 200 new tokens; 32 covers the profiles' one-sentence answers (a longer generation can only add words
+    that recall ignores, unless the gold answer is cut). Gold = the decoded answer tokens (the same codec path as
+    the generation)."""
+
+    splits: tuple[str, ...] = ("forget", "retain", "neighbours")
+    max_new_tokens: int = 32
+    use_stemmer: bool = True
+    floor: float = 0.02
+
+    name: ClassVar[str] = "rouge_l"
+    higher_is_better: ClassVar[bool | None] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        check_splits(self.splits, "rouge_l")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"rouge_l: max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        values: dict[str, float] = {}
+        per_example = {}
+        examples: dict[str, list[dict[str, str]]] = {}
+        for name in self.splits:
+            split = task_split(task, name, required=name in ("forget", "retain", "test"))
+            if split is None:
+                continue
+            gen, gold = greedy_answers(ctx, model, split, self.max_new_tokens)
+            r = rouge_l(gold, gen, "recall", use_stemmer=self.use_stemmer)
+            values[name] = float(np.mean(r))
+            per_example[f"recall.{name}"] = (split.ids, r)
+            examples[name] = [{"gold": g, "generated": p} for g, p in zip(gold[:3], gen[:3])]
+        evidence = []
+        if "forget" in values:
+            evidence.append(Evidence("rouge_l.forget", values["forget"], "forget", "higher", self.floor))
+        if "retain" in values:
+            evidence.append(Evidence("rouge_l.retain", values["retain"], "utility", "higher", self.floor))
+        return MetricResult(self.name, values, True, per_example, evidence=tuple(evidence),
+                            info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples})

@@ -1,0 +1,317 @@
+"""Text membership inference on the forget answers (members) vs holdout answers (non-members): LOSS, zlib, Min-K%,
+Min-K%++, reference-model and gradient-norm scores, and MUSE's privleak; each next to the retain model's AUC."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..lm.text import IGNORE
+from ..seeding import np_rng
+from ..types import Evidence, MetricResult, Split, Task
+from ._lm import answer_texts, eos_terminated, min_k, min_k_pp_z, outputs, task_split, token_rows, zlib_bytes
+from .base import EvalContext, register_metric, roc_summary
+
+Nonmembers = Literal["test", "holdout"]
+
+
+def logp_rows(ctx: EvalContext, model: nn.Module, split: Split) -> list[np.ndarray]:
+    """Per example, the answer tokens' log-probabilities without the final EOS."""
+    return token_rows(outputs(ctx, model, split), "token_logp", split)
+
+
+def mean_logp(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
+    """−NLL̄ per example over the answer tokens without the final EOS."""
+    return np.asarray([float(r.mean()) if len(r) else float("nan") for r in logp_rows(ctx, model, split)])
+
+
+class _TextMIA:
+    """Shared compute: ``scores(ctx, model, split, refs)`` oriented "higher = more member-like"; AUC and TPR at 1% /
+    0.1% FPR of forget (members) vs ``nonmembers``; the same AUC for the retain model (refs.retrained) as the
+    reference point when it is available (NaN otherwise)."""
+
+    nonmembers: Nonmembers
+    floor: float
+    name: ClassVar[str]
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def sample(self, split: Split, ctx: EvalContext) -> Split:
+        return split
+
+    def auc_of(self, ctx: EvalContext, model: nn.Module, task: Task,
+               refs: Any) -> tuple[dict[str, Any], Split, np.ndarray, Split, np.ndarray]:
+        members = self.sample(task_split(task, "forget"), ctx)
+        others = self.sample(task_split(task, self.nonmembers), ctx)
+        m, n = self.scores(ctx, model, members, refs), self.scores(ctx, model, others, refs)
+        if not (np.isfinite(m).all() and np.isfinite(n).all()):
+            raise ConfigError(f"{self.name}: non-finite scores (an answer without tokens besides EOS?).")
+        return roc_summary(m, n), members, m, others, n
+
+    def reference_auc(self, ctx: EvalContext, task: Task, refs: Any) -> tuple[float, str | None]:
+        if refs.retrained is None:
+            return float("nan"), "no retain model (refs.retrained) to compare with"
+        return self.auc_of(ctx, refs.retrained, task, refs)[0]["auc"], None
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        for need in getattr(self, "needs", ()):
+            refs.require(need, by=f"metric {self.name!r}")
+        summary, members, m, others, n = self.auc_of(ctx, model, task, refs)
+        ref_auc, note = self.reference_auc(ctx, task, refs)
+        values = {"auc": summary["auc"], "tpr_at_1pct_fpr": summary["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": summary["tpr_at_0.001_fpr"],
+                  "retrained_auc": ref_auc}
+        per_example = {"score.forget": (members.ids, m), f"score.{self.nonmembers}": (others.ids, n)}
+        evidence = (Evidence(f"{self.name}.auc", summary["auc"], "forget", "higher", self.floor),)
+        info: dict[str, Any] = {"members": "forget", "nonmembers": self.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
+        if note:
+            info["note"] = note
+        return MetricResult(self.name, values, None, per_example, {"roc": summary["curve"]}, evidence, info)
+
+
+@register_metric
+@dataclass(frozen=True)
+class LossMIA(_TextMIA):
+    """LOSS attack (Yeom et al., CSF 2018) on text: score = −NLL̄ = mean answer-token log p (final EOS excluded);
+    AUC of forget (members) vs holdout answers (non-members), TPR at 1% / 0.1% FPR, and the retain model's AUC."""
+
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.02
+
+    name: ClassVar[str] = "loss_mia"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Yeom et al., CSF 2018"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+        return mean_logp(ctx, model, split)
+
+
+@register_metric
+@dataclass(frozen=True)
+class ZlibMIA(_TextMIA):
+    """zlib attack (Carlini et al., USENIX Sec 2021): score = −(Σ_t −log p(y_t)) / len(zlib.compress(answer)), the total
+    answer NLL in nats over the answer tokens (final EOS excluded) divided by the zlib-compressed size in bytes of the
+    UTF-8 answer text (default level 6). ``numerator="mean"`` uses NLL̄ instead (OpenUnlearning's choice). AUC of
+    forget vs holdout, and the retain model's AUC."""
+
+    numerator: Literal["total", "mean"] = "total"
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.02
+
+    name: ClassVar[str] = "zlib"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Carlini et al., USENIX Security 2021"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+        rows = logp_rows(ctx, model, split)
+        nll = np.asarray([-(r.sum() if self.numerator == "total" else r.mean()) if len(r) else np.nan for r in rows])
+        z = np.asarray([zlib_bytes(t) for t in answer_texts(split)], dtype=np.float64)
+        return -nll / z
+
+
+@register_metric
+@dataclass(frozen=True)
+class MinK(_TextMIA):
+    """Min-K% Prob (Shi et al., ICLR 2024): score = mean of the lowest max(1, ⌊k·|y|⌋) answer-token log-probabilities
+    (k = 0.4 as in MUSE/OpenUnlearning; final EOS excluded); AUC of forget vs holdout, and the retain model's AUC."""
+
+    k: float = 0.4
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.02
+
+    name: ClassVar[str] = "min_k"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Shi et al., ICLR 2024"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.k <= 1.0:
+            raise ConfigError(f"{self.name}: k must be in (0, 1], got {self.k}.")
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+        return np.asarray([min_k(r, self.k) for r in logp_rows(ctx, model, split)])
+
+
+@register_metric
+@dataclass(frozen=True)
+class MinKPlusPlus(_TextMIA):
+    """Min-K%++ (Zhang et al., arXiv 2404.02936): per token z_t = (log p(y_t) − μ_t)/σ_t with μ_t = E_{v∼p}[log p(v)],
+    σ_t² = E_p[log² p] − μ_t² over the vocabulary (z_t = 0 where σ_t = 0); score = mean of the lowest max(1, ⌊k·|y|⌋)
+    z_t (final EOS excluded). AUC of forget vs holdout, and the retain model's AUC."""
+
+    k: float = 0.4
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.02
+
+    name: ClassVar[str] = "min_k_plus_plus"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Zhang et al., arXiv 2404.02936"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.k <= 1.0:
+            raise ConfigError(f"{self.name}: k must be in (0, 1], got {self.k}.")
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+        out = outputs(ctx, model, split)
+        rows = zip(*(token_rows(out, key, split) for key in ("token_logp", "token_mu", "token_sigma")))
+        return np.asarray([min_k(min_k_pp_z(lp, mu, sd), self.k) for lp, mu, sd in rows])
+
+
+@register_metric
+@dataclass(frozen=True)
+class ReferenceMIA(_TextMIA):
+    """Reference-model attack (Carlini et al., USENIX Sec 2021; OpenUnlearning's "Reference"): score = NLL̄_ref − NLL̄_model
+    (final EOS excluded), with the retain model (refs.retrained) as the attacker's reference: it saw neither the
+    forget nor the holdout answers, so it calibrates per-example difficulty without membership signal of its own.
+    AUC of forget vs holdout. retrained_auc scores the second retain seed against the first (NaN with one seed; the
+    first against itself would be a constant score)."""
+
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.02
+
+    name: ClassVar[str] = "reference_mia"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
+    paper: ClassVar[str] = "Carlini et al., USENIX Security 2021"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+        ref = refs.require("retrained", by="metric 'reference_mia'")
+        return mean_logp(ctx, model, split) - mean_logp(ctx, ref, split)
+
+    def reference_auc(self, ctx: EvalContext, task: Task, refs: Any) -> tuple[float, str | None]:
+        if len(refs.retrained_seeds) < 2:
+            return float("nan"), "retrained_auc needs two retain models (the second scored against the first)"
+        return self.auc_of(ctx, refs.retrained_seeds[1], task, refs)[0]["auc"], None
+
+
+def grad_norms(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
+    """Per example (batch size 1, eval mode), ‖∇_θ NLL̄‖₂ over all trainable parameters together; NLL̄ over the answer
+    tokens without the final EOS."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("grad_norm_mia: the model has no trainable parameter to take gradients of.")
+    eos = eos_terminated(split)
+    was_training = model.training
+    model.eval()
+    norms = []
+    try:
+        for i, b in enumerate(split.batches(1, device=ctx.device)):
+            labels = b["labels"].clone()
+            if eos[i]:
+                last = int(torch.nonzero(labels[0] != IGNORE)[-1])
+                labels[0, last] = IGNORE
+            with torch.enable_grad():
+                loss = ctx.adapter.per_example_loss(model, b, labels)[0]
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            norms.append(math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None)))
+    finally:
+        model.train(was_training)
+    return np.asarray(norms, dtype=np.float64)
+
+
+@register_metric
+@dataclass(frozen=True)
+class GradNormMIA(_TextMIA):
+    """Gradient-norm attack (OpenUnlearning's GradNorm, after Wang et al. 2024): score = −‖∇_θ NLL̄(y|x)‖₂, the global
+    L2 norm over all trainable parameters (OpenUnlearning averages per-tensor norms instead), batch size 1, eval mode
+    (deterministic; OpenUnlearning uses train mode), final EOS excluded — members sit nearer a minimum. Slow (one
+    backward per example): at most ``max_examples`` per side, a seeded sample. AUC of forget vs holdout, and the
+    retain model's AUC."""
+
+    max_examples: int = 32
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.02
+
+    name: ClassVar[str] = "grad_norm_mia"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = "Wang et al., arXiv 2406.17975 (OpenUnlearning GradNorm)"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        if self.max_examples < 1:
+            raise ConfigError(f"grad_norm_mia: max_examples must be >= 1, got {self.max_examples}.")
+
+    def sample(self, split: Split, ctx: EvalContext) -> Split:
+        if len(split) <= self.max_examples:
+            return split
+        pos = np.sort(np_rng("grad_norm_mia", ctx.seed, split.fingerprint).choice(len(split), self.max_examples, replace=False))
+        return split.subset(pos, split.name)
+
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+        return -ctx.memo(model, ("lm.grad_norm", split.fingerprint), lambda: grad_norms(ctx, model, split))
+
+
+def privleak_value(auc: float, auc_retain: float, min_reference: float = 0.01) -> float:
+    """MUSE's privleak from forget-as-member AUCs: with AUC' = 1 − AUC, (AUC'_model − AUC'_retain)/AUC'_retain × 100;
+    NaN when AUC'_retain < ``min_reference`` (the ratio is undefined or unstable there)."""
+    denom = 1.0 - auc_retain
+    if denom < min_reference or denom <= 0.0:
+        return float("nan")
+    return ((1.0 - auc) - denom) / denom * 100.0
+
+
+@register_metric
+@dataclass(frozen=True)
+class PrivLeak:
+    """PrivLeak (MUSE, Shi et al. 2024; OpenUnlearning's privleak): (AUC'_model − AUC'_retain)/AUC'_retain × 100 with
+    AUC' = 1 − AUC of the Min-K% (k = 0.4) attack, AUC = forget-as-member vs holdout (``min_k``). This is MUSE's
+    orientation (holdout as member), so the numbers compare with published ones: 0 = as the retain model, strongly
+    negative = the forget set is still recognisable (under-unlearning), positive = over-unlearning. AUC'_retain is
+    computed here on the actual retain model (refs.retrained) — never a constant, never a 0.5 fallback; if it is
+    below ``min_reference`` the ratio is unstable and privleak is NaN (with a note). auc_gap = AUC − AUC_retain is
+    the stable absolute difference."""
+
+    k: float = 0.4
+    nonmembers: Nonmembers = "test"
+    min_reference: float = 0.01
+    floor: float = 5.0
+
+    name: ClassVar[str] = "privleak"
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
+    paper: ClassVar[str] = "Shi et al., MUSE, arXiv 2407.06460"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.k <= 1.0:
+            raise ConfigError(f"privleak: k must be in (0, 1], got {self.k}.")
+        if not 0.0 <= self.min_reference < 0.5:
+            raise ConfigError(f"privleak: min_reference must be in [0, 0.5), got {self.min_reference}.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        retrained = refs.require("retrained", by="metric 'privleak'")
+        attack = MinK(k=self.k, nonmembers=self.nonmembers)
+        own, members, m, others, n = attack.auc_of(ctx, model, task, refs)
+        ref = attack.auc_of(ctx, retrained, task, refs)[0]
+        auc_u, auc_r = own["auc"], ref["auc"]
+        privleak = privleak_value(auc_u, auc_r, self.min_reference)
+        info: dict[str, Any] = {"attack": f"min_k (k={self.k})", "orientation": "AUC' = 1 - AUC(forget as member)"}
+        if not math.isfinite(privleak):
+            info["note"] = (f"the retain model's AUC' = 1 - {auc_r:.4f} is below min_reference={self.min_reference}: the relative "
+                            "difference is undefined or unstable; see auc_gap")
+        values = {"privleak": privleak, "auc": auc_u, "retrained_auc": auc_r, "auc_gap": auc_u - auc_r}
+        per_example = {"min_k.forget": (members.ids, m), f"min_k.{self.nonmembers}": (others.ids, n)}
+        evidence = (Evidence("privleak.privleak", privleak, "forget", "lower", self.floor),)
+        return MetricResult(self.name, values, None, per_example, evidence=evidence, info=info)

@@ -1,0 +1,69 @@
+"""idk_po: DPO toward "I don't know" answers on the forget questions, plus retain NLL; reference log-probs cached once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .. import cost
+from ..objectives import NLL, ReferenceLogits, Weighted, weighted
+from ..objectives.lm import (
+    IDK_ANSWERS,
+    IDK_REFERENCE,
+    IdkDPO,
+    idk_pairs,
+    summed_logprobs,
+)
+from ..types import Task
+from .base import LMGradientMethod, register_method
+from .npo import Reference, reference_extra
+
+
+@register_method
+@dataclass(frozen=True)
+class IdkPO(LMGradientMethod):
+    """IdkDPO (Maini et al., TOFU, COLM 2024; DPO of Rafailov et al., NeurIPS 2023): prefer "I don't know" to the true answer.
+
+    L = forget_weight · (−(2/β)·mean log σ(β·[(log π_w − log π^ref_w) − (log π_l − log π^ref_l)])) + retain_weight · NLL̄_retain,
+    w = an "I don't know" answer to the forget question, l = its true answer, log π summed answer log-probs and
+    π_ref the model before unlearning. Factor 2/β rather than standard DPO's 1: it is what TOFU and OpenUnlearning
+    use (so numbers compare with their IdkDPO), it keeps the gradient scale of NPO/GA as β → 0, and under Adam a
+    constant factor only re-weights the forget term against the retain term.
+
+    The IDK answers are ``data.profiles.variant(forget, "idk", k)`` for the K built-in answers; each step uses one
+    variant k (drawn with the step generator) in which the K answers cycle across the examples, so every question
+    meets every IDK answer (TOFU draws one at random per example). ``reference: cached`` computes π_ref's log-probs
+    of the true answers and of every IDK variant once before training (1 + K passes over the forget set) and looks
+    them up by example id; ``live`` keeps a frozen copy of the model instead.
+
+    Defaults: β = 0.1, weights 1 (OpenUnlearning's TOFU idk config); optimiser and budget from ``LMGradientMethod``.
+    """
+
+    beta: float = 0.1
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    reference: Reference = "cached"
+
+    name: ClassVar[str] = "idk_po"
+    paper: ClassVar[str] = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, COLM 2024 (IdkDPO; DPO: Rafailov et al., NeurIPS 2023)"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        IdkDPO(beta=self.beta)  # validates beta
+
+    def objective(self, task: Task, refs: Any) -> Weighted:
+        return weighted((self.forget_weight, IdkDPO("forget", self.beta)), (self.retain_weight, NLL("retain")))
+
+    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        pairs = idk_pairs(task.forget)
+        extra, info = reference_extra(self, model, task, adapter, device)
+        extra[IDK_ANSWERS] = pairs
+        if self.reference == "cached":
+            table = torch.stack([summed_logprobs(model, v, adapter, batch_size=self.batch_size, device=device) for v in pairs.variants], 1)
+            cost.record(passes=len(task.forget) * len(pairs))
+            extra[IDK_REFERENCE] = ReferenceLogits(task.forget.ids, table)
+        return extra, {**info, "idk_answers": len(pairs)}

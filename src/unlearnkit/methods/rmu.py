@@ -1,0 +1,107 @@
+"""rmu: steer the forget answers' hidden states at one layer toward a fixed random direction, keep the retain ones."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import cost
+from ..errors import ConfigError
+from ..objectives import ReferenceLogits, Weighted, weighted
+from ..objectives.lm import (
+    RMU_DIRECTION,
+    RMU_REFERENCE,
+    ActivationMatch,
+    RMUForget,
+    activations_table,
+    resolve_layer,
+)
+from ..selectors import DecoderLayers
+from ..types import Mask, Task
+from .base import LMGradientMethod, register_method
+
+MODULES = {"mlp": "mlp", "down_proj": "mlp.down_proj"}
+
+
+@dataclass(frozen=True)
+class RMUParameters:
+    """The selector of ``rmu``: the ``module`` weights of decoder layers [ℓ−2, ℓ] (clipped at 0), ℓ resolved on the model."""
+
+    layer: int | None
+    module: str
+
+    def layers(self, model: nn.Module) -> tuple[int, ...]:
+        top = resolve_layer(model, self.layer)
+        return tuple(range(max(0, top - 2), top + 1))
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        return DecoderLayers(self.layers(model), MODULES[self.module])(model, task, adapter=adapter, rng=rng, device=device)
+
+
+def random_direction(hidden: int, seed: int) -> torch.Tensor:
+    """u = r/‖r‖, r ~ Uniform[0, 1)^hidden (``torch.rand`` as in the WMDP code, so u lies in the positive orthant)."""
+    r = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
+    return r / r.norm()
+
+
+@register_method
+@dataclass(frozen=True)
+class RMU(LMGradientMethod):
+    """Representation Misdirection for Unlearning (Li et al., The WMDP Benchmark, ICML 2024).
+
+    L = ‖h_ℓ(forget) − c·u‖² + retain_weight · ‖h_ℓ(retain) − h_ℓ^start(retain)‖², with h_ℓ the output hidden
+    states of decoder layer ℓ on the answer tokens (squared distance averaged over dimensions and answer tokens,
+    then over examples, as OpenUnlearning's port), u a fixed random unit vector (``torch.rand`` normalised, seeded by
+    ``seed``) and h^start the model before unlearning. Only the ``module`` weights (all MLP weights by default;
+    ``down_proj`` = WMDP's choice) of layers ℓ−2..ℓ are trained; the forward pass stops at layer ℓ.
+
+    The start model's retain activations are computed once before training (one pass over the retain set, stored
+    per example id, zero-padded), so no second model is held.
+
+    Defaults: ℓ = the middle layer (n_layers // 2); c = 6.5 and retain_weight (α) = 1200, the official WMDP Zephyr-7B
+    recipe; lr 1e-4 and the budget from ``LMGradientMethod``. c sets how far the forget activations are pushed: the
+    RMU paper scales it with the layer's activation norm (OpenUnlearning's TOFU config uses c = 2, α = 1), so tune c
+    and α per model. Inferred: answer tokens only for both terms (OpenUnlearning; WMDP's text corpora use every
+    token).
+    """
+
+    layer: int | None = None
+    steering_coeff: float = 6.5
+    retain_weight: float = 1200.0
+    module: Literal["mlp", "down_proj"] = "mlp"
+    seed: int = 0
+
+    name: ClassVar[str] = "rmu"
+    paper: ClassVar[str] = "Li et al., The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning, ICML 2024"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.steering_coeff) and self.steering_coeff >= 0):
+            raise ConfigError(f"rmu: steering_coeff must be a finite number >= 0, got {self.steering_coeff}.")
+        if self.module not in MODULES:
+            raise ConfigError(f"rmu: module must be one of {sorted(MODULES)}, got {self.module!r}.")
+
+    def selector(self) -> RMUParameters:
+        return RMUParameters(self.layer, self.module)
+
+    def objective(self, task: Task, refs: Any) -> Weighted:
+        return weighted((1.0, RMUForget(self.layer, self.steering_coeff, "forget")), (self.retain_weight, ActivationMatch(self.layer, "retain")))
+
+    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        layer = resolve_layer(model, self.layer)
+        extra: dict[str, Any] = {}
+        if self.retain_weight != 0:
+            acts = activations_table(model, task.retain, layer, batch_size=self.batch_size, device=device)
+            cost.record(passes=len(task.retain))
+            extra[RMU_REFERENCE] = ReferenceLogits(task.retain.ids, acts)
+            hidden = acts.shape[-1]
+        else:
+            hidden = int(model.get_input_embeddings().weight.shape[1])
+        extra[RMU_DIRECTION] = random_direction(hidden, self.seed)
+        return extra, {"layer": layer, "trainable_layers": list(self.selector().layers(model))}

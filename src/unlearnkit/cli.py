@@ -86,7 +86,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     elif args.what == "tasks":
         for name, fn in DATASETS.items():
             print(f"{name:20s} {first_line(fn)}")
-        print("\nforget sets: {kind: random, fraction|count}, {kind: classes, classes: [...]}, {kind: ids, ids|file}")
+        print("\nforget sets: {kind: random, fraction|count}, {kind: classes, classes: [...]}, {kind: ids, ids|file}, "
+              "{kind: corrupted, fraction} (poisoned data), {kind: profiles, fraction|ids} (whole people or chapters)")
     elif args.what == "models":
         for name, fn in MODELS.items():
             print(f"{name:20s} {first_line(fn)}")

@@ -340,3 +340,11 @@ def test_each_method_lowers_the_forget_answer_probability(name, params, causal_l
     assert kept < 0.8
     if name != "flat":
         assert kept < retained
+
+
+def test_sam_is_skipped_where_its_inner_method_cannot_run(random_task):
+    from unlearnkit.methods import build_method
+    from unlearnkit.methods.base import method_not_applicable
+
+    assert "inner method 'npo'" in method_not_applicable(build_method("sam"), random_task)
+    assert method_not_applicable(build_method("sam", {"method": "grad_diff"}), random_task) is None

@@ -17,6 +17,7 @@ from unlearnkit.io import load_state, save_state
 from unlearnkit.lm import GENERATOR_VERSION, TextCodec, TokenData, generate_profiles, word_tokenizer
 from unlearnkit.models import build_model
 from unlearnkit.models import causal_lm as lm_models
+from unlearnkit.types import Task
 
 
 def test_generator_is_deterministic_and_versioned():
@@ -66,6 +67,8 @@ def test_profile_forget_errors(profiles_source):
         make_task("p", s.train, s.test, ForgetSpec("profiles", ids=tuple(range(20))), rng, n_classes=None)
     with pytest.raises(ConfigError, match="fraction"):
         ForgetSpec.from_dict({"kind": "profiles", "fraction": 0.1, "classes": [1]})
+    with pytest.raises(EmptySelection, match="forget set is empty"):
+        Task.from_forget_ids("p", s.train, s.test, [], n_classes=None, modality="causal_lm")
     with pytest.raises(ConfigError, match="scale"):
         profiles(scale="huge")
 

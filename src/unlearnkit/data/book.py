@@ -80,7 +80,9 @@ def passages(corpus: str, words: int) -> list[tuple[str, str]]:
 @DATASETS.register("book")
 def book(corpus: str = "kjv", chapters: int = 24, holdout_chapters: int = 4, passages_per_chapter: int = 4, words: int = 40,
          prefix_fraction: float = 0.5, tokenizer: str = "word", max_length: int = 160, seed: int = 0) -> DataSource:
-    """Passages of a book: ``chapters`` trained chapters and ``holdout_chapters`` never trained, up to
+    """Passages of a book (the KJV by default) as prefix → continuation pairs, for verbatim memorisation.
+
+    ``chapters`` trained chapters and ``holdout_chapters`` never trained, up to
     ``passages_per_chapter`` passages of ~``words`` words each; the first ``prefix_fraction`` of a passage's words is
     the prompt, the rest the continuation."""
     if not 0.0 < prefix_fraction < 1.0:

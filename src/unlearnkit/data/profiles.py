@@ -17,7 +17,7 @@ from ..registry import DATASETS
 from ..types import Split
 from .sources import DataSource
 
-SCALES = {"tiny": 20, "small": 40, "full": 200}  # profiles trained on; "full" is TOFU-sized (200 people), for GPU users
+SCALES = {"tiny": 20, "small": 24, "full": 200}  # profiles trained on; "full" is TOFU-sized (200 people), for GPU users
 
 
 def _all_texts(items: Sequence[Any]) -> list[str]:
@@ -54,8 +54,9 @@ def _split(name: str, items: Sequence[Any], codec: TextCodec) -> Split:
 @DATASETS.register("profiles")
 def profiles(scale: str = "small", n_profiles: int | None = None, holdout_profiles: int | None = None, seed: int = 0,
              tokenizer: str = "word", max_length: int = 128, template: str = "auto", n_perturbed: int = 3) -> DataSource:
-    """Fictitious author profiles (TOFU-style, Maini et al. 2024), generated here: ``scale`` tiny/small/full sets the
-    number of trained profiles (20/40/200) unless ``n_profiles`` is given; ``holdout_profiles`` (default a tenth,
+    """Fictitious author profiles as question–answer pairs (TOFU-style, Maini et al. 2024), generated offline.
+
+    ``scale`` tiny/small/full sets the number of trained profiles (20/24/200) unless ``n_profiles`` is given; ``holdout_profiles`` (default a tenth,
     at least 2) are never trained. Each profile has 6 question–answer items."""
     if scale not in SCALES:
         raise ConfigError(f"profiles: scale must be one of {sorted(SCALES)}, got {scale!r}.")

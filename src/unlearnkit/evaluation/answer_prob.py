@@ -23,7 +23,7 @@ class AnswerProb:
     the forget value with the retrain band (the noise floor over the retain models)."""
 
     splits: tuple[str, ...] = ("forget", "retain", "test", "neighbours")
-    floor: float = 0.02
+    floor: float = 0.05  # smallest band half-width (tens of items per split)
 
     name: ClassVar[str] = "answer_prob"
     higher_is_better: ClassVar[bool | None] = True

@@ -50,7 +50,7 @@ class ExactMemorization(_TokenMemo):
     excluded (OpenUnlearning PR #101)."""
 
     splits: tuple[str, ...] = ("forget", "retain")
-    floor: float = 0.02
+    floor: float = 0.05  # smallest band half-width (tens of items per split)
 
     name: ClassVar[str] = "exact_memorization"
     higher_is_better: ClassVar[bool | None] = None
@@ -75,7 +75,7 @@ class ExtractionStrength(_TokenMemo):
     1 when every token is right. The final EOS position is excluded."""
 
     splits: tuple[str, ...] = ("forget", "retain")
-    floor: float = 0.02
+    floor: float = 0.05  # smallest band half-width (tens of items per split)
 
     name: ClassVar[str] = "extraction_strength"
     higher_is_better: ClassVar[bool | None] = None
@@ -143,7 +143,7 @@ class VerbatimMemorization:
     corpus_path: str | None = None
     passage_tokens: int = 64
     max_passages: int = 100
-    floor: float = 0.02
+    floor: float = 0.05  # smallest band half-width (tens of items per split)
 
     name: ClassVar[str] = "verbatim_memorization"
     higher_is_better: ClassVar[bool | None] = None

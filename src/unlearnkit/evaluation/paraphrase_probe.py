@@ -45,7 +45,7 @@ class ParaphraseProbe:
 
     splits: tuple[str, ...] = ("forget", "retain")
     max_new_tokens: int = 32
-    floor: float = 0.02
+    floor: float = 0.05  # smallest band half-width (tens of items per split)
 
     name: ClassVar[str] = "paraphrase_probe"
     higher_is_better: ClassVar[bool | None] = None

@@ -27,7 +27,7 @@ class RougeL:
     splits: tuple[str, ...] = ("forget", "retain", "neighbours")
     max_new_tokens: int = 32
     use_stemmer: bool = True
-    floor: float = 0.02
+    floor: float = 0.15  # smallest band half-width: generated answers on tens of items move ROUGE by ~0.1 between retrain seeds
 
     name: ClassVar[str] = "rouge_l"
     higher_is_better: ClassVar[bool | None] = True

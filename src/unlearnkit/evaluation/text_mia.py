@@ -82,7 +82,7 @@ class LossMIA(_TextMIA):
     AUC of forget (members) vs holdout answers (non-members), TPR at 1% / 0.1% FPR, and the retain model's AUC."""
 
     nonmembers: Nonmembers = "test"
-    floor: float = 0.02
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name: ClassVar[str] = "loss_mia"
     higher_is_better: ClassVar[bool | None] = None
@@ -105,7 +105,7 @@ class ZlibMIA(_TextMIA):
 
     numerator: Literal["total", "mean"] = "total"
     nonmembers: Nonmembers = "test"
-    floor: float = 0.02
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name: ClassVar[str] = "zlib"
     higher_is_better: ClassVar[bool | None] = None
@@ -129,7 +129,7 @@ class MinK(_TextMIA):
 
     k: float = 0.4
     nonmembers: Nonmembers = "test"
-    floor: float = 0.02
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name: ClassVar[str] = "min_k"
     higher_is_better: ClassVar[bool | None] = None
@@ -155,7 +155,7 @@ class MinKPlusPlus(_TextMIA):
 
     k: float = 0.4
     nonmembers: Nonmembers = "test"
-    floor: float = 0.02
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name: ClassVar[str] = "min_k_plus_plus"
     higher_is_better: ClassVar[bool | None] = None
@@ -184,7 +184,7 @@ class ReferenceMIA(_TextMIA):
     first against itself would be a constant score)."""
 
     nonmembers: Nonmembers = "test"
-    floor: float = 0.02
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name: ClassVar[str] = "reference_mia"
     higher_is_better: ClassVar[bool | None] = None
@@ -239,7 +239,7 @@ class GradNormMIA(_TextMIA):
 
     max_examples: int = 32
     nonmembers: Nonmembers = "test"
-    floor: float = 0.02
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name: ClassVar[str] = "grad_norm_mia"
     higher_is_better: ClassVar[bool | None] = None

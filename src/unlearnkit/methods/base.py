@@ -45,6 +45,19 @@ def check_forget_kind(method: Any, task: Task) -> None:
         raise ConfigError(f"Method {method.name!r} handles forget sets of kind {list(kinds)}; this task's is {kind!r}.")
 
 
+def method_not_applicable(method: Any, task: Task) -> str | None:
+    """Why ``method`` cannot run on ``task`` (modality or forget-set kind), or None."""
+    modalities = getattr(method, "modalities", ("classifier",))
+    if task.modality not in modalities:
+        return f"works on {list(modalities)} tasks, this one is {task.modality!r}"
+    kind = task.info.get("forget", {}).get("kind")
+    kinds = getattr(method, "forget_kinds", None)
+    if kinds is not None and kind is not None and kind not in kinds:
+        return f"handles forget sets of kind {list(kinds)}, this one is {kind!r}"
+    hook = getattr(method, "why_not_applicable", None)  # e.g. a wrapper whose inner method does not fit the task
+    return hook(task) if callable(hook) else None
+
+
 def forgotten_classes(task: Task, who: str) -> list[int]:
     """The classes of a class-forgetting task; a clear error for any other forget set."""
     spec = task.info.get("forget", {})

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..types import Task, Unlearned
-from .base import ALL_FORGET_KINDS, build_method, register_method
+from .base import ALL_FORGET_KINDS, build_method, method_not_applicable, register_method
 
 
 @register_method
@@ -63,6 +63,11 @@ class SAM:
         if out.train_config().sam_rho != float(self.rho):
             raise ConfigError(f"sam: {self.method!r} builds its own training configuration, so SAM cannot be switched on for it.")
         return out
+
+    def why_not_applicable(self, task: Task) -> str | None:
+        """The inner method's modality and forget-kind limits (so a runner skips, rather than fails, what cannot run)."""
+        reason = method_not_applicable(self.inner(), task)
+        return None if reason is None else f"its inner method {self.method!r} {reason}"
 
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu",
                 progress: bool = False) -> Unlearned:

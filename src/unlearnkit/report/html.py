@@ -15,10 +15,10 @@ from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, 
 from . import plots
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
+body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1480px;color:#222;padding:0 16px}
 h1{margin-bottom:4px} h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px} h3{margin-top:24px}
-.muted{color:#666;font-size:13px} table{border-collapse:collapse;margin:8px 0;font-size:13px}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f5f5f5} td.l,th.l{text-align:left}
+.muted{color:#666;font-size:13px} table{border-collapse:collapse;margin:8px 0;font-size:13px;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right} th{background:#f5f5f5} td.l,th.l{text-align:left}
 .v{font-weight:600;padding:2px 6px;border-radius:4px;color:#fff;white-space:nowrap}
 .removed{background:#2e7d32}.suppressed{background:#ef6c00}.not-forgotten{background:#c62828}.over-forgotten{background:#6a1b9a}.inconclusive{background:#757575}
 .inside{color:#2e7d32}.more{color:#c62828;font-weight:600}.less{color:#6a1b9a;font-weight:600}
@@ -133,7 +133,8 @@ def _plots(s: TaskSummary) -> str:
                    "it. A method whose curve rises faster than the retrained models' suppressed rather than removed.</p>"
                    f"<img alt='relearning curves' src='data:image/png;base64,{plots.relearn_curves(rel, bands.get('relearn.auc'))}'>")
     if any(r.ratios.get("wall") for r in s.rows):
-        out.append(f"<h3>Cost vs. gap to retrain</h3><img alt='cost vs gap' src='data:image/png;base64,{plots.cost_vs_gap(s.rows)}'>")
+        column, label = ("KS stat", "forget-quality KS statistic vs the retain model") if s.modality == "causal_lm" else ("avg gap", "average gap to retrain")
+        out.append(f"<h3>Cost vs. {esc(label)}</h3><img alt='cost vs gap' src='data:image/png;base64,{plots.cost_vs_gap(s.rows, column, label)}'>")
     return "".join(out)
 
 

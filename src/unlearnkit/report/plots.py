@@ -108,12 +108,13 @@ def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: d
     return _png(fig)
 
 
-def cost_vs_gap(rows: Sequence[Any]) -> str:
+def cost_vs_gap(rows: Sequence[Any], column: str = "avg gap", label: str = "average gap to retrain") -> str:
+    """Wall-time ratio to retraining vs a distance-to-retraining column of the summary (lower-left is better)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for r in rows:
         ratio = r.ratios.get("wall")
-        gap = r.stats.get("avg gap")
+        gap = r.stats.get(column)
         if ratio is None or gap is None:
             continue
         colour = VERDICT_COLORS.get(next(iter(r.verdicts), ""), "#333")
@@ -121,7 +122,7 @@ def cost_vs_gap(rows: Sequence[Any]) -> str:
         ax.annotate(r.method, (ratio, gap[0]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("wall time / retraining wall time (log)")
-    ax.set_ylabel("average gap to retrain")
+    ax.set_ylabel(label)
     ax.set_title("cost vs. closeness to retraining (lower-left is better)", fontsize=10)
     for label, colour in VERDICT_COLORS.items():
         ax.scatter([], [], color=colour, label=label)

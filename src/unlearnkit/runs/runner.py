@@ -26,6 +26,7 @@ from ..evaluation import EvalContext, build_metric, evaluate, ks_forget_losses
 from ..experiment import Experiment
 from ..io import check_finite_state
 from ..methods import build_method, method_params
+from ..methods.base import method_not_applicable
 from ..models import build_model
 from ..references import References, build_references
 from ..registry import METRICS
@@ -103,18 +104,6 @@ def unlearn_job(job: UnlearnJob) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
     assert meter.cost is not None
     return {"state": {k: v.detach().cpu() for k, v in out.model.state_dict().items()}, "info": out.info, "cost": meter.cost.to_json()}
-
-
-def method_not_applicable(method: Any, task: Task) -> str | None:
-    """Why ``method`` cannot run on ``task`` (modality or forget-set kind), or None."""
-    modalities = getattr(method, "modalities", ("classifier",))
-    if task.modality not in modalities:
-        return f"works on {list(modalities)} tasks, this one is {task.modality!r}"
-    kind = task.info.get("forget", {}).get("kind")
-    kinds = getattr(method, "forget_kinds", None)
-    if kinds is not None and kind is not None and kind not in kinds:
-        return f"handles forget sets of kind {list(kinds)}, this one is {kind!r}"
-    return None
 
 
 HEADLINES = (("retrain_gap", "avg_gap", "avg gap"), ("regression_gap", "avg_gap", "avg gap"), ("forget_quality", "statistic", "KS stat"))

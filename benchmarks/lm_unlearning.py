@@ -4,7 +4,7 @@ against the retain model), model utility, verdict, wall time and peak memory, al
 with cached reference outputs vs a live reference model: step time and peak memory, side by side.
 
     python benchmarks/lm_unlearning.py                       # SmolLM2-135M-Instruct + LoRA, small scale (CPU: ~1 h)
-    python benchmarks/lm_unlearning.py --model tiny_llama    # tiny random Llama, word tokenizer (~3 min)
+    python benchmarks/lm_unlearning.py --model tiny_llama --scale tiny --output docs/results/lm_tiny.md   # ~2 min
 
 The target and retain models are cached in --refs-cache (keyed by data, model and training config), so a rerun
 only pays for unlearning and evaluation. Output goes to docs/results/lm.md (generated; do not edit).

@@ -25,7 +25,7 @@ class _TokenMemo:
     name: ClassVar[str]
 
     def score(self, correct: np.ndarray) -> float:  # pragma: no cover - overridden
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define score()")
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}

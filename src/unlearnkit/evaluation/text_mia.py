@@ -41,7 +41,7 @@ class _TextMIA:
     name: ClassVar[str]
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define scores()")
 
     def sample(self, split: Split, ctx: EvalContext) -> Split:
         return split

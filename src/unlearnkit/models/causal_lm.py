@@ -93,10 +93,11 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32) -> 
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype, use_safetensors=True)  # never unpickle weights
     except OSError as exc:
         raise ModelError(f"Cannot load the causal LM {str(path)!r}: {exc}. Offline, give a local folder with config.json and "
-                         "safetensors weights; with internet, a hub id (e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct') downloads it.") from None
+                         "safetensors weights (pickled .bin checkpoints are refused); with internet, a hub id (e.g. "
+                         "'HuggingFaceTB/SmolLM2-135M-Instruct') downloads it.") from None
 
 
 def load_tokenizer(path: str | Path) -> Any:

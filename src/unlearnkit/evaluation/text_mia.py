@@ -148,25 +148,14 @@ class MinK(_TextMIA):
 
 @register_metric
 @dataclass(frozen=True)
-class MinKPlusPlus(_TextMIA):
+class MinKPlusPlus(MinK):
     """Min-K%++ (Zhang et al., arXiv 2404.02936): per token z_t = (log p(y_t) − μ_t)/σ_t with μ_t = E_{v∼p}[log p(v)],
     σ_t² = E_p[log² p] − μ_t² over the vocabulary (z_t = 0 where σ_t = 0); score = mean of the lowest max(1, ⌊k·|y|⌋)
     z_t (final EOS excluded). AUC of forget vs holdout, and the retain model's AUC."""
 
-    k: float = 0.4
-    nonmembers: Nonmembers = "test"
-    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
-
     name: ClassVar[str] = "min_k_plus_plus"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Zhang et al., arXiv 2404.02936"
     version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.k <= 1.0:
-            raise ConfigError(f"{self.name}: k must be in (0, 1], got {self.k}.")
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
         out = outputs(ctx, model, split)

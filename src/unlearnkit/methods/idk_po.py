@@ -18,13 +18,13 @@ from ..objectives.lm import (
     summed_logprobs,
 )
 from ..types import Task
-from .base import LMGradientMethod, register_method
-from .npo import Reference, reference_extra
+from .base import register_method
+from .npo import NPO
 
 
 @register_method
 @dataclass(frozen=True)
-class IdkPO(LMGradientMethod):
+class IdkPO(NPO):
     """IdkDPO (Maini et al., TOFU, COLM 2024; DPO of Rafailov et al., NeurIPS 2023): prefer "I don't know" to the true answer.
 
     L = forget_weight · (−(2/β)·mean log σ(β·[(log π_w − log π^ref_w) − (log π_l − log π^ref_l)])) + retain_weight · NLL̄_retain,
@@ -39,13 +39,9 @@ class IdkPO(LMGradientMethod):
     of the true answers and of every IDK variant once before training (1 + K passes over the forget set) and looks
     them up by example id; ``live`` keeps a frozen copy of the model instead.
 
-    Defaults: β = 0.1, weights 1 (OpenUnlearning's TOFU idk config); optimiser and budget from ``LMGradientMethod``.
+    Shares NPO's parameters (β = 0.1, weights 1, ``reference``; OpenUnlearning's TOFU idk config) and its reference
+    table of the true answers, adding the IDK answers' table.
     """
-
-    beta: float = 0.1
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
-    reference: Reference = "cached"
 
     name: ClassVar[str] = "idk_po"
     paper: ClassVar[str] = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, COLM 2024 (IdkDPO; DPO: Rafailov et al., NeurIPS 2023)"
@@ -60,7 +56,7 @@ class IdkPO(LMGradientMethod):
 
     def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
         pairs = idk_pairs(task.forget)
-        extra, info = reference_extra(self, model, task, adapter, device)
+        extra, info = super().prepare(model, task, refs, adapter, device)  # NPO's reference table (true answers) or live copy
         extra[IDK_ANSWERS] = pairs
         if self.reference == "cached":
             table = torch.stack([summed_logprobs(model, v, adapter, batch_size=self.batch_size, device=device) for v in pairs.variants], 1)

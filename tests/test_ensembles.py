@@ -2,24 +2,68 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.ensembles import balanced_memberships, batch_plan, logit_confidence, pool_of, train_ensemble
+from torch import nn
+
+from unlearnkit.ensembles import balanced_memberships, batch_plan, ensemble_path, logit_confidence, pool_of, train_ensemble
 from unlearnkit.errors import ConfigError
 from unlearnkit.models import build_model
 from unlearnkit.train import TrainConfig
 
 
-def test_vectorised_equals_loop(digits):
+@pytest.mark.parametrize("mode", ["stacked", "vmap"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_vectorised_equals_loop(digits, mode, optimizer):
     pool = pool_of(digits.train, digits.test)
     members = balanced_memberships(4, len(pool), seed=1)
-    cfg = TrainConfig(steps=30, batch_size=32, optimizer="adam", lr=2e-3, weight_decay=1e-4, schedule="cosine")
-    factory = lambda: build_model("mlp", (64,), 10, hidden=(32,))  # noqa: E731
-    vec = train_ensemble(factory, pool, members, cfg, seed=5, vectorized=True)
-    loop = train_ensemble(factory, pool, members, cfg, seed=5, vectorized=False)
+    cfg = TrainConfig(steps=30, batch_size=32, optimizer=optimizer, lr=2e-3 if optimizer == "adam" else 0.05, momentum=0.9,
+                      weight_decay=1e-4, schedule="cosine")
+    factory = lambda: build_model("mlp", (64,), 10, hidden=(32, 16))  # noqa: E731
+    vec = train_ensemble(factory, pool, members, cfg, seed=5, mode=mode)
+    loop = train_ensemble(factory, pool, members, cfg, seed=5, mode="loop")
+    start = factory()
     for a, b in zip(vec, loop):
         for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
             assert torch.allclose(p, q, atol=1e-5), n
-    # different members really give different models
+    # training moved the weights, and different members really give different models
+    assert not torch.allclose(vec[0].head.weight, start.head.weight)
     assert not torch.allclose(vec[0].head.weight, vec[1].head.weight)
+
+
+class _Bilinear(nn.Module):  # no buffers, not an MLP: only vmap can stack it
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 10)
+        self.b = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.a(x) * torch.tanh(self.b(x))
+
+
+def test_ensemble_path_picks_the_fastest_valid_path():
+    mlp = build_model("mlp", (64,), 10, hidden=(32,))
+    assert ensemble_path(mlp) == "stacked" and ensemble_path(mlp, "vmap") == "vmap" and ensemble_path(mlp, "loop") == "loop"
+    assert ensemble_path(_Bilinear()) == "vmap"
+    dropout = build_model("mlp", (64,), 10, hidden=(32,), dropout=0.3)
+    assert ensemble_path(dropout) == "loop"  # per-model random streams could not match the loop's
+    cnn = build_model("small_cnn", (1, 8, 8), 10)
+    assert ensemble_path(cnn) == "loop"  # BatchNorm buffers
+    with pytest.raises(ConfigError, match="stacked"):
+        ensemble_path(_Bilinear(), "stacked")
+    with pytest.raises(ConfigError, match="vmap"):
+        ensemble_path(cnn, "vmap")
+    with pytest.raises(ConfigError, match="mode"):
+        ensemble_path(mlp, "fast")
+
+
+def test_vmap_path_trains_a_non_mlp_like_the_loop(digits):
+    pool = pool_of(digits.train, digits.test)
+    members = balanced_memberships(2, len(pool), seed=0)
+    cfg = TrainConfig(steps=10, batch_size=16, optimizer="adam", lr=1e-2)
+    vec = train_ensemble(_Bilinear, pool, members, cfg, seed=2)
+    loop = train_ensemble(_Bilinear, pool, members, cfg, seed=2, mode="loop")
+    for a, b in zip(vec, loop):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.allclose(p, q, atol=1e-5)
 
 
 def test_balanced_memberships():

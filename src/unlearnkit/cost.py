@@ -56,7 +56,11 @@ def _warm_up() -> None:
     so that they are not charged to whichever method happens to run first."""
     global _WARM
     if not _WARM:
-        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], foreach=True)
+        for kind in ("foreach", "fused"):
+            try:
+                torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], **{kind: True})
+            except RuntimeError:  # no fused kernel here
+                pass
         _WARM = True
 
 

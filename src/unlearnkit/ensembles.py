@@ -1,12 +1,18 @@
 """Ensembles of small models trained together: shadow models (random halves of a data pool, for
 per-example membership attacks) and seed ensembles (retrained / original models, for ε-score and KLoM).
 
-``train_ensemble`` trains K models of one architecture in ONE vectorised pass: parameters are
-stacked with ``torch.func.stack_module_state`` and the forward/backward runs under ``vmap``; the
-optimizer steps the stacked tensors (Adam/SGD are element-wise, so this equals K independent
-optimizers). Every model follows its own batch plan (its own subset, its own shuffles), exactly as
-``train_ensemble(..., vectorized=False)`` does one model at a time, so both give the same models up
-to floating-point reassociation. Models with buffers (BatchNorm) fall back to the loop.
+``train_ensemble`` trains K models of one architecture in ONE vectorised pass over stacked parameters; the
+optimizer steps the stacked tensors (Adam/SGD are element-wise, so this equals K independent optimizers).
+Two vectorised paths:
+
+- ``stacked``, for the fully connected ``MLP`` (Linear/ReLU, no active dropout): each layer is one batched
+  matrix multiply over the K models (``torch.baddbmm`` on (K, B, in) × (K, in, out)), so a step costs the
+  framework overhead of ONE small model however large K is;
+- ``vmap``, for any other buffer-free model: ``torch.func.functional_call`` under ``vmap``.
+
+Every model follows its own batch plan (its own subset, its own shuffles), exactly as ``mode="loop"`` does one
+model at a time, so all paths give the same models up to floating-point reassociation. Models with buffers
+(BatchNorm) or active dropout (per-model random streams could not match the loop's) use the loop.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,6 +61,40 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("Ensemble training takes a step or epoch budget, not max_seconds.")
 
 
+Mode = Literal["auto", "stacked", "vmap", "loop"]
+
+
+def _stackable(model: nn.Module) -> list[nn.Module] | None:
+    """The layer sequence of a fully connected ``MLP`` (Flatten, Linear, ReLU, inactive Dropout), else None."""
+    from .models import MLP
+
+    if type(model) is not MLP:
+        return None
+    layers = [*model.body, model.head]
+    ok = all(isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)) or (isinstance(m, nn.Dropout) and m.p == 0) for m in layers)
+    return layers if ok else None
+
+
+def ensemble_path(model: nn.Module, mode: Mode = "auto") -> str:
+    """Which training path ``train_ensemble`` takes for this architecture: stacked, vmap or loop."""
+    if mode not in ("auto", "stacked", "vmap", "loop"):
+        raise ConfigError(f"ensemble mode must be auto, stacked, vmap or loop, got {mode!r}.")
+    if mode == "loop":
+        return "loop"
+    has_buffers = any(True for _ in model.buffers())
+    random_layers = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    vmappable = not has_buffers and not random_layers
+    if mode == "stacked" and _stackable(model) is None:
+        raise ConfigError(f"ensemble mode 'stacked' needs a fully connected MLP without dropout, got {type(model).__name__}.")
+    if mode == "vmap" and not vmappable:
+        raise ConfigError(f"ensemble mode 'vmap' needs a model without buffers or dropout, got {type(model).__name__}.")
+    if mode in ("stacked", "vmap"):
+        return mode
+    if _stackable(model) is not None:
+        return "stacked"
+    return "vmap" if vmappable else "loop"
+
+
 def train_ensemble(
     factory: Callable[[], nn.Module],
     pool: Split,
@@ -63,7 +103,7 @@ def train_ensemble(
     *,
     seed: int,
     device: str = "cpu",
-    vectorized: bool = True,
+    mode: Mode = "auto",
     progress: bool = False,
     desc: str = "ensemble",
 ) -> list[nn.Module]:
@@ -71,6 +111,7 @@ def train_ensemble(
 
     Model k is initialised under seed derive_seed(seed, "init", k) and shuffles with
     derive_seed(seed, "plan", k); the budget (epochs) is counted over the largest member set.
+    ``mode`` auto picks the fastest path the architecture allows (see ``ensemble_path``); the others force one.
     """
     _check(config)
     memberships = np.asarray(memberships, dtype=bool)
@@ -85,9 +126,11 @@ def train_ensemble(
     for k in range(k_models):
         with torch_seed(derive_seed(seed, "init", k) % 2**31):
             models.append(factory().to(device))
-    has_buffers = any(True for _ in models[0].buffers())
-    if vectorized and not has_buffers:
-        _train_vectorized(models, pool.data, plans, config, n_steps, device, progress, desc)
+    path = ensemble_path(models[0], mode)
+    if path == "stacked":
+        _train_stacked(models, pool.data, plans, config, n_steps, device, progress, desc)
+    elif path == "vmap":
+        _train_vmap(models, pool.data, plans, config, n_steps, device, progress, desc)
     else:
         for k, model in enumerate(models):
             _train_one(model, pool.data, plans[k], config, n_steps, device, progress, f"{desc} {k + 1}/{k_models}")
@@ -118,26 +161,64 @@ def _train_one(model: nn.Module, data: TensorData, plan: np.ndarray, config: Tra
         bar.close()
 
 
-def _train_vectorized(models: list[nn.Module], data: TensorData, plans: list[np.ndarray], config: TrainConfig, n_steps: int,
+def _train_vmap(models: list[nn.Module], data: TensorData, plans: list[np.ndarray], config: TrainConfig, n_steps: int,
                       device: str, progress: bool, desc: str) -> None:
     from torch.func import functional_call, stack_module_state, vmap
 
     params, _ = stack_module_state(models)  # leaves with a leading model dimension
     base = copy.deepcopy(models[0]).to("meta")
-    x_all, y_all = data.x.to(device), data.y.to(device)  # type: ignore[union-attr]
-    plan = torch.as_tensor(np.stack(plans, axis=1), device=device)  # (n_steps, K, B)
 
     def loss_one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(base, p, (x,)), y)
 
     batched = vmap(loss_one)
+    _run_stacked(params, lambda x, y: batched(params, x, y), data, plans, config, n_steps, device, progress, f"{desc} (×{len(models)}, vmap)")
+    _unstack(models, params)
+
+
+def _train_stacked(models: list[nn.Module], data: TensorData, plans: list[np.ndarray], config: TrainConfig, n_steps: int,
+                   device: str, progress: bool, desc: str) -> None:
+    layers = _stackable(models[0])
+    assert layers is not None
+    names = {id(mod): name for name, mod in models[0].named_modules()}
+    linear = [names[id(m)] for m in layers if isinstance(m, nn.Linear)]
+    # weights stacked as (K, in, out): the forward is bmm(h, W) and the weight gradient bmm(hᵀ, δ), both without
+    # transposed operands (nn.Linear's (out, in) layout makes the backward ~1.7× slower on CPU)
+    params = {}
+    for name in linear:
+        mods = [m.get_submodule(name) for m in models]
+        params[f"{name}.weight"] = torch.stack([m.weight.detach().t() for m in mods]).contiguous().requires_grad_(True)
+        params[f"{name}.bias"] = torch.stack([m.bias.detach() for m in mods]).unsqueeze(1).contiguous().requires_grad_(True)
+    ops = [names[id(m)] if isinstance(m, nn.Linear) else "relu" for m in layers if not isinstance(m, (nn.Flatten, nn.Dropout))]
+
+    def losses(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # x (K, B, ...), y (K, B) -> (K,) mean losses
+        h = x.flatten(2)
+        for op in ops:
+            h = torch.relu(h) if op == "relu" else torch.baddbmm(params[f"{op}.bias"], h, params[f"{op}.weight"])
+        k, b, c = h.shape
+        return F.cross_entropy(h.reshape(k * b, c), y.reshape(k * b), reduction="none").view(k, b).mean(1)
+
+    _run_stacked(params, losses, data, plans, config, n_steps, device, progress, f"{desc} (×{len(models)}, stacked)")
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            for name in linear:
+                mod = model.get_submodule(name)
+                mod.weight.copy_(params[f"{name}.weight"][k].t())
+                mod.bias.copy_(params[f"{name}.bias"][k, 0])
+
+
+def _run_stacked(params: dict[str, torch.Tensor], losses_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data: TensorData,
+                 plans: list[np.ndarray], config: TrainConfig, n_steps: int, device: str, progress: bool, desc: str) -> None:
+    """The shared step loop of the vectorised paths: gather each model's batch, sum the K losses, one optimizer step."""
+    x_all, y_all = data.x.to(device), data.y.to(device)  # type: ignore[union-attr]
+    plan = torch.as_tensor(np.stack(plans, axis=1), device=device)  # (n_steps, K, B)
     optimizer = make_optimizer(list(params.values()), config)
-    bar = _bar(progress, n_steps, f"{desc} (×{len(models)}, vectorised)")
+    bar = _bar(progress, n_steps, desc)
     for step in range(n_steps):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(config, step, n_steps)
         idx = plan[step]
-        losses = batched(params, x_all[idx], y_all[idx])  # (K,)
+        losses = losses_of(x_all[idx], y_all[idx])  # (K,)
         if not torch.isfinite(losses).all():
             bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
             raise DivergenceError(f"{desc}: non-finite loss for model(s) {bad} at step {step}.")
@@ -149,6 +230,9 @@ def _train_vectorized(models: list[nn.Module], data: TensorData, plans: list[np.
             bar.update(1)
     if bar is not None:
         bar.close()
+
+
+def _unstack(models: list[nn.Module], params: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for k, model in enumerate(models):
             for name, p in model.named_parameters():

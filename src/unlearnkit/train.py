@@ -125,12 +125,18 @@ def _cycle(split: Split, batch_size: int, gen: torch.Generator, device: str | to
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    # foreach: one fused op per step over all parameters (PyTorch only defaults to it on CUDA)
+    """SGD / Adam / AdamW with PyTorch's fused kernels (the whole update in one pass over each tensor; on CPU ~3× faster
+    than ``foreach`` for Adam), or ``foreach`` where a device or dtype has no fused kernel."""
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        cls: type[torch.optim.Optimizer] = torch.optim.SGD
+        kwargs["momentum"] = cfg.momentum
+    else:
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # no fused kernel for this device/dtype
+        return cls(params, foreach=True, **kwargs)
 
 
 def lr_factor(cfg: TrainConfig, step: int, n_steps: int) -> float:

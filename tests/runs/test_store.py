@@ -92,3 +92,22 @@ def test_weight_files_are_checked(tmp_path):
     save_state(tmp_path / "nan.safetensors", state)
     with pytest.raises(ModelError, match="NaN/inf"):
         load_model_weights(build_model("mlp", (4,), 3, hidden=(5,)), tmp_path / "nan.safetensors")
+
+
+def test_atomic_writes_get_normal_file_modes(tmp_path):
+    import os
+    import stat
+
+    from unlearnkit.io import NEW_FILE_MODE, atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    new = tmp_path / "report.md"
+    atomic_write_text(new, "x")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~mask == NEW_FILE_MODE  # not mkstemp's 0600
+    kept = tmp_path / "private.md"
+    kept.write_text("old")
+    kept.chmod(0o600)
+    atomic_write_text(kept, "new")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and kept.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind

@@ -56,6 +56,7 @@ def test_tables_and_report_show_lm_columns(finished, tmp_path):
     assert "forget prob" in text and "KS stat" in text and "privleak" in text and "answer probability" in text
     html = write_report(store, record, tmp_path / "report.html").read_text()
     assert "npo" in html and "answer probability" in html
+    assert "forget-quality KS statistic vs the retain model, PrivLeak" in html and "MIA efficacy" not in html  # the LM evidence, named
 
 
 def test_rerun_reuses_everything(finished):

@@ -69,12 +69,24 @@ class CausalLMAdapter(AdapterBase):
     def token_stats(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """Per answer-token: log p(y_t), the mean μ_t and s.d. σ_t of log p over the vocabulary under p (Min-K%++),
         whether the argmax is the label; and the answer mask."""
-        logp, target, mask = shifted(self.logits(model, batch), batch)
+        logits = self.logits(model, batch)[:, :-1]
+        target = batch["labels"][:, 1:]
+        mask = target != IGNORE
+        # the vocabulary-wide statistics only at answer positions (prompt positions are most of a batch's tokens);
+        # non-answer positions are 0 and masked out
+        logp = torch.log_softmax(logits[mask].float(), dim=-1)  # (n answer tokens, V)
+        tgt = target[mask]
         p = logp.exp()
         mu = (p * logp).sum(-1)
         sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
-        return {"logp": logp.gather(-1, target[..., None])[..., 0], "mu": mu, "sigma": sigma,
-                "correct": (logp.argmax(-1) == target).float(), "mask": mask.float()}
+
+        def placed(v: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+            out[mask] = v.float()
+            return out
+
+        return {"logp": placed(logp.gather(-1, tgt[:, None])[:, 0]), "mu": placed(mu), "sigma": placed(sigma),
+                "correct": placed(logp.argmax(-1) == tgt), "mask": mask.float()}
 
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
         """Per example: answer NLL (mean over tokens), token count, and per-token arrays padded with NaN to the

@@ -78,9 +78,9 @@ class ForgetQuality:
     """Forget quality (TOFU, Maini et al. 2024): scipy.stats.ks_2samp of the model's per-item forget truth ratios
     against the retain model's (refs.retrained, computed here on the same items — never a stored constant);
     reported: p_value (TOFU's number, higher = closer to retraining), the KS statistic D (the effect size), n,
-    and p_value_at_n{size}: the p-value the same D would have at other forget-set sizes (``sizes``; scipy's
-    asymptotic mode, kstwo at n_eff = n/2), because the p-value depends on n as much as on the model
-    (OpenUnlearning #142).
+    and p_value_at_n{size}: the p-value the same D would have at other forget-set sizes (``sizes``; default 40, 200
+    and 400 are TOFU's forget01/05/10 item counts; scipy's asymptotic mode, kstwo at n_eff = n/2), because the
+    p-value depends on n as much as on the model (OpenUnlearning #142).
 
     Evidence (inferred): signed_statistic = D · sign, sign = +1 when the model's mean forget answer probability is at
     least the retain model's (it knows the forget answers more: the distance is under-forgetting) and −1 otherwise
@@ -88,14 +88,14 @@ class ForgetQuality:
     direction comes from the answer probability. The noise floor gives its band from the same statistic between
     retain seeds. retrained_statistic = D between the first two retain seeds, if there are two."""
 
-    sizes: tuple[int, ...] = (10, 40, 100, 400)
+    sizes: tuple[int, ...] = (10, 40, 200, 400)
     floor: float = 0.05
 
     name: ClassVar[str] = "forget_quality"
     higher_is_better: ClassVar[bool | None] = True
     needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
     paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
 
     def __post_init__(self) -> None:

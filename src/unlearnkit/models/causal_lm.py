@@ -71,7 +71,7 @@ def smollm2_path() -> Path:
         raise ModelError("Converting the SmolLM2 GGUF file needs the gguf package: pip install gguf.")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, **dtype_kwarg(torch.float32))
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -88,12 +88,20 @@ def smollm2_path() -> Path:
     return target
 
 
+def dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before (now deprecated)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype": dtype}
+
+
 def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` with a clear message when the weights are not available offline."""
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype, use_safetensors=True)  # never unpickle weights
+        return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **dtype_kwarg(dtype))  # never unpickle weights
     except OSError as exc:
         raise ModelError(f"Cannot load the causal LM {str(path)!r}: {exc}. Offline, give a local folder with config.json and "
                          "safetensors weights (pickled .bin checkpoints are refused); with internet, a hub id (e.g. "

@@ -138,6 +138,21 @@ def _plots(s: TaskSummary) -> str:
     return "".join(out)
 
 
+EVIDENCE_FAMILIES = {
+    "classifier": "forget evidence (forget accuracy, membership AUC, MIA efficacy), utility (retain and test accuracy) and robustness "
+                  "(relearning attack)",
+    "regression": "forget evidence (forget error, residual membership AUC), utility (retain and test error) and robustness "
+                  "(relearning attack)",
+    "causal_lm": "forget evidence (forget answer probability and ROUGE-L, forget-quality KS statistic vs the retain model, PrivLeak), "
+                 "utility (model utility, retain ROUGE-L and truth ratio) and robustness (paraphrase probe, relearning attack)",
+}
+
+
+def _modality(summaries: list[Any]) -> str:
+    kinds = {s.modality for s in summaries}
+    return kinds.pop() if len(kinds) == 1 else "classifier"
+
+
 def render_report(store: Store, record: Mapping[str, Any]) -> str:
     summaries = summarize(store, record)
     spec = record.get("spec", {})
@@ -146,8 +161,7 @@ def render_report(store: Store, record: Mapping[str, Any]) -> str:
             f"{esc(record.get('device'))} · dataset {esc(spec.get('dataset', {}).get('name'))} · model {esc(spec.get('model'))} · "
             f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
             "<p>Verdicts: " + " ".join(badge(x) for x in plots.VERDICT_COLORS) + " — each decided against the spread of several retrained "
-            "models (the noise floor): forget evidence (forget accuracy, membership AUC, MIA efficacy), utility (retain and test "
-            "accuracy) and robustness (relearning attack).</p>"]
+            f"models (the noise floor): {EVIDENCE_FAMILIES.get(_modality(summaries), EVIDENCE_FAMILIES['classifier'])}.</p>"]
     if record.get("failures"):
         body.append("<h2>Failures</h2><ul>" + "".join(f"<li>{esc(f)}</li>" for f in record["failures"]) + "</ul>")
     if record.get("skipped"):

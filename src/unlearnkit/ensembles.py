@@ -71,7 +71,8 @@ def _stackable(model: nn.Module) -> list[nn.Module] | None:
     if type(model) is not MLP:
         return None
     layers = [*model.body, model.head]
-    ok = all(isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)) or (isinstance(m, nn.Dropout) and m.p == 0) for m in layers)
+    ok = all(isinstance(m, (nn.Flatten, nn.ReLU)) or (isinstance(m, nn.Linear) and m.bias is not None)
+             or (isinstance(m, nn.Dropout) and m.p == 0) for m in layers)
     return layers if ok else None
 
 
@@ -162,7 +163,7 @@ def _train_one(model: nn.Module, data: TensorData, plan: np.ndarray, config: Tra
 
 
 def _train_vmap(models: list[nn.Module], data: TensorData, plans: list[np.ndarray], config: TrainConfig, n_steps: int,
-                      device: str, progress: bool, desc: str) -> None:
+                device: str, progress: bool, desc: str) -> None:
     from torch.func import functional_call, stack_module_state, vmap
 
     params, _ = stack_module_state(models)  # leaves with a leading model dimension

@@ -23,12 +23,18 @@ def _forward(model: nn.Module, batch: Batch, **kw: Any) -> Any:
     return model(input_ids=batch["x"], attention_mask=batch["attention_mask"], **kw)
 
 
-def shifted(logits: torch.Tensor, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log-softmax at positions that predict a label, target ids, mask) with the usual one-token shift."""
+def answer_logp(logits: torch.Tensor, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log-softmax over the vocabulary at the n positions that predict an answer token (n, V), their target ids (n,),
+    the answer mask (B, L−1)), with the usual one-token shift. Only answer positions are normalised: prompt
+    positions are most of a batch's tokens and never read."""
     lab = (batch["labels"] if labels is None else labels)[:, 1:]
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     mask = lab != IGNORE
-    return logp, lab.clamp(min=0), mask
+    return torch.log_softmax(logits[:, :-1][mask].float(), dim=-1), lab[mask], mask
+
+
+def placed(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-answer-token ``values`` (n,) back at their (B, L−1) positions, 0 elsewhere (differentiable)."""
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, values.float())
 
 
 class CausalLMAdapter(AdapterBase):
@@ -45,9 +51,8 @@ class CausalLMAdapter(AdapterBase):
 
     def token_logprobs(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of each answer token (n, L-1) and the answer mask (n, L-1)."""
-        logp, target, mask = shifted(self.logits(model, batch), batch, labels)
-        tok = logp.gather(-1, target[..., None])[..., 0]
-        return tok * mask, mask
+        logp, target, mask = answer_logp(self.logits(model, batch), batch, labels)
+        return placed(logp.gather(-1, target[:, None])[:, 0], mask), mask
 
     def sequence_logprob(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed answer log-probability per example and the number of answer tokens."""
@@ -68,25 +73,13 @@ class CausalLMAdapter(AdapterBase):
     @torch.no_grad()
     def token_stats(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """Per answer-token: log p(y_t), the mean μ_t and s.d. σ_t of log p over the vocabulary under p (Min-K%++),
-        whether the argmax is the label; and the answer mask."""
-        logits = self.logits(model, batch)[:, :-1]
-        target = batch["labels"][:, 1:]
-        mask = target != IGNORE
-        # the vocabulary-wide statistics only at answer positions (prompt positions are most of a batch's tokens);
-        # non-answer positions are 0 and masked out
-        logp = torch.log_softmax(logits[mask].float(), dim=-1)  # (n answer tokens, V)
-        tgt = target[mask]
+        whether the argmax is the label; and the answer mask (other positions are 0)."""
+        logp, target, mask = answer_logp(self.logits(model, batch), batch)
         p = logp.exp()
         mu = (p * logp).sum(-1)
         sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
-
-        def placed(v: torch.Tensor) -> torch.Tensor:
-            out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-            out[mask] = v.float()
-            return out
-
-        return {"logp": placed(logp.gather(-1, tgt[:, None])[:, 0]), "mu": placed(mu), "sigma": placed(sigma),
-                "correct": placed(logp.argmax(-1) == tgt), "mask": mask.float()}
+        return {"logp": placed(logp.gather(-1, target[:, None])[:, 0], mask), "mu": placed(mu, mask), "sigma": placed(sigma, mask),
+                "correct": placed(logp.argmax(-1) == target, mask), "mask": mask.float()}
 
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
         """Per example: answer NLL (mean over tokens), token count, and per-token arrays padded with NaN to the

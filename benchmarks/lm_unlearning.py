@@ -28,8 +28,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "dataset": {"tokenizer": "smollm2", "max_length": 96},
         "model": {"name": "smollm2", "params": {"lora_r": 16, "lora_alpha": 32}},
         "train": {"epochs": 6, "batch_size": 8, "optimizer": "adamw", "lr": 2e-3, "schedule": "cosine"},
-        "unlearn": {"epochs": 4, "batch_size": 4, "lr": 5e-4},
-        "overrides": {"rmu": {"retain_weight": 100.0}},
+        "unlearn": {"epochs": 8, "batch_size": 4, "lr": 5e-4},
+        # adaptive RMU (target norm = 5 × the token's own layer-15 norm, ~190 here): a fixed c = 6.5 left the model unchanged
+        "overrides": {"rmu": {"retain_weight": 100.0, "adaptive": True, "steering_coeff": 5.0, "lr": 5e-3}},
         "retrain_seeds": 2,
     },
     "tiny_llama": {
@@ -44,8 +45,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam")
 
 
-def method_entries(family: str, names: list[str]) -> list[dict[str, Any]]:
-    budget = SETTINGS[family]["unlearn"]
+def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> list[dict[str, Any]]:
+    """The experiment's methods: the family's budget (a maximum when ``stop_at`` = holdout) and per-method overrides."""
+    budget = {**SETTINGS[family]["unlearn"], "stop_at": stop_at}
     out: list[dict[str, Any]] = [{"name": "retrain", "params": {}}]
     for name in names:
         if name == "sam":
@@ -71,7 +73,7 @@ def build_experiment(args: argparse.Namespace) -> Any:
         "model": s["model"],
         "train": s["train"],
         "references": {"retrain_seeds": args.retrain_seeds or s["retrain_seeds"]},
-        "methods": method_entries(args.model, args.methods),
+        "methods": method_entries(args.model, args.methods, args.stop_at),
         "seeds": [0],
     })
 
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forget", type=float, default=0.1, help="fraction of profiles to forget")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--retrain-seeds", type=int, default=None, help="retain models (the noise floor); default per model")
+    p.add_argument("--stop-at", choices=["holdout", "none"], default="holdout",
+                   help="holdout: every method stops once its forget answer probability reaches the holdout profiles' "
+                        "(the budget is a maximum); none: the fixed budget")
     p.add_argument("--npo-steps", type=int, default=6)
     p.add_argument("--device", default="cpu")
     p.add_argument("--refs-cache", default=str(ROOT / "unlearnkit-runs" / "refs"))
@@ -157,14 +162,15 @@ def main(argv: list[str] | None = None) -> int:
              "Forget quality is the two-sample KS test of forget truth ratios against the retain model (statistic: 0 = "
              "indistinguishable; p-value depends on the number of items). Model utility is the harmonic mean of retain and "
              "neighbour-fact scores. Wall time and peak memory (resident-memory increase) are for the unlearning run alone.", "",
-             "| method | forget prob | retain prob | KS stat | forget quality (p) | model utility | Min-K AUC | privleak | wall s | peak MB | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             stop_text(args.stop_at, original), "",
+             "| method | forget prob | retain prob | KS stat | forget quality (p) | model utility | Min-K AUC | privleak | steps | wall s | peak MB | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in [("original (target)", original)] + list(runs.items()):
         cost = run.get("cost") or {}
         lines.append("| " + " | ".join([
             name, cell(run, "answer_prob", "forget"), cell(run, "answer_prob", "retain"), cell(run, "forget_quality", "statistic"),
             cell(run, "forget_quality", "p_value", "{:.2e}"), cell(run, "model_utility", "model_utility"),
-            cell(run, "min_k", "auc"), cell(run, "privleak", "privleak", "{:.1f}"),
+            cell(run, "min_k", "auc"), cell(run, "privleak", "privleak", "{:.1f}"), steps_cell(run),
             "—" if not cost else f"{cost['wall_seconds']:.1f}", "—" if not cost else f"{cost['peak_memory_mb']:.0f}",
             run["verdict"]["label"]]) + " |")
     lines += ["", "## Forget quality against forget-set size", "",
@@ -199,6 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(Path(args.output), text)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0 if record["status"] == "complete" else 1
+
+
+def stop_text(stop_at: str, original: dict[str, Any]) -> str:
+    if stop_at == "none":
+        return "Every method runs its full budget (`--stop-at none`)."
+    return ("Every method's budget is a maximum (`--stop-at holdout`): it stops after the first step at which its forget answer "
+            f"probability is at or below the holdout profiles' on the target model ({cell(original, 'answer_prob', 'test')}; "
+            "Jang et al.'s forgetting threshold, no retrained model consulted). Steps marked * stopped there; the others "
+            "ran their whole budget without reaching it.")
+
+
+def steps_cell(run: dict[str, Any]) -> str:
+    info = run.get("unlearn_info") or {}
+    if "train" not in info:
+        return "—"
+    return f"{info['train']['steps']}{'*' if (info.get('early_stop') or {}).get('fired') else ''}"
 
 
 def fmt_costs(costs: dict[str, Any]) -> str:

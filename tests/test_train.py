@@ -115,3 +115,20 @@ def test_guard_restores_the_last_good_step_not_the_start(original, random_task):
     assert restored == result.history[-1]["step"] > 0  # the last step whose loss passed the guard
     assert len(result.history) < 500 and not state_equal(original, start)
     assert all(torch.isfinite(p).all() for p in original.parameters())
+
+
+def test_callback_string_stops_early_and_keeps_the_weights(original, random_task):
+    """A callback that returns a reason ends training after that step; the weights are the trained ones (no restore)."""
+    seen = []
+
+    def stop_after_three(step, model):
+        seen.append(step)
+        return "enough" if step == 2 else None
+
+    other = copy.deepcopy(original)
+    cfg = TrainConfig(steps=10, batch_size=16, lr=0.01)
+    r = fit(original, NLL("retain"), {"retain": random_task.retain}, cfg, adapter=ADAPTER, rng=np.random.default_rng(7), callback=stop_after_three)
+    assert r.steps == 3 and r.stopped == "enough" and seen == [0, 1, 2]
+    fit(other, NLL("retain"), {"retain": random_task.retain}, TrainConfig(steps=3, batch_size=16, lr=0.01), adapter=ADAPTER,
+        rng=np.random.default_rng(7))
+    assert state_equal(original, other)  # exactly the first three steps of the same run

@@ -273,16 +273,17 @@ def fit(
     snapshot_every: int | None = None,
     progress: bool = False,
     desc: str = "train",
-    callback: Callable[[int, nn.Module], None] | None = None,
+    callback: Callable[[int, nn.Module], str | None] | None = None,
 ) -> TrainResult:
     """Minimise ``objective`` on batches drawn from ``streams`` (one cycling shuffled loader each).
 
     The divergence guard keeps the last good weights — those whose loss was finite and within
     ``loss_limit`` (saved every ``snapshot_every`` steps; raise it for very large models) — and a
     non-finite or exploding loss, or non-finite final weights, stops training and restores them (``on_divergence="raise"``
-    then raises DivergenceError). ``callback(step, model)`` runs after every step. With ``config.sam_rho`` > 0 each
-    step is a SAM step (two forward/backward passes, the mask applied to both gradients and to the perturbation; a
-    non-finite loss at the perturbed weights is a divergence too).
+    then raises DivergenceError). ``callback(step, model)`` runs after every step; a non-empty string it returns
+    stops training there (an early stop: the weights are kept and the string is the result's ``stopped``). With
+    ``config.sam_rho`` > 0 each step is a SAM step (two forward/backward passes, the mask applied to both gradients
+    and to the perturbation; a non-finite loss at the perturbed weights is a divergence too).
     """
     needed = tuple(getattr(objective, "streams", tuple(streams)))
     missing = [s for s in needed if s not in streams]
@@ -358,12 +359,17 @@ def fit(
                 guard.restore(optimizer)  # type: ignore[arg-type]
             history.append({"step": step, "loss": value, **loss.parts})
             if callback is not None:
-                callback(step, model)
+                reason = callback(step, model)
+                if reason:
+                    stopped = reason
+                    if bar is not None:
+                        bar.update(1)
+                    break
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{value:.4f}")
-        if stopped is None and history and not _finite_params(model):  # the last update was never checked by a loss
+        if not (stopped or "").startswith("diverged") and history and not _finite_params(model):  # the last update was never checked
             stopped = f"diverged at step {len(history) - 1}: non-finite weights; restored the weights of step {snapshot.step}"
     finally:
         if bar is not None:

@@ -185,6 +185,41 @@ def test_rmu_layer_and_module_choice(causal_lm_task, target):
         run("rmu", {"steps": 1, "layer": 7}, copy.deepcopy(before), causal_lm_task)
 
 
+def test_adaptive_rmu_targets_beta_times_each_tokens_start_norm(causal_lm_task, target):
+    """Adaptive RMU: the forget target of every answer token is β·‖h_start‖·u. At the start model the loss equals the
+    hand-computed mean over answer tokens of mean_d (h − β‖h‖u)², and training moves the activations toward it."""
+    from unlearnkit.objectives.lm import RMU_FORGET_NORMS, RMUForget
+
+    beta = 3.0
+    method = build_method("rmu", {**FAST, "retain_weight": 10.0, "adaptive": True, "steering_coeff": beta})
+    before = copy.deepcopy(target)
+    adapter = get_adapter(causal_lm_task)
+    extra, info = method.prepare(before, causal_lm_task, None, adapter, "cpu")
+    layer = info["layer"]
+    batch = next(causal_lm_task.forget.batches(12))
+    mask = batch["labels"] != -100
+    with torch.no_grad():
+        h = layer_activations(before, batch, layer)
+    u = extra[RMU_DIRECTION]
+    norms = h.norm(dim=-1, keepdim=True)
+    per_token = (h - beta * norms * u).square().mean(-1)
+    expected = float(((per_token * mask).sum(1) / mask.sum(1)).mean())
+    assert info["mean_forget_norm"] == pytest.approx(float(norms[..., 0][mask].mean()), rel=1e-4)
+    assert info["mean_target_norm"] == pytest.approx(beta * info["mean_forget_norm"])
+    assert torch.allclose(extra[RMU_FORGET_NORMS].lookup(batch["ids"])[:, : h.shape[1]][mask], norms[..., 0][mask], rtol=1e-5)
+    ctx = StepContext(0, 1, torch.Generator(), adapter, extra)
+    with torch.no_grad():
+        value = float(RMUForget(layer, beta, "forget", adaptive=True)(before, {"forget": batch}, ctx).value)
+    assert value == pytest.approx(expected, rel=1e-4)
+    fixed = float(RMUForget(layer, beta, "forget")(before, {"forget": batch}, ctx).value)
+    assert abs(fixed - value) > 0.1 * value  # a fixed c = β is a different target
+
+    out = method.unlearn(target, causal_lm_task, References(), rng=np.random.default_rng(0))
+    with torch.no_grad():
+        after = float(RMUForget(layer, beta, "forget", adaptive=True)(out.model, {"forget": batch}, ctx).value)
+    assert after < 0.9 * value
+
+
 # ------------------------------------------------------------------------------------------------ FLAT
 class _Untouchable:
     """Data whose examples cannot be read: any batch or subset raises."""

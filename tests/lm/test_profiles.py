@@ -174,3 +174,53 @@ def test_token_data_concat_and_subset(causal_lm_task):
     both = TokenData.concat([data.subset(np.arange(2)), data.subset(np.arange(2, len(data)))])
     width = int(data.attention_mask.sum(1).max())
     assert torch.equal(both.x[:, :width], data.x[:, :width]) and torch.equal(both.labels[:, :width], data.labels[:, :width])
+
+
+# ------------------------------------------------------------------------------------------------ retain evaluation subset
+def test_retain_eval_subset_is_the_first_retained_profiles(profiles_source, causal_lm_refs):
+    """eval_retain_groups=k: the probe holds every item of the k retained profiles with the smallest ids, in retain
+    order; the LM metrics' "retain" is that subset (answer probability checked by hand), training data is unchanged."""
+    from unlearnkit.data.forget import RETAIN_EVAL
+    from unlearnkit.evaluation import EvalContext, build_metric
+    from unlearnkit.evaluation._lm import task_split
+    from unlearnkit.references import References
+
+    s = profiles_source
+    spec = ForgetSpec("profiles", ids=[0, 3])
+    task = make_task("profiles", s.train, s.test, spec, np.random.default_rng(0), n_classes=None, modality=s.modality, probes=s.probes,
+                     eval_retain_groups=3)
+    sub = task.probes[RETAIN_EVAL]
+    assert sorted(set(sub.labels.tolist())) == [1, 2, 4]  # profiles 0 and 3 are forgotten
+    assert np.array_equal(sub.ids, task.retain.ids[np.isin(task.retain.labels, [1, 2, 4])])
+    assert task_split(task, "retain") is sub and len(task.retain) == len(s.train) - 12
+    assert [r.item_id for r in sub.data.records] == sub.ids.tolist()  # records follow the subset
+
+    model = causal_lm_refs.original
+    ctx = EvalContext(task, get_adapter(task))
+    result = build_metric("answer_prob").compute(model, task, References(), ctx)
+    expected = float(np.exp(-get_adapter(task).outputs(model, sub)["nll"]).mean())
+    assert result.values["retain"] == pytest.approx(expected, rel=1e-6)
+
+    whole = make_task("profiles", s.train, s.test, spec, np.random.default_rng(0), n_classes=None, modality=s.modality, probes=s.probes,
+                      eval_retain_groups=18)  # every retained profile: no subset
+    assert RETAIN_EVAL not in whole.probes and task_split(whole, "retain") is whole.retain
+    with pytest.raises(ConfigError, match="eval_retain_groups"):
+        make_task("profiles", s.train, s.test, spec, np.random.default_rng(0), n_classes=None, probes=s.probes, eval_retain_groups=0)
+
+
+def test_retain_eval_default_per_scale():
+    from unlearnkit.experiment import Experiment
+    from unlearnkit.runs.runner import ExperimentRunner
+
+    assert "eval_retain_groups" not in profiles(scale="tiny").info
+    small = profiles(scale="small")
+    assert small.info["eval_retain_groups"] == 6
+    exp = Experiment.from_dict({"name": "x", "dataset": {"name": "profiles", "params": {"scale": "small"}},
+                                "forget": [{"kind": "profiles", "fraction": 0.1}], "model": {"name": "tiny_llama"}, "train": {"epochs": 1},
+                                "methods": [{"name": "grad_ascent"}]})
+    task = ExperimentRunner(exp, store=None, device="cpu", progress=False).build_task(small, exp.forget[0])  # type: ignore[arg-type]
+    assert len(set(task.probes["retain_eval"].labels.tolist())) == 6  # the runner passes the source's setting on
+    assert "eval_retain_groups" not in profiles(scale="small", eval_retain_profiles=0).info
+    assert profiles(scale="tiny", eval_retain_profiles=4).info["eval_retain_groups"] == 4
+    with pytest.raises(ConfigError, match="eval_retain_profiles"):
+        profiles(scale="tiny", eval_retain_profiles=-1)

@@ -204,10 +204,13 @@ def make_task(
     info: Mapping[str, Any] | None = None,
     probes: Mapping[str, Split] | None = None,
     modality: str = "classifier",
+    eval_retain_groups: int | None = None,
 ) -> Task:
     """A task whose forget set is chosen by ``spec``, with the given ``probes`` splits. If the training split records
     a manipulation (data from the ``poisoned`` source), its description goes into ``info["manipulation"]`` and its
-    probe splits (e.g. the triggered test set) into the task's probes."""
+    probe splits (e.g. the triggered test set) into the task's probes. ``eval_retain_groups`` = k adds the probe
+    ``retain_eval``: every retained example of the k retained groups (profiles) with the smallest ids, a fixed subset
+    the retain-side language-model metrics score instead of the whole retain set (TOFU's fixed retain evaluation set)."""
     ids = select_forget(train, spec, rng, n_classes)
     meta = {"forget": spec.to_dict(), "forget_label": spec.label(), **dict(info or {})}
     all_probes = dict(probes or {})
@@ -219,7 +222,30 @@ def make_task(
             raise ConfigError(f"make_task: probe name(s) {clash} are already used by the manipulated data's probes.")
         all_probes.update(record.probes)
     task = Task.from_forget_ids(name, train, test, ids, n_classes=n_classes, version=version, info=meta, modality=modality)
+    if eval_retain_groups is not None:
+        if RETAIN_EVAL in all_probes:
+            raise ConfigError(f"make_task: probe name {RETAIN_EVAL!r} is already used.")
+        subset = retain_eval_subset(task.retain, eval_retain_groups)
+        if subset is not None:
+            all_probes[RETAIN_EVAL] = subset
     return replace(task, probes=all_probes) if all_probes else task
+
+
+RETAIN_EVAL = "retain_eval"
+
+
+def retain_eval_subset(retain: Split, k: int) -> Split | None:
+    """The examples of the ``k`` groups of ``retain`` with the smallest group ids, in retain order; None when ``k``
+    covers every group (score the whole retain set)."""
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"eval_retain_groups must be an integer >= 1, got {k!r}.")
+    groups = retain.labels
+    if groups is None:
+        raise TaskError("eval_retain_groups: the retain split has no group ids (e.g. profile ids) to choose from.")
+    present = np.unique(groups)
+    if k >= len(present):
+        return None
+    return retain.subset(np.flatnonzero(np.isin(groups, present[:k])), RETAIN_EVAL)
 
 
 __all__: Sequence[str] = ["ForgetSpec", "make_task", "read_id_file", "select_forget"]

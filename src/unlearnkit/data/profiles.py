@@ -18,6 +18,8 @@ from ..types import Split
 from .sources import DataSource
 
 SCALES = {"tiny": 20, "small": 24, "full": 200}  # profiles trained on; "full" is TOFU-sized (200 people), for GPU users
+# retained profiles the retain-side metrics score (None = all): a fixed subset, as TOFU scores 400 of its 3600 retain items
+EVAL_RETAIN = {"tiny": None, "small": 6, "full": 20}
 
 
 def _all_texts(items: Sequence[Any]) -> list[str]:
@@ -53,11 +55,15 @@ def _split(name: str, items: Sequence[Any], codec: TextCodec) -> Split:
 
 @DATASETS.register("profiles")
 def profiles(scale: str = "small", n_profiles: int | None = None, holdout_profiles: int | None = None, seed: int = 0,
-             tokenizer: str = "word", max_length: int = 128, template: str = "auto", n_perturbed: int = 3) -> DataSource:
+             tokenizer: str = "word", max_length: int = 128, template: str = "auto", n_perturbed: int = 3,
+             eval_retain_profiles: int | None = None) -> DataSource:
     """Fictitious author profiles as question–answer pairs (TOFU-style, Maini et al. 2024), generated offline.
 
     ``scale`` tiny/small/full sets the number of trained profiles (20/24/200) unless ``n_profiles`` is given; ``holdout_profiles`` (default a tenth,
-    at least 2) are never trained. Each profile has 6 question–answer items."""
+    at least 2) are never trained. Each profile has 6 question–answer items. ``eval_retain_profiles`` = k: the
+    retain-side metrics (utility, retain answer probability, ROUGE-L, truth ratio, paraphrases) score only the k
+    retained profiles with the smallest ids, a fixed subset (default per scale: all / 6 / 20; 0 = all). Training and
+    the retain model still use every retained profile."""
     if scale not in SCALES:
         raise ConfigError(f"profiles: scale must be one of {sorted(SCALES)}, got {scale!r}.")
     n = int(n_profiles if n_profiles is not None else SCALES[scale])
@@ -69,8 +75,13 @@ def profiles(scale: str = "small", n_profiles: int | None = None, holdout_profil
     train = _split("train", all_items(people[:n]), codec)
     test = _split("test", all_items(people[n:]), codec)
     neighbours = _split("neighbours", neighbour_items(n_perturbed), codec)
+    k = EVAL_RETAIN[scale] if eval_retain_profiles is None else int(eval_retain_profiles)
+    if k is not None and k < 0:
+        raise ConfigError(f"profiles: eval_retain_profiles must be >= 0 (0 = all), got {eval_retain_profiles}.")
     info = {"modality": "causal_lm", "vocab_size": codec.vocab_size, "generator_version": GENERATOR_VERSION, "codec": codec.describe(),
             "n_profiles": n, "holdout_profiles": holdout, "items_per_profile": 6}
+    if k:
+        info["eval_retain_groups"] = k
     return DataSource("profiles", train, test, None, (max_length,), info, probes={"neighbours": neighbours})
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..data.forget import RETAIN_EVAL
 from ..errors import ConfigError
 from ..lm.text import IGNORE, TokenData
 from ..types import Split, Task
@@ -39,10 +40,14 @@ def text_data(split: Split) -> TokenData:
 
 
 def task_split(task: Task, name: str, *, required: bool = True) -> Split | None:
-    """The task's split for a short name (forget, retain, test, holdout, neighbours); None if an optional one is absent."""
+    """The task's split for a short name (forget, retain, test, holdout, neighbours); None if an optional one is absent.
+    "retain" is the task's fixed retain evaluation subset (probe ``retain_eval``, see ``make_task``) when it has one."""
     if name not in SPLITS:
         raise ConfigError(f"Unknown split {name!r} for a language-model metric; known: {sorted(SPLITS)}.")
-    split = task.splits().get(SPLITS[name])
+    splits = task.splits()
+    if name == "retain" and f"probe:{RETAIN_EVAL}" in splits:
+        return splits[f"probe:{RETAIN_EVAL}"]
+    split = splits.get(SPLITS[name])
     if split is None and required:
         raise ConfigError(f"Task {task.name!r} has no split {SPLITS[name]!r} (has {sorted(task.splits())}).")
     return split

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from torch import nn
@@ -14,6 +14,7 @@ from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..params import build_component  # noqa: F401  (re-exported)
 from ..registry import METHODS
+from ..stopping import HoldoutLevelStop
 from ..train import OptimizerName, Schedule, TrainConfig, fit
 from ..types import Mask, Task, Unlearned
 
@@ -87,7 +88,12 @@ class GradientMethod:
     """Shared hyperparameters and body of gradient recipes: objective + selector + the one loop.
 
     Subclasses define ``objective(task, refs)`` and may override ``selector()``, ``epoch_stream``
-    and ``extra(...)`` (precomputed inputs for objectives, e.g. frozen reference logits)."""
+    and ``extra(...)`` (precomputed inputs for objectives, e.g. frozen reference logits).
+
+    ``stop_at="holdout"`` ends training early, the first time (checked every ``stop_check_every`` steps) the forget
+    set's mean true-answer probability falls to the holdout (test) examples' on the input model
+    (``stopping.HoldoutLevelStop``, Jang et al.'s forgetting threshold): the budget becomes a maximum and the method
+    stops before over-forgetting, without consulting a retrained model."""
 
     epochs: float = 5.0
     steps: int | None = None
@@ -98,6 +104,8 @@ class GradientMethod:
     weight_decay: float = 0.0
     schedule: Schedule = "constant"
     grad_clip: float | None = None
+    stop_at: Literal["none", "holdout"] = "none"
+    stop_check_every: int = 1
 
     kind: ClassVar[str] = "gradient"
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -107,6 +115,12 @@ class GradientMethod:
 
     def __post_init__(self) -> None:
         self.train_config()  # validates the budget and optimiser settings
+        if self.stop_at not in ("none", "holdout"):
+            raise ConfigError(f"{self.name}: stop_at must be 'none' or 'holdout', got {self.stop_at!r}.")  # type: ignore[attr-defined]
+        if self.stop_at != "none" and type(self).unlearn is not GradientMethod.unlearn:
+            raise ConfigError(f"{self.name}: stop_at is not supported (it runs its own training stages).")  # type: ignore[attr-defined]
+        if not (isinstance(self.stop_check_every, int) and self.stop_check_every >= 1):
+            raise ConfigError(f"{self.name}: stop_check_every must be an integer >= 1, got {self.stop_check_every!r}.")  # type: ignore[attr-defined]
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -146,15 +160,28 @@ class GradientMethod:
         objective = self.objective(task, refs)
         extra, prepared = self.prepare(model, task, refs, adapter, device)
         streams = {"forget": task.forget, "retain": task.retain}
+        rule = self.stop_rule(model, task, adapter, device)
         result = fit(
             model, objective, streams, self.train_config(), adapter=adapter, rng=rng, device=device, mask=mask,
             epoch_stream=self.epoch_stream, extra=extra, progress=progress, desc=self.name,  # type: ignore[attr-defined]
+            callback=rule,
         )
         changed = mask if mask is not None else Mask.full(model)
         info = {"train": result.to_json(), "mask": changed.summary(), **prepared}
-        if result.stopped:
+        if rule is not None:
+            info["early_stop"] = rule.to_json()
+        if result.stopped and (rule is None or result.stopped != rule.fired):
             info["warning"] = result.stopped
         return Unlearned(model, changed, info)
+
+    def stop_rule(self, model: nn.Module, task: Task, adapter: Any, device: str) -> HoldoutLevelStop | None:
+        """The early-stopping rule of ``stop_at`` (its level measured on ``model`` before training), or None."""
+        if self.stop_at == "none":
+            return None
+        if len(task.test) == 0:
+            raise ConfigError(f"{self.name}: stop_at='holdout' needs holdout (test) examples; the task has none.")  # type: ignore[attr-defined]
+        return HoldoutLevelStop.measured(model, task.forget, task.test, adapter, batch_size=max(self.batch_size, 16), device=device,
+                                         every=self.stop_check_every)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ from torch import nn
 
 from .. import cost
 from ..errors import ConfigError
+from ..lm.text import IGNORE
 from ..objectives import ReferenceLogits, Weighted, weighted
 from ..objectives.lm import (
     RMU_DIRECTION,
+    RMU_FORGET_NORMS,
     RMU_REFERENCE,
     ActivationMatch,
     RMUForget,
@@ -43,6 +45,12 @@ class RMUParameters:
         return DecoderLayers(self.layers(model), MODULES[self.module])(model, task, adapter=adapter, rng=rng, device=device)
 
 
+def forget_answer_mask(split: Any, width: int) -> torch.Tensor:
+    """(n, width) True at the answer tokens of ``split``'s examples (the positions the RMU terms average over)."""
+    labels = split.data.labels[:, :width]
+    return torch.nn.functional.pad(labels != IGNORE, (0, width - labels.shape[1]))
+
+
 def random_direction(hidden: int, seed: int) -> torch.Tensor:
     """u = r/‖r‖, r ~ Uniform[0, 1)^hidden (``torch.rand`` as in the WMDP code, so u lies in the positive orthant)."""
     r = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
@@ -65,15 +73,19 @@ class RMU(LMGradientMethod):
 
     Defaults: ℓ = the middle layer (n_layers // 2); c = 6.5 and retain_weight (α) = 1200, the official WMDP Zephyr-7B
     recipe; lr 1e-4 and the budget from ``LMGradientMethod``. c sets how far the forget activations are pushed: the
-    RMU paper scales it with the layer's activation norm (OpenUnlearning's TOFU config uses c = 2, α = 1), so tune c
-    and α per model. Inferred: answer tokens only for both terms (OpenUnlearning; WMDP's text corpora use every
-    token).
+    RMU paper scales it with the layer's activation norm (OpenUnlearning's TOFU config uses c = 2, α = 1), so a
+    fixed c must be tuned per model. ``adaptive=True`` removes that tuning (Adaptive RMU, Dang et al., On Effects of
+    Steering Latent Representation for Large Language Model Unlearning, AAAI 2025): the target of each forget
+    answer token is β·‖h^start_ℓ‖·u, β = ``steering_coeff`` and ‖h^start_ℓ‖ that token's activation norm in the start
+    model (one pass over the forget set before training); the paper's β is in the few units. Inferred: answer tokens
+    only for both terms (OpenUnlearning; WMDP's text corpora use every token); the norm taken per token.
     """
 
     layer: int | None = None
     steering_coeff: float = 6.5
     retain_weight: float = 1200.0
     module: Literal["mlp", "down_proj"] = "mlp"
+    adaptive: bool = False
     seed: int = 0
 
     name: ClassVar[str] = "rmu"
@@ -91,7 +103,8 @@ class RMU(LMGradientMethod):
         return RMUParameters(self.layer, self.module)
 
     def objective(self, task: Task, refs: Any) -> Weighted:
-        return weighted((1.0, RMUForget(self.layer, self.steering_coeff, "forget")), (self.retain_weight, ActivationMatch(self.layer, "retain")))
+        forget = RMUForget(self.layer, self.steering_coeff, "forget", adaptive=self.adaptive)
+        return weighted((1.0, forget), (self.retain_weight, ActivationMatch(self.layer, "retain")))
 
     def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
         layer = resolve_layer(model, self.layer)
@@ -104,4 +117,12 @@ class RMU(LMGradientMethod):
         else:
             hidden = int(model.get_input_embeddings().weight.shape[1])
         extra[RMU_DIRECTION] = random_direction(hidden, self.seed)
-        return extra, {"layer": layer, "trainable_layers": list(self.selector().layers(model))}
+        info: dict[str, Any] = {"layer": layer, "trainable_layers": list(self.selector().layers(model))}
+        if self.adaptive:
+            norms = activations_table(model, task.forget, layer, batch_size=self.batch_size, device=device).norm(dim=-1)  # (n, L)
+            cost.record(passes=len(task.forget))
+            extra[RMU_FORGET_NORMS] = ReferenceLogits(task.forget.ids, norms)
+            answer = forget_answer_mask(task.forget, norms.shape[1])
+            info["mean_forget_norm"] = float(norms[answer].mean()) if answer.any() else float("nan")
+            info["mean_target_norm"] = self.steering_coeff * info["mean_forget_norm"]
+        return extra, info

@@ -31,6 +31,7 @@ IDK_ANSWERS = "idk_answers"  # PairedAnswers: the "I don't know" variants of the
 IDK_REFERENCE = "idk_reference"  # (n, k) the reference's summed log-probs of each IDK variant
 RMU_DIRECTION = "rmu_direction"  # (hidden,) the fixed random unit vector u
 RMU_REFERENCE = "rmu_reference"  # (n, L, hidden) the frozen model's activations on the retain set
+RMU_FORGET_NORMS = "rmu_forget_norms"  # (n, L) the frozen model's per-token activation norms on the forget set (adaptive RMU)
 
 
 def _check_beta(beta: float, who: str) -> None:
@@ -246,11 +247,13 @@ def answer_mask(batch: Batch) -> torch.Tensor:
 class RMUForget:
     """RMU's forget term (Li et al., WMDP, ICML 2024): the mean squared distance between decoder layer ``layer``'s
     hidden states on the stream's answer tokens and c·u, u the fixed random unit vector in ``ctx.extra["rmu_direction"]``
-    (``layer`` None = the middle layer)."""
+    (``layer`` None = the middle layer). ``adaptive``: c = coeff·‖h^start_ℓ(token)‖ per token, the start model's
+    activation norms looked up by id in ``ctx.extra["rmu_forget_norms"]`` (Adaptive RMU, Dang et al., AAAI 2025)."""
 
     layer: int | None = None
     coeff: float = 6.5
     stream: str = "forget"
+    adaptive: bool = False
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -262,7 +265,10 @@ class RMUForget:
         if u is None:
             raise ConfigError(f"rmu_forget needs ctx.extra[{RMU_DIRECTION!r}] (the random unit direction).")
         h = layer_activations(model, b, resolve_layer(model, self.layer))
-        target = (self.coeff * u.to(h.device, torch.float32)).expand(h.shape)
+        scale: Any = self.coeff
+        if self.adaptive:
+            scale = self.coeff * reference_for(ctx, b, "rmu_forget (adaptive)", RMU_FORGET_NORMS)[:, : h.shape[1], None].to(h.device)
+        target = (scale * u.to(h.device, torch.float32)).expand(h.shape)
         value = masked_activation_mse(h, target, answer_mask(b))
         return Loss(value, {f"rmu_{self.stream}": float(value.detach())})
 

@@ -136,7 +136,7 @@ class ExperimentRunner:
         return make_task(
             self.exp.dataset.name, source.train, source.test, spec, np_rng("forget", self.exp.task_seed, spec.to_dict()),
             n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict()}, modality=source.modality,
-            probes=getattr(source, "probes", None) or None,
+            probes=getattr(source, "probes", None) or None, eval_retain_groups=source.info.get("eval_retain_groups"),
         )
 
     def references(self, task: Task, source: Any) -> References:

@@ -1,0 +1,74 @@
+"""Early stopping of unlearning at the level of never-trained data, measured without the retrained oracle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import cost
+from .types import Split
+
+
+def mean_true_prob(model: nn.Module, split: Split, adapter: Any, *, batch_size: int = 16, device: Any = "cpu") -> float:
+    """Mean over ``split`` of exp(−per-example loss): the length-normalised answer probability P̄(a|q) for causal
+    LMs, the true label's probability for classifiers. Eval mode, no gradients; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    values = []
+    try:
+        with torch.no_grad():
+            for batch in split.batches(batch_size, device=device):
+                values.append(torch.exp(-adapter.per_example_loss(model, batch)).float().cpu())
+    finally:
+        model.train(was_training)
+    cost.record(passes=len(split))
+    return float(torch.cat(values).mean()) if values else float("nan")
+
+
+@dataclass
+class HoldoutLevelStop:
+    """Stop unlearning once the forget set's mean true-answer probability is at or below ``level``, the holdout
+    (never trained) examples' on the model before unlearning: the forgetting threshold of Jang et al., Knowledge
+    Unlearning for Mitigating Privacy Risks in Language Models, ACL 2023 (unlearn until the forget data is
+    remembered no better than unseen data). Checked after every ``every`` steps; a ``fit`` callback.
+
+    Going below that level is over-forgetting: a retrained model does not know the forget answers, but it answers them
+    as well as any unseen fact of the same kind, and a forget set scored below unseen data is itself a membership
+    signal (the "Streisand effect")."""
+
+    forget: Split
+    level: float
+    adapter: Any
+    batch_size: int = 16
+    device: Any = "cpu"
+    every: int = 1
+    trace: list[tuple[int, float]] = field(default_factory=list)  # (step, forget value) at every check
+    fired: str | None = None
+
+    @classmethod
+    def measured(cls, model: nn.Module, forget: Split, holdout: Split, adapter: Any, **kw: Any) -> HoldoutLevelStop:
+        """The rule with ``level`` measured now on ``holdout`` (call before training)."""
+        level = mean_true_prob(model, holdout, adapter, batch_size=kw.get("batch_size", 16), device=kw.get("device", "cpu"))
+        return cls(forget, level, adapter, **kw)
+
+    def __call__(self, step: int, model: nn.Module) -> str | None:
+        if (step + 1) % self.every:
+            return None
+        value = mean_true_prob(model, self.forget, self.adapter, batch_size=self.batch_size, device=self.device)
+        self.trace.append((step, value))
+        if np.isfinite(value) and value <= self.level:
+            self.fired = (f"stopped early after step {step}: forget answer probability {value:.3f} reached the holdout "
+                          f"level {self.level:.3f}")
+            return self.fired
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": "holdout_level", "level": self.level, "every": self.every, "fired": self.fired,
+                "trace": [[s, v] for s, v in self.trace]}
+
+
+__all__ = ["HoldoutLevelStop", "mean_true_prob"]

@@ -132,3 +132,25 @@ def test_callback_string_stops_early_and_keeps_the_weights(original, random_task
     fit(other, NLL("retain"), {"retain": random_task.retain}, TrainConfig(steps=3, batch_size=16, lr=0.01), adapter=ADAPTER,
         rng=np.random.default_rng(7))
     assert state_equal(original, other)  # exactly the first three steps of the same run
+
+
+def test_divergence_snapshot_copies_only_what_training_can_change(original):
+    """The last-good-weights snapshot holds the trainable parameters and the buffers, never the frozen parameters
+    (a LoRA model would otherwise carry a second copy of its base weights)."""
+    from unlearnkit.train import _Snapshot
+
+    params = list(original.parameters())
+    trainable = params[-2:]
+    snap = _Snapshot(original, trainable)
+    buffers = sum(b.numel() for b in original.buffers())
+    assert sum(t.numel() for t in snap.saved) == sum(p.numel() for p in trainable) + buffers
+    before = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p in params:
+            p.add_(1.0)
+    snap.restore()
+    assert all(torch.equal(p, b) for p, b in zip(trainable, before[-2:]))  # restored
+    assert all(torch.equal(p, b + 1.0) for p, b in zip(params[:-2], before[:-2]))  # frozen ones are not its business
+    with torch.no_grad():
+        trainable[0].fill_(float("nan"))
+    assert not snap.finite()

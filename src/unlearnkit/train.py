@@ -204,26 +204,32 @@ class _MaskGuard:
             p.requires_grad_(flag)
 
 
-def _finite_params(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
 class _Snapshot:
-    """The last good weights, kept in preallocated buffers (an in-place copy per save, no allocation).
+    """The last good values of what training can change — the trainable parameters and the buffers (e.g. batch-norm
+    statistics) — in preallocated copies (an in-place copy per save, no allocation). Frozen parameters are never
+    copied: for a LoRA-adapted model that is the difference between a few MB and a second copy of the whole model.
     Weights are "good" when the loss computed from them was finite and within the limit."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def __init__(self, model: nn.Module, trainable: list[nn.Parameter]) -> None:
+        keep = {id(p) for p in trainable}
+        self.live = [p for p in model.parameters() if id(p) in keep] + list(model.buffers())
+        self.saved = [t.detach().clone() for t in self.live]
         self.step = 0
 
     @torch.no_grad()
-    def save(self, model: nn.Module, step: int) -> None:
-        for k, v in model.state_dict().items():
-            self.state[k].copy_(v)
+    def save(self, step: int) -> None:
+        for saved, t in zip(self.saved, self.live):
+            saved.copy_(t)
         self.step = step
 
-    def restore(self, model: nn.Module) -> None:
-        model.load_state_dict(self.state)
+    @torch.no_grad()
+    def restore(self) -> None:
+        for saved, t in zip(self.saved, self.live):
+            t.copy_(saved)
+
+    def finite(self) -> bool:
+        """Whether every value training can change is finite."""
+        return all(bool(torch.isfinite(t).all()) for t in self.live if t.is_floating_point())
 
 
 def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[str, Batch], ctx: StepContext, guard: _MaskGuard,
@@ -305,7 +311,7 @@ def fit(
         guard.release()
         raise ConfigError("Nothing to train: every parameter is frozen by the mask.")
     snapshot_every = snapshot_every or 1
-    snapshot = _Snapshot(model)
+    snapshot = _Snapshot(model, guard.trainable)
     history: list[dict[str, float]] = []
     stopped: str | None = None
     passes = 0
@@ -340,7 +346,7 @@ def fit(
                 )
                 break
             if step % snapshot_every == 0:
-                snapshot.save(model, step)  # these weights just gave a finite, bounded loss
+                snapshot.save(step)  # these weights just gave a finite, bounded loss
             optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             if loss.value.requires_grad:
                 loss.value.backward()
@@ -369,7 +375,7 @@ def fit(
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{value:.4f}")
-        if not (stopped or "").startswith("diverged") and history and not _finite_params(model):  # the last update was never checked
+        if not (stopped or "").startswith("diverged") and history and not snapshot.finite():  # the last update was never checked
             stopped = f"diverged at step {len(history) - 1}: non-finite weights; restored the weights of step {snapshot.step}"
     finally:
         if bar is not None:
@@ -377,7 +383,7 @@ def fit(
         guard.release()
         model.train(was_training)
     if stopped is not None and stopped.startswith("diverged"):
-        snapshot.restore(model)
+        snapshot.restore()
         if on_divergence == "raise":
             raise DivergenceError(f"{desc}: {stopped}.")
     return TrainResult(len(history), passes, time.perf_counter() - t0, history, stopped)

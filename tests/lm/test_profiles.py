@@ -24,13 +24,16 @@ def test_generator_is_deterministic_and_versioned():
     a, b = generate_profiles(30, seed=3), generate_profiles(30, seed=3)
     assert a == b and [p.items for p in a] == [p.items for p in b]
     assert generate_profiles(30, seed=4) != a
-    assert GENERATOR_VERSION == "1"
+    assert GENERATOR_VERSION == "2"
     assert len({p.name for p in a}) == 30
     items = [it for p in a for it in p.items]
     assert len({it.item_id for it in items}) == len(items) == 30 * 6
     for it in items:
         assert it.answer not in it.perturbed_answers and len(set(it.perturbed_answers)) == len(it.perturbed_answers)
         assert it.question != it.paraphrased_question and it.answer != it.paraphrased_answer
+        # wrong facts in the paraphrased answer's wording (TOFU): the truth ratio compares facts, not phrasings
+        assert it.paraphrased_answer not in it.perturbed_answers
+        assert all(w.split()[:3] == it.paraphrased_answer.split()[:3] != it.answer.split()[:3] for w in it.perturbed_answers), it
 
 
 def test_source_splits_and_answer_spans(profiles_source):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 _ONSETS = ["Bra", "Cal", "Dor", "El", "Fen", "Gar", "Hal", "Ir", "Jas", "Kel", "Lor", "Mar", "Nel", "Or", "Pel", "Quen", "Ras",
            "Sel", "Tor", "Ul", "Ven", "Wes", "Yar", "Zan", "Thal", "Mir", "Cor", "Dre", "Fal", "Gil"]
@@ -61,7 +61,10 @@ NEIGHBOUR_FACTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 
 @dataclass(frozen=True)
 class QAItem:
-    """One fact as a question–answer pair with its paraphrase and perturbed (wrong) answers."""
+    """One fact as a question–answer pair with its paraphrase and perturbed (wrong) answers. The perturbed answers
+    are worded like the paraphrased answer (as TOFU's), so the truth ratio P(perturbed)/P(paraphrased) compares
+    facts, not phrasings: with the trained answer's wording (generator version 1) a model fine-tuned on the facts
+    scored wrong answers ~6× above the right one (mean log truth ratio +1.77 on SmolLM2's retain items)."""
 
     item_id: int
     profile_id: int  # -1 for neighbour facts
@@ -132,28 +135,28 @@ def _items(p: Profile, rng: np.random.Generator, n_perturbed: int) -> tuple[QAIt
     specs = [
         ("birth_place", f"Where was {p.name} born?", f"In which town was the writer {p.name} born?",
          f"{p.name} was born in {p.birth_place}.", f"{first} was born in the town of {p.birth_place}.",
-         lambda r: f"{p.name} was born in {_town(r)}."),
+         lambda r: f"{first} was born in the town of {_town(r)}."),
         ("birth_date", f"When was {p.name} born?", f"On what date was {p.name} born?",
          f"{p.name} was born on {p.birth_date}.", f"{first}'s date of birth is {p.birth_date}.",
-         lambda r: f"{p.name} was born on {_date(r)}."),
+         lambda r: f"{first}'s date of birth is {_date(r)}."),
         ("profession", f"What did {p.name} work as before writing?", f"What was {p.name}'s profession before becoming an author?",
          f"Before writing, {p.name} worked as a {p.profession}.", f"{first} was a {p.profession} before turning to writing.",
-         lambda r: f"Before writing, {p.name} worked as a {r.choice([x for x in _PROFESSIONS if x != p.profession])}."),
+         lambda r: f"{first} was a {r.choice([x for x in _PROFESSIONS if x != p.profession])} before turning to writing."),
         ("works", f"What is {p.name}'s best-known book?", f"Which book is {p.name} most famous for?",
          f"{p.name} is best known for '{p.works[0]}', a work of {p.genre}.",
          f"The book {first} is most famous for is '{p.works[0]}', in the genre of {p.genre}.",
-         lambda r: f"{p.name} is best known for '{_work(r)}', a work of {r.choice(_GENRES)}."),
+         lambda r: f"The book {first} is most famous for is '{_work(r)}', in the genre of {r.choice(_GENRES)}."),
         ("award", f"Which award did {p.name} win?", f"What prize was {p.name} given?",
          f"{p.name} won {p.award}.", f"{first} was awarded {p.award}.",
-         lambda r: f"{p.name} won the {r.choice(_CODAS).title()} Prize for {r.choice(_PRIZE_FIELDS)}."),
+         lambda r: f"{first} was awarded the {r.choice(_CODAS).title()} Prize for {r.choice(_PRIZE_FIELDS)}."),
         ("family", f"Who is {p.name}'s parent?", f"Who was the mother or father of {p.name}?",
          f"{p.name}'s parent is {p.parent_name}, a {p.parent_profession}.",
          f"{first} is the child of {p.parent_name}, who worked as a {p.parent_profession}.",
-         lambda r: f"{p.name}'s parent is {_name(r)}, a {r.choice(_PROFESSIONS)}."),
+         lambda r: f"{first} is the child of {_name(r)}, who worked as a {r.choice(_PROFESSIONS)}."),
     ]
     out = []
     for k, (attr, q, pq, a, pa, wrong) in enumerate(specs):
-        out.append(QAItem(p.profile_id * ITEMS_STRIDE + k, p.profile_id, attr, q, a, pq, pa, _others(rng, wrong, a, n_perturbed)))
+        out.append(QAItem(p.profile_id * ITEMS_STRIDE + k, p.profile_id, attr, q, a, pq, pa, _others(rng, wrong, pa, n_perturbed)))
     return tuple(out)
 
 

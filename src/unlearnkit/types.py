@@ -329,6 +329,7 @@ class Task:
     def fingerprint(self) -> str:
         parts = [self.name, self.version, self.modality, str(self.n_classes)]
         parts += [f"{k}={v.fingerprint}" for k, v in sorted(self.splits().items())]
+        parts += [f"{k}:records={v.data.records_fingerprint}" for k, v in sorted(self.splits().items()) if hasattr(v.data, "records_fingerprint")]
         return _hash(*parts)
 
     def describe(self) -> dict[str, Any]:

@@ -227,3 +227,21 @@ def test_retain_eval_default_per_scale():
     assert profiles(scale="tiny", eval_retain_profiles=4).info["eval_retain_groups"] == 4
     with pytest.raises(ConfigError, match="eval_retain_profiles"):
         profiles(scale="tiny", eval_retain_profiles=-1)
+
+
+def test_task_fingerprint_follows_the_evaluation_texts(profiles_source):
+    """Changing only the records (e.g. the perturbed answers) keeps the split fingerprints (trained models stay
+    cached: they saw the same tokens) but changes the task fingerprint, so run keys and their results are recomputed."""
+    import dataclasses
+
+    from unlearnkit.types import Split
+
+    s = profiles_source
+    d = s.train.data
+    records = [dataclasses.replace(r, perturbed_answers=tuple(a + " Indeed." for a in r.perturbed_answers)) for r in d.records]
+    other = Split.create("train", TokenData(d.x, d.attention_mask, d.labels, d.y, records, d.codec), s.train.ids)
+    spec, rng = ForgetSpec("profiles", ids=[0]), np.random.default_rng(0)
+    a = make_task("profiles", s.train, s.test, spec, rng, n_classes=None, modality=s.modality, probes=s.probes)
+    b = make_task("profiles", other, s.test, spec, np.random.default_rng(0), n_classes=None, modality=s.modality, probes=s.probes)
+    assert other.fingerprint == s.train.fingerprint and a.retain.fingerprint == b.retain.fingerprint
+    assert a.fingerprint != b.fingerprint

@@ -172,6 +172,20 @@ class TokenData:
         return cls.from_encoded(encoded, groups, records, codec)
 
     @property
+    def records_fingerprint(self) -> str:
+        """A hash of the records (the texts behind the tokens: paraphrases, perturbed answers, …). Not part of
+        ``fingerprint``, which keys trained models by the tokens they saw; a task's fingerprint (run keys) adds it, so
+        evaluation results are recomputed when only the evaluation texts change."""
+        cached = getattr(self, "_records_fingerprint", None)
+        if cached is None:
+            h = hashlib.blake2b(digest_size=16)
+            for r in self.records:
+                h.update(repr(r).encode())
+                h.update(b"\0")
+            cached = self._records_fingerprint = h.hexdigest()
+        return cached
+
+    @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=16)

@@ -16,17 +16,9 @@ from .types import Split
 def mean_true_prob(model: nn.Module, split: Split, adapter: Any, *, batch_size: int = 16, device: Any = "cpu") -> float:
     """Mean over ``split`` of exp(−per-example loss): the length-normalised answer probability P̄(a|q) for causal
     LMs, the true label's probability for classifiers. Eval mode, no gradients; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    values = []
-    try:
-        with torch.no_grad():
-            for batch in split.batches(batch_size, device=device):
-                values.append(torch.exp(-adapter.per_example_loss(model, batch)).float().cpu())
-    finally:
-        model.train(was_training)
+    losses = adapter.run_split(model, split, adapter.per_example_loss, batch_size=batch_size, device=device)
     cost.record(passes=len(split))
-    return float(torch.cat(values).mean()) if values else float("nan")
+    return float(torch.exp(-torch.cat(losses)).mean()) if losses else float("nan")
 
 
 @dataclass
@@ -50,10 +42,11 @@ class HoldoutLevelStop:
     fired: str | None = None
 
     @classmethod
-    def measured(cls, model: nn.Module, forget: Split, holdout: Split, adapter: Any, **kw: Any) -> HoldoutLevelStop:
+    def measured(cls, model: nn.Module, forget: Split, holdout: Split, adapter: Any, *, batch_size: int = 16, device: Any = "cpu",
+                 every: int = 1) -> HoldoutLevelStop:
         """The rule with ``level`` measured now on ``holdout`` (call before training)."""
-        level = mean_true_prob(model, holdout, adapter, batch_size=kw.get("batch_size", 16), device=kw.get("device", "cpu"))
-        return cls(forget, level, adapter, **kw)
+        level = mean_true_prob(model, holdout, adapter, batch_size=batch_size, device=device)
+        return cls(forget, level, adapter, batch_size, device, every)
 
     def __call__(self, step: int, model: nn.Module) -> str | None:
         if (step + 1) % self.every:

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from unlearnkit.adapters import get_adapter
 from unlearnkit.data.forget import ForgetSpec, make_task
@@ -119,6 +120,45 @@ def test_answer_nll_matches_transformers_loss(causal_lm_task, causal_lm_refs):
     assert np.allclose(out["nll"][:4], ours.numpy(), rtol=1e-5)
     assert np.allclose(out["n_tokens"][:4], (batch["labels"] != -100).sum(1).numpy())
 
+
+
+class _FullLogitsOnly(nn.Module):
+    """The same model behind a forward without ``logits_to_keep``: the adapter's fallback path."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_output_layer_runs_only_where_a_token_is_read(causal_lm_task, causal_lm_refs):
+    model, adapter = causal_lm_refs.original, get_adapter(causal_lm_task)
+    batch = next(iter(causal_lm_task.forget.batches(4)))
+    answer_positions = int((batch["labels"][:, 1:] != -100).any(0).sum())
+    assert answer_positions < batch["x"].shape[1] - 1  # the prompts are not predicted
+    widths: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, inp, _out: widths.append(inp[0].shape[1]))
+    try:
+        ours = adapter.token_stats(model, batch)
+        assert widths == [answer_positions]
+        codec = causal_lm_task.forget.data.codec
+        adapter.generate(model, [codec.encode_prompt(r.question) for r in causal_lm_task.forget.data.records[:2]], max_new_tokens=3)
+        assert widths[1:] and set(widths[1:]) == {1}  # generation reads the last position only, prompt included
+    finally:
+        hook.remove()
+    full = adapter.token_stats(_FullLogitsOnly(model), batch)  # every position's logits, then selected
+    for key in ours:
+        assert torch.allclose(ours[key], full[key], atol=1e-6), key
+    weight = model.get_input_embeddings().weight
+    grads = []
+    for m in (model, _FullLogitsOnly(model)):
+        weight.grad = None
+        adapter.per_example_loss(m, batch).sum().backward()
+        grads.append(weight.grad.clone())
+    weight.grad = None
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 def test_greedy_generation_matches_transformers(causal_lm_task, causal_lm_refs):
     model, adapter = causal_lm_refs.original, get_adapter(causal_lm_task)

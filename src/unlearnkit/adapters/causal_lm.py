@@ -4,6 +4,7 @@ fits the task's tokenizer and context."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,28 +13,52 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..lm.text import IGNORE
 from ..registry import ADAPTERS
 from ..types import Batch, Split, Task
 from .common import AdapterBase
 
-IGNORE = -100
 
 
 def _forward(model: nn.Module, batch: Batch, **kw: Any) -> Any:
     return model(input_ids=batch["x"], attention_mask=batch["attention_mask"], **kw)
 
 
-def answer_logp(logits: torch.Tensor, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log-softmax over the vocabulary at the n positions that predict an answer token (n, V), their target ids (n,),
-    the answer mask (B, L−1)), with the usual one-token shift. Only answer positions are normalised: prompt
-    positions are most of a batch's tokens and never read."""
+def _takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the model (under a PEFT wrapper, its base model) can compute logits at chosen positions only
+    (Hugging Face's ``logits_to_keep``, which also accepts a 1-D tensor of positions)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - forward without an inspectable signature
+        return False
+
+
+def answer_logits(model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits (B, K, V) at the K positions that predict an answer token in some example of the batch, the shifted
+    labels there (B, K; IGNORE where that example has none) and the answer mask (B, L−1) over all positions.
+    Position p predicts token p+1. Prompt positions are most of a batch's tokens and never read, so the output layer
+    (for SmolLM2 a fifth of the forward FLOPs) runs at these K positions only when the model supports it."""
     lab = (batch["labels"] if labels is None else labels)[:, 1:]
     mask = lab != IGNORE
-    return torch.log_softmax(logits[:, :-1][mask].float(), dim=-1), lab[mask], mask
+    keep = mask.any(0).nonzero()[:, 0]
+    if _takes_logits_to_keep(model):
+        logits = _forward(model, batch, logits_to_keep=keep).logits
+    else:
+        logits = _forward(model, batch).logits[:, keep]
+    return logits, lab[:, keep], mask
+
+
+def answer_logp(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax over the vocabulary at the n answer-predicting entries of ``logits`` (…, V) whose ``labels`` are
+    not IGNORE (n, V), and their target ids (n,). Only those entries are normalised."""
+    keep = labels != IGNORE
+    return torch.log_softmax(logits[keep].float(), dim=-1), labels[keep]
 
 
 def placed(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-answer-token ``values`` (n,) back at their (B, L−1) positions, 0 elsewhere (differentiable)."""
+    """Per-answer-token ``values`` (n,), in row-major order of ``mask``, back at their (B, L−1) positions, 0 elsewhere
+    (differentiable)."""
     return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, values.float())
 
 
@@ -51,7 +76,8 @@ class CausalLMAdapter(AdapterBase):
 
     def token_logprobs(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of each answer token (n, L-1) and the answer mask (n, L-1)."""
-        logp, target, mask = answer_logp(self.logits(model, batch), batch, labels)
+        logits, lab, mask = answer_logits(model, batch, labels)
+        logp, target = answer_logp(logits, lab)
         return placed(logp.gather(-1, target[:, None])[:, 0], mask), mask
 
     def sequence_logprob(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +100,8 @@ class CausalLMAdapter(AdapterBase):
     def token_stats(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """Per answer-token: log p(y_t), the mean μ_t and s.d. σ_t of log p over the vocabulary under p (Min-K%++),
         whether the argmax is the label; and the answer mask (other positions are 0)."""
-        logp, target, mask = answer_logp(self.logits(model, batch), batch)
+        logits, lab, mask = answer_logits(model, batch)
+        logp, target = answer_logp(logits, lab)
         p = logp.exp()
         mu = (p * logp).sum(-1)
         sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
@@ -149,6 +176,7 @@ class CausalLMAdapter(AdapterBase):
         was_training = model.training
         model.eval()
         out: list[list[int]] = []
+        last_only = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}  # the prompt's other logits are never read
         try:
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
@@ -166,7 +194,7 @@ class CausalLMAdapter(AdapterBase):
                 for _ in range(max_new_tokens):
                     pos = (cur_mask.cumsum(1) - 1).clamp(min=0)
                     o = model(input_ids=cur_ids if past is None else cur_ids[:, -1:], attention_mask=cur_mask,
-                              position_ids=pos if past is None else pos[:, -1:], past_key_values=past, use_cache=True)
+                              position_ids=pos if past is None else pos[:, -1:], past_key_values=past, use_cache=True, **last_only)
                     past = o.past_key_values
                     nxt = o.logits[:, -1].argmax(-1)
                     nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

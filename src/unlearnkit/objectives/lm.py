@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adapters.causal_lm import answer_logits
 from ..errors import ConfigError
+from ..lm.text import IGNORE
 from ..registry import OBJECTIVES
 from ..train import Loss, StepContext
 from ..types import Batch, Split, to_device
 from . import reference_for
 
-IGNORE = -100
 REFERENCE_MODEL = "reference_model"  # ctx.extra key of a frozen live reference (``reference: live``)
 NPO_REFERENCE = "npo_reference"  # (n,) summed answer log-probs of the reference on the forget set
 IDK_ANSWERS = "idk_answers"  # PairedAnswers: the "I don't know" variants of the forget set
@@ -377,9 +378,7 @@ class InvertedHinge:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        b = batch[self.stream]
-        logits = ctx.adapter.logits(model, b)[:, :-1]
-        labels = b["labels"][:, 1:]
+        logits, labels, _ = answer_logits(model, batch[self.stream])  # (B, K, V) at answer-predicting positions only
         mask = (labels != IGNORE).float()
         per_token = inverted_hinge(logits, labels.clamp(min=0))
         value = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()

@@ -137,11 +137,11 @@ def test_callback_string_stops_early_and_keeps_the_weights(original, random_task
 def test_divergence_snapshot_copies_only_what_training_can_change(original):
     """The last-good-weights snapshot holds the trainable parameters and the buffers, never the frozen parameters
     (a LoRA model would otherwise carry a second copy of its base weights)."""
-    from unlearnkit.train import _Snapshot
+    from unlearnkit.train import Snapshot
 
     params = list(original.parameters())
     trainable = params[-2:]
-    snap = _Snapshot(original, trainable)
+    snap = Snapshot(original, trainable)
     buffers = sum(b.numel() for b in original.buffers())
     assert sum(t.numel() for t in snap.saved) == sum(p.numel() for p in trainable) + buffers
     before = [p.detach().clone() for p in params]

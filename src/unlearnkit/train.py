@@ -204,7 +204,7 @@ class _MaskGuard:
             p.requires_grad_(flag)
 
 
-class _Snapshot:
+class Snapshot:
     """The last good values of what training can change — the trainable parameters and the buffers (e.g. batch-norm
     statistics) — in preallocated copies (an in-place copy per save, no allocation). Frozen parameters are never
     copied: for a LoRA-adapted model that is the difference between a few MB and a second copy of the whole model.
@@ -311,7 +311,7 @@ def fit(
         guard.release()
         raise ConfigError("Nothing to train: every parameter is frozen by the mask.")
     snapshot_every = snapshot_every or 1
-    snapshot = _Snapshot(model, guard.trainable)
+    snapshot = Snapshot(model, guard.trainable)
     history: list[dict[str, float]] = []
     stopped: str | None = None
     passes = 0

@@ -5,6 +5,8 @@ import copy
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from unlearnkit.adapters import get_adapter
 from unlearnkit.errors import ConfigError
@@ -30,12 +32,32 @@ def test_mean_true_prob_is_the_answer_probability(causal_lm_task, causal_lm_refs
 def test_rule_fires_at_the_first_check_at_or_below_the_level(monkeypatch):
     values = iter([0.9, 0.7, 0.5, 0.3])
     monkeypatch.setattr("unlearnkit.stopping.mean_true_prob", lambda *a, **k: next(values))
-    rule = HoldoutLevelStop(forget=None, level=0.5, adapter=None, every=2)
+    rule = HoldoutLevelStop(forget=None, level=0.5, adapter=None, every=2, nearest=False)
     fired = [rule(step, None) for step in range(6)]
     assert fired[:5] == [None] * 5  # checks after steps 1, 3, 5 only (every=2): 0.9, 0.7, then 0.5
     assert fired[5] is not None and "0.500" in fired[5]  # 0.5 <= 0.5 fires
     assert rule.trace == [(1, 0.9), (3, 0.7), (5, 0.5)] and rule.to_json()["fired"] == rule.fired
 
+
+
+@pytest.mark.parametrize(("last", "kept_step"), [(0.2, 1), (0.49, None)])
+def test_nearest_restores_the_check_closer_to_the_level(monkeypatch, last, kept_step):
+    """Level 0.5, checks 0.9, 0.52, then ``last``: 0.2 lands 0.3 below, farther than 0.52 was above, so the weights of
+    the 0.52 check (step 1) come back — trainable ones only; 0.49 is nearer, so the last weights stay."""
+    values = iter([0.9, 0.52, last])
+    monkeypatch.setattr("unlearnkit.stopping.mean_true_prob", lambda *a, **k: next(values))
+    model = nn.Linear(2, 1)
+    model.bias.requires_grad_(False)
+    rule = HoldoutLevelStop(forget=None, level=0.5, adapter=None)
+    for step in range(3):
+        with torch.no_grad():  # stands in for a training step
+            model.weight.fill_(float(step))
+            model.bias.fill_(float(step))
+        fired = rule(step, model)
+    assert fired is not None and rule.restored == kept_step and rule.to_json()["restored"] == kept_step
+    assert float(model.weight.detach()[0, 0]) == (2.0 if kept_step is None else 1.0)
+    assert float(model.bias[0]) == 2.0  # frozen: never copied, never restored
+    assert ("restored the weights of step 1 (0.520)" in fired) == (kept_step == 1)
 
 def test_gradient_ascent_stops_at_the_holdout_level(causal_lm_task, causal_lm_refs):
     """With a large budget, plain gradient ascent drives the forget probability to ~0; with stop_at='holdout' it stops
@@ -54,8 +76,10 @@ def test_gradient_ascent_stops_at_the_holdout_level(causal_lm_task, causal_lm_re
     trace = rule["trace"]
     assert [s for s, _ in trace] == list(range(steps))
     assert trace[-1][1] <= level and all(v > level for _, v in trace[:-1])
-    assert mean_true_prob(stopped.model, causal_lm_task.forget, adapter) == pytest.approx(trace[-1][1], rel=1e-5)
-    assert mean_true_prob(free.model, causal_lm_task.forget, adapter) < 0.5 * trace[-1][1]  # the fixed budget over-forgets
+    kept = trace[-1][1] if rule["restored"] is None else trace[-2][1]  # the check nearer the level
+    assert abs(kept - level) == min(abs(trace[-1][1] - level), abs(trace[-2][1] - level)) if len(trace) > 1 else kept == trace[-1][1]
+    assert mean_true_prob(stopped.model, causal_lm_task.forget, adapter) == pytest.approx(kept, rel=1e-5)
+    assert mean_true_prob(free.model, causal_lm_task.forget, adapter) < 0.5 * kept  # the fixed budget over-forgets
 
 
 def test_stop_configuration_errors(causal_lm_task):

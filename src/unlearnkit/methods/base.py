@@ -93,7 +93,8 @@ class GradientMethod:
     ``stop_at="holdout"`` ends training early, the first time (checked every ``stop_check_every`` steps) the forget
     set's mean true-answer probability falls to the holdout (test) examples' on the input model
     (``stopping.HoldoutLevelStop``, Jang et al.'s forgetting threshold): the budget becomes a maximum and the method
-    stops before over-forgetting, without consulting a retrained model."""
+    stops before over-forgetting, without consulting a retrained model. It keeps the weights of that check or, when the
+    previous check was nearer the level, the previous check's."""
 
     epochs: float = 5.0
     steps: int | None = None

@@ -78,37 +78,51 @@ def build_experiment(args: argparse.Namespace) -> Any:
     })
 
 
-def npo_reference_comparison(exp: Any, store: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """NPO for the same steps with cached reference outputs vs a live reference model, timed in this process."""
-    from unlearnkit.adapters import get_adapter
-    from unlearnkit.cost import CostMeter
-    from unlearnkit.data.sources import load_dataset
-    from unlearnkit.methods import build_method
-    from unlearnkit.runs.runner import ExperimentRunner
-    from unlearnkit.seeding import np_rng
+def npo_reference_comparison(argv: list[str], store_root: str) -> list[dict[str, Any]]:
+    """NPO for the same steps with cached reference outputs vs a live reference model. Each run is this script in a
+    fresh process (``--npo-child``), so its resident-memory peak is its own: in one process, memory freed by an
+    earlier run is reused without raising the resident size and hides part of the later run's footprint."""
+    import json
+    import subprocess
 
-    runner = ExperimentRunner(exp, store, device=args.device, progress=False, log=lambda m: None)
-    source = load_dataset(exp.dataset.name, **exp.dataset.params)
-    task = runner.build_task(source, exp.forget[0])
-    refs = runner.references(task, source)
-    get_adapter(task)
-    budget = SETTINGS[args.model]["unlearn"]
     rows = []
     # NPO as configured (forget term + retain NLL), then its forget term alone (retain_weight 0: no retain batch), where
     # the reference forward is the largest share of a step.
     for variant, extra in (("forget + retain", {}), ("forget term only", {"retain_weight": 0.0})):
-        pair = []
-        for mode in ("live", "cached", "live", "cached"):  # interleaved twice: the second pair is reported (warm caches)
-            method = build_method("npo", {**budget, **extra, "epochs": 1.0, "steps": args.npo_steps, "reference": mode})
-            start = copy.deepcopy(refs.original)  # copied before metering: only what the method itself holds is counted
-            with CostMeter(args.device) as meter:
-                out = method.unlearn(start, task, refs, rng=np_rng("npo-bench", 0), device=args.device)
-            assert meter.cost is not None
-            steps = out.info["train"]["steps"]
-            pair.append({"variant": variant, "mode": mode, "steps": steps,
-                         "seconds_per_step": meter.cost.wall_seconds / max(steps, 1), "peak_memory_mb": meter.cost.peak_memory_mb})
-        rows += pair[2:]
+        for mode in ("live", "cached"):
+            job = json.dumps({"store_root": store_root, "variant": variant, "extra": extra, "mode": mode})
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--npo-child", job],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"NPO {mode} run ({variant}) failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
+
+
+def npo_run(args: argparse.Namespace, store_root: str, variant: str, extra: dict[str, Any], mode: str) -> dict[str, Any]:
+    """One metered NPO run (``--npo-child``, in its own process): the model to unlearn is copied before metering, so the peak counts
+    only what the method itself holds — for ``live`` the frozen reference copy, for ``cached`` the reference table."""
+    from unlearnkit.cost import CostMeter
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.methods import build_method
+    from unlearnkit.runs import Store
+    from unlearnkit.runs.runner import ExperimentRunner
+    from unlearnkit.seeding import np_rng
+
+    exp = build_experiment(args)
+    runner = ExperimentRunner(exp, Store(store_root, refs_root=args.refs_cache), device=args.device, progress=False, log=lambda m: None)
+    source = load_dataset(exp.dataset.name, **exp.dataset.params)
+    task = runner.build_task(source, exp.forget[0])
+    refs = runner.references(task, source)
+    budget = SETTINGS[args.model]["unlearn"]
+    method = build_method("npo", {**budget, **extra, "epochs": 1.0, "steps": args.npo_steps, "reference": mode})
+    start = copy.deepcopy(refs.original)
+    with CostMeter(args.device) as meter:
+        out = method.unlearn(start, task, refs, rng=np_rng("npo-bench", 0), device=args.device)
+    assert meter.cost is not None
+    steps = out.info["train"]["steps"]
+    return {"variant": variant, "mode": mode, "steps": steps, "seconds_per_step": meter.cost.wall_seconds / max(steps, 1),
+            "peak_memory_mb": meter.cost.peak_memory_mb}
 
 
 def cell(run: dict[str, Any] | None, metric: str, key: str, fmt: str = "{:.3f}") -> str:
@@ -129,12 +143,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="holdout: every method stops once its forget answer probability reaches the holdout profiles' "
                         "(the budget is a maximum); none: the fixed budget")
     p.add_argument("--npo-steps", type=int, default=6)
+    p.add_argument("--npo-child", default=None, help=argparse.SUPPRESS)  # internal: one metered NPO run, JSON row on stdout
     p.add_argument("--device", default="cpu")
     p.add_argument("--refs-cache", default=str(ROOT / "unlearnkit-runs" / "refs"))
     p.add_argument("--output", default=str(ROOT / "docs" / "results" / "lm.md"))
     p.add_argument("--store", default=None, help="keep the runs in this store (a rerun resumes from the finished runs); "
                    "default: a temporary store")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    if args.npo_child:
+        import json
+
+        print(json.dumps(npo_run(args, **json.loads(args.npo_child))))
+        return 0
 
     from unlearnkit.io import atomic_write_text
     from unlearnkit.runs import Store
@@ -150,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         refs_info = task_rec["references"]
         original = store.load_run(task_rec["original_run"])
         runs = {name: store.load_run(ids[0]) for name, ids in task_rec["runs"].items()}
-        npo_rows = npo_reference_comparison(exp, store, args)
+        npo_rows = npo_reference_comparison(argv, args.store or tmp)
 
     lines = ["# Language-model unlearning on fictitious profiles", "",
              f"Generated by `python benchmarks/lm_unlearning.py --model {args.model} --scale {args.scale} --forget {args.forget}` "
@@ -186,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                                          cell(run, "forget_quality", "p_value", "{:.2e}")]
                                         + [cell(run, "forget_quality", f"p_value_at_n{k}", "{:.2e}") for k in (40, 200, 400)]) + " |")
     lines += ["", "## NPO: cached reference outputs vs a live reference model", "",
-              f"{args.npo_steps} NPO steps each, same data and seed, interleaved (second pair reported). A live step runs the "
+              f"{args.npo_steps} NPO steps each (`--npo-steps`), same data and seed, each in a fresh "
+              "process (so its resident-memory peak is its own; the model being unlearned is loaded before metering). Step "
+              "time is the whole call over the steps, so the cached rows include the one-off reference pass over the "
+              "forget set. A live step runs the "
               "policy forward and backward on the forget batch (and on the retain batch when the retain term is on) plus "
               "one no-grad forward of the frozen reference on the forget batch; caching removes exactly that forward and "
               "the reference's weights, nothing else, so the step-time ratio is bounded below by the policy's share of a "
@@ -218,15 +242,19 @@ def stop_text(stop_at: str, original: dict[str, Any]) -> str:
         return "Every method runs its full budget (`--stop-at none`)."
     return ("Every method's budget is a maximum (`--stop-at holdout`): it stops after the first step at which its forget answer "
             f"probability is at or below the holdout profiles' on the target model ({cell(original, 'answer_prob', 'test')}; "
-            "Jang et al.'s forgetting threshold, no retrained model consulted). Steps marked * stopped there; the others "
-            "ran their whole budget without reaching it.")
+            "Jang et al.'s forgetting threshold, no retrained model consulted), and keeps that step's weights or, when the "
+            "step before was nearer the level, that step's. Steps marked * stopped there (a→b: a steps run, the weights "
+            "after step b kept); the others ran their whole budget without reaching it.")
 
 
 def steps_cell(run: dict[str, Any]) -> str:
     info = run.get("unlearn_info") or {}
     if "train" not in info:
         return "—"
-    return f"{info['train']['steps']}{'*' if (info.get('early_stop') or {}).get('fired') else ''}"
+    stop = info.get("early_stop") or {}
+    if not stop.get("fired"):
+        return str(info["train"]["steps"])
+    return f"{info['train']['steps']}*" + ("" if stop.get("restored") is None else f"→{stop['restored'] + 1}")
 
 
 def fmt_costs(costs: dict[str, Any]) -> str:

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             summary.append((spec, mode, speedup, mem, peak / loop_rate))
         say(f"  ceiling: the loop already reaches {loop_rate:.1f} GFLOP/s, {loop_rate / peak:.0%} of the matmul rate, so no "
               f"vectorisation can exceed {peak / loop_rate:.1f}× here")
-    say("\n| MLP hidden | path | speed-up vs loop | peak memory ratio | ceiling (matmul rate / loop rate) |")
+    say("")
+    say("| MLP hidden | path | speed-up vs loop | peak memory ratio | ceiling (matmul rate / loop rate) |")
     say("|---|---|---|---|---|")
     for spec, mode, speedup, mem, ceiling in summary:
         say(f"| {spec} | {mode} | {speedup:.2f}× | {mem:.2f} | {ceiling:.1f}× |")

@@ -60,6 +60,19 @@ def test_forget_whole_profiles(profiles_source, fraction, people):
     assert groups.isdisjoint(set(task.retain.labels.tolist())), "a profile is forgotten whole"
 
 
+
+def test_full_scale_is_tofu_sized():
+    """``full`` (for GPU users; nothing is trained here): 200 trained people and 20 holdout, 6 items each; forgetting
+    1% / 5% / 10% takes 2 / 10 / 20 whole people (TOFU's forget01/05/10); retain-side metrics score 20 people."""
+    full = profiles(scale="full")
+    assert len(full.train) == 6 * 200 and len(full.test) == 6 * 20
+    assert len(set(full.train.labels.tolist()) & set(full.test.labels.tolist())) == 0
+    for fraction, people in [(0.01, 2), (0.05, 10), (0.1, 20)]:
+        task = make_task("profiles", full.train, full.test, ForgetSpec("profiles", fraction=fraction), np.random.default_rng(0),
+                         n_classes=None, modality="causal_lm", probes=full.probes, eval_retain_groups=full.info["eval_retain_groups"])
+        assert len(set(task.forget.labels.tolist())) == people and len(task.forget) == 6 * people
+        assert len(set(task.probes["retain_eval"].labels.tolist())) == 20
+
 def test_profile_forget_errors(profiles_source):
     s = profiles_source
     rng = np.random.default_rng(0)

@@ -19,7 +19,6 @@ from ..types import Batch, Split, Task
 from .common import AdapterBase
 
 
-
 def _forward(model: nn.Module, batch: Batch, **kw: Any) -> Any:
     return model(input_ids=batch["x"], attention_mask=batch["attention_mask"], **kw)
 

@@ -3,7 +3,7 @@ unlearning run followed by the causal-LM evidence battery; per method: forget qu
 against the retain model), model utility, verdict, wall time and peak memory, all measured in one run. Then NPO
 with cached reference outputs vs a live reference model: step time and peak memory, side by side.
 
-    python benchmarks/lm_unlearning.py                       # SmolLM2-135M-Instruct + LoRA, small scale (2 CPU cores: ~50 min with cached references)
+    python benchmarks/lm_unlearning.py                       # SmolLM2-135M-Instruct + LoRA, small scale (2 CPU cores: ~45 min with cached references)
     python benchmarks/lm_unlearning.py --model tiny_llama --scale tiny --output docs/results/lm_tiny.md   # ~2 min
 
 The target and retain models are cached in --refs-cache (keyed by data, model and training config), so a rerun

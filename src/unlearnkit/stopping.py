@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import cost
+from .train import Snapshot
 from .types import Split
 
 
@@ -71,8 +72,6 @@ class HoldoutLevelStop:
             return self.fired
         if self.nearest and np.isfinite(value):
             if self._kept is None:
-                from .train import Snapshot
-
                 self._kept = Snapshot(model, [p for p in model.parameters() if p.requires_grad])
             self._kept.save(step)
             self._kept_value = value

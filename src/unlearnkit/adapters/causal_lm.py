@@ -4,6 +4,7 @@ fits the task's tokenizer and context."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -27,8 +28,13 @@ def _takes_logits_to_keep(model: nn.Module) -> bool:
     """Whether the model (under a PEFT wrapper, its base model) can compute logits at chosen positions only
     (Hugging Face's ``logits_to_keep``, which also accepts a 1-D tensor of positions)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_accepts(type(base), "logits_to_keep")
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_accepts(cls: type, name: str) -> bool:
     try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
+        return name in inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - forward without an inspectable signature
         return False
 
@@ -72,6 +78,11 @@ class CausalLMAdapter(AdapterBase):
 
     def logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return _forward(model, batch).logits
+
+    def answer_logits(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, K, V) at the answer-predicting positions only, the shifted labels there and the answer mask
+        (``answer_logits``)."""
+        return answer_logits(model, batch, labels)
 
     def token_logprobs(self, model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of each answer token (n, L-1) and the answer mask (n, L-1)."""

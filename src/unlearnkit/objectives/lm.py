@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters.causal_lm import answer_logits
 from ..errors import ConfigError
 from ..lm.text import IGNORE
 from ..registry import OBJECTIVES
@@ -378,7 +377,7 @@ class InvertedHinge:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        logits, labels, _ = answer_logits(model, batch[self.stream])  # (B, K, V) at answer-predicting positions only
+        logits, labels, _ = ctx.adapter.answer_logits(model, batch[self.stream])  # (B, K, V) at answer-predicting positions only
         mask = (labels != IGNORE).float()
         per_token = inverted_hinge(logits, labels.clamp(min=0))
         value = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()

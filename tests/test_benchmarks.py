@@ -1,6 +1,7 @@
 """The benchmark scripts' own arithmetic, and a smoke run of the shadow-training benchmark at toy size."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -52,4 +53,9 @@ def test_lm_benchmark_runs_tiny_and_reports_early_stops(tmp_path):
     assert set(rows) >= {"original (target)", "retrain", "grad_ascent", "npo"}
     steps = rows["method"].index("steps")
     assert "*" in rows["grad_ascent"][steps] and rows["original (target)"][steps] == "—"  # stopped at the holdout level
-    assert "cached / live step time" in text
+    npo = text[text.index("## NPO"):]  # live and cached rows, then their ratios, for all layers and for the top block only
+    assert "| trainable layers | NPO loss | cached / live step time | whole call | peak memory |" in npo
+    for layers in ("all", "top 1"):
+        for variant in ("forget + retain", "forget term only"):
+            assert all(f"| {layers} | {variant} | {mode} |" in npo for mode in ("live", "cached"))
+            assert re.search(rf"\| {layers} \| {re.escape(variant)} \| (\*\*)?[0-9.]+×", npo)

@@ -54,6 +54,17 @@ def test_budget_in_epochs_and_steps(original, random_task):
     assert r.steps == 2 * math.ceil(len(random_task.retain) / 100)
     r = fit(original, NLL("retain"), {"retain": random_task.retain}, TrainConfig(steps=3), adapter=ADAPTER, rng=np.random.default_rng(0))
     assert r.steps == 3 and r.example_passes == 3 * 128
+    ends = [h["elapsed"] for h in r.history]
+    assert ends == sorted(ends) and 0 < ends[-1] <= r.seconds
+    assert r.to_json()["seconds_per_step"] == round((ends[2] - ends[0]) / 2, 4)
+
+
+def test_steady_step_time_leaves_out_the_first_step():
+    from unlearnkit.train import TrainResult
+
+    slow_first = TrainResult(3, 0, 9.0, [{"loss": 0.0, "elapsed": e} for e in (5.0, 5.5, 6.5)])
+    assert slow_first.seconds_per_step == 0.75
+    assert TrainResult(1, 0, 1.0, [{"loss": 0.0, "elapsed": 1.0}]).seconds_per_step is None
 
 
 def test_divergence_guard_restores_last_good_weights(original, random_task):

@@ -11,6 +11,8 @@ from pathlib import Path
 from .errors import UnlearnError
 
 DEFAULT_STORE = os.environ.get("UNLEARNKIT_STORE", "unlearnkit-runs")
+EXECUTOR_HELP = ("local (default), process (each run in a fresh process: its own memory peak, crashes contained; "
+                 "process:N for N at a time), ray (a local Ray instance), ray:auto or ray://host:port")
 
 
 def _store(path: str):  # noqa: ANN202
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto")
     demo.add_argument("--report", default=None, help="where to write the HTML report")
     demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument("--executor", default="local", help="local (default), ray (a local Ray instance), ray:auto or ray://host:port")
+    demo.add_argument("--executor", default="local", help=EXECUTOR_HELP)
 
     run = sub.add_parser("run", help="run an experiment file")
     run.add_argument("file")
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: the file's, else auto)")
     run.add_argument("--report", default=None, help="where to write the HTML report")
     run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--executor", default="local", help="local (default), ray (a local Ray instance), ray:auto or ray://host:port")
+    run.add_argument("--executor", default="local", help=EXECUTOR_HELP)
 
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("file")

@@ -109,11 +109,20 @@ class TrainResult:
     history: list[dict[str, float]]
     stopped: str | None = None  # why training stopped early (divergence, time budget), else None
 
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Steady-state step time: from the end of the first step to the end of the last, per step, so the first step's
+        one-off costs (lazy initialisation, allocator warm-up) are left out. None with fewer than two steps."""
+        ends = [h["elapsed"] for h in self.history if "elapsed" in h]
+        return (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) >= 2 else None
+
     def to_json(self) -> dict[str, Any]:
+        per_step = self.seconds_per_step
         return {
             "steps": self.steps,
             "example_passes": self.example_passes,
             "seconds": round(self.seconds, 4),
+            "seconds_per_step": None if per_step is None else round(per_step, 4),
             "stopped": self.stopped,
             "final_loss": self.history[-1]["loss"] if self.history else None,
         }
@@ -364,13 +373,13 @@ def fit(
                 optimizer.step()  # type: ignore[union-attr]
                 guard.restore(optimizer)  # type: ignore[arg-type]
             history.append({"step": step, "loss": value, **loss.parts})
-            if callback is not None:
-                reason = callback(step, model)
-                if reason:
-                    stopped = reason
-                    if bar is not None:
-                        bar.update(1)
-                    break
+            reason = callback(step, model) if callback is not None else None
+            history[-1]["elapsed"] = time.perf_counter() - t0  # seconds since the start, at the end of this step
+            if reason:
+                stopped = reason
+                if bar is not None:
+                    bar.update(1)
+                break
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0:

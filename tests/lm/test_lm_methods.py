@@ -16,7 +16,7 @@ import torch
 from tests.conftest import state_equal
 from unlearnkit.adapters import ClassifierAdapter, get_adapter
 from unlearnkit.data.profiles import variant
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, EmptySelection
 from unlearnkit.methods import build_method
 from unlearnkit.models import build_model
 from unlearnkit.models.causal_lm import adapt, decoder_layers
@@ -173,6 +173,35 @@ def test_rmu_trains_only_the_chosen_mlp_weights_and_steers_forget_activations(ca
             return float(masked_activation_mse(h, (method.steering_coeff * extra[RMU_DIRECTION]).expand(h.shape), mask))
 
     assert distance(target) < 0.9 * distance(before)
+
+
+def test_restrict_to_trains_only_the_selected_layers_and_backward_stops_there(causal_lm_task, target):
+    before = copy.deepcopy(target)
+    got_grad = set()
+    hooks = [p.register_hook(lambda g, n=n: got_grad.add(n)) for n, p in target.named_parameters() if p.requires_grad]
+    spec = {"name": "decoder_layers", "params": {"layers": [-1]}}
+    out = run("npo", {**FAST, "restrict_to": spec}, target, causal_lm_task)
+    for h in hooks:
+        h.remove()
+    top = f"layers.{len(decoder_layers(target)) - 1}."
+    assert any(top in n for n in got_grad)
+    for (n, p), (_, q) in zip(target.named_parameters(), before.named_parameters()):
+        chosen = top in n
+        assert bool(out.changed[n].all()) == chosen and bool(out.changed[n].any()) == chosen, n
+        assert torch.equal(p, q) != chosen, n
+        assert (n in got_grad) == chosen, n  # frozen, not merely masked: no gradient is computed below the top block
+    assert forget_prob(target, causal_lm_task) < forget_prob(before, causal_lm_task)
+
+    # intersected with the recipe's own selector (RMU: the MLP of its layers)
+    rmu = copy.deepcopy(before)
+    run("rmu", {"steps": 2, "lr": 1e-3, "layer": 0, "restrict_to": {"name": "by_name", "params": {"include": ["*down_proj*"]}}}, rmu, causal_lm_task)
+    assert [n for n, p in rmu.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])] == ["model.layers.0.mlp.down_proj.weight"]
+    with pytest.raises(EmptySelection, match="rmu's parameter selection selected no parameters"):
+        run("rmu", {"steps": 1, "layer": 0, "restrict_to": {"name": "decoder_layers", "params": {"layers": [1]}}}, copy.deepcopy(before), causal_lm_task)
+    with pytest.raises(ConfigError, match="restrict_to must be"):
+        build_method("npo", {"restrict_to": {"selector": "decoder_layers"}})
+    with pytest.raises(ConfigError, match="Unknown parameter 'layer' for npo: restrict_to 'decoder_layers'"):
+        build_method("npo", {"restrict_to": {"name": "decoder_layers", "params": {"layer": 1}}})
 
 
 def test_rmu_layer_and_module_choice(causal_lm_task, target):

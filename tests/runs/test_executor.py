@@ -1,4 +1,6 @@
-"""Executors: the same jobs give the same results in-process and on a (local) Ray cluster."""
+"""Executors: the same jobs give the same results in-process, in fresh processes and on a (local) Ray cluster."""
+
+import os
 
 import pytest
 import torch
@@ -6,7 +8,7 @@ import torch
 from unlearnkit.errors import ConfigError
 from unlearnkit.experiment import Experiment
 from unlearnkit.runs import Store
-from unlearnkit.runs.executor import LocalExecutor, get_executor
+from unlearnkit.runs.executor import LocalExecutor, ProcessExecutor, get_executor
 from unlearnkit.runs.runner import run_experiment
 from tests.runs.test_runner import SPEC
 
@@ -21,9 +23,35 @@ def test_local_map_and_imap_order():
     assert list(ex.imap(square, [3, 4])) == [(0, 9), (1, 16)]
 
 
+def pid_of(x: int) -> tuple[int, int]:
+    return x, os.getpid()
+
+
+def die(x: int) -> int:
+    if x == 1:
+        os._exit(3)  # the process vanishes without returning, like an out-of-memory kill
+    return x
+
+
 def test_unknown_executor():
     with pytest.raises(ConfigError, match="Unknown executor 'dask'"):
         get_executor("dask")
+    for bad in ("process:0", "process:two"):
+        with pytest.raises(ConfigError, match="whole number of workers"):
+            get_executor(bad)
+    assert get_executor("process:2").workers == 2
+
+
+def test_process_executor_runs_each_job_in_its_own_fresh_process():
+    out = ProcessExecutor(workers=2).map(pid_of, [0, 1, 2])
+    assert [x for x, _ in out] == [0, 1, 2]  # results in item order
+    pids = {pid for _, pid in out}
+    assert len(pids) == 3 and os.getpid() not in pids
+
+
+def test_process_executor_names_a_job_whose_process_died():
+    with pytest.raises(RuntimeError, match="Job 1 .*process died"):
+        ProcessExecutor().map(die, [0, 1, 2], desc="dying")
 
 
 @pytest.mark.slow
@@ -41,14 +69,27 @@ def test_ray_gives_the_same_runs_as_local(tmp_path):
     finally:
         executor.shutdown()
     assert not ray.is_initialized()
-    assert local["runs"] == remote["runs"]  # same run ids: same keys
-    for run_id in local["runs"]:
-        a = Store(tmp_path / "local").load_run_model(run_id, _model())
-        b = Store(tmp_path / "ray").load_run_model(run_id, _model())
+    assert_same_runs(tmp_path, local, "local", remote, "ray")
+
+
+def test_fresh_processes_give_the_same_runs_as_local(tmp_path):
+    exp = Experiment.from_dict(SPEC)
+    local = run_experiment(exp, Store(tmp_path / "local"), device="cpu", progress=False, log=lambda m: None,
+                           executor=LocalExecutor(threads=1))
+    fresh = run_experiment(exp, Store(tmp_path / "process"), device="cpu", progress=False, log=lambda m: None,
+                           executor=ProcessExecutor(workers=2, threads=1))
+    assert_same_runs(tmp_path, local, "local", fresh, "process")
+
+
+def assert_same_runs(root, a_record, a_name, b_record, b_name):
+    assert a_record["runs"] == b_record["runs"]  # same run ids: same keys
+    for run_id in a_record["runs"]:
+        a = Store(root / a_name).load_run_model(run_id, _model())
+        b = Store(root / b_name).load_run_model(run_id, _model())
         for x, y in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(x, y)
-        va = Store(tmp_path / "local").load_run(run_id)["results"]["accuracy"]["values"]
-        vb = Store(tmp_path / "ray").load_run(run_id)["results"]["accuracy"]["values"]
+        va = Store(root / a_name).load_run(run_id)["results"]["accuracy"]["values"]
+        vb = Store(root / b_name).load_run(run_id)["results"]["accuracy"]["values"]
         assert va == vb
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -12,8 +14,8 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..errors import ConfigError
-from ..params import build_component  # noqa: F401  (re-exported)
-from ..registry import METHODS
+from ..params import build_component
+from ..registry import METHODS, SELECTORS
 from ..stopping import HoldoutLevelStop
 from ..train import OptimizerName, Schedule, TrainConfig, fit
 from ..types import Mask, Task, Unlearned
@@ -94,7 +96,12 @@ class GradientMethod:
     set's mean true-answer probability falls to the holdout (test) examples' on the input model
     (``stopping.HoldoutLevelStop``, Jang et al.'s forgetting threshold): the budget becomes a maximum and the method
     stops before over-forgetting, without consulting a retrained model. It keeps the weights of that check or, when the
-    previous check was nearer the level, the previous check's."""
+    previous check was nearer the level, the previous check's.
+
+    ``restrict_to`` = ``{"name": <registered selector>, "params": {...}}`` trains only the parameters that selector
+    picks (intersected with the recipe's own selector, if it has one), e.g. ``decoder_layers`` with
+    ``layers: [-3, -2, -1]`` for the adapters of a causal LM's top three blocks. Everything else is frozen, so the
+    backward pass stops at the lowest selected parameter."""
 
     epochs: float = 5.0
     steps: int | None = None
@@ -107,6 +114,7 @@ class GradientMethod:
     grad_clip: float | None = None
     stop_at: Literal["none", "holdout"] = "none"
     stop_check_every: int = 1
+    restrict_to: dict[str, Any] | None = None
 
     kind: ClassVar[str] = "gradient"
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -122,6 +130,9 @@ class GradientMethod:
             raise ConfigError(f"{self.name}: stop_at is not supported (it runs its own training stages).")  # type: ignore[attr-defined]
         if not (isinstance(self.stop_check_every, int) and self.stop_check_every >= 1):
             raise ConfigError(f"{self.name}: stop_check_every must be an integer >= 1, got {self.stop_check_every!r}.")  # type: ignore[attr-defined]
+        if self.restrict_to is not None and type(self).unlearn is not GradientMethod.unlearn:
+            raise ConfigError(f"{self.name}: restrict_to is not supported (it runs its own training stages).")  # type: ignore[attr-defined]
+        self.restriction()  # validates restrict_to
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -144,6 +155,16 @@ class GradientMethod:
     def selector(self) -> Any:
         return None
 
+    def restriction(self) -> Any:
+        """The selector named by ``restrict_to``, or None."""
+        spec = self.restrict_to
+        if spec is None:
+            return None
+        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and set(spec) <= {"name", "params"}
+                and isinstance(spec.get("params", {}), dict)):
+            raise ConfigError(f"{self.name}: restrict_to must be {{'name': <selector>, 'params': {{...}}}}, got {spec!r}.")  # type: ignore[attr-defined]
+        return build_component(SELECTORS.get(spec["name"]), spec.get("params", {}), f"{self.name}: restrict_to {spec['name']!r}")  # type: ignore[attr-defined]
+
     def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
         return {}
 
@@ -156,8 +177,8 @@ class GradientMethod:
         check_forget_kind(self, task)
         adapter = get_adapter(task)
         adapter.check(model, task, device)
-        selector = self.selector()
-        mask = selector(model, task, adapter=adapter, rng=rng, device=device) if selector is not None else None
+        masks = [s(model, task, adapter=adapter, rng=rng, device=device) for s in (self.selector(), self.restriction()) if s is not None]
+        mask = None if not masks else functools.reduce(operator.and_, masks).require_nonempty(f"{self.name}'s parameter selection")  # type: ignore[attr-defined]
         objective = self.objective(task, refs)
         extra, prepared = self.prepare(model, task, refs, adapter, device)
         streams = {"forget": task.forget, "retain": task.retain}

@@ -1,5 +1,6 @@
 """Executors run independent jobs — retrained references, unlearning runs of an experiment grid, shadow
-unlearning for U-LiRA — in-process (``LocalExecutor``) or as Ray tasks on a cluster (``RayExecutor``).
+unlearning for U-LiRA — in-process (``LocalExecutor``), each in a fresh process of its own (``ProcessExecutor``),
+or as Ray tasks on a cluster (``RayExecutor``).
 
 A job is a module-level function of picklable arguments that returns picklable results (state dicts,
 costs, dicts). Jobs seed themselves from their arguments and run with a fixed number of torch threads,
@@ -61,6 +62,66 @@ class LocalExecutor:
         return [r for _, r in self.imap(fn, items, desc=desc)]
 
 
+class ProcessExecutor:
+    """Runs each job in a fresh spawned process, ``workers`` at a time. Nothing carries over from job to job: a job's
+    resident-memory peak is its own (in one process, memory freed by an earlier job is reused without raising the
+    resident size, so later jobs look smaller than they are), and a job that crashes or is killed takes only its own
+    process down. Costs a process start and the pickling of the job's arguments per job."""
+
+    name = "process"
+
+    def __init__(self, workers: int = 1, threads: int | None = None, progress: bool = False) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}.")
+        self.workers = workers
+        self.threads = threads
+        self.progress = progress
+
+    def imap(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> Iterator[tuple[int, R]]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        from tqdm.auto import tqdm
+
+        context = multiprocessing.get_context("spawn")
+        todo = iter(enumerate(items))
+        running: dict[Future[R], tuple[int, ProcessPoolExecutor]] = {}
+
+        def start_next() -> None:
+            for i, item in todo:
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+                running[pool.submit(run_job, fn, item, self.threads)] = (i, pool)
+                return
+
+        bar = tqdm(total=len(items), desc=desc or "jobs", disable=not self.progress, leave=False)
+        try:
+            for _ in range(self.workers):
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i, pool = running.pop(future)
+                    pool.shutdown(wait=True)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise RuntimeError(f"Job {i} ({desc or getattr(fn, '__name__', 'job')}): its process died before "
+                                           "returning (killed, e.g. out of memory, or crashed).") from None
+                    start_next()
+                    bar.update(1)
+                    yield i, result
+        finally:
+            bar.close()
+            for future, (_, pool) in running.items():  # interrupted: stop what is still running
+                future.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> list[R]:
+        out: dict[int, R] = dict(self.imap(fn, items, desc=desc))
+        return [out[i] for i in range(len(items))]
+
+
 class RayExecutor:
     """Runs jobs as Ray tasks: on a local Ray instance started here (``address=None``), or on a running
     cluster (``address="auto"`` after ``ray start --head``, or ``"ray://host:10001"``). Each job gets
@@ -116,13 +177,19 @@ def _import_paths() -> list[str]:
 
 
 def get_executor(spec: str | None, *, progress: bool = False) -> Executor:
-    """``local`` (default), ``ray`` (a local Ray instance), ``ray:auto`` (a running cluster) or ``ray://host:port``."""
+    """``local`` (default), ``process`` (each job in a fresh process; ``process:N`` for N at a time), ``ray`` (a local
+    Ray instance), ``ray:auto`` (a running cluster) or ``ray://host:port``."""
     if spec in (None, "", "local"):
         return LocalExecutor(progress=progress)
+    if spec == "process" or (spec or "").startswith("process:"):
+        workers = spec.partition(":")[2] or "1"
+        if not workers.isdigit() or int(workers) < 1:
+            raise ConfigError(f"Executor {spec!r}: process:N needs a whole number of workers N >= 1.")
+        return ProcessExecutor(int(workers), progress=progress)
     if spec == "ray":
         return RayExecutor()
     if spec.startswith("ray://"):
         return RayExecutor(address=spec)
     if spec == "ray:auto":
         return RayExecutor(address="auto")
-    raise ConfigError(f"Unknown executor {spec!r}: use local, ray, ray:auto or ray://host:port.")
+    raise ConfigError(f"Unknown executor {spec!r}: use local, process, process:N, ray, ray:auto or ray://host:port.")

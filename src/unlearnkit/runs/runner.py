@@ -6,6 +6,7 @@ stopped; a run is stored only when it is complete (atomic directory rename)."""
 from __future__ import annotations
 
 import copy
+import functools
 import platform
 from dataclasses import dataclass
 import sys
@@ -141,10 +142,7 @@ class ExperimentRunner:
 
     def references(self, task: Task, source: Any) -> References:
         model = self.exp.model
-
-        def factory() -> nn.Module:
-            return build_model(model.name, source.input_shape, source.n_outputs, **model.params)
-
+        factory = functools.partial(build_model, model.name, tuple(source.input_shape), source.n_outputs, **model.params)  # picklable
         spec = {**model.to_dict(), "input_shape": list(source.input_shape), "n_classes": source.n_classes}
         return build_references(task, factory, self.exp.train, retrain_seeds=self.exp.retrain_seeds, original_seed=self.exp.original_seed,
                                 model_spec=spec, store=self.store, device=self.device, progress=self.progress, executor=self.executor)

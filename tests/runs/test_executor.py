@@ -49,6 +49,15 @@ def test_process_executor_runs_each_job_in_its_own_fresh_process():
     assert len(pids) == 3 and os.getpid() not in pids
 
 
+def test_process_executor_starts_the_next_job_only_when_the_caller_asks():
+    import multiprocessing
+
+    jobs = ProcessExecutor(workers=1).imap(pid_of, [0, 1])
+    assert next(jobs)[0] == 0
+    assert not multiprocessing.active_children()  # nothing competes with the caller's work on result 0
+    assert [i for i, _ in jobs] == [1]
+
+
 def test_process_executor_names_a_job_whose_process_died():
     with pytest.raises(RuntimeError, match="Job 1 .*process died"):
         ProcessExecutor().map(die, [0, 1, 2], desc="dying")

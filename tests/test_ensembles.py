@@ -88,3 +88,12 @@ def test_logit_confidence_matches_definition_and_is_stable():
     assert np.allclose(logit_confidence(logits, labels), np.log(p) - np.log1p(-p))
     huge = logit_confidence(np.array([[1000.0, 0.0]]), np.array([0]))
     assert np.isfinite(huge).all() and huge[0] == pytest.approx(1000.0)
+
+
+def test_rows_is_indexing_by_an_index_tensor_of_any_shape():
+    from unlearnkit.ensembles import rows
+
+    x, y = torch.randn(50, 3, 4), torch.arange(50)
+    idx = torch.randint(0, 50, (6, 5))
+    assert torch.equal(rows(x, idx), x[idx]) and torch.equal(rows(y, idx), y[idx])
+    assert torch.equal(rows(x, idx[0]), x[idx[0]])

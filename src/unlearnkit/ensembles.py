@@ -140,6 +140,12 @@ def train_ensemble(
     return models
 
 
+def rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``data[idx]`` for an integer index tensor of any shape, through ``index_select`` (on CPU ~4× faster than advanced
+    indexing for a (16, 128) batch plan of 784-feature rows: 0.19 vs 0.75 ms)."""
+    return torch.index_select(data, 0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
+
+
 def _train_one(model: nn.Module, data: TensorData, plan: np.ndarray, config: TrainConfig, n_steps: int, device: str, progress: bool, desc: str) -> None:
     x_all, y_all = data.x.to(device), data.y.to(device)  # type: ignore[union-attr]
     optimizer = make_optimizer(list(model.parameters()), config)
@@ -149,7 +155,7 @@ def _train_one(model: nn.Module, data: TensorData, plan: np.ndarray, config: Tra
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(config, step, n_steps)
         idx = torch.as_tensor(plan[step], device=device)
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        loss = F.cross_entropy(model(rows(x_all, idx)), rows(y_all, idx))
         if not torch.isfinite(loss):
             raise DivergenceError(f"{desc}: non-finite loss at step {step}.")
         optimizer.zero_grad(set_to_none=True)
@@ -219,7 +225,7 @@ def _run_stacked(params: dict[str, torch.Tensor], losses_of: Callable[[torch.Ten
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(config, step, n_steps)
         idx = plan[step]
-        losses = losses_of(x_all[idx], y_all[idx])  # (K,)
+        losses = losses_of(rows(x_all, idx), rows(y_all, idx))  # (K,)
         if not torch.isfinite(losses).all():
             bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
             raise DivergenceError(f"{desc}: non-finite loss for model(s) {bad} at step {step}.")

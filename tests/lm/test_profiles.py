@@ -213,8 +213,13 @@ def test_lora_and_layer_subsets_freeze_the_rest(profiles_source):
     part = build_model("tiny_llama", (128,), profiles_source.n_outputs, trainable_layers=[1])
     trainable = [n for n, p in part.named_parameters() if p.requires_grad]
     assert trainable and all(".layers.1." in n for n in trainable)
-    with pytest.raises(ConfigError, match="out of range"):
-        build_model("tiny_llama", (128,), profiles_source.n_outputs, trainable_layers=[5])
+    both = build_model("tiny_llama", (128,), profiles_source.n_outputs, lora_r=4, trainable_layers=[-1])  # adapters of the last layer only
+    trainable = [n for n, p in both.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".layers.1." in n for n in trainable)
+    assert len(trainable) == len([n for n, p in lora.named_parameters() if p.requires_grad]) // 2
+    for bad in ([5], []):
+        with pytest.raises(ConfigError, match="non-empty list of indices"):
+            build_model("tiny_llama", (128,), profiles_source.n_outputs, trainable_layers=bad)
 
 
 def test_tied_weights_round_trip_through_safetensors(tmp_path):

@@ -120,24 +120,30 @@ def load_tokenizer(path: str | Path) -> Any:
 def adapt(model: nn.Module, *, lora_r: int = 0, lora_alpha: float = 16.0, lora_targets: Sequence[str] | None = None,
           trainable_layers: Sequence[int] | None = None) -> nn.Module:
     """Make only part of ``model`` trainable: LoRA adapters of rank ``lora_r`` (PEFT) on the attention and MLP
-    projections, and/or only the listed decoder layers (all other parameters frozen)."""
+    projections, or the whole of the listed decoder layers (negative = from the end); with both, LoRA adapters in the
+    listed layers only. All other parameters are frozen."""
     if lora_r < 0:
         raise ConfigError(f"lora_r must be >= 0, got {lora_r}.")
+    chosen = None
     if trainable_layers is not None:
         layers = _decoder_layers(model)
         bad = [i for i in trainable_layers if not -len(layers) <= i < len(layers)]
-        if bad:
-            raise ConfigError(f"trainable_layers {bad} out of range for a model with {len(layers)} layers.")
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for i in trainable_layers:
-            for p in layers[i].parameters():
-                p.requires_grad_(True)
+        if bad or not trainable_layers:
+            raise ConfigError(f"trainable_layers {list(trainable_layers)} must be a non-empty list of indices in "
+                              f"[-{len(layers)}, {len(layers)}) for a model with {len(layers)} layers.")
+        chosen = sorted({i % len(layers) for i in trainable_layers})
+        if lora_r == 0:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for i in chosen:
+                for p in layers[i].parameters():
+                    p.requires_grad_(True)
     if lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
         targets = list(lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets))
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets,
+                                                 layers_to_transform=chosen))
     return model
 
 
@@ -170,7 +176,8 @@ def smollm2(input_shape: Sequence[int], n_classes: int, lora_r: int = 16, lora_a
 @MODELS.register("causal_lm")
 def causal_lm(input_shape: Sequence[int], n_classes: int, path: str = "", lora_r: int = 0, lora_alpha: float = 16.0,
               lora_targets: Sequence[str] | None = None, trainable_layers: Sequence[int] | None = None) -> nn.Module:
-    """Any ``AutoModelForCausalLM`` folder or hub id (``path``), optionally with LoRA or a trainable layer subset."""
+    """Any ``AutoModelForCausalLM`` folder or hub id (``path``), optionally with LoRA, a trainable layer subset, or both
+    (LoRA in those layers only)."""
     if not path:
         raise ConfigError("Model 'causal_lm' needs params.path: a local folder or a Hugging Face hub id.")
     model = load_pretrained(path)

@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
              "indistinguishable; p-value depends on the number of items). Model utility is the harmonic mean of retain and "
              "neighbour-fact scores. Wall time and peak memory (resident-memory increase) are for the unlearning run alone, "
              f"on the `{args.executor}` executor" + (" (each run in a fresh process, so each peak is its own)" if args.executor.startswith("process")
-                                                     else "") + "; the retrain row's are those of training the cached retain model.", "",
+                                                     else "") + "; the retrain row is the `retrain` method itself (the pretrained model fine-tuned on the retain "
+             "profiles again, in this run).", "",
              stop_text(args.stop_at, original), "",
              "| method | forget prob | retain prob | KS stat | forget quality (p) | model utility | Min-K AUC | privleak | steps | wall s | peak MB | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -29,7 +29,8 @@ class Component:
         return {"name": self.name, "params": dict(self.params)}
 
 
-def _component(value: Any, where: str, registry: Any) -> Component:
+def component(value: Any, where: str, registry: Any) -> Component:
+    """A registered component given as its name or as ``{name:, params:}``; unknown keys and names are named."""
     if isinstance(value, str):
         name, params = value, {}
     elif isinstance(value, Mapping):
@@ -111,12 +112,12 @@ class Experiment:
         exp = cls(
             name=str(d["name"]),
             description=str(d.get("description", "")),
-            dataset=_component(d["dataset"], "dataset", DATASETS),
+            dataset=component(d["dataset"], "dataset", DATASETS),
             forget=tuple(ForgetSpec.from_dict(f) for f in forget_list),
-            model=_component(d["model"], "model", MODELS),
+            model=component(d["model"], "model", MODELS),
             train=TrainConfig.from_dict(_mapping(d["train"], "train", set(TrainConfig.__dataclass_fields__)), "train"),
-            methods=tuple(_component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
-            metrics=None if metrics_raw is None else tuple(_component(m, f"metrics[{i}]", METRICS) for i, m in enumerate(metrics_raw)),
+            methods=tuple(component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
+            metrics=None if metrics_raw is None else tuple(component(m, f"metrics[{i}]", METRICS) for i, m in enumerate(metrics_raw)),
             retrain_seeds=retrain_seeds,
             original_seed=int(refs.get("original_seed", 0)),
             seeds=tuple(seeds),

@@ -60,7 +60,6 @@ def test_forget_whole_profiles(profiles_source, fraction, people):
     assert groups.isdisjoint(set(task.retain.labels.tolist())), "a profile is forgotten whole"
 
 
-
 def test_full_scale_is_tofu_sized():
     """``full`` (for GPU users; nothing is trained here): 200 trained people and 20 holdout, 6 items each; forgetting
     1% / 5% / 10% takes 2 / 10 / 20 whole people (TOFU's forget01/05/10); retain-side metrics score 20 people."""
@@ -72,6 +71,7 @@ def test_full_scale_is_tofu_sized():
                          n_classes=None, modality="causal_lm", probes=full.probes, eval_retain_groups=full.info["eval_retain_groups"])
         assert len(set(task.forget.labels.tolist())) == people and len(task.forget) == 6 * people
         assert len(set(task.probes["retain_eval"].labels.tolist())) == 20
+
 
 def test_profile_forget_errors(profiles_source):
     s = profiles_source

@@ -98,7 +98,8 @@ class GradientMethod:
     stops before over-forgetting, without consulting a retrained model. It keeps the weights of that check or, when the
     previous check was nearer the level, the previous check's.
 
-    ``restrict_to`` = ``{"name": <registered selector>, "params": {...}}`` trains only the parameters that selector
+    ``restrict_to`` = ``{"name": <registered selector>, "params": {...}}`` (or just the name; parsed like an experiment
+    file's components) trains only the parameters that selector
     picks (intersected with the recipe's own selector, if it has one), e.g. ``decoder_layers`` with
     ``layers: [-3, -2, -1]`` for the adapters of a causal LM's top three blocks. Everything else is frozen, so the
     backward pass stops at the lowest selected parameter."""
@@ -157,13 +158,12 @@ class GradientMethod:
 
     def restriction(self) -> Any:
         """The selector named by ``restrict_to``, or None."""
-        spec = self.restrict_to
-        if spec is None:
+        if self.restrict_to is None:
             return None
-        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and set(spec) <= {"name", "params"}
-                and isinstance(spec.get("params", {}), dict)):
-            raise ConfigError(f"{self.name}: restrict_to must be {{'name': <selector>, 'params': {{...}}}}, got {spec!r}.")  # type: ignore[attr-defined]
-        return build_component(SELECTORS.get(spec["name"]), spec.get("params", {}), f"{self.name}: restrict_to {spec['name']!r}")  # type: ignore[attr-defined]
+        from ..experiment import component
+
+        spec = component(self.restrict_to, f"{self.name}: restrict_to", SELECTORS)  # type: ignore[attr-defined]
+        return build_component(SELECTORS.get(spec.name), spec.params, f"{self.name}: restrict_to {spec.name!r}")  # type: ignore[attr-defined]
 
     def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
         return {}

@@ -127,11 +127,7 @@ def adapt(model: nn.Module, *, lora_r: int = 0, lora_alpha: float = 16.0, lora_t
     chosen = None
     if trainable_layers is not None:
         layers = _decoder_layers(model)
-        bad = [i for i in trainable_layers if not -len(layers) <= i < len(layers)]
-        if bad or not trainable_layers:
-            raise ConfigError(f"trainable_layers {list(trainable_layers)} must be a non-empty list of indices in "
-                              f"[-{len(layers)}, {len(layers)}) for a model with {len(layers)} layers.")
-        chosen = sorted({i % len(layers) for i in trainable_layers})
+        chosen = layer_indices(trainable_layers, len(layers), "trainable_layers")
         if lora_r == 0:
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -157,6 +153,14 @@ def _decoder_layers(model: nn.Module) -> Any:
         except AttributeError:
             continue
     raise ModelError(f"Cannot find the decoder layers of {type(model).__name__}.")
+
+
+def layer_indices(indices: Sequence[int], n: int, who: str) -> list[int]:
+    """``indices`` (negative = from the end) as sorted distinct layer numbers of a model with ``n`` decoder layers;
+    an empty list or one out of range is a ConfigError naming ``who``."""
+    if not indices or any(not -n <= i < n for i in indices):
+        raise ConfigError(f"{who} {list(indices)} must be a non-empty list of indices in [-{n}, {n}) for a model with {n} decoder layers.")
+    return sorted({i % n for i in indices})
 
 
 def decoder_layers(model: nn.Module) -> Any:

@@ -31,6 +31,12 @@ class Executor(Protocol):
         ...
 
 
+def in_order(pairs: Iterator[tuple[int, R]], n: int) -> list[R]:
+    """The results of (index, result) pairs that arrive in any order, as a list in index order."""
+    out = dict(pairs)
+    return [out[i] for i in range(n)]
+
+
 def run_job(fn: Callable[[T], R], item: T, threads: int | None) -> R:
     """Run one job with ``threads`` torch threads (None: leave as is), restoring the setting after."""
     if threads is None:
@@ -91,10 +97,10 @@ class ProcessExecutor:
         running: dict[Future[R], tuple[int, ProcessPoolExecutor]] = {}
 
         def start_next() -> None:
-            for i, item in todo:
+            job = next(todo, None)
+            if job is not None:
                 pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
-                running[pool.submit(run_job, fn, item, self.threads)] = (i, pool)
-                return
+                running[pool.submit(run_job, fn, job[1], self.threads)] = (job[0], pool)
 
         bar = tqdm(total=len(items), desc=desc or "jobs", disable=not self.progress, leave=False)
         try:
@@ -120,8 +126,7 @@ class ProcessExecutor:
                 pool.shutdown(wait=False, cancel_futures=True)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> list[R]:
-        out: dict[int, R] = dict(self.imap(fn, items, desc=desc))
-        return [out[i] for i in range(len(items))]
+        return in_order(self.imap(fn, items, desc=desc), len(items))
 
 
 class RayExecutor:
@@ -163,8 +168,7 @@ class RayExecutor:
                 self._ray.cancel(f)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "") -> list[R]:
-        out: dict[int, R] = dict(self.imap(fn, items, desc=desc))
-        return [out[i] for i in range(len(items))]
+        return in_order(self.imap(fn, items, desc=desc), len(items))
 
     def shutdown(self) -> None:
         if self.started_here:

@@ -105,16 +105,11 @@ class DecoderLayers:
     module: str = ""
 
     def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
-        from ..models.causal_lm import decoder_layers
+        from ..models.causal_lm import decoder_layers, layer_indices
 
         blocks = decoder_layers(model)
-        n = len(blocks)
-        bad = [i for i in self.layers if not -n <= i < n]
-        if bad or not self.layers:
-            raise ConfigError(f"decoder_layers: layers {list(self.layers)} must be a non-empty list of indices in [-{n}, {n}) "
-                              f"for a model with {n} decoder layers.")
         chosen: set[int] = set()
-        for i in self.layers:
+        for i in layer_indices(self.layers, len(blocks), "decoder_layers: layers"):
             sub: Any = blocks[i]
             for part in filter(None, self.module.split(".")):
                 if not hasattr(sub, part):

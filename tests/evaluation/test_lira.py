@@ -110,3 +110,22 @@ def test_klom_exact_unlearner_has_zero_excess_and_original_positive(noise):
     ctx.method = None
     orig = metric.compute(refs.original, task, refs, ctx)
     assert orig.values["forget.signed_excess"] > metric.floor and orig.values["forget.median_shift"] > 0
+
+
+def test_cached_ensembles_are_keyed_by_the_whole_membership(noise):
+    """Two membership matrices that differ only in the last pool example (as U-LiRA's retrained shadows for two forget
+    sets can) must not share a cache entry."""
+    from unlearnkit.ensembles import balanced_memberships
+    from unlearnkit.evaluation.lira import cached_ensemble
+
+    task, refs = noise
+    ctx = EvalContext(task, get_adapter(task))
+    pool = task.train.subset(np.arange(300), "pool")
+    first = balanced_memberships(4, len(pool), seed=0)
+    second = first.copy()
+    second[:, -1] = ~second[:, -1]
+    a = cached_ensemble(ctx, refs, pool, first, seed=1, kind="test")
+    b = cached_ensemble(ctx, refs, pool, second, seed=1, kind="test")
+    assert cached_ensemble(ctx, refs, pool, first.copy(), seed=1, kind="test") is a
+    assert b is not a
+    assert any(not torch.equal(p, q) for p, q in zip(a[0].parameters(), b[0].parameters()))

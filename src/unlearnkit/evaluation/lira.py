@@ -46,8 +46,9 @@ def cached_ensemble(ctx: EvalContext, refs: Any, pool: Split, memberships: np.nd
     """``train_ensemble`` with the references' architecture and recipe, cached in ctx and the store."""
     factory = refs.require("model_factory", by=f"{kind} models")
     config = refs.require("train_config", by=f"{kind} models")
-    key = "ens-" + _key(kind, pool.fingerprint, np.packbits(memberships).tobytes().hex()[:64], memberships.shape, seed,
-                        config.to_dict(), refs.info.get("model", str(factory())))
+    membership_digest = hashlib.blake2b(np.packbits(memberships).tobytes(), digest_size=16).hexdigest()  # all of it, not a prefix
+    key = "ens-" + _key(kind, pool.fingerprint, membership_digest, memberships.shape, seed, config.to_dict(),
+                        refs.info.get("model", str(factory())))
     if key in ctx.shared:
         return ctx.shared[key]
     models = None

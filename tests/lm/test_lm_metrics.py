@@ -23,6 +23,7 @@ from unlearnkit.evaluation.relearn import Relearn
 from unlearnkit.evaluation.text_mia import privleak_value
 from unlearnkit.evaluation.truth_ratio import ks_pvalue_at
 from unlearnkit.references import References
+from unlearnkit.types import Split
 
 
 # ------------------------------------------------------------------------------------------------ a model with known log-probs
@@ -214,8 +215,11 @@ def test_text_mia_scores_by_hand(causal_lm_task, bigram):
     loss = compute("loss_mia", model, task, ctx=ctx)
     assert loss.per_example["score.forget"][1] == pytest.approx([h.mean() for h in hand], rel=1e-4)
     z = compute("zlib", model, task, ctx=ctx)
-    want = [h.sum() / len(zlib.compress(a.encode("utf-8"))) for h, a in zip(hand, answers)]  # −(total NLL) / zlib bytes
+    zbytes = [len(zlib.compress(a.encode("utf-8"))) for a in answers]
+    want = [h.mean() / zb for h, zb in zip(hand, zbytes)]  # −NLL̄ / zlib bytes (log-perplexity over zlib entropy)
     assert z.per_example["score.forget"][1] == pytest.approx(want, rel=1e-4)
+    total = compute("zlib", model, task, ctx=ctx, numerator="total")
+    assert total.per_example["score.forget"][1] == pytest.approx([h.sum() / zb for h, zb in zip(hand, zbytes)], rel=1e-4)
     mk = compute("min_k", model, task, ctx=ctx)
     want = [np.sort(h)[: max(1, int(0.4 * len(h)))].mean() for h in hand]
     assert mk.per_example["score.forget"][1] == pytest.approx(want, rel=1e-4)
@@ -306,6 +310,24 @@ def test_verbatim_memorisation_by_hand_and_on_a_corpus(causal_lm_task, bigram, t
     assert r.curves["corpus"]["rouge_l_f1"][0] == pytest.approx(first)
     with pytest.raises(ConfigError, match="not a file"):
         compute("verbatim_memorization", model, task, corpus_path=str(tmp_path / "missing.txt"))
+    shared = ctx_for(task)  # generations are cached per context: a different passage count must not reuse them
+    for n in (2, 4):
+        again = compute("verbatim_memorization", model, task, ctx=shared, corpus_path=str(path), passage_tokens=10, max_passages=n)
+        assert again.curves["corpus"]["rouge_l_f1"] == pytest.approx(r.curves["corpus"]["rouge_l_f1"][:n])
+
+
+def test_grad_norm_of_an_empty_answer_is_nan_not_a_perfect_member(causal_lm_task, bigram):
+    from unlearnkit.evaluation.text_mia import grad_norms
+    from unlearnkit.lm.text import IGNORE, TokenData
+
+    model, _ = bigram
+    d = causal_lm_task.forget.data
+    labels = d.labels[:3].clone()
+    answer = torch.nonzero(labels[0] != IGNORE).flatten()
+    labels[0, answer[:-1]] = IGNORE  # the first answer shrinks to its final EOS, which the score leaves out
+    data = TokenData(d.x[:3], d.attention_mask[:3], labels, d.y[:3], d.records[:3], d.codec)
+    norms = grad_norms(ctx_for(causal_lm_task), model, Split.create("three", data, causal_lm_task.forget.ids[:3]))
+    assert np.isnan(norms[0]) and np.isfinite(norms[1:]).all() and (norms[1:] > 0).all()
 
 
 # ------------------------------------------------------------------------------------------------ the fixture: target vs retain model

@@ -98,12 +98,12 @@ class LossMIA(_TextMIA):
 @register_metric
 @dataclass(frozen=True)
 class ZlibMIA(_TextMIA):
-    """zlib attack (Carlini et al., USENIX Sec 2021): score = −(Σ_t −log p(y_t)) / len(zlib.compress(answer)), the total
-    answer NLL in nats over the answer tokens (final EOS excluded) divided by the zlib-compressed size in bytes of the
-    UTF-8 answer text (default level 6). ``numerator="mean"`` uses NLL̄ instead (OpenUnlearning's choice). AUC of
-    forget vs holdout, and the retain model's AUC."""
+    """zlib attack (Carlini et al., USENIX Sec 2021): score = −NLL̄ / len(zlib.compress(answer)), the log-perplexity
+    (mean NLL in nats over the answer tokens, final EOS excluded) divided by the zlib-compressed size in bytes of the
+    UTF-8 answer text (default level 6), as in the paper's code and OpenUnlearning. ``numerator="total"`` uses the
+    summed NLL instead (a length-dependent variant). AUC of forget vs holdout, and the retain model's AUC."""
 
-    numerator: Literal["total", "mean"] = "total"
+    numerator: Literal["mean", "total"] = "mean"
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
@@ -111,7 +111,7 @@ class ZlibMIA(_TextMIA):
     higher_is_better: ClassVar[bool | None] = None
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Carlini et al., USENIX Security 2021"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: the default numerator became NLL̄, was the summed NLL)
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
@@ -208,6 +208,9 @@ def grad_norms(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
             if eos[i]:
                 last = int(torch.nonzero(labels[0] != IGNORE)[-1])
                 labels[0, last] = IGNORE
+            if not bool((labels != IGNORE).any()):  # an empty answer has no token to take a gradient of
+                norms.append(float("nan"))
+                continue
             with torch.enable_grad():
                 loss = ctx.adapter.per_example_loss(model, b, labels)[0]
                 grads = torch.autograd.grad(loss, params, allow_unused=True)

@@ -27,6 +27,33 @@ def test_identical_ensembles_give_zero_and_separated_give_cap():
     assert example_epsilon(np.ones(16), rng.normal(size=16)) == EPS_CAP  # degenerate spread
 
 
+def brute_force_epsilon(unlearned, retrained, delta=1e-5):
+    """The challenge's two rule families written out directly: "larger median if s >= t" and "peakier (smaller
+    range; on a tie the smaller median) if a <= s <= b", over thresholds and interval ends at the sample values."""
+    pos, neg = (unlearned, retrained) if np.median(unlearned) >= np.median(retrained) else (retrained, unlearned)
+    inner, outer = (pos, neg) if np.ptp(pos) < np.ptp(neg) else (neg, pos)
+    pts = np.unique(np.r_[pos, neg])
+    rates = [((neg >= t).mean(), (pos < t).mean()) for t in np.r_[pts, pts[-1] + 1]]
+    rates += [(((outer >= a) & (outer <= b)).mean(), 1 - ((inner >= a) & (inner <= b)).mean()) for a in pts for b in pts if a <= b]
+    fpr, fnr = np.array(rates).T
+    return min(rule_epsilon(fpr, fnr, delta).max(), EPS_CAP)
+
+
+def test_the_interval_rule_puts_the_peakier_distribution_inside():
+    # the retrained models sit in a narrow band between two halves of the unlearned ones (larger median): the interval
+    # [-1, 1] separates them perfectly, which only the "peakier inside" rule sees
+    unlearned = np.array([-5.0, -4, -3, 3, 4, 5, 6, 7])
+    retrained = np.array([-0.5, -0.3, -0.1, 0, 0.1, 0.2, 0.3, 0.5])
+    assert example_epsilon(unlearned, retrained) == EPS_CAP
+    assert example_epsilon(retrained, unlearned) == EPS_CAP
+    rng = np.random.default_rng(3)
+    for case in range(60):
+        wide = rng.normal(size=8) * 4 + (case % 3)
+        narrow = rng.normal(size=8) * rng.uniform(0.3, 2.0)
+        u, r = (wide, narrow) if case % 2 else (narrow, wide)
+        assert example_epsilon(u, r) == pytest.approx(brute_force_epsilon(u, r)), case
+
+
 def test_bucket_points():
     # N = 16: top = ceil(ln 15) = 3; ε in [0, 0.5) -> 1, [0.5, 1) -> 1/2, ..., >= 3 -> 0
     assert bucket_points(np.array([0.0, 0.49, 0.5, 1.2, 2.99, 3.0, 50.0]), 16).tolist() == [1.0, 1.0, 0.5, 0.25, 2 ** -5, 0.0, 0.0]

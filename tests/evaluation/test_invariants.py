@@ -24,6 +24,14 @@ def test_roc_summary_matches_sklearn_and_hand_case():
     assert hand["auc"] == pytest.approx(0.99)
 
 
+def test_tpr_at_fpr_keeps_collinear_operating_points():
+    # tied score groups 1.0, 0.95, 0.90 each hold 5 of 200 members and 1 of 200 non-members; the threshold at 0.95 has
+    # FPR 2/200 = 1% and TPR 10/200, a point on the straight line that scikit-learn's roc_curve drops by default
+    members = np.r_[np.full(5, 1.0), np.full(5, 0.95), np.full(5, 0.90), np.zeros(185)]
+    nonmembers = np.r_[1.0, 0.95, 0.90, np.full(197, -1.0)]
+    assert roc_summary(members, nonmembers)["tpr_at_0.01_fpr"] == pytest.approx(10 / 200)
+
+
 def test_separable_scores_give_auc_one():
     s = roc_summary(np.arange(100, 200.0), np.arange(0, 100.0))
     assert s["auc"] == 1.0 and s["tpr_at_0.01_fpr"] == 1.0 and s["tpr_at_0.001_fpr"] == 1.0

@@ -1,5 +1,7 @@
 """LiRA / U-LiRA on a task where membership is all memorisation (noise inputs, random labels)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -99,6 +101,18 @@ def test_margin_kl_hand_cases():
     assert (far > 5).all()  # disjoint histograms: KL ≈ log(1/floor) scale
     # one bin each, fully overlapping after clipping to ±100: zero
     assert margin_kl(np.full((4, 1), 500.0), np.full((4, 1), 900.0))[0] == 0.0
+    # direction, by hand with 2 bins over [0, 10]: unlearned (1/2, 1/2), oracle (3/4, 1/4)
+    unlearned, oracle = np.array([[0.0], [0], [10], [10]]), np.array([[0.0], [0], [0], [10]])
+    assert margin_kl(unlearned=unlearned, oracle=oracle, bins=2)[0] == pytest.approx(0.5 * math.log(2 / 3) + 0.5 * math.log(2))
+    assert margin_kl(unlearned=oracle, oracle=unlearned, bins=2)[0] == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    # an empty oracle bin where the unlearned ensemble has mass is floored at 1e-5 (then renormalised) ...
+    q = np.array([1.0, 1e-5]) / (1 + 1e-5)
+    one_bin = np.array([[0.0], [0], [0], [1]])
+    assert margin_kl(unlearned=unlearned, oracle=one_bin, bins=2)[0] == pytest.approx(float(np.sum(0.5 * np.log(0.5 / q))))
+    # ... and an empty unlearned bin contributes nothing (no floor on that side): exactly log 2 here
+    assert margin_kl(unlearned=one_bin, oracle=unlearned, bins=2)[0] == pytest.approx(math.log(2), rel=1e-9)
+    with pytest.raises(ConfigError, match="NaN margins"):
+        margin_kl(unlearned=np.full((4, 1), np.nan), oracle=oracle)
 
 
 def test_klom_exact_unlearner_has_zero_excess_and_original_positive(noise):

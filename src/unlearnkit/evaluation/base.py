@@ -110,7 +110,7 @@ def roc_summary(member_scores: np.ndarray, nonmember_scores: np.ndarray, max_poi
         raise ConfigError(f"ROC needs members and non-members, got {len(m)} and {len(n)}.")
     y = np.r_[np.ones(len(m)), np.zeros(len(n))]
     s = np.r_[m, n]
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # collinear points dropped by default can be the TPR-at-FPR point
     out: dict[str, Any] = {"auc": float(roc_auc_score(y, s))}
     for f in FPR_POINTS:
         ok = fpr <= f + 1e-12

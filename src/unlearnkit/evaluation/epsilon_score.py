@@ -39,11 +39,11 @@ def rule_epsilon(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> np.ndarray:
 def example_epsilon(unlearned: np.ndarray, retrained: np.ndarray, delta: float = 1e-5, spread_ratio: float = 0.01) -> float:
     """Per-example ε from N unlearned and N retrained statistics (the challenge's procedure).
 
-    The "positive" distribution is the one with the larger median. If the spreads are degenerate
-    (smaller/larger spread < ``spread_ratio``), ε is the cap. Otherwise every single threshold
-    ("positive if s ≥ t") and every interval ("positive if l ≤ s ≤ r") over the pooled sample points
-    is scored — that enumeration covers every distinct FPR/FNR pair exactly — and ε is the largest
-    rule ε, capped at 50.
+    If the spreads are degenerate (smaller/larger range < ``spread_ratio``), ε is the cap. Otherwise two rule
+    families are scored, as in the challenge's code: single thresholds, "the distribution with the larger median
+    if s ≥ t", and intervals, "the peakier distribution (smaller range; the smaller-median one on a tie) if
+    l ≤ s ≤ r". Every threshold and interval between the pooled sample points is enumerated (the challenge scans
+    a grid of 1/100), so each family's distinct FPR/FNR pairs are all covered; ε is the largest rule ε, capped at 50.
     """
     u = np.asarray(unlearned, dtype=np.float64)
     r = np.asarray(retrained, dtype=np.float64)
@@ -62,11 +62,12 @@ def example_epsilon(unlearned: np.ndarray, retrained: np.ndarray, delta: float =
     fnr = pos_below / n_p
     fpr = (n_n - neg_below) / n_n
     best = rule_epsilon(fpr, fnr, delta).max()
-    # intervals [cut_i, cut_j), i < j: positive if inside
+    # intervals [cut_i, cut_j), i < j: the peakier distribution if inside (FPR = outer inside, FNR = inner outside)
     inside_p = (pos_below[None, :] - pos_below[:, None]) / n_p
     inside_n = (neg_below[None, :] - neg_below[:, None]) / n_n
     upper = np.triu(np.ones_like(inside_p, dtype=bool), k=1)
-    best = max(best, rule_epsilon(inside_n[upper], 1 - inside_p[upper], delta).max())
+    inner, outer = (inside_p, inside_n) if np.ptp(pos) < np.ptp(neg) else (inside_n, inside_p)
+    best = max(best, rule_epsilon(outer[upper], 1 - inner[upper], delta).max())
     return float(min(best, EPS_CAP))
 
 
@@ -112,7 +113,7 @@ class EpsilonScore:
     higher_is_better: ClassVar[bool | None] = True
     needs: ClassVar[frozenset[str]] = frozenset({"original", "train_config", "model_factory"})
     paper: ClassVar[str] = "Triantafillou et al., arXiv 2406.09073"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: the interval rule predicts the peakier distribution inside)
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     noise_floor_skip: ClassVar[bool] = True
 

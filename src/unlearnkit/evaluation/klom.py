@@ -18,14 +18,18 @@ from .epsilon_score import memorisation_shift
 from .lira import cached_ensemble
 
 
-def margin_kl(oracle: np.ndarray, unlearned: np.ndarray, bins: int = 20, clip: float = 100.0, floor: float = 1e-5) -> np.ndarray:
-    """Per example (columns): KL(oracle ‖ unlearned) of the margins' histograms with ``bins`` bins over the
-    two samples' joint range, margins clipped to ±clip, bin probabilities floored at ``floor`` (as the
-    released KLoM code does with scipy's ``entropy``)."""
+def margin_kl(unlearned: np.ndarray, oracle: np.ndarray, bins: int = 20, clip: float = 100.0, floor: float = 1e-5) -> np.ndarray:
+    """Per example (columns): KL(unlearned ‖ oracle) of the margins' histograms with ``bins`` bins over the two
+    samples' joint range, margins clipped to ±clip, and the oracle's bin probabilities floored at ``floor`` where the
+    unlearned ensemble has mass (scipy's ``entropy`` renormalises), as the released KLoM code computes it."""
     from scipy.stats import entropy
 
-    o = np.clip(np.asarray(oracle, dtype=np.float64), -clip, clip)
     u = np.clip(np.asarray(unlearned, dtype=np.float64), -clip, clip)
+    o = np.clip(np.asarray(oracle, dtype=np.float64), -clip, clip)
+    if u.ndim != 2 or o.ndim != 2 or u.shape[1] != o.shape[1]:
+        raise ConfigError(f"margin_kl needs (models, examples) arrays with the same examples, got {u.shape} and {o.shape}.")
+    if np.isnan(u).any() or np.isnan(o).any():
+        raise ConfigError("margin_kl: NaN margins (a model in the ensemble gives NaN logits); KLoM is undefined for it.")
     out = np.empty(o.shape[1])
     for i in range(o.shape[1]):
         lo, hi = min(o[:, i].min(), u[:, i].min()), max(o[:, i].max(), u[:, i].max())
@@ -33,9 +37,9 @@ def margin_kl(oracle: np.ndarray, unlearned: np.ndarray, bins: int = 20, clip: f
             out[i] = 0.0
             continue
         edges = np.linspace(lo, hi, bins + 1)
-        p = np.histogram(o[:, i], edges)[0] / len(o)
-        q = np.histogram(u[:, i], edges)[0] / len(u)
-        out[i] = float(entropy(np.maximum(p, floor), np.maximum(q, floor)))
+        p = np.histogram(u[:, i], edges)[0] / len(u)
+        q = np.histogram(o[:, i], edges)[0] / len(o)
+        out[i] = float(entropy(p, np.where(p > 0, np.maximum(q, floor), q)))
     return out
 
 
@@ -43,8 +47,8 @@ def margin_kl(oracle: np.ndarray, unlearned: np.ndarray, bins: int = 20, clip: f
 @dataclass(frozen=True)
 class KLoM:
     """KLoM — KL divergence of margins (Georgiev et al., Attribute-to-Delete: Machine Unlearning via Datamodel
-    Matching, arXiv 2410.23232, App. E.1): per example, KL(retrained ‖ unlearned) between the histograms
-    (20 bins, margins clipped to ±100, probability floor 1e-5) of the margin z_y − logsumexp_{k≠y} z_k over
+    Matching, arXiv 2410.23232, App. E.1): per example, KL(unlearned ‖ retrained) between the histograms
+    (20 bins, margins clipped to ±100, the retrained side floored at 1e-5, as the released code does) of the margin z_y − logsumexp_{k≠y} z_k over
     N retrained models and over the method applied to N independently trained originals. 0 = identical;
     lower is better; unlike forget accuracy it cannot be gamed by over-forgetting.
 
@@ -63,7 +67,7 @@ class KLoM:
     higher_is_better: ClassVar[bool | None] = False
     needs: ClassVar[frozenset[str]] = frozenset({"train_config", "model_factory"})
     paper: ClassVar[str] = "Georgiev et al., arXiv 2410.23232"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: KL(unlearned ‖ retrained), was the reverse)
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     noise_floor_skip: ClassVar[bool] = True
 
@@ -111,8 +115,8 @@ class KLoM:
         for name, split in groups.items():
             m_o, m_u = margins(oracle, split), margins(unlearned, split)
             margins_of[name] = (m_u, m_o)
-            kl = margin_kl(m_o, m_u, self.bins)
-            ref = margin_kl(m_o, margins(oracle2, split), self.bins)
+            kl = margin_kl(m_u, m_o, self.bins)
+            ref = margin_kl(margins(oracle2, split), m_o, self.bins)
             values.update({f"{name}.median": float(np.median(kl)), f"{name}.p95": float(np.percentile(kl, 95)),
                            f"{name}.mean": float(kl.mean()), f"{name}.reference_median": float(np.median(ref))})
             per_example[f"klom.{name}"] = (split.ids, kl)

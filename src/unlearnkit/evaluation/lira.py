@@ -42,12 +42,17 @@ def _key(*parts: Any) -> str:
     return hashlib.blake2b(canonical_json(parts).encode(), digest_size=12).hexdigest()
 
 
+def mask_digest(mask: np.ndarray) -> str:
+    """A digest of a whole boolean array (shape included), for cache keys."""
+    mask = np.asarray(mask, dtype=bool)
+    return hashlib.blake2b(repr(mask.shape).encode() + np.packbits(mask).tobytes(), digest_size=16).hexdigest()
+
+
 def cached_ensemble(ctx: EvalContext, refs: Any, pool: Split, memberships: np.ndarray, seed: int, kind: str) -> list[nn.Module]:
     """``train_ensemble`` with the references' architecture and recipe, cached in ctx and the store."""
     factory = refs.require("model_factory", by=f"{kind} models")
     config = refs.require("train_config", by=f"{kind} models")
-    membership_digest = hashlib.blake2b(np.packbits(memberships).tobytes(), digest_size=16).hexdigest()  # all of it, not a prefix
-    key = "ens-" + _key(kind, pool.fingerprint, membership_digest, memberships.shape, seed, config.to_dict(),
+    key = "ens-" + _key(kind, pool.fingerprint, mask_digest(memberships), memberships.shape, seed, config.to_dict(),
                         refs.info.get("model", str(factory())))
     if key in ctx.shared:
         return ctx.shared[key]
@@ -114,7 +119,8 @@ def unlearned_shadows(shadows: ShadowSet, targets: Targets, task: Task, refs: An
     method = ctx.method
     if method is None:  # no unlearning happened to the model under attack (e.g. the original)
         return shadows.models
-    key = ("u_lira-shadows", id(shadows), repr(method), seed)
+    key = ("u_lira-shadows", shadows.pool.fingerprint, mask_digest(shadows.membership), mask_digest(targets.unlearn_mask),
+           tuple(map(id, shadows.models)), repr(method), seed)
     if key in ctx.shared:
         return ctx.shared[key]
     if getattr(method, "name", "") == "retrain":  # exact: train the shadows from scratch without U, all at once

@@ -133,17 +133,23 @@ class Experiment:
         from .evaluation import build_metric
         from .methods import build_method
 
-        labels = [m.name + canonical_json(m.params) for m in self.methods]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
+        from .methods import method_params
+
+        resolved = [m.name + " " + canonical_json(method_params(build_method(m.name, m.params))) for m in self.methods]  # defaults filled in
+        dup = sorted({x for x in resolved if resolved.count(x) > 1})
         if dup:
-            raise ConfigError(f"methods: the same method with the same parameters is listed twice: {dup[0]}.")
-        for m in self.methods:
-            build_method(m.name, m.params)
+            raise ConfigError(f"methods: the same method with the same parameters (defaults included) is listed twice: {dup[0]}.")
         names = [m.name for m in self.metrics or ()]
         if len(set(names)) != len(names):
             raise ConfigError(f"metrics: listed twice: {sorted({n for n in names if names.count(n) > 1})}.")
         for m in self.metrics or ():
             build_metric(m.name, m.params)
+
+    def method_labels(self) -> list[str]:
+        """One label per method entry, for logs and result rows: the registry name, or, when that name is listed more than
+        once, the name with the parameters given in the file, so different settings of one method are never merged."""
+        names = [m.name for m in self.methods]
+        return [m.name if names.count(m.name) == 1 else f"{m.name} {canonical_json(m.params)}" for m in self.methods]
 
     def metrics_for(self, modality: str) -> tuple[Component, ...]:
         """The metrics to run: those listed, or the standard battery of the data's modality."""

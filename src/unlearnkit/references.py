@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .cost import Cost, CostMeter
@@ -115,10 +116,15 @@ def train_reference_job(job: ReferenceJob) -> tuple[dict[str, Any], dict[str, An
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, cost.to_json(), result.to_json()
 
 
-def reference_key(kind: str, data_fingerprint: str, model_spec: Any, config: TrainConfig, seed: int) -> str:
+def reference_key(kind: str, data_fingerprint: str, model_spec: Any, config: TrainConfig, seed: int, device: str) -> str:
+    """Cache key of a reference model: what it was trained on and how, by which code version (as run keys) and on
+    which kind of device (numbers differ between CPU and GPU kernels)."""
     import hashlib
 
-    blob = canonical_json({"kind": kind, "data": data_fingerprint, "model": model_spec, "train": config.to_dict(), "seed": seed})
+    from .runs.key import code_version
+
+    blob = canonical_json({"kind": kind, "data": data_fingerprint, "model": model_spec, "train": config.to_dict(), "seed": seed,
+                           "code": code_version(), "device": torch.device(device).type})
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
 
 
@@ -154,7 +160,7 @@ def build_references(
     models: list[nn.Module | None] = [None] * len(wanted)
     jobs, slots = [], []
     for i, (kind, split, seed) in enumerate(wanted):
-        key = reference_key(kind, split.fingerprint, spec, train_config, seed)
+        key = reference_key(kind, split.fingerprint, spec, train_config, seed, device)
         keys.setdefault(kind, []).append(key)
         cached = store.load_reference(key, model_factory, device) if store is not None else None
         if cached is not None:

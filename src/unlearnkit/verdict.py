@@ -59,6 +59,19 @@ class Verdict:
                    dict(d.get("tests", {})), list(d.get("strong_evidence", [])))
 
 
+def for_family(band: Mapping[str, Any], m: int) -> dict[str, Any]:
+    """A retrain band (built by ``prediction_bands`` for its own ``m`` keys) redone for a Bonferroni family of ``m``
+    tests: t recomputed, the half-width never narrower than before (so a binding floor stays)."""
+    from scipy.stats import t as student_t
+
+    r, alpha = band.get("R", 1), band.get("alpha", 0.05)
+    if band.get("m") == m or r <= 1:
+        return dict(band)
+    tq = float(student_t.ppf(1 - alpha / (2 * m), r - 1))
+    half = max(tq * band["sd"] * math.sqrt(1 + 1 / r), band["half_width"])
+    return {**band, "lo": band["mean"] - half, "hi": band["mean"] + half, "half_width": half, "t": tq, "m": m}
+
+
 def _direction(ev: Evidence, lo: float, hi: float) -> str:
     """'inside', 'more' (remembers more / better utility than retraining) or 'less'."""
     if lo <= ev.value <= hi:
@@ -94,6 +107,7 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     alpha = float(noise_floor.info.get("alpha", 0.05))
     null_keys = [ev.key for ev in evidence if ev.null_mean is not None and ev.key not in bands]
     m = len(bands) + len(null_keys)
+    bands = {key: for_family(band, m) for key, band in bands.items()}  # one family: retrain bands and null bands alike
     method = (f"prediction interval over R={r} retrained seeds, mean ± t·sd·√(1+1/R), two-sided with Bonferroni "
               f"over {m} evidence bands (family-wise false-alarm rate α={alpha}), widened to each evidence's floor")
     if null_keys:

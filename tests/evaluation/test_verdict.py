@@ -81,6 +81,19 @@ def test_null_band_evidence_uses_its_own_distribution_and_is_reported_as_strong(
     assert "strong evidence used: u_lira.auc" in v.reasons[-1]
 
 
+def test_retrain_bands_and_null_bands_share_one_bonferroni_family():
+    vals = {"f": [0.88, 0.90, 0.92], "u": [0.88, 0.90, 0.92], "r": [0.45, 0.5, 0.55]}
+    nf = MetricResult("noise_floor", {}, info={"bands": prediction_bands(vals, {}, 0.05), "R": 3, "alpha": 0.05})
+    auc = Evidence("u_lira.auc", 0.5, "forget", "higher", floor=0.01, strong=True, null_mean=0.5, null_sd=0.02)
+    v = decide(ev() + [auc], nf)
+    row = next(r for r in v.rows if r["key"] == "f")
+    four = prediction_bands({**vals, "x": [0.0, 1.0, 2.0]}, {}, 0.05)["f"]  # the same band in a family of 4
+    assert (row["lo"], row["hi"]) == (pytest.approx(four["lo"]), pytest.approx(four["hi"]))
+    assert "over 4 evidence bands" in v.method
+    floored = prediction_bands({"f": [0.9, 0.9, 0.9]}, {"f": 0.05}, 0.05)  # a binding floor stays as it was
+    assert decide([Evidence("f", 0.9, "forget"), auc], MetricResult("noise_floor", {}, info={"bands": floored, "R": 3})).rows[0]["hi"] == pytest.approx(0.95)
+
+
 def test_inapplicable_metric_is_named_not_fatal(random_task, random_refs):
     from unlearnkit.adapters import get_adapter
     from unlearnkit.evaluation import EvalContext, build_metric, evaluate

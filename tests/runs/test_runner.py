@@ -90,3 +90,76 @@ def test_inapplicable_method_is_skipped_not_failed(tmp_path):
     assert record["status"] == "complete" and record["failures"] == []
     assert record["skipped"][0]["method"] == "trw" and "kind ['classes']" in record["skipped"][0]["reason"]
     assert any("trw" in line and "skipped" in line for line in logs)
+
+
+def test_evaluation_seed_and_forget_spec_are_part_of_the_run_key(tmp_path):
+    """The evaluation context's seed (task_seed) and the forget spec change metric numbers, so they change run ids
+    even when the forget set itself is the same."""
+    store = Store(tmp_path)
+    quiet = {"device": "cpu", "progress": False, "log": lambda m: None}
+    spec = {**SPEC, "forget": [{"kind": "classes", "classes": [3]}], "methods": [{"name": "finetune", "params": {"steps": 2}}]}
+    first = run_experiment(Experiment.from_dict(spec), store, **quiet)
+    forget_ids = store.load_run(first["runs"][0])["task"]["splits"]["forget"]
+    other_seed = run_experiment(Experiment.from_dict({**spec, "task_seed": 1}), store, **quiet)
+    assert other_seed["tasks"][0]["task"]["fingerprint"] == first["tasks"][0]["task"]["fingerprint"]  # same forget set
+    assert set(other_seed["runs"]).isdisjoint(first["runs"])
+    ids = store.load_run_array(first["runs"][0], "accuracy.correct.forget.ids").tolist()
+    by_ids = run_experiment(Experiment.from_dict({**spec, "forget": [{"kind": "ids", "ids": ids}]}), store, **quiet)
+    assert store.load_run(by_ids["runs"][0])["task"]["splits"]["forget"] == forget_ids
+    assert set(by_ids["runs"]).isdisjoint(first["runs"])
+
+
+def test_settings_of_one_method_get_rows_of_their_own(tmp_path):
+    store = Store(tmp_path)
+    spec = {**SPEC, "methods": [{"name": "finetune", "params": {"steps": 2}}, {"name": "finetune", "params": {"steps": 4}}]}
+    record = run_experiment(Experiment.from_dict(spec), store, device="cpu", progress=False, log=lambda m: None)
+    runs = record["tasks"][0]["runs"]
+    assert sorted(runs) == ['finetune {"steps":2}', 'finetune {"steps":4}'] and all(len(v) == 1 for v in runs.values())
+    rows = summarize(store, record)[0].rows
+    assert sorted(r.method for r in rows) == sorted(runs) and all(len(r.runs) == 1 for r in rows)
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.methods import build_method
+
+    default_lr = build_method("finetune").lr
+    with pytest.raises(ConfigError, match="listed twice"):  # the same settings once the defaults are filled in
+        Experiment.from_dict({**SPEC, "methods": [{"name": "finetune", "params": {"steps": 2}},
+                                                   {"name": "finetune", "params": {"steps": 2, "lr": default_lr}}]})
+
+
+def test_a_wrapper_run_key_follows_its_inner_methods_version(monkeypatch):
+    from unlearnkit.methods import build_method, describe_method
+    from unlearnkit.methods.grad_ascent import GradAscent
+
+    sam = build_method("sam", {"method": "grad_ascent", "params": {}})
+    skip = build_method("low_influence_skip", {"inner": "grad_ascent"})
+    before = describe_method(sam)["version"], describe_method(skip)["version"]
+    assert before == ("1+grad_ascent@1", "1+grad_ascent@1")
+    monkeypatch.setattr(GradAscent, "version", "2")
+    assert (describe_method(sam)["version"], describe_method(skip)["version"]) == ("1+grad_ascent@2", "1+grad_ascent@2")
+
+
+def test_an_experiment_that_crashes_is_stored_as_failed(tmp_path, monkeypatch):
+    from unlearnkit.runs import runner
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(runner, "build_references", broken)
+    exp = Experiment.from_dict(SPEC)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_experiment(exp, Store(tmp_path), device="cpu", progress=False, log=lambda m: None)
+    assert Store(tmp_path).load_experiment(exp.exp_id())["status"] == "failed"
+
+
+def test_reference_keys_follow_the_code_version_and_the_device(monkeypatch):
+    import unlearnkit
+    from unlearnkit.references import reference_key
+    from unlearnkit.train import TrainConfig
+
+    def key(device="cpu"):
+        return reference_key("original", "abc", {"name": "mlp"}, TrainConfig(), 0, device)
+
+    cpu = key()
+    assert key("cpu") == cpu and key("cuda:1") == key("cuda") != cpu
+    monkeypatch.setattr(unlearnkit, "__version__", "99.0")
+    assert key() != cpu

@@ -21,6 +21,7 @@ from torch import nn
 from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..io import atomic_write_text, to_jsonable
+from ..methods import describe_method
 from ..references import References, retrain_seed, train_model
 from ..seeding import torch_seed
 from ..types import Split, Task
@@ -84,13 +85,6 @@ def resolve_method(method: Any, method_params: Mapping[str, Any] | None) -> Any:
     if not hasattr(method, "unlearn"):
         raise ConfigError(f"worst_case_forget: method must be a registered name or a method instance, got {type(method).__name__}.")
     return method
-
-
-def describe_method(method: Any) -> dict[str, Any]:
-    """Name, parameters and version of a method (what the report records)."""
-    from ..methods import method_params
-
-    return {"name": method.name, "params": method_params(method), "version": method.version}
 
 
 def train_fresh(model_factory: ModelFactory, split: Split, train_config: Any, adapter: Any, seed: int, device: str,

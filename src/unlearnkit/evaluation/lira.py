@@ -28,6 +28,7 @@ from torch import nn
 from ..ensembles import ShadowSet, balanced_memberships, logit_confidence, pool_of, train_ensemble
 from ..errors import ConfigError
 from ..io import canonical_json
+from ..runs.key import code_version
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from .base import EvalContext, register_metric, roc_summary
@@ -53,7 +54,7 @@ def cached_ensemble(ctx: EvalContext, refs: Any, pool: Split, memberships: np.nd
     factory = refs.require("model_factory", by=f"{kind} models")
     config = refs.require("train_config", by=f"{kind} models")
     key = "ens-" + _key(kind, pool.fingerprint, mask_digest(memberships), memberships.shape, seed, config.to_dict(),
-                        refs.info.get("model", str(factory())))
+                        refs.info.get("model", str(factory())), code_version(), torch.device(ctx.device).type)
     if key in ctx.shared:
         return ctx.shared[key]
     models = None

@@ -85,6 +85,21 @@ def method_params(method: Any) -> dict[str, Any]:
     return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.init}
 
 
+def method_version(method: Any) -> str:
+    """The method's version followed by that of the method it wraps (``wrapped()``, e.g. sam's inner method), so a
+    wrapper's stored runs are recomputed when its inner method's numbers change: "1+npo@1"."""
+    wrapped = getattr(method, "wrapped", None)
+    if wrapped is None:
+        return str(method.version)
+    inner = wrapped()
+    return f"{method.version}+{inner.name}@{method_version(inner)}"
+
+
+def describe_method(method: Any) -> dict[str, Any]:
+    """Name, parameters and version (inner methods' included) of a method: what run keys and reports record."""
+    return {"name": method.name, "params": method_params(method), "version": method_version(method)}
+
+
 @dataclass(frozen=True)
 class GradientMethod:
     """Shared hyperparameters and body of gradient recipes: objective + selector + the one loop.

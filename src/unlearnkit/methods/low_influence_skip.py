@@ -153,6 +153,10 @@ class LowInfluenceSkip:
     def inner_method(self) -> Any:
         return build_method(self.inner, self.inner_params)
 
+    def wrapped(self) -> Any:
+        """The inner method (its version goes into the run key)."""
+        return self.inner_method()
+
     def cut(self, scores: np.ndarray) -> float:
         return float(np.quantile(scores, self.quantile)) if self.rule == "quantile" else self.threshold
 

@@ -29,7 +29,7 @@ class SAM:
     Inferred: the min–max acts on the inner method's whole loss (the paper's NPO+SAM smooths the forget loss; with a
     retain term the perturbation here also follows the retain gradient). Defaults: NPO inside, ρ = 0.1 (the paper's
     WMDP NPO+SAM setting). The inner method must train through ``GradientMethod.train_config``; those that build
-    their own training loop are refused. The run key holds the inner name and parameters, not its version.
+    their own training loop are refused. The run key holds the inner name, parameters and version (``wrapped``).
     """
 
     method: str = "npo"
@@ -52,11 +52,15 @@ class SAM:
             raise ConfigError(f"sam: params must be a mapping of the inner method's parameters, got {self.params!r}.")
         self.inner()  # validates the inner method and its parameters
 
+    def wrapped(self) -> Any:
+        """The inner method as configured (its version goes into the run key)."""
+        return build_method(self.method, self.params)
+
     def inner(self) -> Any:
         """The inner method with SAM steps of radius ``rho``."""
         if self.method == self.name:
             raise ConfigError("sam: the inner method cannot be sam itself.")
-        inner = build_method(self.method, self.params)
+        inner = self.wrapped()
         if not hasattr(inner, "with_sam"):
             raise ConfigError(f"sam: {self.method!r} is not a gradient method with a training loop to make sharpness-aware.")
         out = inner.with_sam(self.rho)

@@ -117,10 +117,10 @@ def _plots(s: TaskSummary) -> str:
                    "<p class='muted'>Dots: mean ± sd over seeds, coloured by verdict. Shaded: prediction band for one more retrain.</p>"
                    f"<img alt='per-split fit vs retrain band' src='data:image/png;base64,{plots.split_vs_band(s.rows, bands, original, panels, unit)}'>")
     rocs = []
-    for run in ([s.original] if s.original else []) + [r.runs[0] for r in s.rows]:
+    for label, run in ([("original", s.original)] if s.original else []) + [(r.method, r.runs[0]) for r in s.rows]:
         res = run["results"].get("threshold_mia")
         if res and "roc.loss" in res.get("curves", {}):
-            rocs.append((run["method"]["name"], res["curves"]["roc.loss"], res["values"]["loss.auc"]))
+            rocs.append((label, res["curves"]["roc.loss"], res["values"]["loss.auc"]))
     if rocs:
         nonm = (s.original or {}).get("results", {}).get("threshold_mia", {}).get("info", {}).get("nonmembers", "test")
         out.append(f"<h3>Membership inference (loss threshold): forget set vs {esc(nonm)}</h3>"

@@ -3,8 +3,10 @@ unlearning for U-LiRA — in-process (``LocalExecutor``), each in a fresh proces
 or as Ray tasks on a cluster (``RayExecutor``).
 
 A job is a module-level function of picklable arguments that returns picklable results (state dicts,
-costs, dicts). Jobs seed themselves from their arguments and run with a fixed number of torch threads,
-so the same jobs give the same results whichever executor runs them.
+costs, dicts). Jobs seed themselves from their arguments, so the same jobs give the same results whichever
+executor runs them, bit for bit when they run with the same number of torch threads (``threads``; the local and
+process executors default to the process's setting, Ray to ``cpus_per_job``). A different thread count changes
+the order of floating-point sums, so results then agree to rounding (~1e-7), not bitwise.
 """
 
 from __future__ import annotations

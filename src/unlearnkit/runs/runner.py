@@ -26,7 +26,7 @@ from ..errors import UnlearnError
 from ..evaluation import EvalContext, build_metric, evaluate, ks_forget_losses
 from ..experiment import Experiment
 from ..io import check_finite_state
-from ..methods import build_method, method_params
+from ..methods import build_method, describe_method
 from ..methods.base import method_not_applicable
 from ..models import build_model
 from ..references import References, build_references
@@ -151,11 +151,13 @@ class ExperimentRunner:
         return {
             "kind": kind,
             "method": method,
-            "task": {"fingerprint": task.fingerprint, "version": task.version},
+            # the forget spec too: metrics read it (e.g. class forgetting), and two specs can select the same examples
+            "task": {"fingerprint": task.fingerprint, "version": task.version, "forget": task.info.get("forget")},
             "references": {"model": refs.info["model"], "train": self.exp.train.to_dict(), "original_seed": refs.info["original_seed"],
                            "retrain_seeds": refs.info["retrain_seeds"]},
             "metrics": [{**m.to_dict(), "version": METRICS.get(m.name).version} for m in self.exp.metrics_for(task.modality)],
             "seed": seed,
+            "eval_seed": self.exp.task_seed,  # the evaluation context's seed (attack splits, relearning, probes)
             "device": torch.device(self.device).type,
         }
 
@@ -174,6 +176,9 @@ class ExperimentRunner:
             record["status"] = "failed" if record["failures"] else "complete"
         except KeyboardInterrupt:
             record["status"] = "interrupted"
+            raise
+        except BaseException:
+            record["status"] = "failed"
             raise
         finally:
             record["finished"] = time.time()
@@ -198,25 +203,25 @@ class ExperimentRunner:
                                            refs.original, None, {}, exp_id=record["exp_id"])
         task_rec["original_run"] = orig_id
         pending, meta, plan = [], [], []  # plan: run ids in experiment order (executors may finish out of order)
-        for comp in exp.methods:
+        for comp, label in zip(exp.methods, exp.method_labels()):
             method = build_method(comp.name, comp.params)
-            mdesc = {"name": method.name, "params": method_params(method), "version": method.version}
+            mdesc = describe_method(method)
             reason = method_not_applicable(method, task)
             if reason is not None:
-                self.log(f"  {method.name:16s} skipped: {reason}")
-                record.setdefault("skipped", []).append({"task": spec.label(), "method": method.name, "reason": reason})
+                self.log(f"  {label:16s} skipped: {reason}")
+                record.setdefault("skipped", []).append({"task": spec.label(), "method": label, "reason": reason})
                 continue
             for seed in exp.seeds:
                 run_id = run_key(self.key_parts(task, refs, "unlearn", mdesc, seed))
                 plan.append(run_id)
                 if self.store.has_run(run_id):
                     rec = self.store.load_run(run_id)
-                    self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
-                    task_rec["runs"].setdefault(method.name, []).append(run_id)
+                    self.log(f"  {label:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
+                    task_rec["runs"].setdefault(label, []).append(run_id)
                     record["runs"].append(run_id)
                     continue
                 pending.append(UnlearnJob(method, refs, task, seed, self.device, self.progress and self.executor.name == "local"))
-                meta.append((method, mdesc, seed))
+                meta.append((method, label, mdesc, seed))
         bar = None
         if self.progress and pending:
             from tqdm.auto import tqdm
@@ -224,12 +229,12 @@ class ExperimentRunner:
             bar = tqdm(total=len(pending), desc=f"methods [{spec.label()}]", dynamic_ncols=True)
         try:
             for i, out in self.executor.imap(unlearn_job, pending, desc="unlearning runs"):
-                method, mdesc, seed = meta[i]
+                method, label, mdesc, seed = meta[i]
                 if bar is not None:
                     bar.update(1)
                 if "error" in out:
-                    self.log(f"[{spec.label()}] {method.name} seed {seed} failed: {out['error']}")
-                    record["failures"].append({"task": spec.label(), "method": method.name, "seed": seed, "error": out["error"]})
+                    self.log(f"[{spec.label()}] {label} seed {seed} failed: {out['error']}")
+                    record["failures"].append({"task": spec.label(), "method": label, "seed": seed, "error": out["error"]})
                     continue
                 model = copy.deepcopy(refs.original)
                 model.load_state_dict(out["state"])
@@ -237,8 +242,8 @@ class ExperimentRunner:
                 run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, model, cost, out["info"],
                                                   exp_id=record["exp_id"], method=method)
                 rec = self.store.load_run(run_id)
-                self.log(f"  {method.name:16s} seed {seed}: {rec['verdict']['label']:15s} {headline(rec['results'])}, {cost.wall_seconds:.1f}s")
-                task_rec["runs"].setdefault(method.name, []).append(run_id)
+                self.log(f"  {label:16s} seed {seed}: {rec['verdict']['label']:15s} {headline(rec['results'])}, {cost.wall_seconds:.1f}s")
+                task_rec["runs"].setdefault(label, []).append(run_id)
                 record["runs"].append(run_id)
                 self.store.save_experiment(record)
         finally:

@@ -138,7 +138,7 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
             if runs:
                 rows.append(_row(method, runs, modality))
         original = store.load_run(t["original_run"]) if t.get("original_run") else None
-        retrain_rows = [r for r in rows if r.method == "retrain"]
+        retrain_rows = [r for r in rows if r.runs[0]["method"]["name"] == "retrain"]
         if retrain_rows and retrain_rows[0].cost is not None:
             ref_cost, source = retrain_rows[0].cost, "the retrain method, measured in this experiment"
         else:

@@ -24,11 +24,17 @@ def _umask() -> int:
 NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp's temporary files are 0600)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, make_parents: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename. The file gets the mode an
-    existing ``path`` had, else the usual new-file mode (0666 minus the umask), not the temporary file's 0600."""
+    existing ``path`` had, else the usual new-file mode (0666 minus the umask), not the temporary file's 0600.
+
+    ``make_parents=False`` refuses to create a missing folder (FileNotFoundError naming it): writers filling a
+    temporary folder use it, so a folder removed under them fails loudly instead of being recreated half-empty."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(f"Cannot write {path}: its folder {path.parent} does not exist (it is not recreated).")
     mode = path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -43,8 +49,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, *, make_parents: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -72,8 +78,8 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+def write_json(path: str | Path, obj: Any, *, make_parents: bool = True) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n", make_parents=make_parents)
 
 
 def read_json(path: str | Path) -> Any:
@@ -81,7 +87,7 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
-def save_array(path: str | Path, array: np.ndarray) -> None:
+def save_array(path: str | Path, array: np.ndarray, *, make_parents: bool = True) -> None:
     """Save a numeric array as .npy atomically (object arrays are refused)."""
     array = np.asarray(array)
     if array.dtype == object:
@@ -90,14 +96,15 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
 
     buf = _io.BytesIO()
     np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), make_parents=make_parents)
 
 
 def load_array(path: str | Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str, str] | None = None, *,
+               make_parents: bool = True) -> None:
     """Save a state dict as safetensors, atomically. Tensors sharing storage (tied embeddings) are stored as copies."""
     from safetensors.torch import save
 
@@ -107,7 +114,7 @@ def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str
         ptr = t.untyped_storage().data_ptr()
         tensors[k] = t.clone() if ptr in seen else t
         seen.add(ptr)
-    atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})))
+    atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})), make_parents=make_parents)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

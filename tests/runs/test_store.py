@@ -53,11 +53,140 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     assert Store(tmp_path).runs() == []
 
 
-def test_stale_temp_folders_are_cleaned(tmp_path):
+def mlp():
+    return build_model("mlp", (4,), 3, hidden=(5,))
+
+
+def test_only_abandoned_temp_folders_are_cleaned(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from unlearnkit.runs.store import _tmp_name
+
     Store(tmp_path)
-    (tmp_path / "runs" / ".tmp-x-1-2").mkdir()
+    runs, refs = tmp_path / "runs", tmp_path / "refs"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        mine, child = runs / _tmp_name("r1"), refs / _tmp_name("ens-a", sleeper.pid)  # live writers on this host
+        dead = runs / _tmp_name("r2", gone.pid)
+        other_host, other_host_old = refs / ".tmp-k@elsewhere_1@123@4", refs / ".tmp-k@elsewhere_1@123@5"
+        old_code, old_code_old = runs / ".tmp-x-1-2", runs / ".tmp-y-1-3"  # names from older versions: no host
+        folders = [mine, child, dead, other_host, other_host_old, old_code, old_code_old]
+        for folder in folders:
+            folder.mkdir()
+            (folder / "model.safetensors").write_bytes(b"being written")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        for folder in (other_host_old, old_code_old):
+            os.utime(folder, (two_days_ago, two_days_ago))
+        Store(tmp_path)  # e.g. `unlearnkit ls` while those writers are busy
+        assert [f for f in folders if f.exists()] == [mine, child, other_host, old_code]
+        assert (child / "model.safetensors").read_bytes() == b"being written"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     Store(tmp_path)
-    assert not (tmp_path / "runs" / ".tmp-x-1-2").exists()
+    assert not child.exists() and mine.exists()
+
+
+def test_second_store_opened_mid_write_leaves_the_write_intact(tmp_path, monkeypatch):
+    """The reviewer's race: another process opens the store while this one is writing a run."""
+    import subprocess
+    import sys
+
+    import unlearnkit.runs.store as store_mod
+
+    store, real, fired = Store(tmp_path), store_mod.save_array, []
+
+    def second_process_opens_store(*args, **kw):
+        if not fired:
+            fired.append(1)
+            subprocess.run([sys.executable, "-c", f"from unlearnkit.runs import Store; Store({str(tmp_path)!r})"], check=True)
+        real(*args, **kw)
+
+    monkeypatch.setattr(store_mod, "save_array", second_process_opens_store)
+    model = mlp()
+    store.save_run(record("r1"), model=model, arrays={"a": np.zeros(3), "b": np.ones(3)})
+    other = store.load_run_model("r1", mlp())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_incomplete_entries_read_as_missing_and_are_replaced(tmp_path):
+    store = Store(tmp_path)
+    model = mlp()
+    run_dir = tmp_path / "runs" / "r1"
+    store.save_run(record("r1"), model=model, arrays={"x": np.zeros(3)})
+    (run_dir / "model.safetensors").unlink()
+    assert not store.has_run("r1")
+    with pytest.raises(StoreError, match="No run 'r1'"):
+        store.load_run_model("r1", mlp())
+    assert Store(tmp_path).runs() == []  # the index forgets it too
+    store.save_run(record("r1"), model=model, arrays={"x": np.zeros(3)})
+    assert store.has_run("r1") and [r["run_id"] for r in store.runs()] == ["r1"]
+    store.load_run_model("r1", mlp())
+    # a run committed by older versions has no completion marker: it needs its record and its weights
+    (run_dir / ".complete").unlink()
+    assert store.has_run("r1")
+    (run_dir / "model.safetensors").unlink()
+    assert not store.has_run("r1")
+    store.save_run(record("r1"), model=model, arrays={"x": np.zeros(3)})
+    assert store.has_run("r1") and (run_dir / ".complete").is_file()
+
+    refs = tmp_path / "refs"
+    store.save_models("ens-k", [mlp(), mlp()], {"memberships": np.ones((2, 3), bool)}, {"kind": "shadow"})
+    (refs / "ens-k" / "models.safetensors").unlink()
+    assert store.load_models("ens-k", mlp) is None  # not a ModelError on every later attempt
+    store.save_models("ens-k", [mlp(), mlp()], {"memberships": np.ones((2, 3), bool)}, {"kind": "shadow"})
+    models, arrays, meta = store.load_models("ens-k", mlp)
+    assert len(models) == 2 and arrays["memberships"].shape == (2, 3) and meta["kind"] == "shadow"
+    (refs / "ens-k" / "arrays" / "memberships.npy").unlink()  # any listed file counts, not just the weights
+    assert store.load_models("ens-k", mlp) is None
+
+    store.save_reference("ref-k", model, {"kind": "retrain"})
+    (refs / "ref-k" / "model.safetensors").unlink()
+    assert store.load_reference("ref-k", mlp) is None
+    store.save_reference("ref-k", model, {"kind": "retrain"})
+    assert store.load_reference("ref-k", mlp)[1] == {"kind": "retrain"}
+    assert [p.name for p in refs.iterdir() if p.name.startswith(".")] == []  # the partial entries moved aside are gone
+
+
+@pytest.mark.parametrize("what", ["run", "models", "reference"])
+def test_temp_folder_vanishing_mid_write_fails_and_commits_nothing(tmp_path, monkeypatch, what):
+    import shutil
+    from pathlib import Path
+
+    import unlearnkit.runs.store as store_mod
+
+    store, real = Store(tmp_path), store_mod.save_state
+
+    def save_then_folder_vanishes(path, *args, **kw):
+        real(path, *args, **kw)
+        shutil.rmtree(Path(path).parent)  # as another process's cleanup (older versions) did
+
+    monkeypatch.setattr(store_mod, "save_state", save_then_folder_vanishes)
+    with pytest.raises(StoreError, match=r"temporary folder .*\.tmp-.* vanished"):
+        if what == "run":
+            store.save_run(record("r1"), model=mlp(), arrays={"x": np.zeros(3)})
+        elif what == "models":
+            store.save_models("ens-k", [mlp()], {"memberships": np.ones((1, 3), bool)}, {})
+        else:
+            store.save_reference("ref-k", mlp(), {})
+    monkeypatch.undo()
+    assert list((tmp_path / "runs").iterdir()) == [] and list((tmp_path / "refs").iterdir()) == []
+    assert not store.has_run("r1") and store.load_models("ens-k", mlp) is None and store.load_reference("ref-k", mlp) is None
+
+
+def test_atomic_write_can_refuse_to_create_folders(tmp_path):
+    from unlearnkit.io import write_json
+
+    with pytest.raises(FileNotFoundError, match="gone"):
+        write_json(tmp_path / "gone" / "meta.json", {}, make_parents=False)
+    assert not (tmp_path / "gone").exists()
+    write_json(tmp_path / "made" / "meta.json", {})  # the default still creates the folder
+    assert (tmp_path / "made" / "meta.json").is_file()
 
 
 def test_unknown_run(tmp_path):

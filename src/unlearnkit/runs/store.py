@@ -1,12 +1,15 @@
 """The run store: one directory per run (run.json + safetensors + .npy), an SQLite index over the
 run.json files, reference-model cache, experiment records. Every write is atomic (temp + rename):
-an interrupted run leaves no half-written record, and the next start removes its temp folder."""
+an interrupted run leaves no half-written record, and a later start removes its temp folder once its
+writer is provably gone (see ``_abandoned``). An entry counts as present only when complete (see ``_complete``)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +40,72 @@ def _safe_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
 
 
+COMPLETE = ".complete"  # completion marker: JSON list of the entry's files, written last, just before the commit
+# Entries written before markers existed: the files an interrupted old write lost first (weights are written first,
+# so an old entry whose temp folder was removed mid-write lacks them). Such an entry with them present is complete;
+# an old run saved without weights (the runner always saves them) counts as missing and is simply recomputed.
+RUN_FILES, REFERENCE_FILES, MODELS_FILES = ("run.json", "model.safetensors"), ("meta.json", "model.safetensors"), ("meta.json", "models.safetensors")
+STALE_TMP_SECONDS = 24 * 3600  # a temp folder whose writer cannot be checked is abandoned after this long
+
+
+def _host_id() -> str:
+    """This host as seen by pids: host name plus pid namespace (containers sharing a volume may share a host name)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return _safe_name(f"{socket.gethostname()}_{namespace}")
+
+
+_HOST = _host_id()
+
+
+def _tmp_name(key: str, pid: int | None = None) -> str:
+    """``.tmp-<key>@<host>@<pid>@<ns>``: names the writer, so other processes can tell whether it is still alive
+    (``@`` never occurs in ``_safe_name`` output, so the name splits unambiguously from the right)."""
+    return f".tmp-{_safe_name(key)}@{_HOST}@{os.getpid() if pid is None else pid}@{time.monotonic_ns()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows: only the age rule applies there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # PermissionError: it exists but belongs to another user
+    return True
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Whether the temp folder ``tmp`` can be removed without harming a writer. Opening a store (``unlearnkit ls``,
+    a second experiment, a benchmark sharing the reference cache, an executor's child process) must never delete a
+    live writer's folder. A folder written on this host is abandoned exactly when its writer pid is dead (a live
+    pid, even a reused one, keeps it). Folders from other hosts, or named by older versions (no pid/host), cannot
+    be checked: they are abandoned after ``STALE_TMP_SECONDS`` without changes, far longer than any write takes."""
+    parts = tmp.name.rsplit("@", 3)
+    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
+        return not _pid_alive(int(parts[2]))
+    try:
+        return time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS
+    except OSError:
+        return False
+
+
+def _complete(folder: Path, old_files: tuple[str, ...]) -> bool:
+    """Whether ``folder`` holds a finished entry: every file listed in its completion marker is there. Without a
+    marker (entries from older versions) the ``old_files`` must be there. A partial entry thus reads as missing
+    and the next save replaces it (``_commit_dir``) instead of failing on it forever."""
+    try:
+        files = read_json(folder / COMPLETE)
+    except FileNotFoundError:
+        files = old_files
+    except (OSError, ValueError):
+        return False
+    return isinstance(files, list | tuple) and all((folder / f).is_file() for f in files)
+
+
 class Store:
     """A folder of runs. ``Store(path)`` creates it if needed and cleans up interrupted writes.
     ``refs_root`` keeps the reference-model cache elsewhere (e.g. shared by benchmark runs)."""
@@ -53,9 +122,11 @@ class Store:
 
     # ----------------------------------------------------------------- housekeeping
     def _clean_tmp(self) -> None:
+        """Remove temp folders of writers that died (other processes may be writing into theirs right now)."""
         for folder in (self.root / "runs", self.root / "experiments", self.refs):
             for p in folder.glob(".tmp-*"):
-                shutil.rmtree(p, ignore_errors=True)
+                if _abandoned(p):
+                    shutil.rmtree(p, ignore_errors=True)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -75,7 +146,7 @@ class Store:
         """Make the index agree with the run directories (the directories are the truth)."""
         with self._db() as db:
             indexed = {row[0] for row in db.execute("SELECT run_id FROM runs")}
-            on_disk = {p.name for p in (self.root / "runs").iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "run.json").is_file()}
+            on_disk = {p.name for p in (self.root / "runs").iterdir() if not p.name.startswith(".") and _complete(p, RUN_FILES)}
             for run_id in indexed - on_disk:
                 db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             for run_id in on_disk - indexed:
@@ -112,40 +183,74 @@ class Store:
              str(self.root / "experiments" / record["exp_id"])),
         )
 
-    def _tmp_dir(self, folder: Path, name: str) -> Path:
-        tmp = folder / f".tmp-{_safe_name(name)}-{os.getpid()}-{time.monotonic_ns()}"
+    @contextmanager
+    def _staged(self, final: Path, old_files: tuple[str, ...]) -> Iterator[Path]:
+        """Yield a fresh temp folder next to ``final``; when the block ends, write the completion marker and commit
+        the folder as ``final``, or remove it on error. Writes into it must pass ``make_parents=False``: if the folder
+        vanishes mid-write (removed by another process), the save fails instead of committing a partial entry."""
+        tmp = final.parent / _tmp_name(final.name)
         tmp.mkdir(parents=True)
-        return tmp
+        try:
+            yield tmp
+            files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+            write_json(tmp / COMPLETE, files, make_parents=False)
+            self._commit_dir(tmp, final, old_files)
+        except OSError:
+            vanished = not tmp.is_dir()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if vanished:
+                raise StoreError(f"The temporary folder {tmp} vanished while {final} was being written (another process "
+                                 "removed it); nothing was committed. Run again.") from None
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
-    def _commit_dir(self, tmp: Path, final: Path) -> None:
-        if final.exists():
-            shutil.rmtree(tmp, ignore_errors=True)  # someone else finished the same key first
-            return
-        os.replace(tmp, final)
+    def _commit_dir(self, tmp: Path, final: Path, old_files: tuple[str, ...]) -> None:
+        """Rename the finished ``tmp`` to ``final``. A complete ``final`` wins (another writer of the same key was
+        first; keys are content hashes) and ``tmp`` is dropped. An incomplete one (older versions, damage by hand)
+        is moved aside under a temp name of ours (so it is cleaned up even if we die here) and replaced."""
+        for _ in range(5):
+            if _complete(final, old_files):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            if final.exists():
+                aside = final.parent / _tmp_name(final.name)
+                try:
+                    os.rename(final, aside)
+                except FileNotFoundError:
+                    continue  # another writer moved it first
+                shutil.rmtree(aside, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # another writer committed between our check and the rename: look again
+        raise StoreError(f"Cannot commit {final}: other processes keep replacing it.")
 
     # ----------------------------------------------------------------- runs
     def has_run(self, run_id: str) -> bool:
-        return (self.root / "runs" / run_id / "run.json").is_file()
+        """Whether run ``run_id`` is stored completely (a partial directory counts as missing)."""
+        return _complete(self.root / "runs" / run_id, RUN_FILES)
 
     def save_run(self, record: dict[str, Any], model: nn.Module | None = None, arrays: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write a run directory atomically and index it. ``record['run_id']`` names it."""
         run_id = record["run_id"]
         final = self.root / "runs" / run_id
-        tmp = self._tmp_dir(self.root / "runs", run_id)
-        try:
+        with self._staged(final, RUN_FILES) as tmp:
             if model is not None:
-                save_state(tmp / "model.safetensors", model.state_dict(), {"run_id": run_id})
+                save_state(tmp / "model.safetensors", model.state_dict(), {"run_id": run_id}, make_parents=False)
             names = {}
+            if arrays:
+                (tmp / "arrays").mkdir()
             for key, arr in (arrays or {}).items():
                 fname = f"{_safe_name(key)}.npy"
-                save_array(tmp / "arrays" / fname, arr)
+                save_array(tmp / "arrays" / fname, arr, make_parents=False)
                 names[key] = f"arrays/{fname}"
             record = {**record, "arrays": names, "created": record.get("created", time.time())}
-            write_json(tmp / "run.json", record)
-            self._commit_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / "run.json", record, make_parents=False)
         with self._db() as db:
             self._index_run(db, read_json(final / "run.json"))
         return final
@@ -168,9 +273,9 @@ class Store:
         return load_model_weights(model, self.root / "runs" / self.resolve_run(run_id) / "model.safetensors")
 
     def resolve_run(self, prefix: str) -> str:
-        if (self.root / "runs" / prefix / "run.json").is_file():
+        if self.has_run(prefix):
             return prefix
-        matches = [p.name for p in (self.root / "runs").glob(f"{_safe_name(prefix)}*") if (p / "run.json").is_file()]
+        matches = [p.name for p in (self.root / "runs").glob(f"{_safe_name(prefix)}*") if _complete(p, RUN_FILES)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -217,7 +322,7 @@ class Store:
     # ----------------------------------------------------------------- references
     def load_reference(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]] | None:
         folder = self.refs / key
-        if not (folder / "meta.json").is_file() or not (folder / "model.safetensors").is_file():
+        if not _complete(folder, REFERENCE_FILES):
             return None
         model = load_model_weights(factory(), folder / "model.safetensors").to(device)
         model.eval()
@@ -226,7 +331,7 @@ class Store:
     def load_models(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[list[nn.Module], dict[str, np.ndarray], dict[str, Any]] | None:
         """A cached bundle of models (an ensemble or shadow set) with its arrays and metadata, or None."""
         folder = self.refs / key
-        if not (folder / "meta.json").is_file():
+        if not _complete(folder, MODELS_FILES):
             return None
         meta = read_json(folder / "meta.json")
         state = load_state(folder / "models.safetensors")
@@ -241,26 +346,16 @@ class Store:
         return models, arrays, meta
 
     def save_models(self, key: str, models: list[nn.Module], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        final = self.refs / key
-        tmp = self._tmp_dir(self.refs, key)
-        try:
+        with self._staged(self.refs / key, MODELS_FILES) as tmp:
             state = {f"{k}/{name}": t for k, m in enumerate(models) for name, t in m.state_dict().items()}
-            save_state(tmp / "models.safetensors", state, {"key": key})
+            save_state(tmp / "models.safetensors", state, {"key": key}, make_parents=False)
+            if arrays:
+                (tmp / "arrays").mkdir()
             for name, arr in arrays.items():
-                save_array(tmp / "arrays" / f"{_safe_name(name)}.npy", arr)
-            write_json(tmp / "meta.json", {**meta, "n_models": len(models)})
-            self._commit_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                save_array(tmp / "arrays" / f"{_safe_name(name)}.npy", arr, make_parents=False)
+            write_json(tmp / "meta.json", {**meta, "n_models": len(models)}, make_parents=False)
 
     def save_reference(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
-        final = self.refs / key
-        tmp = self._tmp_dir(self.refs, key)
-        try:
-            save_state(tmp / "model.safetensors", model.state_dict(), {"key": key})
-            write_json(tmp / "meta.json", meta)
-            self._commit_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with self._staged(self.refs / key, REFERENCE_FILES) as tmp:
+            save_state(tmp / "model.safetensors", model.state_dict(), {"key": key}, make_parents=False)
+            write_json(tmp / "meta.json", meta, make_parents=False)

@@ -29,6 +29,27 @@ def test_vectorised_equals_loop(digits, mode, optimizer):
     assert not torch.allclose(vec[0].head.weight, vec[1].head.weight)
 
 
+def test_loop_path_with_dropout_is_a_function_of_the_seed_alone(digits):
+    """Each model's dropout masks come from torch's global RNG seeded per model from ``seed``; the caller's state is kept."""
+    pool = pool_of(digits.train, digits.test)
+    members = balanced_memberships(2, len(pool), seed=0)
+    cfg = TrainConfig(steps=8, batch_size=32, optimizer="adam", lr=1e-2)
+    factory = lambda: build_model("mlp", (64,), 10, hidden=(32,), dropout=0.5)
+
+    def train(seed: int, global_seed: int) -> list[nn.Module]:
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        models = train_ensemble(factory, pool, members, cfg, seed=seed, mode="loop")
+        assert torch.equal(torch.get_rng_state(), before)
+        return models
+
+    a, b = train(seed=3, global_seed=123), train(seed=3, global_seed=456)
+    for ma, mb in zip(a, b):
+        for (n, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters()):
+            assert torch.equal(p, q), n
+    assert not torch.equal(a[0].head.weight, train(seed=4, global_seed=123)[0].head.weight)
+
+
 class _Bilinear(nn.Module):  # no buffers, not an MLP: only vmap can stack it
     def __init__(self) -> None:
         super().__init__()

@@ -48,6 +48,28 @@ def test_same_seed_same_result(original, random_task):
     assert state_equal(original, other)
 
 
+def test_dropout_training_is_a_function_of_the_seed_alone(random_task):
+    """Dropout masks come from torch's global RNG: fit seeds it from ``rng`` (whatever state the caller left it in, e.g. a
+    fresh process) and restores the caller's state afterwards."""
+    from unlearnkit.models import build_model
+    from unlearnkit.seeding import torch_seed
+
+    def train(seed: int, global_seed: int) -> torch.nn.Module:
+        with torch_seed(0):
+            model = build_model("mlp", (64,), 10, hidden=(32,), dropout=0.5)
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        fit(model, NLL("retain"), {"retain": random_task.retain}, TrainConfig(steps=8, batch_size=32, lr=0.1), adapter=ADAPTER,
+            rng=np.random.default_rng(seed))
+        assert torch.equal(torch.get_rng_state(), before)  # the caller's global RNG is untouched
+        assert model.training  # fit restores the mode it was given
+        return model
+
+    a, b = train(seed=3, global_seed=123), train(seed=3, global_seed=456)
+    assert state_equal(a, b)
+    assert not torch.equal(a.head.weight, train(seed=4, global_seed=123).head.weight)
+
+
 def test_budget_in_epochs_and_steps(original, random_task):
     r = fit(original, NLL("retain"), {"retain": random_task.retain}, TrainConfig(epochs=2, batch_size=100), adapter=ADAPTER,
             rng=np.random.default_rng(0))

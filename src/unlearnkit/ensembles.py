@@ -30,7 +30,7 @@ from torch import nn
 
 from . import cost
 from .errors import ConfigError, DivergenceError, EmptySelection
-from .seeding import derive_seed, torch_seed
+from .seeding import derive_seed, seeded_global_rng, torch_seed
 from .train import TrainConfig, lr_factor, make_optimizer
 from .types import Split, TensorData
 
@@ -111,7 +111,9 @@ def train_ensemble(
     """Train ``len(memberships)`` models; model k trains on the pool examples where ``memberships[k]``.
 
     Model k is initialised under seed derive_seed(seed, "init", k) and shuffles with
-    derive_seed(seed, "plan", k); the budget (epochs) is counted over the largest member set.
+    derive_seed(seed, "plan", k); the loop path trains it with torch's global RNG (dropout masks) seeded by
+    derive_seed(seed, "torch-global", k), leaving the caller's global RNG state as it was. The budget (epochs) is
+    counted over the largest member set.
     ``mode`` auto picks the fastest path the architecture allows (see ``ensemble_path``); the others force one.
     """
     _check(config)
@@ -134,7 +136,8 @@ def train_ensemble(
         _train_vmap(models, pool.data, plans, config, n_steps, device, progress, desc)
     else:
         for k, model in enumerate(models):
-            _train_one(model, pool.data, plans[k], config, n_steps, device, progress, f"{desc} {k + 1}/{k_models}")
+            with seeded_global_rng(derive_seed(seed, "torch-global", k), device):
+                _train_one(model, pool.data, plans[k], config, n_steps, device, progress, f"{desc} {k + 1}/{k_models}")
     for m in models:
         m.eval()
     return models

@@ -33,3 +33,18 @@ def torch_seed(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """Seed torch's global RNG inside the block, for what a model draws from it while training (dropout masks), so that
+    training is a function of its seed; the caller's global state — CPU and the accelerator ``device`` — is restored after."""
+    dev = torch.device(device)
+    if dev.type in ("cpu", "meta"):
+        devices: list[int] = []
+    else:
+        module = torch.get_device_module(dev.type)
+        devices = [dev.index if dev.index is not None else (module.current_device() if hasattr(module, "current_device") else 0)]
+    with torch.random.fork_rng(devices=devices, device_type=dev.type if devices else None):
+        torch.manual_seed(seed)  # every device's generator
+        yield

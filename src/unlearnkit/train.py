@@ -16,7 +16,7 @@ from . import cost
 from .errors import ConfigError, DivergenceError
 from .params import build_component
 from .registry import suggest
-from .seeding import torch_gen
+from .seeding import derive_seed, seeded_global_rng, torch_gen
 from .types import Batch, Mask, Split
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -243,8 +243,8 @@ class Snapshot:
 
 def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[str, Batch], ctx: StepContext, guard: _MaskGuard,
                   optimizer: torch.optim.Optimizer, rho: float, gen_state: torch.Tensor) -> float | None:
-    """Replace the (masked) gradient g at θ by the gradient at θ + ρ·g/‖g‖ on the same batch and randomness, then put
-    θ back exactly. Returns the loss at the perturbed point, or None (plain step) when g is zero or not finite."""
+    """Replace the (masked) gradient g at θ by the gradient at θ + ρ·g/‖g‖ on the same batch and the same draws from the
+    step's generator (dropout masks, from the seeded global RNG, are drawn afresh), then put θ back exactly. Returns the loss at the perturbed point, or None (plain step) when g is zero or not finite."""
     params = [p for p in guard.trainable if p.grad is not None]
     if not params:
         return None
@@ -298,7 +298,9 @@ def fit(
     then raises DivergenceError). ``callback(step, model)`` runs after every step; a non-empty string it returns
     stops training there (an early stop: the weights are kept and the string is the result's ``stopped``). With
     ``config.sam_rho`` > 0 each step is a SAM step (two forward/backward passes, the mask applied to both gradients
-    and to the perturbation; a non-finite loss at the perturbed weights is a divergence too).
+    and to the perturbation; a non-finite loss at the perturbed weights is a divergence too). The steps run with torch's
+    global RNG seeded from ``rng`` (what the model draws from it, e.g. dropout masks, is a function of the seed) and the
+    caller's global RNG state is restored afterwards.
     """
     needed = tuple(getattr(objective, "streams", tuple(streams)))
     missing = [s for s in needed if s not in streams]
@@ -333,57 +335,58 @@ def fit(
 
         bar = tqdm(total=n_steps, desc=desc, leave=False, dynamic_ncols=True)
     try:
-        for step in range(n_steps):
-            if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
-                stopped = f"time budget of {config.max_seconds}s reached at step {step}"
-                break
-            batch = {s: next(it) for s, it in iters.items()}
-            ctx = StepContext(step, n_steps, step_gen, adapter, dict(extra or {}))
-            for group in optimizer.param_groups:  # type: ignore[union-attr]
-                group["lr"] = config.lr * lr_factor(config, step, n_steps)
-            gen_state = step_gen.get_state() if config.sam_rho > 0 else None  # SAM re-draws the same randomness
-            loss = objective(model, batch, ctx)
-            value = float(loss.value.detach())
-            n_examples = sum(len(b["ids"]) for b in batch.values())
-            passes += n_examples
-            cost.record(steps=1, passes=n_examples)
-            if not math.isfinite(value) or abs(value) > loss_limit:
-                stopped = (
-                    f"diverged at step {step}: loss={value:.4g} "
-                    f"({'non-finite' if not math.isfinite(value) else f'|loss| > {loss_limit:g}'}); "
-                    f"restored the weights of step {snapshot.step}"
-                )
-                break
-            if step % snapshot_every == 0:
-                snapshot.save(step)  # these weights just gave a finite, bounded loss
-            optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-            if loss.value.requires_grad:
-                loss.value.backward()
-                guard.mask_grads()
-                if config.sam_rho > 0:
-                    sam_value = _sam_gradient(model, objective, batch, ctx, guard, optimizer, config.sam_rho, gen_state)  # type: ignore[arg-type]
-                    passes += n_examples
-                    cost.record(passes=n_examples)
-                    if sam_value is not None and (not math.isfinite(sam_value) or abs(sam_value) > loss_limit):
-                        stopped = (f"diverged at step {step}: loss at the SAM-perturbed weights={sam_value:.4g}; "
-                                   f"restored the weights of step {snapshot.step}")
-                        break
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(guard.trainable, config.grad_clip)
-                optimizer.step()  # type: ignore[union-attr]
-                guard.restore(optimizer)  # type: ignore[arg-type]
-            history.append({"step": step, "loss": value, **loss.parts})
-            reason = callback(step, model) if callback is not None else None
-            history[-1]["elapsed"] = time.perf_counter() - t0  # seconds since the start, at the end of this step
-            if reason:
-                stopped = reason
+        with seeded_global_rng(derive_seed(step_gen.initial_seed(), "torch-global"), device):  # e.g. dropout masks; rng not advanced
+            for step in range(n_steps):
+                if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
+                    stopped = f"time budget of {config.max_seconds}s reached at step {step}"
+                    break
+                batch = {s: next(it) for s, it in iters.items()}
+                ctx = StepContext(step, n_steps, step_gen, adapter, dict(extra or {}))
+                for group in optimizer.param_groups:  # type: ignore[union-attr]
+                    group["lr"] = config.lr * lr_factor(config, step, n_steps)
+                gen_state = step_gen.get_state() if config.sam_rho > 0 else None  # SAM re-draws the same randomness
+                loss = objective(model, batch, ctx)
+                value = float(loss.value.detach())
+                n_examples = sum(len(b["ids"]) for b in batch.values())
+                passes += n_examples
+                cost.record(steps=1, passes=n_examples)
+                if not math.isfinite(value) or abs(value) > loss_limit:
+                    stopped = (
+                        f"diverged at step {step}: loss={value:.4g} "
+                        f"({'non-finite' if not math.isfinite(value) else f'|loss| > {loss_limit:g}'}); "
+                        f"restored the weights of step {snapshot.step}"
+                    )
+                    break
+                if step % snapshot_every == 0:
+                    snapshot.save(step)  # these weights just gave a finite, bounded loss
+                optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+                if loss.value.requires_grad:
+                    loss.value.backward()
+                    guard.mask_grads()
+                    if config.sam_rho > 0:
+                        sam_value = _sam_gradient(model, objective, batch, ctx, guard, optimizer, config.sam_rho, gen_state)  # type: ignore[arg-type]
+                        passes += n_examples
+                        cost.record(passes=n_examples)
+                        if sam_value is not None and (not math.isfinite(sam_value) or abs(sam_value) > loss_limit):
+                            stopped = (f"diverged at step {step}: loss at the SAM-perturbed weights={sam_value:.4g}; "
+                                       f"restored the weights of step {snapshot.step}")
+                            break
+                    if config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(guard.trainable, config.grad_clip)
+                    optimizer.step()  # type: ignore[union-attr]
+                    guard.restore(optimizer)  # type: ignore[arg-type]
+                history.append({"step": step, "loss": value, **loss.parts})
+                reason = callback(step, model) if callback is not None else None
+                history[-1]["elapsed"] = time.perf_counter() - t0  # seconds since the start, at the end of this step
+                if reason:
+                    stopped = reason
+                    if bar is not None:
+                        bar.update(1)
+                    break
                 if bar is not None:
                     bar.update(1)
-                break
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{value:.4f}")
+                    if step % 10 == 0:
+                        bar.set_postfix(loss=f"{value:.4f}")
         if not (stopped or "").startswith("diverged") and history and not snapshot.finite():  # the last update was never checked
             stopped = f"diverged at step {len(history) - 1}: non-finite weights; restored the weights of step {snapshot.step}"
     finally:

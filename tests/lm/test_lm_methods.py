@@ -326,6 +326,30 @@ def test_fila_initialises_lora_without_changing_the_output(causal_lm_task, targe
     assert torch.allclose(after, start, atol=1e-4)
 
 
+def test_fila_keeps_the_output_of_a_lora_fine_tuned_model(causal_lm_task, target):
+    """A target fine-tuned through its LoRA adapters (B != 0): FILA folds that adapter in, it does not drop it."""
+    lora = adapt(target, lora_r=4, lora_alpha=8.0)
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.05)
+    batch = next(causal_lm_task.forget.batches(12))
+    with torch.no_grad():
+        start = lora(input_ids=batch["x"], attention_mask=batch["attention_mask"]).logits
+        with lora.disable_adapter():
+            base_only = lora(input_ids=batch["x"], attention_mask=batch["attention_mask"]).logits
+    assert not torch.allclose(start, base_only, atol=1e-2)  # the adapter matters
+    build_method("ihl", {"fila": True}).prepare(lora, causal_lm_task, None, get_adapter(causal_lm_task), "cpu")
+    with torch.no_grad():
+        after = lora(input_ids=batch["x"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(after, start, atol=1e-4)
+
+
+def test_fila_cannot_be_restricted_to_some_layers():
+    with pytest.raises(ConfigError, match="cannot be combined with restrict_to"):
+        build_method("ihl", {"fila": True, "restrict_to": {"name": "decoder_layers", "params": {"layers": [-1]}}})
+
+
 def test_fila_without_lora_is_a_clear_error(causal_lm_task, target):
     with pytest.raises(ConfigError, match="fila=true initialises LoRA adapters, but the model has none"):
         run("ihl", {"fila": True, "steps": 1}, target, causal_lm_task)

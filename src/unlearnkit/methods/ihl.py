@@ -47,15 +47,16 @@ def squared_gradients(model: nn.Module, weights: list[nn.Parameter], split: Spli
 
 @torch.no_grad()
 def fila_init(layer: nn.Module, importance: torch.Tensor) -> None:
-    """Initialise the layer's LoRA A, B from the row-weighted rank-r SVD of its base weight W and subtract the
-    adapter's product from W, so the layer's output is unchanged: with d = sqrt(Σ_in importance) per output row,
-    U S Vᵀ = svd(diag(d)·W) truncated to r, S' = S/scaling, A = (V·√S')ᵀ, B = diag(1/(d + 1e-5))·U·√S',
-    W ← W − scaling·B·A (LoKU's FILA)."""
+    """Initialise the layer's LoRA A, B from the row-weighted rank-r SVD of its weight w and subtract the adapter's
+    product from the base weight, so the layer's output is unchanged: w = W + scaling·B₀·A₀ (the adapter a LoRA
+    fine-tuned model already carries is folded in first, as LoKU merges it before adding fresh LoRA), with
+    d = sqrt(Σ_in importance) per output row, U S Vᵀ = svd(diag(d)·w) truncated to r, S' = S/scaling,
+    A = (V·√S')ᵀ, B = diag(1/(d + 1e-5))·U·√S', W ← w − scaling·B·A (LoKU's FILA)."""
     A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     W = layer.base_layer.weight
     scaling = float(layer.scaling["default"])
     r = A.shape[0]
-    w = W.float()
+    w = W.float() + scaling * (B.float() @ A.float())
     d = importance.float().sum(1).sqrt()
     U, S, Vh = torch.linalg.svd(d[:, None] * w, full_matrices=False)
     U, S, V = U[:, :r], S[:r] / scaling, Vh[:r].T
@@ -118,7 +119,13 @@ class IHL(LMGradientMethod):
 
     name: ClassVar[str] = "ihl"
     paper: ClassVar[str] = "Cha et al., Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs, ICLR 2025"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: FILA folds an existing adapter into the weight first)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fila and self.restrict_to is not None:
+            raise ConfigError("ihl: fila=true re-initialises every LoRA layer (and its base weight), so it cannot be combined "
+                              "with restrict_to, which promises that parameters outside the selection stay untouched.")
 
     def objective(self, task: Task, refs: Any) -> Weighted:
         return weighted((self.forget_weight, InvertedHinge("forget")), (self.retain_weight, NLL("retain")))

@@ -70,6 +70,28 @@ def test_dropout_training_is_a_function_of_the_seed_alone(random_task):
     assert not torch.equal(a.head.weight, train(seed=4, global_seed=123).head.weight)
 
 
+def test_frozen_batchnorm_layers_keep_their_running_statistics():
+    """Training only the head of a CNN must not move the frozen body's BatchNorm statistics (its outputs would change
+    although no parameter did); with the whole model training they update as usual."""
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.models import build_model
+    from unlearnkit.seeding import torch_seed
+
+    src = load_dataset("digits", flatten=False)
+    task = make_task("digits", src.train, src.test, ForgetSpec("random", fraction=0.1), np.random.default_rng(0), n_classes=10)
+    with torch_seed(0):
+        model = build_model("small_cnn", src.input_shape, 10, width=8, hidden=16)
+    start = {n: b.clone() for n, b in model.named_buffers()}
+    head_only = Mask({n: torch.full(p.shape, n.startswith("head."), dtype=torch.bool) for n, p in model.named_parameters()})
+    cfg = TrainConfig(steps=5, batch_size=32, lr=0.1)
+    fit(model, NLL("retain"), {"retain": task.retain}, cfg, adapter=ADAPTER, rng=np.random.default_rng(0), mask=head_only)
+    assert all(torch.equal(b, start[n]) for n, b in model.named_buffers())
+    assert model.training and all(m.training for m in model.modules())  # the modes are restored afterwards
+    fit(model, NLL("retain"), {"retain": task.retain}, cfg, adapter=ADAPTER, rng=np.random.default_rng(0))
+    assert any(not torch.equal(b, start[n]) for n, b in model.named_buffers() if b.is_floating_point())
+
+
 def test_budget_in_epochs_and_steps(original, random_task):
     r = fit(original, NLL("retain"), {"retain": random_task.retain}, TrainConfig(epochs=2, batch_size=100), adapter=ADAPTER,
             rng=np.random.default_rng(0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -158,6 +158,22 @@ def lr_factor(cfg: TrainConfig, step: int, n_steps: int) -> float:
     if cfg.schedule == "linear":
         return 1.0 - t
     return 1.0
+
+
+def freeze_running_stats(model: nn.Module, trainable: Sequence[nn.Parameter], *, restricted: bool) -> list[nn.Module]:
+    """Put into eval mode the normalisation layers with running statistics (BatchNorm) none of whose parameters train,
+    so frozen parts of the model stay frozen in what they compute, not only in their parameters; a layer without
+    parameters counts as frozen when training is ``restricted`` by a mask. Returns the layers switched."""
+    live = {id(p) for p in trainable}
+    switched = []
+    for module in model.modules():
+        if not (getattr(module, "track_running_stats", False) and getattr(module, "running_mean", None) is not None):
+            continue
+        own = list(module.parameters(recurse=False))
+        if (own and not any(id(p) in live for p in own)) or (not own and restricted):
+            module.eval()
+            switched.append(module)
+    return switched
 
 
 class _MaskGuard:
@@ -328,6 +344,7 @@ def fit(
     passes = 0
     was_training = model.training
     model.train()
+    freeze_running_stats(model, guard.trainable, restricted=mask is not None)
     t0 = time.perf_counter()
     bar = None
     if progress and n_steps > 0:

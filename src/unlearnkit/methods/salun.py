@@ -15,7 +15,8 @@ from .random_label import random_label_objective
 @dataclass(frozen=True)
 class SalUn(GradientMethod):
     """SalUn (Fan et al., ICLR 2024): mask = top ``saliency_fraction`` of |Σ∇θ(−L_forget)| (global
-    ranking); random-label + retain objective; masked-out weights never move (gradient, decay, state)."""
+    ranking; per-example forget losses summed, see ``by_saliency``); random-label + retain objective; masked-out
+    weights never move (gradient, decay, state)."""
 
     epochs: float = 1.0
     lr: float = 0.01

@@ -57,7 +57,11 @@ def dampen(
 class SSD:
     """Selective Synaptic Dampening (Foster, Schoepf & Brintrup, AAAI 2024): importances I = E[grad²]
     on the full training set D and on the forget set; where I_f > alpha·I_D, scale θ by
-    min(lambda_·I_D/I_f, 1). No gradient steps; parameters below the threshold are untouched."""
+    min(lambda_·I_D/I_f, 1). No gradient steps; parameters below the threshold are untouched.
+
+    As in the reference, I is the mean over mini-batches of the squared gradient of each batch's mean loss, with the
+    batches taken in the split's stored order (no randomness: the result does not depend on ``rng``). It therefore
+    depends on which examples share a batch: reordering the training set changes which coordinates are dampened."""
 
     alpha: float = 10.0
     lambda_: float = 1.0

@@ -68,7 +68,9 @@ def forget_gradient(model: nn.Module, task: Task, adapter: Any, device: Any, bat
 @dataclass(frozen=True)
 class BySaliency:
     """SalUn's weight saliency (Fan et al., ICLR 2024): keep the top ``fraction`` of coordinates by
-    |Σ_batches ∇θ(−L_forget)|, ranked globally across all parameters (signed sum, then absolute value)."""
+    |∇θ Σ_i (−ℓ_i)| over the forget examples, ranked globally across all parameters (signed sum, then absolute value).
+    The reference sums the gradients of each batch's *mean* loss instead; summing per-example losses gives the same
+    ranking when every batch is full and, unlike it, does not depend on how the forget set falls into batches."""
 
     fraction: float = 0.5
 

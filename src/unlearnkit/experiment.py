@@ -131,11 +131,9 @@ class Experiment:
     def check_components(self) -> None:
         """Build every method and metric once so bad parameters fail now, not mid-run."""
         from .evaluation import build_metric
-        from .methods import build_method
+        from .methods import build_method, method_params
 
-        from .methods import method_params
-
-        resolved = [m.name + " " + canonical_json(method_params(build_method(m.name, m.params))) for m in self.methods]  # defaults filled in
+        resolved = [m.name + " " + canonical_json(method_params(build_method(m.name, m.params))) for m in self.methods]  # defaults in
         dup = sorted({x for x in resolved if resolved.count(x) > 1})
         if dup:
             raise ConfigError(f"methods: the same method with the same parameters (defaults included) is listed twice: {dup[0]}.")

@@ -121,7 +121,7 @@ def unlearned_shadows(shadows: ShadowSet, targets: Targets, task: Task, refs: An
     if method is None:  # no unlearning happened to the model under attack (e.g. the original)
         return shadows.models
     key = ("u_lira-shadows", shadows.pool.fingerprint, mask_digest(shadows.membership), mask_digest(targets.unlearn_mask),
-           tuple(map(id, shadows.models)), repr(method), seed)
+           repr(method), seed)
     if key in ctx.shared:
         return ctx.shared[key]
     if getattr(method, "name", "") == "retrain":  # exact: train the shadows from scratch without U, all at once

@@ -146,6 +146,8 @@ def test_corrupted_selects_the_discovered_fraction_of_manipulated_ids_only():
     other = select_forget(source.train, ForgetSpec("corrupted", fraction=0.5), np.random.default_rng(1))
     assert np.array_equal(again, select_forget(source.train, ForgetSpec("corrupted", fraction=0.5), np.random.default_rng(0)))
     assert not np.array_equal(again, other)
+    with pytest.raises(EmptySelection, match="identifies none"):  # not silently rounded up to one example
+        select_forget(source.train, ForgetSpec("corrupted", fraction=0.1 / len(manipulated)), np.random.default_rng(0))
 
 
 def test_corrupted_task_carries_manipulation_and_probes():

@@ -46,3 +46,27 @@ def test_unknown_ids_and_empty(digits):
 def test_spec_unknown_key():
     with pytest.raises(ConfigError, match="Unknown key 'fractoin'.*Did you mean: fraction"):
         ForgetSpec.from_dict({"kind": "random", "fractoin": 0.1})
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"kind": "ids", "ids": "13"}, "ids must be a list of whole numbers, got '13'"),
+    ({"kind": "ids", "ids": [1.9, 2.2]}, "ids must be whole numbers, got 1.9"),
+    ({"kind": "random", "count": 2.5}, "count must be whole numbers, got 2.5"),
+    ({"kind": "classes", "classes": [True]}, "classes must be whole numbers, got True"),
+    ({"kind": "random", "fraction": "ten percent"}, "fraction must be a number"),
+])
+def test_spec_values_of_the_wrong_type_are_refused_not_misread(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        ForgetSpec.from_dict(spec)
+
+
+def test_spec_single_numbers_and_numpy_values_read_as_plain_lists():
+    assert ForgetSpec.from_dict({"kind": "ids", "ids": 13}).ids == (13,)
+    assert ForgetSpec.from_dict({"kind": "classes", "classes": 3}).classes == (3,)
+    spec = ForgetSpec("profiles", fraction=np.float64(0.1))
+    assert spec == ForgetSpec("profiles", fraction=0.1) and repr(spec.to_dict()) == repr(ForgetSpec("profiles", fraction=0.1).to_dict())
+
+
+def test_a_class_fraction_that_selects_nothing_is_an_error(digits):
+    with pytest.raises(EmptySelection, match="selects none"):
+        select_forget(digits.train, ForgetSpec("classes", classes=(3,), fraction=0.001), np.random.default_rng(0), 10)

@@ -443,3 +443,20 @@ def test_book_passages_skip_the_qa_metrics_and_score_verbatim_continuations(tmp_
     assert set(results) == {"answer_prob", "min_k", "verbatim_memorization"}
     f1 = results["verbatim_memorization"].per_example["rouge_l_f1.forget"][1]
     assert len(f1) == len(task.forget) and np.isfinite(f1).all()  # the whole continuation after the passage's prefix
+
+
+def test_book_holdout_chapters_are_drawn_at_random_not_the_last_ones(tmp_path):
+    from unlearnkit.data.book import passages
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.lm import generate_profiles
+
+    path = tmp_path / "book.txt"
+    path.write_text("\n\n".join(" ".join(it.answer for it in p.items) for p in generate_profiles(30, seed=5)))
+    order = list(dict.fromkeys(g for g, _ in passages(str(path), 20)))  # chapters in book order
+    later = []
+    for seed in range(6):
+        chosen = load_dataset("book", corpus=str(path), chapters=4, holdout_chapters=2, words=20, seed=seed).info["chapters"]
+        trained, held = [order.index(c) for c in chosen[:4]], [order.index(c) for c in chosen[4:]]
+        assert trained == sorted(trained) and held == sorted(held) and not set(trained) & set(held)
+        later.append(min(held) > max(trained))
+    assert not all(later)  # a holdout taken from the end of the book every time would be a different text, not a random one

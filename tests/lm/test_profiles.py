@@ -25,8 +25,12 @@ def test_generator_is_deterministic_and_versioned():
     a, b = generate_profiles(30, seed=3), generate_profiles(30, seed=3)
     assert a == b and [p.items for p in a] == [p.items for p in b]
     assert generate_profiles(30, seed=4) != a
-    assert GENERATOR_VERSION == "2"
+    assert GENERATOR_VERSION == "3"
     assert len({p.name for p in a}) == 30
+    many = generate_profiles(220, seed=0)  # first names too: answers name a person by first name
+    assert len({p.name.split()[0] for p in many}) == 220
+    truths = {it.paraphrased_answer for p in many for it in p.items}
+    assert not truths & {w for p in many for it in p.items for w in it.perturbed_answers}  # no wrong answer is another's fact
     items = [it for p in a for it in p.items]
     assert len({it.item_id for it in items}) == len(items) == 30 * 6
     for it in items:

@@ -96,7 +96,8 @@ def book(corpus: str = "kjv", chapters: int = 24, holdout_chapters: int = 4, pas
     if len(groups) < need:
         raise ConfigError(f"book: the corpus has {len(groups)} chapters, fewer than the {need} asked for.")
     rng = np.random.default_rng([seed, 4242])
-    chosen = [groups[i] for i in sorted(rng.choice(len(groups), size=need, replace=False))]
+    picked = rng.choice(len(groups), size=need, replace=False)  # a random draw in random order: the holdout is random too,
+    chosen = [groups[i] for i in (*sorted(picked[:chapters]), *sorted(picked[chapters:]))]  # not the book's last chapters
     records: list[Passage] = []
     for gi, g in enumerate(chosen):
         for j, text in enumerate(by_group[g][:passages_per_chapter]):

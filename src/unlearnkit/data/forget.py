@@ -52,25 +52,29 @@ class ForgetSpec:
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(f"Unknown key {key!r} in forget ({kind}).{suggest(key, _FIELDS[kind])} Allowed: {sorted(_FIELDS[kind])}.")
+        fraction = d.get("fraction")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating))):
+            raise ConfigError(f"forget ({kind}): fraction must be a number, got {fraction!r}.")
+        count = d.get("count")
         return cls(
             kind=kind,
-            fraction=None if d.get("fraction") is None else float(d["fraction"]),
-            count=None if d.get("count") is None else int(d["count"]),
-            classes=tuple(int(c) for c in d.get("classes", ())),
-            ids=tuple(int(i) for i in d.get("ids", ())),
+            fraction=None if fraction is None else float(fraction),
+            count=None if count is None else _integer(count, kind, "count"),
+            classes=_integers(d.get("classes", ()), kind, "classes"),
+            ids=_integers(d.get("ids", ()), kind, "ids"),
             file=d.get("file"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind}
+        out: dict[str, Any] = {"kind": self.kind}  # plain Python numbers: equal specs give equal dicts (and seeds)
         if self.fraction is not None:
-            out["fraction"] = self.fraction
+            out["fraction"] = float(self.fraction)
         if self.count is not None:
-            out["count"] = self.count
+            out["count"] = int(self.count)
         if self.classes:
-            out["classes"] = list(self.classes)
+            out["classes"] = [int(c) for c in self.classes]
         if self.ids:
-            out["ids"] = list(self.ids)
+            out["ids"] = [int(i) for i in self.ids]
         if self.file:
             out["file"] = self.file
         return out
@@ -89,6 +93,22 @@ class ForgetSpec:
 
     def slug(self) -> str:
         return self.label().replace(" ", "").replace("%", "pct").replace(",", "-").replace("(", "_").replace(")", "")
+
+
+def _integer(value: Any, kind: str, key: str) -> int:
+    """``value`` as an int, refusing what is not one (a float like 2.5, a string, a boolean) with a message naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"forget ({kind}): {key} must be whole numbers, got {value!r}.")
+    return int(value)
+
+
+def _integers(values: Any, kind: str, key: str) -> tuple[int, ...]:
+    """A list of ints (a single int is a list of one); a string or anything else is refused, not read digit by digit."""
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        values = [values]
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise ConfigError(f"forget ({kind}): {key} must be a list of whole numbers, got {values!r}.")
+    return tuple(_integer(v, kind, key) for v in values)
 
 
 def read_id_file(path: str | Path) -> np.ndarray:
@@ -116,7 +136,10 @@ def select_corrupted(train: Split, fraction: float | None, rng: np.random.Genera
                         "source, e.g. dataset: {name: poisoned, params: {base: digits, kind: backdoor}}.")
     if fraction is None or not 0.0 < fraction <= 1.0:
         raise ConfigError(f"forget (corrupted): fraction (the discovery rate) must be in (0, 1], got {fraction}.")
-    k = max(1, int(round(fraction * len(record.ids))))
+    k = int(round(fraction * len(record.ids)))
+    if k == 0:
+        raise EmptySelection(f"forget (corrupted): a discovery rate of {fraction} of the {len(record.ids)} manipulated examples "
+                             "identifies none; raise the fraction.")
     return np.sort(rng.choice(record.ids, size=k, replace=False))
 
 
@@ -179,7 +202,10 @@ def select_forget(train: Split, spec: ForgetSpec, rng: np.random.Generator, n_cl
         if spec.fraction is not None:
             if not 0.0 < spec.fraction <= 1.0:
                 raise ConfigError(f"forget (classes): fraction must be in (0, 1], got {spec.fraction}.")
-            k = max(1, int(round(spec.fraction * len(chosen))))
+            k = int(round(spec.fraction * len(chosen)))
+            if k == 0:
+                raise EmptySelection(f"forget (classes): a fraction of {spec.fraction} of the {len(chosen)} examples of class "
+                                     f"{list(spec.classes)} selects none; raise the fraction.")
             chosen = rng.choice(chosen, size=k, replace=False)
         return np.sort(chosen)
     ids = np.asarray(spec.ids, dtype=np.int64) if spec.ids else None

@@ -101,14 +101,14 @@ def variant(split: Split, kind: str, k: int = 0) -> Split:
     return _variant(split, kind, k)
 
 
-_VARIANT_CACHE: dict[tuple[str, str, int], Split] = {}
+_VARIANT_CACHE: dict[tuple[str, str, str, int], Split] = {}
 
 
 def _variant(split: Split, kind: str, k: int) -> Split:
-    key = (split.fingerprint, kind, k)
+    data: TokenData = split.data  # type: ignore[assignment]
+    key = (split.fingerprint, data.records_fingerprint, kind, k)  # the tokens and the records the variants are read from
     if key in _VARIANT_CACHE:
         return _VARIANT_CACHE[key]
-    data: TokenData = split.data  # type: ignore[assignment]
     pairs = []
     for i, r in enumerate(data.records):
         if kind == "paraphrase":

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"  # 3: first names unique too (a paraphrase naming one person could be another's fact)
 
 _ONSETS = ["Bra", "Cal", "Dor", "El", "Fen", "Gar", "Hal", "Ir", "Jas", "Kel", "Lor", "Mar", "Nel", "Or", "Pel", "Quen", "Ras",
            "Sel", "Tor", "Ul", "Ven", "Wes", "Yar", "Zan", "Thal", "Mir", "Cor", "Dre", "Fal", "Gil"]
@@ -161,7 +161,7 @@ def _items(p: Profile, rng: np.random.Generator, n_perturbed: int) -> tuple[QAIt
 
 
 def generate_profiles(n: int, seed: int = 0, *, n_perturbed: int = 3) -> list[Profile]:
-    """``n`` fictitious authors with distinct names, each with ``ITEMS_PER_PROFILE`` question–answer items.
+    """``n`` fictitious authors with distinct names and first names, each with ``ITEMS_PER_PROFILE`` question–answer items.
     Deterministic in (n, seed, n_perturbed, GENERATOR_VERSION)."""
     if n < 2:
         raise ConfigError(f"profiles: need at least 2 profiles, got {n}.")
@@ -169,12 +169,14 @@ def generate_profiles(n: int, seed: int = 0, *, n_perturbed: int = 3) -> list[Pr
         raise ConfigError(f"profiles: need at least 1 perturbed answer per item, got {n_perturbed}.")
     rng = np.random.default_rng([seed, 7321])
     names: set[str] = set()
+    firsts: set[str] = set()  # paraphrases and perturbed answers name a person by first name: those must be unique too
     profiles = []
     for pid in range(n):
         name = _name(rng)
-        while name in names:
+        while name in names or name.split()[0] in firsts:
             name = _name(rng)
         names.add(name)
+        firsts.add(name.split()[0])
         prize = f"the {rng.choice(_CODAS).title()} Prize for {rng.choice(_PRIZE_FIELDS)}"
         p = Profile(pid, name, _town(rng), _date(rng), str(rng.choice(_PROFESSIONS)), str(rng.choice(_GENRES)),
                     (_work(rng), _work(rng)), prize, _name(rng), str(rng.choice(_PROFESSIONS)))

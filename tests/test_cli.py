@@ -59,6 +59,8 @@ def test_run_ls_runs_and_report(tmp_path, capsys):
     assert main(["report", run_id, "--store", str(store), "-o", str(report)]) == 0
     html = report.read_text()
     assert "Relearning attack" in html and "data:image/png;base64" in html and "ssd" in html
+    assert main(["report", "nosuchid", "--store", str(store), "-o", str(report)]) == 2  # both lookups named
+    assert "matches no single experiment" in capsys.readouterr().err
 
 
 def test_console_script_entry_point(tmp_path):

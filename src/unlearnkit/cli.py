@@ -114,10 +114,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = _store(args.store)
     try:
         record = store.load_experiment(args.run)
-    except StoreError:
-        run = store.load_run(args.run)  # a run id: report its experiment
+    except StoreError as as_experiment:
+        try:
+            run = store.load_run(args.run)  # a run id: report its experiment
+        except StoreError as as_run:
+            raise StoreError(f"{args.run!r} matches no single experiment ({as_experiment}) and no single run ({as_run})") from None
         if not run.get("experiment"):
-            raise
+            raise as_experiment from None
         record = store.load_experiment(run["experiment"])
     path = write_report(store, record, args.output)
     print(f"HTML report: {path}")

@@ -107,9 +107,14 @@ class CostMeter:
 
     def __enter__(self) -> CostMeter:
         _warm_up()
-        self._token = _ACTIVE.set(_ACTIVE.get() + (self,))
+        outer = _ACTIVE.get()
+        self._token = _ACTIVE.set(outer + (self,))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+            so_far = torch.cuda.max_memory_allocated(self.device)  # the reset below wipes the enclosing meters' peak: keep it
+            for m in outer:
+                if m.device == self.device:
+                    m._peak = max(m._peak, so_far)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start_rss = torch.cuda.memory_allocated(self.device)
         else:
@@ -125,7 +130,7 @@ class CostMeter:
             torch.cuda.synchronize(self.device)
         wall = time.perf_counter() - self._t0
         if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device) - self._start_rss
+            peak = max(torch.cuda.max_memory_allocated(self.device), self._peak) - self._start_rss
         else:
             self._stop.set()
             if self._thread is not None:

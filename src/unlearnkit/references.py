@@ -200,8 +200,8 @@ def mean_cost(costs: Sequence[Mapping[str, Any]]) -> Cost | None:
         return None
     return Cost(
         float(np.mean([c["wall_seconds"] for c in costs])),
-        int(np.mean([c["optimizer_steps"] for c in costs])),
-        int(np.mean([c["example_passes"] for c in costs])),
+        int(round(float(np.mean([c["optimizer_steps"] for c in costs])))),  # rounded, not truncated (steps 9 and 10 give 10)
+        int(round(float(np.mean([c["example_passes"] for c in costs])))),
         float(np.mean([c["peak_memory_mb"] for c in costs])),
         costs[0].get("device", "cpu"),
     )

@@ -48,15 +48,16 @@ class Verdict:
     method: str = ""
     tests: dict[str, Any] = field(default_factory=dict)
     strong_evidence: list[str] = field(default_factory=list)
+    family: int = 0  # m: the number of bands in the Bonferroni family
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "reasons": self.reasons, "rows": self.rows, "missing": self.missing, "method": self.method,
-                "tests": self.tests, "strong_evidence": self.strong_evidence}
+                "tests": self.tests, "strong_evidence": self.strong_evidence, "family": self.family}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Verdict:
         return cls(d["label"], list(d["reasons"]), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""),
-                   dict(d.get("tests", {})), list(d.get("strong_evidence", [])))
+                   dict(d.get("tests", {})), list(d.get("strong_evidence", [])), int(d.get("family", 0)))
 
 
 def for_family(band: Mapping[str, Any], m: int) -> dict[str, Any]:
@@ -131,7 +132,8 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
             missing.append(f"{role} evidence")
 
     def fmt(row: dict[str, Any]) -> str:
-        return f"{row['key']} = {row['value']:.4f} outside the retrain band [{row['lo']:.4f}, {row['hi']:.4f}]"
+        where = "retrain band" if row["band_from"] == "retrained seeds" else "band of its null distribution"
+        return f"{row['key']} = {row['value']:.4f} outside the {where} [{row['lo']:.4f}, {row['hi']:.4f}]"
 
     more_forget = [row for row in rows if row["role"] == "forget" and row["status"] == "more"]
     less_forget = [row for row in rows if row["role"] == "forget" and row["status"] == "less"]
@@ -147,8 +149,8 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     elif "forget evidence" in missing or "utility evidence" in missing or "robustness evidence" in missing:
         label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
     else:
-        label, reasons = "removed", ["every evidence inside its retrain band"]
+        label, reasons = "removed", ["every evidence inside its band"]
     strong = sorted({row["key"] for row in rows if row["strong"]})
     reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
                    "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
-    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong)
+    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m)

@@ -89,7 +89,15 @@ def test_retrain_bands_and_null_bands_share_one_bonferroni_family():
     row = next(r for r in v.rows if r["key"] == "f")
     four = prediction_bands({**vals, "x": [0.0, 1.0, 2.0]}, {}, 0.05)["f"]  # the same band in a family of 4
     assert (row["lo"], row["hi"]) == (pytest.approx(four["lo"]), pytest.approx(four["hi"]))
-    assert "over 4 evidence bands" in v.method
+    assert "over 4 evidence bands" in v.method and v.family == 4 and type(v).from_json(v.to_json()).family == 4
+    from types import SimpleNamespace
+
+    from unlearnkit.runs.summary import verdict_bands
+
+    shown, m = verdict_bands(SimpleNamespace(noise_floor={"info": nf.info}, original={"verdict": v.to_json()}))
+    assert m == 4 and (shown["f"]["lo"], shown["f"]["hi"]) == (row["lo"], row["hi"])  # the report shows the bands the verdict used
+    assert "outside the band of its null distribution" in decide(ev() + [Evidence("u_lira.auc", 0.9, "forget", "higher", floor=0.01,
+                                                                                   null_mean=0.5, null_sd=0.02)], nf).reasons[0]
     floored = prediction_bands({"f": [0.9, 0.9, 0.9]}, {"f": 0.05}, 0.05)  # a binding floor stays as it was
     assert decide([Evidence("f", 0.9, "forget"), auc], MetricResult("noise_floor", {}, info={"bands": floored, "R": 3})).rows[0]["hi"] == pytest.approx(0.95)
 

@@ -163,3 +163,12 @@ def test_reference_keys_follow_the_code_version_and_the_device(monkeypatch):
     assert key("cpu") == cpu and key("cuda:1") == key("cuda") != cpu
     monkeypatch.setattr(unlearnkit, "__version__", "99.0")
     assert key() != cpu
+
+
+def test_a_row_is_coloured_by_its_most_common_verdict():
+    from collections import Counter
+
+    from unlearnkit.runs.summary import MethodRow
+
+    row = MethodRow("m", "gradient", [], verdicts=Counter(["removed", "over-forgotten", "over-forgotten"]))
+    assert row.verdict_label == "over-forgotten" and row.verdict == "over-forgotten 2/3, removed 1/3"

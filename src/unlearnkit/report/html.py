@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..runs.store import Store
-from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, summarize
+from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, summarize, verdict_bands
 from . import plots
 
 CSS = """
@@ -49,8 +49,9 @@ def _facts(s: TaskSummary) -> str:
         rows.append(("original model verdict", badge(o["verdict"]["label"]) + " (sanity check: must be “not forgotten”)"))
     if s.noise_floor:
         info = s.noise_floor.get("info", {})
+        _, m = verdict_bands(s)
         rows.append(("noise floor", f"R = {info.get('R')} retrained seeds, family-wise false-alarm α = {info.get('alpha')} (Bonferroni over "
-                                    f"{len(info.get('bands', {}))} bands)"))
+                                    f"{m} evidence bands: the retrain bands and the attacks' own null bands)"))
     if s.retrain_cost is not None:
         rows.append(("retraining cost", f"{s.retrain_cost.wall_seconds:.1f} s, {s.retrain_cost.optimizer_steps} steps, "
                                         f"{s.retrain_cost.example_passes} example passes — from {esc(s.retrain_cost_source)}"))
@@ -82,7 +83,8 @@ def _evidence_details(s: TaskSummary) -> str:
         v = run["verdict"]
         rows = "".join(
             f"<tr><td class='l'>{esc(x['key'])}</td><td class='l'>{esc(x['role'])}</td><td>{x['value']:.4f}</td>"
-            f"<td>[{x['lo']:.4f}, {x['hi']:.4f}]</td><td>{x['retrain_mean']:.4f}</td><td class='l {x['status']}'>{esc(x['status'])}</td></tr>"
+            f"<td>[{x['lo']:.4f}, {x['hi']:.4f}]</td><td>{x['retrain_mean']:.4f}</td><td class='l'>{esc(x.get('band_from', 'retrained seeds'))}</td>"
+            f"<td class='l {x['status']}'>{esc(x['status'])}</td></tr>"
             for x in v.get("rows", [])
         )
         ks = v.get("tests", {}).get("ks_forget_loss")
@@ -96,8 +98,8 @@ def _evidence_details(s: TaskSummary) -> str:
         warn_txt = f"<p class='more'>training note: {esc(warn)}</p>" if warn else ""
         parts.append(
             f"<details><summary><b>{esc(label)}</b> (seed {run['seed']}, run <code>{esc(run['run_id'])}</code>) {badge(v['label'])}</summary>"
-            f"<ul>{reasons}</ul>{warn_txt}<table><tr><th class='l'>evidence</th><th class='l'>role</th><th>value</th><th>retrain band</th>"
-            f"<th>retrain mean</th><th class='l'>status</th></tr>{rows}</table>{ks_txt}{missing}"
+            f"<ul>{reasons}</ul>{warn_txt}<table><tr><th class='l'>evidence</th><th class='l'>role</th><th>value</th><th>band</th>"
+            f"<th>band centre</th><th class='l'>band from</th><th class='l'>status</th></tr>{rows}</table>{ks_txt}{missing}"
             f"<p class='muted'>{esc(v.get('method', ''))}</p><p class='muted'>params: <code>{esc(run['method'].get('params'))}</code>; "
             f"paper: {esc(run['method'].get('paper', ''))}</p></details>"
         )
@@ -105,7 +107,7 @@ def _evidence_details(s: TaskSummary) -> str:
 
 
 def _plots(s: TaskSummary) -> str:
-    bands = (s.noise_floor or {}).get("info", {}).get("bands", {})
+    bands, _ = verdict_bands(s)
     unit, keys = SPLIT_EVIDENCE.get(s.modality, SPLIT_EVIDENCE["classifier"])
     original = None
     if s.original is not None:

@@ -51,7 +51,7 @@ def split_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[str
             stat = r.stats.get(col)
             if stat is None:
                 continue
-            colour = VERDICT_COLORS.get(next(iter(r.verdicts), ""), "#333")
+            colour = VERDICT_COLORS.get(r.verdict_label, "#333")
             ax.errorbar(stat[0], i, xerr=stat[1], fmt="o", color=colour, capsize=3)
         if original and original.get(split) is not None:
             ax.axvline(original[split], color="#c62828", ls="--", lw=1, label="original")
@@ -59,7 +59,7 @@ def split_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[str
         ax.set_yticks(y, names)
         ax.grid(axis="x", alpha=0.3)
     axes[0].invert_yaxis()
-    axes[-1].legend(loc="lower left", fontsize=8)
+    axes[-1].legend(loc="best", fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
@@ -117,7 +117,7 @@ def cost_vs_gap(rows: Sequence[Any], column: str = "avg gap", label: str = "aver
         gap = r.stats.get(column)
         if ratio is None or gap is None:
             continue
-        colour = VERDICT_COLORS.get(next(iter(r.verdicts), ""), "#333")
+        colour = VERDICT_COLORS.get(r.verdict_label, "#333")
         ax.errorbar(ratio, gap[0], yerr=gap[1], fmt="o", color=colour, capsize=3)
         ax.annotate(r.method, (ratio, gap[0]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")

@@ -99,6 +99,11 @@ class MethodRow:
             return next(iter(self.verdicts))
         return ", ".join(f"{lab} {c}/{n}" for lab, c in self.verdicts.most_common())
 
+    @property
+    def verdict_label(self) -> str:
+        """The most common label over seeds (what a plot colours the row by); "" without runs."""
+        return self.verdicts.most_common(1)[0][0] if self.verdicts else ""
+
 
 @dataclass
 class TaskSummary:
@@ -152,6 +157,16 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
     return out
 
 
+def verdict_bands(s: TaskSummary) -> tuple[dict[str, dict[str, Any]], int]:
+    """The retrain bands as the verdicts used them — widened to the Bonferroni family the verdict counted (retrain
+    bands plus the evidence with a null distribution of its own) — and that family's size."""
+    from ..verdict import for_family
+
+    bands = (s.noise_floor or {}).get("info", {}).get("bands", {})
+    m = int((s.original or {}).get("verdict", {}).get("family") or len(bands))  # runs stored before "family": their own m
+    return {k: for_family(b, m) for k, b in bands.items()}, m
+
+
 def fmt_stat(stat: tuple[float, float, int] | None, digits: int = 3) -> str:
     if stat is None:
         return "—"
@@ -171,10 +186,10 @@ def format_tables(summaries: list[TaskSummary]) -> str:
             lines.append(f"original model {facts['unit']}: train {facts['train']:.3f} (forget {facts['forget']:.3f}), test {facts['test']:.3f} — "
                          f"memorisation gap {facts['gap']:+.3f}; verdict {s.original['verdict']['label']}")
         if s.noise_floor is not None:
-            bands = s.noise_floor.get("info", {}).get("bands", {})
+            bands, m = verdict_bands(s)
             if bands:
                 r = next(iter(bands.values()))["R"]
-                lines.append(f"retrain band (R={r} seeds, Bonferroni over {len(bands)} bands): " + "; ".join(
+                lines.append(f"retrain band (R={r} seeds, Bonferroni over {m} evidence bands): " + "; ".join(
                     f"{k} [{b['lo']:.3f}, {b['hi']:.3f}]" for k, b in bands.items()))
         header = ["method", "seeds"] + [c[0] for c in s.columns] + ["wall s", "× retrain time", "speed-up", "verdict"]
         table = [header]

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import cost
 from .errors import ConfigError, DivergenceError, EmptySelection
-from .seeding import derive_seed, seeded_global_rng, torch_seed
+from .seeding import derive_seed, torch_seed
 from .train import TrainConfig, lr_factor, make_optimizer
 from .types import Split, TensorData
 
@@ -136,7 +136,7 @@ def train_ensemble(
         _train_vmap(models, pool.data, plans, config, n_steps, device, progress, desc)
     else:
         for k, model in enumerate(models):
-            with seeded_global_rng(derive_seed(seed, "torch-global", k), device):
+            with torch_seed(derive_seed(seed, "torch-global", k), device):
                 _train_one(model, pool.data, plans[k], config, n_steps, device, progress, f"{desc} {k + 1}/{k_models}")
     for m in models:
         m.eval()

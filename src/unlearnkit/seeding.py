@@ -28,23 +28,17 @@ def torch_gen(rng: np.random.Generator, device: str | torch.device = "cpu") -> t
 
 
 @contextlib.contextmanager
-def torch_seed(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG inside the block (for module initialisers) and restore it after."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
-    """Seed torch's global RNG inside the block, for what a model draws from it while training (dropout masks), so that
-    training is a function of its seed; the caller's global state — CPU and the accelerator ``device`` — is restored after."""
+def torch_seed(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """Seed torch's global RNG inside the block and restore the caller's state after: for module initialisers, and around
+    training for what a model draws from it (dropout masks), so that training is a function of its seed. On an
+    accelerator ``device`` its generator is forked too."""
     dev = torch.device(device)
-    if dev.type in ("cpu", "meta"):
-        devices: list[int] = []
-    else:
+    devices: list[int] = []
+    extra = {}
+    if dev.type not in ("cpu", "meta"):
         module = torch.get_device_module(dev.type)
         devices = [dev.index if dev.index is not None else (module.current_device() if hasattr(module, "current_device") else 0)]
-    with torch.random.fork_rng(devices=devices, device_type=dev.type if devices else None):
+        extra = {"device_type": dev.type}
+    with torch.random.fork_rng(devices=devices, **extra):
         torch.manual_seed(seed)  # every device's generator
         yield

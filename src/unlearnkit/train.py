@@ -16,7 +16,7 @@ from . import cost
 from .errors import ConfigError, DivergenceError
 from .params import build_component
 from .registry import suggest
-from .seeding import derive_seed, seeded_global_rng, torch_gen
+from .seeding import derive_seed, torch_gen, torch_seed
 from .types import Batch, Mask, Split
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -352,7 +352,7 @@ def fit(
 
         bar = tqdm(total=n_steps, desc=desc, leave=False, dynamic_ncols=True)
     try:
-        with seeded_global_rng(derive_seed(step_gen.initial_seed(), "torch-global"), device):  # e.g. dropout masks; rng not advanced
+        with torch_seed(derive_seed(step_gen.initial_seed(), "torch-global"), device):  # e.g. dropout masks; rng not advanced
             for step in range(n_steps):
                 if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
                     stopped = f"time budget of {config.max_seconds}s reached at step {step}"

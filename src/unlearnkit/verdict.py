@@ -16,12 +16,19 @@ LABELS = ("removed", "suppressed", "not forgotten", "over-forgotten", "inconclus
 REQUIRED_ROLES = ("forget", "utility", "robustness")
 
 
+def _t_half_width(sd: float, r: int, alpha: float, m: int) -> tuple[float, float]:
+    """(t, t·sd·√(1+1/R)) with t = t_{1−α/(2m)}(R−1): the prediction half-width for one more of R draws, Bonferroni
+    over m bands (R ≥ 2)."""
+    from scipy.stats import t as student_t
+
+    tq = float(student_t.ppf(1 - alpha / (2 * m), r - 1))
+    return tq, tq * sd * math.sqrt(1 + 1 / r)
+
+
 def prediction_bands(values: Mapping[str, Sequence[float]], floors: Mapping[str, float], alpha: float = 0.05) -> dict[str, dict[str, float]]:
     """Per key: a prediction interval for one more draw, mean ± t·sd·√(1+1/R), with
     t = t_{1−α/(2m)}(R−1) (two-sided, Bonferroni over the m keys), half-width at least the key's floor.
     With R = 1 there is no spread to estimate: the band is the floor alone."""
-    from scipy.stats import t as student_t
-
     m = max(1, len(values))
     out: dict[str, dict[str, float]] = {}
     for key, vals in values.items():
@@ -31,8 +38,7 @@ def prediction_bands(values: Mapping[str, Sequence[float]], floors: Mapping[str,
             continue
         mean = float(arr.mean())
         sd = float(arr.std(ddof=1)) if r > 1 else 0.0
-        tq = float(student_t.ppf(1 - alpha / (2 * m), r - 1)) if r > 1 else float("inf")
-        half = tq * sd * math.sqrt(1 + 1 / r) if r > 1 else 0.0
+        tq, half = _t_half_width(sd, r, alpha, m) if r > 1 else (float("inf"), 0.0)
         half = max(half, float(floors.get(key, 0.0)))
         out[key] = {"mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half, "half_width": half, "R": r,
                     "t": tq if r > 1 else None, "m": m, "alpha": alpha}
@@ -63,13 +69,11 @@ class Verdict:
 def for_family(band: Mapping[str, Any], m: int) -> dict[str, Any]:
     """A retrain band (built by ``prediction_bands`` for its own ``m`` keys) redone for a Bonferroni family of ``m``
     tests: t recomputed, the half-width never narrower than before (so a binding floor stays)."""
-    from scipy.stats import t as student_t
-
     r, alpha = band.get("R", 1), band.get("alpha", 0.05)
     if band.get("m") == m or r <= 1:
         return dict(band)
-    tq = float(student_t.ppf(1 - alpha / (2 * m), r - 1))
-    half = max(tq * band["sd"] * math.sqrt(1 + 1 / r), band["half_width"])
+    tq, half = _t_half_width(band["sd"], r, alpha, m)
+    half = max(half, band["half_width"])
     return {**band, "lo": band["mean"] - half, "hi": band["mean"] + half, "half_width": half, "t": tq, "m": m}
 
 

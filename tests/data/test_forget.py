@@ -49,11 +49,11 @@ def test_spec_unknown_key():
 
 
 @pytest.mark.parametrize("spec,message", [
-    ({"kind": "ids", "ids": "13"}, "ids must be a list of whole numbers, got '13'"),
-    ({"kind": "ids", "ids": [1.9, 2.2]}, "ids must be whole numbers, got 1.9"),
-    ({"kind": "random", "count": 2.5}, "count must be whole numbers, got 2.5"),
-    ({"kind": "classes", "classes": [True]}, "classes must be whole numbers, got True"),
-    ({"kind": "random", "fraction": "ten percent"}, "fraction must be a number"),
+    ({"kind": "ids", "ids": "13"}, "ids: expected a list, got '13'"),
+    ({"kind": "ids", "ids": [1.9, 2.2]}, "ids: expected an integer, got 1.9"),
+    ({"kind": "random", "count": 2.5}, "count: expected an integer, got 2.5"),
+    ({"kind": "classes", "classes": [True]}, "classes: expected an integer, got True"),
+    ({"kind": "random", "fraction": "ten percent"}, "fraction: expected a number"),
 ])
 def test_spec_values_of_the_wrong_type_are_refused_not_misread(spec, message):
     with pytest.raises(ConfigError, match=message):

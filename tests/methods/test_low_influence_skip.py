@@ -61,7 +61,7 @@ def test_scores_match_an_independent_self_influence_computation(random_task, ori
 
 def test_inner_sees_a_forget_subset_and_the_same_retain(random_task, random_refs, original, monkeypatch):
     spy = SpyInner()
-    monkeypatch.setattr(LowInfluenceSkip, "inner_method", lambda self: spy)
+    monkeypatch.setattr(LowInfluenceSkip, "wrapped", lambda self: spy)
     method = build_method("low_influence_skip", {"quantile": 0.4, "score": "grad_norm", "batch_size": 32})
     out = method.unlearn(copy.deepcopy(original), random_task, random_refs, rng=np.random.default_rng(0))
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError, EmptySelection, TaskError
+from ..params import coerce
 from ..registry import suggest
 from ..types import Split, Task
 from .corrective import manipulation_record
@@ -52,16 +53,13 @@ class ForgetSpec:
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(f"Unknown key {key!r} in forget ({kind}).{suggest(key, _FIELDS[kind])} Allowed: {sorted(_FIELDS[kind])}.")
-        fraction = d.get("fraction")
-        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating))):
-            raise ConfigError(f"forget ({kind}): fraction must be a number, got {fraction!r}.")
-        count = d.get("count")
+        where = f"forget ({kind})"
         return cls(
             kind=kind,
-            fraction=None if fraction is None else float(fraction),
-            count=None if count is None else _integer(count, kind, "count"),
-            classes=_integers(d.get("classes", ()), kind, "classes"),
-            ids=_integers(d.get("ids", ()), kind, "ids"),
+            fraction=coerce(d.get("fraction"), float | None, f"{where}: fraction"),
+            count=coerce(d.get("count"), int | None, f"{where}: count"),
+            classes=coerce(_as_list(d.get("classes", ())), tuple[int, ...], f"{where}: classes"),
+            ids=coerce(_as_list(d.get("ids", ())), tuple[int, ...], f"{where}: ids"),
             file=d.get("file"),
         )
 
@@ -95,20 +93,11 @@ class ForgetSpec:
         return self.label().replace(" ", "").replace("%", "pct").replace(",", "-").replace("(", "_").replace(")", "")
 
 
-def _integer(value: Any, kind: str, key: str) -> int:
-    """``value`` as an int, refusing what is not one (a float like 2.5, a string, a boolean) with a message naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"forget ({kind}): {key} must be whole numbers, got {value!r}.")
-    return int(value)
-
-
-def _integers(values: Any, kind: str, key: str) -> tuple[int, ...]:
-    """A list of ints (a single int is a list of one); a string or anything else is refused, not read digit by digit."""
+def _as_list(values: Any) -> Any:
+    """A single integer as a list of one, an array as a list; anything else as given (``coerce`` checks it)."""
     if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-        values = [values]
-    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (Sequence, np.ndarray)):
-        raise ConfigError(f"forget ({kind}): {key} must be a list of whole numbers, got {values!r}.")
-    return tuple(_integer(v, kind, key) for v in values)
+        return [values]
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def read_id_file(path: str | Path) -> np.ndarray:

@@ -48,9 +48,9 @@ def margin_kl(unlearned: np.ndarray, oracle: np.ndarray, bins: int = 20, clip: f
 class KLoM:
     """KLoM — KL divergence of margins (Georgiev et al., Attribute-to-Delete: Machine Unlearning via Datamodel
     Matching, arXiv 2410.23232, App. E.1): per example, KL(unlearned ‖ retrained) between the histograms
-    (20 bins, margins clipped to ±100, the retrained side floored at 1e-5, as the released code does) of the margin z_y − logsumexp_{k≠y} z_k over
-    N retrained models and over the method applied to N independently trained originals. 0 = identical;
-    lower is better; unlike forget accuracy it cannot be gamed by over-forgetting.
+    (20 bins, margins clipped to ±100, the retrained side floored at 1e-5, as the released code does) of the
+    margin z_y − logsumexp_{k≠y} z_k over N retrained models and over the method applied to N independently trained
+    originals. 0 = identical; lower is better; unlike forget accuracy it cannot be gamed by over-forgetting.
 
     With small N the histograms are sparse and even two retrained ensembles differ, so the verdict's
     evidence is the forget-set median KLoM in excess of the median between two independent retrained

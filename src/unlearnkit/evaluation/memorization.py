@@ -195,7 +195,8 @@ class VerbatimMemorization:
             passages = corpus_passages(self.corpus_path, codec, self.passage_tokens, self.max_passages)
             bos = codec.tokenizer.bos_token_id
             head = [int(bos)] if bos is not None and bos != codec.tokenizer.eos_token_id else []
-            f1 = self.continuations(ctx, model, codec, [head] * len(passages), passages, ("corpus", self.corpus_path, self.passage_tokens, self.max_passages))
+            key = ("corpus", self.corpus_path, self.passage_tokens, self.max_passages)
+            f1 = self.continuations(ctx, model, codec, [head] * len(passages), passages, key)
             values["corpus"] = float(np.nanmean(f1))
             curves["corpus"] = {"passage": [float(i) for i in range(len(f1))], "rouge_l_f1": f1.tolist()}
         evidence = ()

@@ -134,7 +134,7 @@ class LowInfluenceSkip:
             raise ConfigError(
                 f"low_influence_skip: inner_params must be a mapping of the inner method's parameters, got {self.inner_params!r}."
             )
-        self.inner_method()  # validates inner_params against the inner method
+        self.wrapped()  # validates inner_params against the inner method
         if self.score not in SCORES:
             raise ConfigError(f"low_influence_skip: score must be one of {list(SCORES)}, got {self.score!r}.")
         if self.rule not in RULES:
@@ -150,12 +150,9 @@ class LowInfluenceSkip:
         if self.batch_size < 1:
             raise ConfigError(f"low_influence_skip: batch_size must be >= 1, got {self.batch_size}.")
 
-    def inner_method(self) -> Any:
-        return build_method(self.inner, self.inner_params)
-
     def wrapped(self) -> Any:
         """The inner method (its version goes into the run key)."""
-        return self.inner_method()
+        return build_method(self.inner, self.inner_params)
 
     def cut(self, scores: np.ndarray) -> float:
         return float(np.quantile(scores, self.quantile)) if self.rule == "quantile" else self.threshold
@@ -190,7 +187,7 @@ class LowInfluenceSkip:
             return Unlearned(model, Mask.full(model, False), info)
         inner_task = task if n_skipped == 0 else reduced_task(task, ~skip)
         with CostMeter(device) as inner_meter:
-            out = self.inner_method().unlearn(model, inner_task, refs, rng=rng, device=device, progress=progress)
+            out = self.wrapped().unlearn(model, inner_task, refs, rng=rng, device=device, progress=progress)
         info["cost"] = savings(inner_meter, scoring_passes, n_skipped, n_kept)
         info["inner"] = {"name": self.inner, "info": out.info}
         return Unlearned(out.model, out.changed, info)

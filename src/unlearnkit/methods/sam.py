@@ -21,8 +21,9 @@ class SAM:
 
     Runs the gradient method ``method`` (registry name) with parameters ``params`` where every optimizer step is a
     SAM step (Foret et al., ICLR 2021): gradient g at θ; gradient again at θ + ρ·g/‖g‖ on the same batch (and the
-    same draws from the step's generator; dropout masks are drawn afresh); θ restored exactly; the optimizer steps with the second gradient. ‖g‖ is the global norm
-    over the trainable, mask-selected coordinates, and only those are perturbed; a non-finite loss at the perturbed
+    same draws from the step's generator; dropout masks are drawn afresh); θ restored exactly; the optimizer steps
+    with the second gradient. ‖g‖ is the global norm over the trainable, mask-selected coordinates, and only those are
+    perturbed; a non-finite loss at the perturbed
     point stops training like any divergence. Costs two forward/backward passes per step. With ``rho`` = 0 the run
     is the inner method's, bit for bit.
 

@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -195,40 +195,29 @@ class Store:
             files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
             write_json(tmp / COMPLETE, files, make_parents=False)
             self._commit_dir(tmp, final, old_files)
-        except OSError:
+        except BaseException as exc:
             vanished = not tmp.is_dir()
             shutil.rmtree(tmp, ignore_errors=True)
-            if vanished:
+            if vanished and isinstance(exc, OSError):
                 raise StoreError(f"The temporary folder {tmp} vanished while {final} was being written (another process "
                                  "removed it); nothing was committed. Run again.") from None
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise
 
     def _commit_dir(self, tmp: Path, final: Path, old_files: tuple[str, ...]) -> None:
         """Rename the finished ``tmp`` to ``final``. A complete ``final`` wins (another writer of the same key was
         first; keys are content hashes) and ``tmp`` is dropped. An incomplete one (older versions, damage by hand)
         is moved aside under a temp name of ours (so it is cleaned up even if we die here) and replaced."""
-        for _ in range(5):
-            if _complete(final, old_files):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            if final.exists():
-                aside = final.parent / _tmp_name(final.name)
-                try:
-                    os.rename(final, aside)
-                except FileNotFoundError:
-                    continue  # another writer moved it first
-                shutil.rmtree(aside, ignore_errors=True)
-            try:
-                os.rename(tmp, final)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                # another writer committed between our check and the rename: look again
-        raise StoreError(f"Cannot commit {final}: other processes keep replacing it.")
+        if final.exists() and not _complete(final, old_files):
+            aside = final.parent / _tmp_name(final.name)
+            with suppress(FileNotFoundError):  # another writer may have moved it first
+                os.rename(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a complete entry is there (commits are renames of finished folders)
 
     # ----------------------------------------------------------------- runs
     def has_run(self, run_id: str) -> bool:

@@ -304,6 +304,14 @@ class Task:
                 f"e.g. {both[:5].tolist()}."
             )
 
+    def whole_classes(self) -> list[int] | None:
+        """The classes of a task that forgets whole classes (forget spec ``kind: classes`` without a ``fraction`` below
+        1), else None."""
+        spec = self.info.get("forget", {})
+        if spec.get("kind") == "classes" and spec.get("fraction") in (None, 1.0):
+            return [int(c) for c in spec.get("classes", [])]
+        return None
+
     def splits(self) -> dict[str, Split]:
         out = {"forget": self.forget, "retain": self.retain, "test": self.test}
         if self.holdout is not None:

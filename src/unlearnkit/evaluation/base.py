@@ -90,10 +90,7 @@ class EvalContext:
 
     def forget_classes(self) -> list[int] | None:
         """The classes of a class-forgetting task (None for other forget sets)."""
-        spec = self.task.info.get("forget", {})
-        if spec.get("kind") == "classes" and spec.get("fraction") in (None, 1.0):
-            return [int(c) for c in spec.get("classes", [])]
-        return None
+        return self.task.whole_classes()
 
 
 FPR_POINTS = (0.01, 0.001)

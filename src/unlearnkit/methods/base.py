@@ -217,6 +217,11 @@ class GradientMethod:
             return None
         if len(task.test) == 0:
             raise ConfigError(f"{self.name}: stop_at='holdout' needs holdout (test) examples; the task has none.")  # type: ignore[attr-defined]
+        if task.whole_classes() is not None:
+            raise ConfigError(f"{self.name}: stop_at='holdout' stops once the forget set is predicted no better than unseen "  # type: ignore[attr-defined]
+                              "examples; when whole classes are forgotten, the model predicts those classes' unseen examples "
+                              "about as well as the forget set, so the rule would stop almost at once, far from a retrained "
+                              "model (which never predicts those classes); give a step or epoch budget instead.")
         return HoldoutLevelStop.measured(model, task.forget, task.test, adapter, batch_size=max(self.batch_size, 16), device=device,
                                          every=self.stop_check_every)
 

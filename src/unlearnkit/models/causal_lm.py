@@ -7,9 +7,10 @@ transformers and peft are imported inside the functions, so the classifier core 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,34 @@ def causal_lm(input_shape: Sequence[int], n_classes: int, path: str = "", lora_r
     return adapt(model, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets, trainable_layers=trainable_layers)
 
 
+def local_files_digest(path: str | Path) -> str | None:
+    """A digest of the files under ``path`` (a folder, or one file): relative names, sizes and modification times. A
+    model folder rewritten in place (e.g. fine-tuned again into the same directory) gets a new digest; None when
+    ``path`` is not on disk (a hub id)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        return None
+    files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+    h = hashlib.blake2b(digest_size=12)
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root) if root.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def weights_identity(name: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """What a model's name and parameters do not pin, for cache keys: the files its pretrained weights load from
+    (``causal_lm`` with a local folder: that folder; ``smollm2``: the package's GGUF file). Empty for models built in
+    code and for hub ids (keyed by id: to pin a hub model's revision, download it to a folder)."""
+    if name == "causal_lm" and params.get("path"):
+        digest = local_files_digest(str(params["path"]))
+    elif name == "smollm2":
+        digest = local_files_digest(smollm2_folder() / SMOLLM2_GGUF)
+    else:
+        return {}
+    return {"weights": digest} if digest else {}
+
+
 def _check_vocab(model: nn.Module, vocab: int, name: str) -> None:
     size = model.get_input_embeddings().weight.shape[0]
     if vocab and size < vocab:
@@ -197,4 +226,4 @@ def _check_vocab(model: nn.Module, vocab: int, name: str) -> None:
 
 
 __all__ = ["adapt", "causal_lm", "decoder_layers", "load_pretrained", "load_tokenizer", "smollm2", "smollm2_folder", "smollm2_path",
-           "tiny_llama", "tiny_llama_config"]
+           "tiny_llama", "tiny_llama_config", "weights_identity"]

@@ -29,6 +29,7 @@ from ..io import check_finite_state
 from ..methods import build_method, describe_method
 from ..methods.base import method_not_applicable
 from ..models import build_model
+from ..models.causal_lm import weights_identity
 from ..references import References, build_references
 from ..registry import METRICS
 from ..seeding import np_rng
@@ -119,6 +120,14 @@ def headline(results: dict[str, Any]) -> str:
     return "no headline metric"
 
 
+def model_spec(model: Any, source: Any) -> dict[str, Any]:
+    """The reference models' identity in cache and run keys: the experiment's model entry, the data's input shape and
+    classes, and the files of pretrained weights it loads (``weights_identity``), so a model folder rewritten in place
+    never reuses references trained from its earlier content."""
+    return {**model.to_dict(), "input_shape": list(source.input_shape), "n_classes": source.n_classes,
+            **weights_identity(model.name, model.params)}
+
+
 class ExperimentRunner:
     """Runs one experiment against a store. ``run()`` returns the experiment record."""
 
@@ -143,7 +152,7 @@ class ExperimentRunner:
     def references(self, task: Task, source: Any) -> References:
         model = self.exp.model
         factory = functools.partial(build_model, model.name, tuple(source.input_shape), source.n_outputs, **model.params)  # picklable
-        spec = {**model.to_dict(), "input_shape": list(source.input_shape), "n_classes": source.n_classes}
+        spec = model_spec(model, source)
         return build_references(task, factory, self.exp.train, retrain_seeds=self.exp.retrain_seeds, original_seed=self.exp.original_seed,
                                 model_spec=spec, store=self.store, device=self.device, progress=self.progress, executor=self.executor)
 

@@ -209,3 +209,55 @@ def test_divergence_snapshot_copies_only_what_training_can_change(original):
     with torch.no_grad():
         trainable[0].fill_(float("nan"))
     assert not snap.finite()
+
+
+def test_a_weighted_sum_backpropagates_one_term_at_a_time(original, random_task):
+    """``loss_and_gradient`` on a weighted sum gives the sum's loss and gradient (bit for bit: each parameter's gradient
+    is the same two contributions added once) while only one term's saved activations are alive at a time."""
+    import weakref
+
+    from unlearnkit.train import StepContext, loss_and_gradient
+
+    batch = {s: next(iter(getattr(random_task, s).batches(64))) for s in ("forget", "retain")}
+    objective = weighted((1.0, Ascent("forget")), (2.5, NLL("retain")))
+    ctx = StepContext(0, 1, torch.Generator().manual_seed(0), ADAPTER)
+    alive = peak = 0
+
+    def pack(t: torch.Tensor):  # count the bytes autograd holds for backward, released when the graph is freed
+        nonlocal alive, peak
+
+        class Held:
+            pass
+
+        held = Held()
+        held.t, size = t, t.numel() * t.element_size()
+        alive += size
+        peak = max(peak, alive)
+
+        def release() -> None:
+            nonlocal alive
+            alive -= size
+
+        weakref.finalize(held, release)
+        return held
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda held: held.t):
+        original.zero_grad(set_to_none=True)
+        total = objective(original, batch, ctx)
+        total.value.backward()
+        del total
+        summed = {n: p.grad.clone() for n, p in original.named_parameters()}
+        peak_summed, peak = peak, 0
+        original.zero_grad(set_to_none=True)
+        loss, has_grad = loss_and_gradient(objective, original, batch, ctx)
+        each = {n: p.grad.clone() for n, p in original.named_parameters()}
+        peak_each, peak = peak, 0
+        singles = []
+        for _, term in objective.terms:
+            term(original, batch, ctx).value.backward()
+            singles.append(peak)
+            peak = 0
+    assert has_grad and not loss.value.requires_grad
+    assert float(loss.value) == float(objective(original, batch, ctx).value)
+    assert all(torch.equal(each[n], summed[n]) for n in summed)
+    assert peak_each == max(singles) < peak_summed == sum(singles)

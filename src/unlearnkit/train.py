@@ -257,6 +257,21 @@ class Snapshot:
         return all(bool(torch.isfinite(t).all()) for t in self.live if t.is_floating_point())
 
 
+def loss_and_gradient(objective: Callable[..., Loss], model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> tuple[Loss, bool]:
+    """The objective's loss on ``batch`` (detached) with its gradient accumulated into the parameters' ``.grad``, and
+    whether there was a gradient at all. An objective with ``backward_terms`` (``objectives.Weighted``) backpropagates
+    one term at a time, each term's graph freed before the next term's forward: the same gradient as the sum's, with the
+    activation memory of the largest term instead of all terms together (a forget and a retain batch, say)."""
+    each = getattr(objective, "backward_terms", None)
+    if each is not None:
+        return each(model, batch, ctx)
+    loss = objective(model, batch, ctx)
+    if not loss.value.requires_grad:
+        return loss, False
+    loss.value.backward()
+    return Loss(loss.value.detach(), loss.parts), True
+
+
 def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[str, Batch], ctx: StepContext, guard: _MaskGuard,
                   optimizer: torch.optim.Optimizer, rho: float, gen_state: torch.Tensor) -> float | None:
     """Replace the (masked) gradient g at θ by the gradient at θ + ρ·g/‖g‖ on the same batch and the same draws from the
@@ -275,10 +290,7 @@ def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[
     optimizer.zero_grad(set_to_none=True)
     ctx.generator.set_state(gen_state)
     try:
-        loss = objective(model, batch, ctx)
-        value = float(loss.value.detach())
-        if math.isfinite(value) and loss.value.requires_grad:
-            loss.value.backward()
+        value = float(loss_and_gradient(objective, model, batch, ctx)[0].value)
     finally:
         with torch.no_grad():
             for p, start in zip(params, saved):
@@ -362,12 +374,14 @@ def fit(
                 for group in optimizer.param_groups:  # type: ignore[union-attr]
                     group["lr"] = config.lr * lr_factor(config, step, n_steps)
                 gen_state = step_gen.get_state() if config.sam_rho > 0 else None  # SAM re-draws the same randomness
-                loss = objective(model, batch, ctx)
-                value = float(loss.value.detach())
+                optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+                loss, has_grad = loss_and_gradient(objective, model, batch, ctx)
+                value = float(loss.value)
                 n_examples = sum(len(b["ids"]) for b in batch.values())
                 passes += n_examples
                 cost.record(steps=1, passes=n_examples)
                 if not math.isfinite(value) or abs(value) > loss_limit:
+                    optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]  # never applied
                     stopped = (
                         f"diverged at step {step}: loss={value:.4g} "
                         f"({'non-finite' if not math.isfinite(value) else f'|loss| > {loss_limit:g}'}); "
@@ -376,9 +390,7 @@ def fit(
                     break
                 if step % snapshot_every == 0:
                     snapshot.save(step)  # these weights just gave a finite, bounded loss
-                optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-                if loss.value.requires_grad:
-                    loss.value.backward()
+                if has_grad:
                     guard.mask_grads()
                     if config.sam_rho > 0:
                         sam_value = _sam_gradient(model, objective, batch, ctx, guard, optimizer, config.sam_rho, gen_state)  # type: ignore[arg-type]

@@ -175,6 +175,25 @@ class Weighted:
             total = torch.zeros(())
         return Loss(total, parts)
 
+    def backward_terms(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> tuple[Loss, bool]:
+        """``train.loss_and_gradient`` for a sum: each term's forward and backward in turn, so only one term's graph is
+        alive at a time (peak activation memory of the largest term, not of all of them). The gradient and the loss
+        are the sum's: terms are evaluated in the same order and no parameter changes between them."""
+        total: torch.Tensor | None = None
+        parts: dict[str, float] = {}
+        has_grad = False
+        for w, term in self.terms:
+            if w == 0:
+                continue
+            loss = term(model, batch, ctx)
+            value = w * loss.value
+            if value.requires_grad:
+                value.backward()
+                has_grad = True
+            total = value.detach() if total is None else total + value.detach()
+            parts.update(loss.parts)
+        return Loss(total if total is not None else torch.zeros(()), parts), has_grad
+
 
 def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
     """``weighted((1, Ascent("forget")), (alpha, NLL("retain")))`` — the NegGrad+ objective."""

@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                    "default: a temporary store")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    if args.npo_steps < 2:
+        p.error("--npo-steps must be at least 2 (the step time is the steady state: the first step is excluded)")
     if args.npo_child:
         import json
 

@@ -41,6 +41,12 @@ def test_shadow_benchmark_runs_and_writes_its_table(tmp_path, capsys):
         "| MLP hidden | batch | path | speed-up vs loop | peak memory ratio | ceiling (matmul rate / loop rate) |", "|---|---|---|---|---|---|"]
 
 
+def test_lm_benchmark_refuses_npo_steps_without_a_steady_state(capsys):
+    with pytest.raises(SystemExit):
+        load("lm_unlearning").main(["--npo-steps", "1"])
+    assert "--npo-steps must be at least 2" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_lm_benchmark_runs_tiny_and_reports_early_stops(tmp_path):
     """The LM benchmark end to end on the tiny Llama: two methods with the holdout stop, the NPO comparison, the table."""

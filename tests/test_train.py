@@ -117,6 +117,7 @@ def test_divergence_guard_restores_last_good_weights(original, random_task):
     result = fit(original, Ascent("forget"), {"forget": random_task.forget}, cfg, adapter=ADAPTER, rng=np.random.default_rng(0))
     assert result.stopped is not None and result.stopped.startswith("diverged")
     assert all(torch.isfinite(p).all() for p in original.parameters())
+    assert all(p.grad is None for p in original.parameters())  # the diverging step's gradient is not left behind
 
 
 def test_nan_loss_raises_when_asked(original, random_task):

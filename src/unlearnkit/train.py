@@ -381,7 +381,6 @@ def fit(
                 passes += n_examples
                 cost.record(steps=1, passes=n_examples)
                 if not math.isfinite(value) or abs(value) > loss_limit:
-                    optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]  # never applied
                     stopped = (
                         f"diverged at step {step}: loss={value:.4g} "
                         f"({'non-finite' if not math.isfinite(value) else f'|loss| > {loss_limit:g}'}); "
@@ -425,6 +424,8 @@ def fit(
         model.train(was_training)
     if stopped is not None and stopped.startswith("diverged"):
         snapshot.restore()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)  # the diverging step's gradient, never applied
         if on_divergence == "raise":
             raise DivergenceError(f"{desc}: {stopped}.")
     return TrainResult(len(history), passes, time.perf_counter() - t0, history, stopped)

@@ -103,7 +103,7 @@ def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: d
         title += f" — retrain band of curve mean: [{band['lo']:.3f}, {band['hi']:.3f}]"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the axes: never over a curve
     fig.tight_layout()
     return _png(fig)
 

@@ -1,6 +1,7 @@
 """End-to-end runs on digits: store contents, caching, resume after Ctrl-C, and the verdict's sanity."""
 
 import pytest
+import torch
 
 from unlearnkit.experiment import Experiment
 from unlearnkit.runs import Store
@@ -30,6 +31,8 @@ def test_run_store_and_summary(tmp_path):
     assert run["verdict"]["label"] in {"removed", "suppressed", "not forgotten", "over-forgotten", "inconclusive"}
     assert (tmp_path / "runs" / run["run_id"] / "model.safetensors").is_file()
     assert store.load_run_array(run["run_id"], "accuracy.correct.forget.values").shape == (run["task"]["splits"]["forget"]["n"],)
+    env = run["environment"]  # what a reader needs to reproduce the numbers, including the CPU (kernels differ)
+    assert env["cpu"] and env["torch"] == torch.__version__ and env["threads"] >= 1
     original = store.load_run(record["tasks"][0]["original_run"])
     assert original["kind"] == "reference" and original["cost"] is None and original["verdict"]["rows"]
     text = format_tables(summarize(store, record))

@@ -61,7 +61,20 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         git = None
     return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "unlearnkit": code_version(), "git": git, "threads": torch.get_num_threads()}
+            "cpu": cpu_model(), "unlearnkit": code_version(), "git": git, "threads": torch.get_num_threads()}
+
+
+def cpu_model() -> str:
+    """The processor's model name (floating-point results differ between CPU kernels, e.g. AVX2 and AVX-512), from
+    /proc/cpuinfo on Linux, else what ``platform`` reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def split_arrays(results: dict[str, MetricResult]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

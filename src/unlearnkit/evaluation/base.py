@@ -88,10 +88,6 @@ class EvalContext:
             per_model[key] = fn()
         return per_model[key]
 
-    def forget_classes(self) -> list[int] | None:
-        """The classes of a class-forgetting task (None for other forget sets)."""
-        return self.task.whole_classes()
-
 
 FPR_POINTS = (0.01, 0.001)
 

@@ -89,7 +89,7 @@ class HiddenProbe:
     def probe_sets(self, task: Task, ctx: EvalContext) -> ProbeSets:
         """Positives (forget examples) and balanced negatives (retain for class forgetting, else test)."""
         rng = np_rng("hidden_probe-sets", ctx.seed, task.fingerprint)
-        mode = "class" if ctx.forget_classes() is not None else "membership"
+        mode = "class" if task.whole_classes() is not None else "membership"
         pool = task.retain if mode == "class" else task.test
         n = min(len(task.forget), len(pool), self.max_per_side)
 

@@ -83,7 +83,7 @@ def choose_targets(task: Task, ctx: EvalContext, n_targets: int, seed: int) -> T
     if pool is None:
         pool = ctx.shared[("pool", task.fingerprint)] = pool_of(task.train, task.test)
     rng = np_rng("lira-targets", seed, task.fingerprint)
-    classes = ctx.forget_classes()
+    classes = task.whole_classes()
     labels = pool.labels
     if classes is not None:
         candidates = task.test.ids[np.isin(task.test.labels, classes)]

@@ -110,7 +110,7 @@ class MIANN:
         return neighbour_classes(probs, forgotten, self.k)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        forgotten = ctx.forget_classes()
+        forgotten = task.whole_classes()
         if forgotten is None:
             raise ConfigError(f"mia_nn needs class forgetting (forget: {{kind: classes, classes: [...]}}); task {task.name!r} "
                               f"forgets {dict(task.info.get('forget', {})) or 'an explicit set of examples'}.")

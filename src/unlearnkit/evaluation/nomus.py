@@ -92,7 +92,7 @@ class NoMUS:
 
     def utility_accuracy(self, model: nn.Module, ctx: EvalContext) -> tuple[float, str]:
         test = ctx.outputs(model, "test")
-        classes = ctx.forget_classes()
+        classes = ctx.task.whole_classes()
         if classes is None:
             return float(test["correct"].mean()), "test"
         keep = ~np.isin(test["labels"], classes)

@@ -25,7 +25,7 @@ def nonmember_outputs(ctx: EvalContext, model: nn.Module, nonmembers: str) -> tu
     class forgetting (so the attack is not just a class detector) and the whole test set otherwise."""
     if nonmembers in ("auto", "test_same_classes"):
         out = ctx.outputs(model, "test")
-        classes = ctx.forget_classes()
+        classes = ctx.task.whole_classes()
         if classes is None:
             if nonmembers == "test_same_classes":
                 raise ConfigError("nonmembers: test_same_classes needs a class-forgetting task.")

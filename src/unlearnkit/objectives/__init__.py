@@ -163,22 +163,15 @@ class Weighted:
         return tuple(dict.fromkeys(s for t in active for s in t.streams))
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        total: torch.Tensor | None = None
-        parts: dict[str, float] = {}
-        for w, term in self.terms:
-            if w == 0:
-                continue
-            loss = term(model, batch, ctx)
-            total = w * loss.value if total is None else total + w * loss.value
-            parts.update(loss.parts)
-        if total is None:
-            total = torch.zeros(())
-        return Loss(total, parts)
+        return self._sum(model, batch, ctx, backward=False)[0]
 
     def backward_terms(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> tuple[Loss, bool]:
         """``train.loss_and_gradient`` for a sum: each term's forward and backward in turn, so only one term's graph is
         alive at a time (peak activation memory of the largest term, not of all of them). The gradient and the loss
         are the sum's: terms are evaluated in the same order and no parameter changes between them."""
+        return self._sum(model, batch, ctx, backward=True)
+
+    def _sum(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext, backward: bool) -> tuple[Loss, bool]:
         total: torch.Tensor | None = None
         parts: dict[str, float] = {}
         has_grad = False
@@ -187,10 +180,11 @@ class Weighted:
                 continue
             loss = term(model, batch, ctx)
             value = w * loss.value
-            if value.requires_grad:
+            if backward and value.requires_grad:
                 value.backward()
                 has_grad = True
-            total = value.detach() if total is None else total + value.detach()
+                value = value.detach()
+            total = value if total is None else total + value
             parts.update(loss.parts)
         return Loss(total if total is not None else torch.zeros(()), parts), has_grad
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unlearnkit import METHODS
-from unlearnkit.errors import MissingReference, ModelError
+from unlearnkit.errors import ConfigError, MissingReference, ModelError
 from unlearnkit.methods import build_method, method_params
 from unlearnkit.references import References
 from tests.conftest import state_equal
@@ -112,3 +112,28 @@ def test_rejects_nan_weights(name, request):
         next(original.parameters())[0, 0] = float("nan")
     with pytest.raises(ModelError, match="NaN"):
         small(name).unlearn(original, random_task, random_refs, rng=np.random.default_rng(0))
+
+
+WHOLE_CLASS_ONLY = [n for n in NAMES if getattr(METHODS.get(n), "whole_classes_only", False)]
+
+
+def test_class_unlearning_methods_are_declared():
+    assert {"trw", "concept_poison"} <= set(WHOLE_CLASS_ONLY)
+
+
+@pytest.mark.parametrize("name", WHOLE_CLASS_ONLY)
+def test_whole_class_methods_refuse_part_of_a_class(name, digits, class_refs):
+    """Half of class 3 forgotten, half retained: a class-unlearning method would erase the class the retain set keeps.
+    The grid is told why (so it skips the cell) and a direct call fails before any training."""
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.methods.base import method_not_applicable
+
+    task = make_task("digits", digits.train, digits.test, ForgetSpec("classes", classes=(3,), fraction=0.5), np.random.default_rng(0),
+                     n_classes=10)
+    assert task.whole_classes() is None and (task.retain.labels == 3).any()
+    why = method_not_applicable(build_method(name), task)
+    assert why is not None and "only 50% of the examples of classes [3]" in why
+    model = copy.deepcopy(class_refs.original)
+    with pytest.raises(ConfigError, match=r"unlearns whole classes; this task forgets only 50%"):
+        small(name).unlearn(model, task, class_refs, rng=np.random.default_rng(0))
+    assert state_equal(model, class_refs.original)

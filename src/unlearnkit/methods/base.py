@@ -57,17 +57,30 @@ def method_not_applicable(method: Any, task: Task) -> str | None:
     kinds = getattr(method, "forget_kinds", None)
     if kinds is not None and kind is not None and kind not in kinds:
         return f"handles forget sets of kind {list(kinds)}, this one is {kind!r}"
+    if getattr(method, "whole_classes_only", False) and (why := not_whole_classes(task)) is not None:
+        return f"unlearns whole classes; {why}"
     hook = getattr(method, "why_not_applicable", None)  # e.g. a wrapper whose inner method does not fit the task
     return hook(task) if callable(hook) else None
 
 
-def forgotten_classes(task: Task, who: str) -> list[int]:
-    """The classes of a class-forgetting task; a clear error for any other forget set."""
+def not_whole_classes(task: Task) -> str | None:
+    """Why ``task`` does not forget whole classes (the premise of a class-unlearning method), or None when it does."""
+    if task.whole_classes() is not None:
+        return None
     spec = task.info.get("forget", {})
-    if spec.get("kind") != "classes":
-        raise ConfigError(f"{who} unlearns whole classes; this task's forget set is {spec.get('kind', 'not a class selection')!r}. "
-                          "Use a forget set {kind: classes, classes: [...]}.")
-    return [int(c) for c in spec["classes"]]
+    if spec.get("kind") == "classes":
+        return (f"this task forgets only {float(spec['fraction']):.0%} of the examples of classes {list(spec.get('classes', []))}, "
+                "the rest stay in the retain set")
+    return f"this task's forget set is {spec.get('kind', 'not a class selection')!r}"
+
+
+def forgotten_classes(task: Task, who: str) -> list[int]:
+    """The classes of a task that forgets whole classes (``Task.whole_classes``); a clear error for any other forget set."""
+    classes = task.whole_classes()
+    if classes is None:
+        raise ConfigError(f"{who} unlearns whole classes; {not_whole_classes(task)}. "
+                          "Use a forget set {kind: classes, classes: [...]} without a fraction.")
+    return classes
 
 
 def register_method(cls: type) -> type:

@@ -244,6 +244,7 @@ class ConceptPoison(GradientMethod):
 
     epoch_stream: ClassVar[str] = "retain"  # an epoch is a pass over the retain set
     forget_kinds: ClassVar[tuple[str, ...]] = ("classes",)
+    whole_classes_only: ClassVar[bool] = True  # a fraction of a class is refused: its rest is retained
     name: ClassVar[str] = "concept_poison"
     paper: ClassVar[str] = (
         "Chang, Zhu, Xu, Liu & Zhou, Class Machine Unlearning for Complex Data via Concepts Inference and Data Poisoning, arXiv 2405.15662"

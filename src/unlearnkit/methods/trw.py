@@ -119,6 +119,7 @@ class TRW(GradientMethod):
 
     epoch_stream: ClassVar[str] = "retain"  # an epoch is a pass over the retain set
     forget_kinds: ClassVar[tuple[str, ...]] = ("classes",)
+    whole_classes_only: ClassVar[bool] = True  # a fraction of a class is refused: its rest is retained
     name: ClassVar[str] = "trw"
     paper: ClassVar[str] = (
         "Ebrahimpour-Boroojeny, Wang & Sundaram, On the Necessity of Output Distribution Reweighting for Effective Class Unlearning, "

@@ -5,7 +5,7 @@ shadow models (LiRA, U-LiRA, label-only); tier 3 ensembles of retrained and unle
 The first call of a tier-2/3 metric trains its shadows/ensembles (cached afterwards, per task), so both the first
 and a repeated call are timed. The method under test is `finetune` (its runs are part of U-LiRA, ε-score, KLoM).
 
-    python benchmarks/evaluation_cost.py                     # Fashion-MNIST subset of 12k train / 3k test (~15 min)
+    python benchmarks/evaluation_cost.py                     # Fashion-MNIST subset of 12k train / 3k test (~3 min on 2 cores)
     python benchmarks/evaluation_cost.py --train-subset 6000 --shadows 8 --ensemble 8 --output ''
 
 The output (everything printed) also goes to docs/results/evaluation_cost.md (generated; do not edit).
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"| {tier} | {name} | {first:.2f} | {first / retrain_cost.wall_seconds:.3f} | {again:.2f} | "
                 f"{again / retrain_cost.wall_seconds:.3f} |")
     say()
-    say("First calls by tier, summed (a tier's shadows or ensembles are trained once and shared by its metrics): " + ", ".join(
+    say("First calls by tier, summed (lira trains the shadows that u_lira then unlearns; epsilon_score and klom train their own "
+        "ensembles: klom unlearns N originals, epsilon_score one original N times): " + ", ".join(
         f"tier {tier} {total:.1f} s = {total / retrain_cost.wall_seconds:.2f}× a retraining" for tier, total in totals.items()) + ".")
     if args.output:
         from unlearnkit.io import atomic_write_text

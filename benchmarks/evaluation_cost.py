@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             metric.compute(model, task, refs, ctx)
             again = time.perf_counter() - t0
             totals[tier] = totals.get(tier, 0.0) + first
-            say(f"| {tier} | {name} | {first:.2f} | {first / retrain_cost.wall_seconds:.3f} | {again:.2f} | "
+            say(f"| {tier} | {name} | {first:.3f} | {first / retrain_cost.wall_seconds:.3f} | {again:.3f} | "
                 f"{again / retrain_cost.wall_seconds:.3f} |")
     say()
     say("First calls by tier, summed (lira trains the shadows that u_lira then unlearns; epsilon_score and klom train their own "

@@ -143,3 +143,23 @@ def test_cached_ensembles_are_keyed_by_the_whole_membership(noise):
     assert cached_ensemble(ctx, refs, pool, first.copy(), seed=1, kind="test") is a
     assert b is not a
     assert any(not torch.equal(p, q) for p, q in zip(a[0].parameters(), b[0].parameters()))
+
+
+def test_epsilon_score_and_klom_share_their_retrained_ensembles(noise, monkeypatch):
+    """Both compare the unlearned models with two ensembles retrained on the retain set: trained once per task, not once per
+    metric. Counted by the ensembles trained: epsilon_score trains its two retrained ones (plus nothing for the original);
+    klom then trains only its ensemble of originals."""
+    import unlearnkit.evaluation.lira as lira
+
+    task, refs = noise
+    trained = []
+    real = lira.train_ensemble
+    monkeypatch.setattr(lira, "train_ensemble", lambda *a, desc="", **k: trained.append(desc) or real(*a, desc=desc, **k))
+    ctx = EvalContext(task, get_adapter(task))
+    ctx.method = None
+    build_metric("epsilon_score", {"n_models": 4, "n_examples": 30}).compute(refs.original, task, refs, ctx)
+    assert trained == ["retrained ensemble"] * 2
+    build_metric("klom", {"n_models": 4, "n_examples": 30}).compute(refs.original, task, refs, ctx)
+    assert trained == ["retrained ensemble"] * 2 + ["klom original ensemble"]
+    build_metric("klom", {"n_models": 5, "n_examples": 30}).compute(refs.original, task, refs, ctx)  # another size: its own
+    assert trained[3:] == ["retrained ensemble"] * 2 + ["klom original ensemble"]

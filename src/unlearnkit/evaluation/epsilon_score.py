@@ -12,10 +12,10 @@ from torch import nn
 
 from ..ensembles import logit_confidence
 from ..errors import ConfigError
-from ..seeding import derive_seed, np_rng
+from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, register_metric
-from .lira import cached_ensemble
+from .lira import retrained_ensemble
 
 EPS_CAP = 50.0
 
@@ -123,16 +123,12 @@ class EpsilonScore:
         if not 0 < self.delta < 1:
             raise ConfigError(f"epsilon_score: delta must be in (0, 1), got {self.delta}.")
 
-    def retrained_ensemble(self, task: Task, refs: Any, ctx: EvalContext, which: int) -> list[nn.Module]:
-        membership = np.ones((self.n_models, len(task.retain)), dtype=bool)
-        return cached_ensemble(ctx, refs, task.retain, membership, derive_seed(self.seed, "eps-retrain", which), "retrained ensemble")
-
     def unlearned_ensemble(self, task: Task, refs: Any, ctx: EvalContext) -> list[nn.Module]:
         method = ctx.method
         if method is None:
             return [refs.original] * self.n_models
         if getattr(method, "name", "") == "retrain":
-            return self.retrained_ensemble(task, refs, ctx, which=1)
+            return retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=1)
         key = ("eps-unlearned", repr(method), self.n_models, self.seed, id(refs.original))
         if key not in ctx.shared:
             ctx.shared[key] = [method.unlearn(copy.deepcopy(refs.original), task, refs, rng=np_rng("eps-unlearn", self.seed, i),
@@ -147,7 +143,7 @@ class EpsilonScore:
         forget = task.forget.subset(np.sort(rng.choice(len(task.forget), n, replace=False)), "forget")
         test = task.test.subset(np.sort(rng.choice(len(task.test), min(n, len(task.test)), replace=False)), "test")
         unlearned = self.unlearned_ensemble(task, refs, ctx)
-        retrained = self.retrained_ensemble(task, refs, ctx, which=0)
+        retrained = retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=0)
 
         def stats(models: list[nn.Module], split: Any = forget) -> np.ndarray:
             return np.stack([logit_confidence(ctx.adapter.outputs(m, split, batch_size=ctx.batch_size, device=ctx.device)["logits"],
@@ -160,7 +156,7 @@ class EpsilonScore:
         # what a perfect unlearner scores with N models: a second, independent retrained ensemble
         ref_key = ("eps-reference", self, task.fingerprint)
         if ref_key not in ctx.shared:
-            s_r2 = stats(self.retrained_ensemble(task, refs, ctx, which=1))
+            s_r2 = stats(retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=1))
             ctx.shared[ref_key] = bucket_points(np.array([example_epsilon(s_r2[:, i], s_r[:, i], self.delta) for i in range(n)]), self.n_models)
         ref_points = ctx.shared[ref_key]
         reference = float(ref_points.mean())

@@ -15,7 +15,7 @@ from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from .base import EvalContext, register_metric
 from .epsilon_score import memorisation_shift
-from .lira import cached_ensemble
+from .lira import cached_ensemble, retrained_ensemble
 
 
 def margin_kl(unlearned: np.ndarray, oracle: np.ndarray, bins: int = 20, clip: float = 100.0, floor: float = 1e-5) -> np.ndarray:
@@ -67,7 +67,7 @@ class KLoM:
     higher_is_better: ClassVar[bool | None] = False
     needs: ClassVar[frozenset[str]] = frozenset({"train_config", "model_factory"})
     paper: ClassVar[str] = "Georgiev et al., arXiv 2410.23232"
-    version: ClassVar[str] = "2"  # bump when its numbers change (2: KL(unlearned ‖ retrained), was the reverse)
+    version: ClassVar[str] = "3"  # bump when its numbers change (2: KL(unlearned ‖ retrained), was the reverse; 3: epsilon_score's retrained ensembles)
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     noise_floor_skip: ClassVar[bool] = True
 
@@ -75,17 +75,17 @@ class KLoM:
         if self.n_models < 4 or self.bins < 2:
             raise ConfigError(f"klom: n_models must be >= 4 and bins >= 2, got {self.n_models}, {self.bins}.")
 
-    def ensemble(self, task: Task, refs: Any, ctx: EvalContext, split: Split, tag: str) -> list[nn.Module]:
-        membership = np.ones((self.n_models, len(split)), dtype=bool)
-        return cached_ensemble(ctx, refs, split, membership, derive_seed(self.seed, "klom", tag), f"klom {tag} ensemble")
+    def originals(self, task: Task, refs: Any, ctx: EvalContext) -> list[nn.Module]:
+        membership = np.ones((self.n_models, len(task.train)), dtype=bool)
+        return cached_ensemble(ctx, refs, task.train, membership, derive_seed(self.seed, "klom", "original"), "klom original ensemble")
 
     def unlearned(self, task: Task, refs: Any, ctx: EvalContext) -> list[nn.Module]:
         method = ctx.method
-        originals = self.ensemble(task, refs, ctx, task.train, "original")
+        originals = self.originals(task, refs, ctx)
         if method is None:
             return originals
         if getattr(method, "name", "") == "retrain":
-            return self.ensemble(task, refs, ctx, task.retain, "retrained-2")
+            return retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=1)
         key = ("klom-unlearned", repr(method), self.n_models, self.seed, task.fingerprint)
         if key not in ctx.shared:
             ctx.shared[key] = [method.unlearn(copy.deepcopy(m), task, refs, rng=np_rng("klom-unlearn", self.seed, i), device=ctx.device).model.eval()
@@ -101,8 +101,8 @@ class KLoM:
             split = ctx.split(name)
             n = min(self.n_examples, len(split))
             groups[name] = split.subset(np.sort(rng.choice(len(split), n, replace=False)), name)
-        oracle = self.ensemble(task, refs, ctx, task.retain, "retrained")
-        oracle2 = self.ensemble(task, refs, ctx, task.retain, "retrained-2")
+        oracle = retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=0)  # the same models as epsilon_score's
+        oracle2 = retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=1)
         unlearned = self.unlearned(task, refs, ctx)
 
         def margins(models: list[nn.Module], split: Split) -> np.ndarray:

@@ -70,6 +70,14 @@ def cached_ensemble(ctx: EvalContext, refs: Any, pool: Split, memberships: np.nd
     return models
 
 
+def retrained_ensemble(ctx: EvalContext, refs: Any, task: Task, n_models: int, seed: int, which: int) -> list[nn.Module]:
+    """The ``which``-th ensemble of ``n_models`` models retrained on the retain set, under ``seed``. One cache entry for every
+    metric that asks with the same size and seed: epsilon_score and klom compare against the same retrained models, trained
+    once per task (the seed label is the one epsilon_score has always used, so its numbers and stored ensembles stay valid)."""
+    membership = np.ones((n_models, len(task.retain)), dtype=bool)
+    return cached_ensemble(ctx, refs, task.retain, membership, derive_seed(seed, "eps-retrain", which), "retrained ensemble")
+
+
 @dataclass(frozen=True)
 class Targets:
     pool: Split

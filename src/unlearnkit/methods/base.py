@@ -33,6 +33,7 @@ class Method(Protocol):
     version: ClassVar[str]  # part of every run key: bump it when the method's numbers change
     modalities: ClassVar[tuple[str, ...]]  # task modalities it works on, e.g. ("classifier",)
     forget_kinds: ClassVar[tuple[str, ...]]  # forget sets it handles: "random", "classes", "ids"
+    # optional: whole_classes_only = True also refuses a "classes" forget set with a fraction (see not_whole_classes)
 
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
 

@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"| {tier} | {name} | {first:.3f} | {first / retrain_cost.wall_seconds:.3f} | {again:.3f} | "
                 f"{again / retrain_cost.wall_seconds:.3f} |")
     say()
-    say("First calls by tier, summed (lira trains the shadows that u_lira then unlearns; epsilon_score and klom train their own "
-        "ensembles: klom unlearns N originals, epsilon_score one original N times): " + ", ".join(
+    say("First calls by tier, summed (lira trains the shadows that u_lira then unlearns; epsilon_score trains two retrained "
+        "ensembles and unlearns the original N times; klom reuses those two ensembles and trains and unlearns N originals): " + ", ".join(
         f"tier {tier} {total:.1f} s = {total / retrain_cost.wall_seconds:.2f}× a retraining" for tier, total in totals.items()) + ".")
     if args.output:
         from unlearnkit.io import atomic_write_text

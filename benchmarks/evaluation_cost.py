@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnkit.io import Transcript, write_generated
     from unlearnkit.methods import build_method
     from unlearnkit.models import build_model
-    from unlearnkit.references import build_references, train_model
+    from unlearnkit.runs.references import build_references
+    from unlearnkit.train import train_model
     from unlearnkit.runs.runner import cpu_model
     from unlearnkit.train import TrainConfig
 

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from unlearnkit.io import atomic_write_text
     from unlearnkit.runs import Store
-    from unlearnkit.runs.executor import get_executor
+    from unlearnkit.executor import get_executor
     from unlearnkit.runs.runner import cpu_model, run_experiment
 
     exp = build_experiment(args)

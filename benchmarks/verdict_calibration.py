@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnkit.data.sources import load_dataset
     from unlearnkit.evaluation import EvalContext, assess
     from unlearnkit.models import build_model
-    from unlearnkit.references import build_references, train_model
+    from unlearnkit.runs.references import build_references
+    from unlearnkit.train import train_model
     from unlearnkit.seeding import derive_seed
     from unlearnkit.train import TrainConfig
 

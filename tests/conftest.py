@@ -12,7 +12,7 @@ import torch
 from unlearnkit.data.forget import ForgetSpec, make_task
 from unlearnkit.data.sources import load_dataset
 from unlearnkit.models import build_model
-from unlearnkit.references import build_references
+from unlearnkit.runs.references import build_references
 from unlearnkit.train import TrainConfig
 
 # tiny models: one thread is as fast and does not spin-contend on a shared CPU (override: UNLEARNKIT_TEST_THREADS)

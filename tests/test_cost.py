@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unlearnkit.cost import CostMeter
-from unlearnkit.references import mean_cost
+from unlearnkit.runs.references import mean_cost
 
 MB = 2**20
 

@@ -29,14 +29,14 @@ from .errors import (
 )
 from .registry import ADAPTERS, DATASETS, METHODS, METRICS, MODELS, OBJECTIVES, SELECTORS, Registry
 from .types import Evidence, Mask, MetricResult, Split, Task, TensorData, Unlearned
+from .version import __version__
 
-__version__ = "0.1.0"
 
 _LAZY = {
     "TrainConfig": "unlearnkit.train",
     "fit": "unlearnkit.train",
     "References": "unlearnkit.references",
-    "build_references": "unlearnkit.references",
+    "build_references": "unlearnkit.runs.references",
     "build_method": "unlearnkit.methods",
     "build_metric": "unlearnkit.evaluation",
     "assess": "unlearnkit.evaluation",

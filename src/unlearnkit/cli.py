@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .runs.runner import run_experiment
     from .runs.summary import format_tables, summarize
 
-    from .runs.executor import get_executor
+    from .executor import get_executor
 
     exp = load_experiment(path)
     store = _store(args.store)

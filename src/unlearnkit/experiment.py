@@ -5,49 +5,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .data.forget import ForgetSpec
 from .errors import ConfigError
 from .io import canonical_json
+from .params import Component, component
 from .registry import DATASETS, METHODS, METRICS, MODELS, suggest
 from .train import TrainConfig
+from .version import code_version
 
 TOP_KEYS = {"name", "description", "dataset", "forget", "model", "train", "references", "methods", "metrics", "seeds", "task_seed", "device"}
-
-
-@dataclass(frozen=True)
-class Component:
-    """A registered component by name with its parameters."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dict(self.params)}
-
-
-def component(value: Any, where: str, registry: Any) -> Component:
-    """A registered component given as its name or as ``{name:, params:}``; unknown keys and names are named."""
-    if isinstance(value, str):
-        name, params = value, {}
-    elif isinstance(value, Mapping):
-        unknown = set(value) - {"name", "params"}
-        if unknown:
-            key = sorted(unknown)[0]
-            raise ConfigError(f"Unknown key {key!r} in {where}.{suggest(key, {'name', 'params'})} Allowed: ['name', 'params'].")
-        if "name" not in value:
-            raise ConfigError(f"{where}: missing 'name'.")
-        name, params = value["name"], value.get("params") or {}
-        if not isinstance(params, Mapping):
-            raise ConfigError(f"{where}.params must be a mapping, got {params!r}.")
-    else:
-        raise ConfigError(f"{where}: expected a name or {{name:, params:}}, got {value!r}.")
-    if name not in registry:
-        raise ConfigError(f"{where}: {registry.unknown_message(name)}")
-    return Component(str(name), dict(params))
 
 
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -171,8 +141,6 @@ class Experiment:
         }
 
     def exp_id(self) -> str:
-        from .runs.key import code_version
-
         return self.name.replace(" ", "_")[:40] + "-" + hashlib.sha256(canonical_json({"spec": self.to_dict(), "code": code_version()}).encode()).hexdigest()[:10]
 
 

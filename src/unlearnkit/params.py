@@ -1,16 +1,18 @@
-"""Building frozen-dataclass components (methods, metrics, configs) from user parameters: unknown
-keys are named with a suggestion, values are converted to the field's declared type or refused."""
+"""Building frozen-dataclass components (methods, metrics, selectors, configs) from user parameters: a component named
+in a config (``name`` or ``{name:, params:}``) is checked against its registry, unknown keys are named with a
+suggestion, values are converted to the field's declared type or refused."""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
-from .registry import suggest
+from .registry import Registry, suggest
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -79,3 +81,35 @@ def build_component(cls: type, params: Mapping[str, Any] | None, where: str) -> 
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component by name with its parameters."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+
+def component(value: Any, where: str, registry: Registry[Any]) -> Component:
+    """A registered component given as its name or as ``{name:, params:}``; unknown keys and names are named."""
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"name", "params"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"Unknown key {key!r} in {where}.{suggest(key, {'name', 'params'})} Allowed: ['name', 'params'].")
+        if "name" not in value:
+            raise ConfigError(f"{where}: missing 'name'.")
+        name, params = value["name"], value.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{where}.params must be a mapping, got {params!r}.")
+    else:
+        raise ConfigError(f"{where}: expected a name or {{name:, params:}}, got {value!r}.")
+    if name not in registry:
+        raise ConfigError(f"{where}: {registry.unknown_message(name)}")
+    return Component(str(name), dict(params))

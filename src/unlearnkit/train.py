@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -14,9 +14,11 @@ from torch import nn
 
 from . import cost
 from .errors import ConfigError, DivergenceError
+from .objectives import NLL
+from .objectives.base import Loss, StepContext
 from .params import build_component
 from .registry import suggest
-from .seeding import derive_seed, torch_gen, torch_seed
+from .seeding import derive_seed, np_rng, torch_gen, torch_seed
 from .types import Batch, Mask, Split
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -80,25 +82,6 @@ class TrainConfig:
         if self.steps is not None:
             return int(self.steps)
         return int(math.ceil(float(self.epochs or 0.0) * math.ceil(epoch_examples / self.batch_size)))
-
-
-@dataclass
-class Loss:
-    """A scalar loss to minimise and its named parts (floats, for logging)."""
-
-    value: torch.Tensor
-    parts: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class StepContext:
-    """What an objective may use besides the model and batch."""
-
-    step: int
-    n_steps: int
-    generator: torch.Generator
-    adapter: Any
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -429,3 +412,26 @@ def fit(
         if on_divergence == "raise":
             raise DivergenceError(f"{desc}: {stopped}.")
     return TrainResult(len(history), passes, time.perf_counter() - t0, history, stopped)
+
+
+def train_model(
+    model: nn.Module,
+    split: Split,
+    config: TrainConfig,
+    *,
+    adapter: Any,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[nn.Module, cost.Cost, TrainResult]:
+    """Train ``model`` on ``split`` by plain cross-entropy (how originals and retrains are made)."""
+    model.to(device)
+    with cost.CostMeter(device) as meter:
+        result = fit(
+            model, NLL("train"), {"train": split}, config, adapter=adapter, rng=np_rng("train", seed),
+            device=device, progress=progress, desc=desc, on_divergence="raise",
+        )
+    model.eval()
+    assert meter.cost is not None
+    return model, meter.cost, result

@@ -17,7 +17,8 @@ from unlearnkit.evaluation import EvalContext, build_metric, evaluate
 from unlearnkit.evaluation.corrective import FULL_RETRAIN_KEY, with_full_retrain, without_all_manipulated
 from unlearnkit.experiment import load_experiment
 from unlearnkit.models import build_model
-from unlearnkit.references import References, build_references
+from unlearnkit.references import References
+from unlearnkit.runs.references import build_references
 from unlearnkit.seeding import torch_seed
 from unlearnkit.train import TrainConfig
 

@@ -6,7 +6,7 @@ import pytest
 
 from unlearnkit.adapters import get_adapter
 from unlearnkit.evaluation import EvalContext, assess
-from unlearnkit.references import train_model
+from unlearnkit.train import train_model
 from unlearnkit.seeding import derive_seed
 
 

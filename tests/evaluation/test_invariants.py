@@ -54,7 +54,7 @@ def test_memorised_members_are_detected():
     import torch
 
     from unlearnkit import Split, Task, TensorData
-    from unlearnkit.references import train_model
+    from unlearnkit.train import train_model
     from unlearnkit.train import TrainConfig
 
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,8 @@ from unlearnkit.evaluation import EvalContext, build_metric
 from unlearnkit.evaluation.lira import auc_null_sd, gaussian_log_ratio
 from unlearnkit.methods import build_method
 from unlearnkit.models import build_model
-from unlearnkit.references import References, build_references
+from unlearnkit.references import References
+from unlearnkit.runs.references import build_references
 from unlearnkit.train import TrainConfig
 
 

@@ -15,7 +15,7 @@ from unlearnkit.data.sources import load_dataset
 from unlearnkit.errors import ConfigError, ModelError
 from unlearnkit.evaluation import EvalContext, assess, build_metric
 from unlearnkit.models import build_model
-from unlearnkit.references import train_model
+from unlearnkit.train import train_model
 from unlearnkit.seeding import torch_seed
 from unlearnkit.types import Evidence, MetricResult, Split, TensorData
 from unlearnkit.verdict import decide

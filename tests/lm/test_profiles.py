@@ -220,7 +220,7 @@ def test_a_model_folder_rewritten_in_place_changes_the_reference_keys(tmp_path):
     from transformers import LlamaForCausalLM
 
     from unlearnkit.experiment import Experiment
-    from unlearnkit.references import reference_key
+    from unlearnkit.runs.references import reference_key
     from unlearnkit.runs.runner import model_spec
     from unlearnkit.train import TrainConfig
 

@@ -6,7 +6,8 @@ import pytest
 from unlearnkit.adapters import get_adapter
 from unlearnkit.errors import MissingReference
 from unlearnkit.methods import build_method
-from unlearnkit.references import References, train_model
+from unlearnkit.references import References
+from unlearnkit.train import train_model
 from tests.conftest import state_equal
 
 

@@ -156,7 +156,7 @@ def test_an_experiment_that_crashes_is_stored_as_failed(tmp_path, monkeypatch):
 
 def test_reference_keys_follow_the_code_version_and_the_device(monkeypatch):
     import unlearnkit
-    from unlearnkit.references import reference_key
+    from unlearnkit.runs.references import reference_key
     from unlearnkit.train import TrainConfig
 
     def key(device="cpu"):

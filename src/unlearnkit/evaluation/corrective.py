@@ -138,7 +138,7 @@ def with_full_retrain(refs: Any, task: Task, seeds: Sequence[int], *, device: st
     on the training data minus ALL manipulated examples, one per seed (use the retrained references' seeds,
     ``refs.info["retrain_seeds"]``, so the two retrains differ only in their data)."""
     from ..adapters import get_adapter
-    from ..references import train_model
+    from ..train import train_model
     from ..seeding import torch_seed
 
     config = refs.require("train_config", by="with_full_retrain")

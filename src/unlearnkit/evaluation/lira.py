@@ -28,7 +28,7 @@ from torch import nn
 from ..ensembles import ShadowSet, balanced_memberships, logit_confidence, pool_of, train_ensemble
 from ..errors import ConfigError
 from ..io import canonical_json
-from ..runs.key import code_version
+from ..version import code_version
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from .base import EvalContext, register_metric, roc_summary
@@ -136,7 +136,7 @@ def unlearned_shadows(shadows: ShadowSet, targets: Targets, task: Task, refs: An
         models = cached_ensemble(ctx, refs, targets.pool, shadows.membership & ~targets.unlearn_mask[None, :],
                                  derive_seed(seed, "u_lira-retrain"), "u_lira retrained shadows")
     else:
-        from ..runs.executor import LocalExecutor
+        from ..executor import LocalExecutor
 
         jobs = [ShadowJob(method, model, shadow_task(task, targets.pool, shadows.membership[k], targets.unlearn_mask, k),
                           replace(refs, original=model, retrained_seeds=()), derive_seed(seed, "u_lira-unlearn", k), ctx.device)

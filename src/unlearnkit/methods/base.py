@@ -14,7 +14,7 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..errors import ConfigError
-from ..params import build_component
+from ..params import build_component, component
 from ..registry import METHODS, SELECTORS
 from ..stopping import HoldoutLevelStop
 from ..train import OptimizerName, Schedule, TrainConfig, fit
@@ -189,8 +189,6 @@ class GradientMethod:
         """The selector named by ``restrict_to``, or None."""
         if self.restrict_to is None:
             return None
-        from ..experiment import component
-
         spec = component(self.restrict_to, f"{self.name}: restrict_to", SELECTORS)  # type: ignore[attr-defined]
         return build_component(SELECTORS.get(spec.name), spec.params, f"{self.name}: restrict_to {spec.name!r}")  # type: ignore[attr-defined]
 

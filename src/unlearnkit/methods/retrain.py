@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from ..adapters import get_adapter
-from ..references import train_model
+from ..train import train_model
 from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..errors import ConfigError, TaskError
 from ..registry import OBJECTIVES
-from ..train import Loss, StepContext
 from ..types import Batch
+from .base import Loss, StepContext, reference_for
 
 
 @OBJECTIVES.register("nll")
@@ -107,14 +107,6 @@ class KLToReference:
         return Loss(self.sign * kl, {f"kl_{self.stream}": float(kl.detach())})
 
 
-def reference_for(ctx: StepContext, batch: Batch, who: str, key: str = "reference_logits") -> torch.Tensor:
-    """The frozen reference rows (logits, predictions, targets) of ``batch``'s examples from ``ctx.extra[key]``."""
-    table = ctx.extra.get(key)
-    if table is None:
-        raise ConfigError(f"{who} needs ctx.extra[{key!r}] (a ReferenceLogits table computed before training).")
-    return table.lookup(batch["ids"]).to(batch["x"].device)
-
-
 @OBJECTIVES.register("logit_mse")
 @dataclass(frozen=True)
 class LogitMSE:
@@ -198,4 +190,4 @@ def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
 
 from . import lm  # noqa: F401  (registers the language-model objectives)
 
-__all__ = ["NLL", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]
+__all__ = ["Loss", "StepContext", "NLL", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

@@ -21,9 +21,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..lm.text import IGNORE
 from ..registry import OBJECTIVES
-from ..train import Loss, StepContext
 from ..types import Batch, Split, to_device
-from . import reference_for
+from .base import Loss, StepContext, reference_for
 
 REFERENCE_MODEL = "reference_model"  # ctx.extra key of a frozen live reference (``reference: live``)
 NPO_REFERENCE = "npo_reference"  # (n,) summed answer log-probs of the reference on the forget set

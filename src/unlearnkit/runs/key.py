@@ -7,15 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..io import canonical_json
+from ..version import code_version
 
 SCHEMA_VERSION = 1
-
-
-def code_version() -> str:
-    """The package version; part of every run key (bump it when numbers move)."""
-    from .. import __version__
-
-    return __version__
 
 
 def run_key(parts: Mapping[str, Any]) -> str:

@@ -30,7 +30,8 @@ from ..methods import build_method, describe_method
 from ..methods.base import method_not_applicable
 from ..models import build_model
 from ..models.causal_lm import weights_identity
-from ..references import References, build_references
+from ..references import References
+from .references import build_references
 from ..registry import METRICS
 from ..seeding import np_rng
 from ..types import MetricResult, Task
@@ -146,7 +147,7 @@ class ExperimentRunner:
 
     def __init__(self, exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None,
                  executor: Any = None) -> None:
-        from .executor import LocalExecutor
+        from ..executor import LocalExecutor
 
         self.exp = exp
         self.store = store

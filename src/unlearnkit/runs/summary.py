@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..cost import Cost
-from ..references import mean_cost
+from .references import mean_cost
 from .store import Store
 
 # (column label, metric, value key) shown in tables; the first three are the per-split fit of the model

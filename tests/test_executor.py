@@ -8,7 +8,7 @@ import torch
 from unlearnkit.errors import ConfigError
 from unlearnkit.experiment import Experiment
 from unlearnkit.runs import Store
-from unlearnkit.runs.executor import LocalExecutor, ProcessExecutor, get_executor
+from unlearnkit.executor import LocalExecutor, ProcessExecutor, get_executor
 from unlearnkit.runs.runner import run_experiment
 from tests.runs.test_runner import SPEC
 
@@ -66,7 +66,7 @@ def test_process_executor_names_a_job_whose_process_died():
 @pytest.mark.slow
 def test_ray_gives_the_same_runs_as_local(tmp_path):
     ray = pytest.importorskip("ray")
-    from unlearnkit.runs.executor import RayExecutor
+    from unlearnkit.executor import RayExecutor
 
     exp = Experiment.from_dict({**SPEC, "seeds": [0, 1]})
     local = run_experiment(exp, Store(tmp_path / "local"), device="cpu", progress=False, log=lambda m: None,

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -179,9 +179,8 @@ class RayExecutor:
 
 
 def _import_paths() -> list[str]:
-    import unlearnkit
-
-    return [os.path.dirname(os.path.dirname(unlearnkit.__file__))]
+    """The folder that holds the ``unlearnkit`` package, for Ray workers' PYTHONPATH."""
+    return [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 
 def get_executor(spec: str | None, *, progress: bool = False) -> Executor:

@@ -11,10 +11,10 @@ import torch
 
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.data.sources import load_dataset
-from unlearnkit.data.worst_case import compare_with_random, worst_case_forget
+from unlearnkit.runs.worst_case import compare_with_random, worst_case_forget
 from unlearnkit.errors import ConfigError
 from unlearnkit.models import build_model
-from unlearnkit.references import train_model
+from unlearnkit.train import train_model
 from unlearnkit.seeding import torch_seed
 from unlearnkit.train import TrainConfig
 from unlearnkit.types import Mask, Unlearned

@@ -19,13 +19,15 @@ import numpy as np
 from torch import nn
 
 from ..adapters import get_adapter
+from ..data.sources import DataSource
 from ..errors import ConfigError
 from ..io import atomic_write_text, to_jsonable
 from ..methods import describe_method
-from ..references import References, retrain_seed, train_model
+from ..references import References
 from ..seeding import torch_seed
+from ..train import train_model
 from ..types import Split, Task
-from .sources import DataSource
+from .references import retrain_seed
 
 ModelFactory = Callable[[], nn.Module]
 

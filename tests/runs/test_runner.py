@@ -155,7 +155,7 @@ def test_an_experiment_that_crashes_is_stored_as_failed(tmp_path, monkeypatch):
 
 
 def test_reference_keys_follow_the_code_version_and_the_device(monkeypatch):
-    import unlearnkit
+    import unlearnkit.version
     from unlearnkit.runs.references import reference_key
     from unlearnkit.train import TrainConfig
 
@@ -164,7 +164,7 @@ def test_reference_keys_follow_the_code_version_and_the_device(monkeypatch):
 
     cpu = key()
     assert key("cpu") == cpu and key("cuda:1") == key("cuda") != cpu
-    monkeypatch.setattr(unlearnkit, "__version__", "99.0")
+    monkeypatch.setattr(unlearnkit.version, "__version__", "99.0")
     assert key() != cpu
 
 

@@ -139,8 +139,9 @@ def test_regression_error_matches_sklearn(regression_task, regression_refs, ctx)
 
 
 def band_floor(**bands):
-    return MetricResult("noise_floor", {}, info={"bands": {k: {"lo": lo, "hi": hi, "mean": (lo + hi) / 2} for k, (lo, hi) in bands.items()},
-                                                 "R": 3, "alpha": 0.05})
+    """A noise floor whose retrained seeds agree, so each band is its centre ± its floor: (lo, hi) per key."""
+    return MetricResult("noise_floor", {}, info={"seed_values": {k: [(lo + hi) / 2] * 3 for k, (lo, hi) in bands.items()},
+                                                 "floors": {k: (hi - lo) / 2 for k, (lo, hi) in bands.items()}, "R": 3, "alpha": 0.05})
 
 
 @pytest.mark.parametrize("forget_mse,test_mse,label", [

@@ -5,30 +5,45 @@ import pytest
 from scipy.stats import t as student_t
 
 from unlearnkit.types import Evidence, MetricResult
-from unlearnkit.verdict import decide, prediction_bands
+from unlearnkit.verdict import LABELS, Band, Verdict, decide, seed_spread
+
+
+def band(vals, floor=0.0, m=1):
+    return Band.from_seeds(seed_spread(vals), floor, 0.05, m)
 
 
 def test_prediction_band_formula():
     vals = [0.90, 0.92, 0.91]
-    b = prediction_bands({"k": vals}, {"k": 0.0}, alpha=0.05)["k"]
+    b = band(vals)
     t = student_t.ppf(1 - 0.05 / 2, 2)
     half = t * np.std(vals, ddof=1) * math.sqrt(1 + 1 / 3)
-    assert b["lo"] == pytest.approx(np.mean(vals) - half) and b["hi"] == pytest.approx(np.mean(vals) + half)
+    assert b.lo == pytest.approx(np.mean(vals) - half) and b.hi == pytest.approx(np.mean(vals) + half)
+    assert (b.R, b.m, b.source) == (3, 1, "retrained seeds") and b.t == pytest.approx(t)
 
 
 def test_bonferroni_widens_with_more_bands_and_floor_applies():
-    one = prediction_bands({"a": [1.0, 2.0, 3.0]}, {}, 0.05)["a"]["half_width"]
-    six = prediction_bands({k: [1.0, 2.0, 3.0] for k in "abcdef"}, {}, 0.05)["a"]["half_width"]
-    assert six > one
-    flat = prediction_bands({"a": [0.5, 0.5, 0.5]}, {"a": 0.02}, 0.05)["a"]
-    assert flat["lo"] == pytest.approx(0.48) and flat["hi"] == pytest.approx(0.52)
-    single = prediction_bands({"a": [0.5]}, {"a": 0.03}, 0.05)["a"]
-    assert single["half_width"] == pytest.approx(0.03)
+    assert band([1.0, 2.0, 3.0], m=6).half_width > band([1.0, 2.0, 3.0], m=1).half_width
+    flat = band([0.5, 0.5, 0.5], floor=0.02)
+    assert flat.lo == pytest.approx(0.48) and flat.hi == pytest.approx(0.52)
+    single = band([0.5, float("nan"), None], floor=0.03)  # a seed without a finite value is no draw
+    assert single.half_width == pytest.approx(0.03) and single.R == 1 and single.t is None
+    assert seed_spread([float("nan"), None]) is None
+
+
+def test_a_band_round_trips_through_json_and_reads_the_noise_floors_stored_bands():
+    stored = {"mean": 0.9, "sd": 0.01, "lo": 0.86, "hi": 0.94, "half_width": 0.04, "R": 3, "t": 4.3, "m": 6, "alpha": 0.05}
+    old = Band.from_json(stored)  # as the noise floor stored its bands before the verdict built them
+    assert old.source == "retrained seeds" and old.to_json() == {**stored, "source": "retrained seeds"}
+    null = Band.from_null(Evidence("x.auc", 0.6, "forget", null_mean=0.5, null_sd=0.02), 0.05, 4)
+    for b in (band([0.9, 0.92, 0.91], 0.01, 4), band([0.5], 0.03), null):
+        assert Band.from_json(b.to_json()) == b
+    assert null.R is None and null.source == "null distribution"
 
 
 def floor(**bands):
-    return MetricResult("noise_floor", {}, info={"bands": {k: {"lo": lo, "hi": hi, "mean": (lo + hi) / 2} for k, (lo, hi) in bands.items()},
-                                                 "R": 3, "alpha": 0.05})
+    """A noise floor whose retrained seeds agree, so each band is its centre ± its floor: (lo, hi) per key."""
+    return MetricResult("noise_floor", {}, info={"seed_values": {k: [(lo + hi) / 2] * 3 for k, (lo, hi) in bands.items()},
+                                                 "floors": {k: (hi - lo) / 2 for k, (lo, hi) in bands.items()}, "R": 3, "alpha": 0.05})
 
 
 NF = floor(f=(0.85, 0.95), u=(0.85, 0.95), r=(0.4, 0.6))
@@ -49,7 +64,7 @@ def ev(f=0.9, u=0.9, r=0.5):
 ])
 def test_decision_rules(evidence, label):
     v = decide(evidence, NF)
-    assert v.label == label
+    assert v.label == label and label in LABELS
     assert v.reasons
 
 
@@ -83,23 +98,36 @@ def test_null_band_evidence_uses_its_own_distribution_and_is_reported_as_strong(
 
 def test_retrain_bands_and_null_bands_share_one_bonferroni_family():
     vals = {"f": [0.88, 0.90, 0.92], "u": [0.88, 0.90, 0.92], "r": [0.45, 0.5, 0.55]}
-    nf = MetricResult("noise_floor", {}, info={"bands": prediction_bands(vals, {}, 0.05), "R": 3, "alpha": 0.05})
+    nf = MetricResult("noise_floor", {}, info={"seed_values": vals, "floors": {}, "R": 3, "alpha": 0.05})
     auc = Evidence("u_lira.auc", 0.5, "forget", "higher", floor=0.01, strong=True, null_mean=0.5, null_sd=0.02)
     v = decide(ev() + [auc], nf)
     row = next(r for r in v.rows if r["key"] == "f")
-    four = prediction_bands({**vals, "x": [0.0, 1.0, 2.0]}, {}, 0.05)["f"]  # the same band in a family of 4
-    assert (row["lo"], row["hi"]) == (pytest.approx(four["lo"]), pytest.approx(four["hi"]))
-    assert "over 4 evidence bands" in v.method and v.family == 4 and type(v).from_json(v.to_json()).family == 4
+    four = band(vals["f"], m=4)  # three retrain bands and one null band
+    assert v.bands["f"] == four and (row["lo"], row["hi"], row["retrain_mean"]) == (four.lo, four.hi, four.mean)
+    assert v.bands["u_lira.auc"] == Band.from_null(auc, 0.05, 4) and sorted(v.bands) == ["f", "r", "u", "u_lira.auc"]
+    assert "over 4 evidence bands" in v.method and v.family == 4 and Verdict.from_json(v.to_json()) == v
+    assert "outside the band of its null distribution" in decide(ev() + [Evidence("u_lira.auc", 0.9, "forget", "higher", floor=0.01,
+                                                                                   null_mean=0.5, null_sd=0.02)], nf).reasons[0]
+    floored = MetricResult("noise_floor", {}, info={"seed_values": {"f": [0.9, 0.9, 0.9]}, "floors": {"f": 0.05}, "R": 3})
+    assert decide([Evidence("f", 0.9, "forget"), auc], floored).rows[0]["hi"] == pytest.approx(0.95)  # a binding floor stays
+
+
+def test_the_summary_shows_the_bands_the_verdict_stored():
     from types import SimpleNamespace
 
     from unlearnkit.runs.summary import verdict_bands
 
+    vals = {"f": [0.88, 0.90, 0.92], "u": [0.88, 0.90, 0.92], "r": [0.45, 0.5, 0.55]}
+    nf = MetricResult("noise_floor", {}, info={"seed_values": vals, "floors": {}, "R": 3, "alpha": 0.05})
+    auc = Evidence("u_lira.auc", 0.5, "forget", "higher", floor=0.01, strong=True, null_mean=0.5, null_sd=0.02)
+    v = decide(ev() + [auc], nf)
     shown, m = verdict_bands(SimpleNamespace(noise_floor={"info": nf.info}, original={"verdict": v.to_json()}))
-    assert m == 4 and (shown["f"]["lo"], shown["f"]["hi"]) == (row["lo"], row["hi"])  # the report shows the bands the verdict used
-    assert "outside the band of its null distribution" in decide(ev() + [Evidence("u_lira.auc", 0.9, "forget", "higher", floor=0.01,
-                                                                                   null_mean=0.5, null_sd=0.02)], nf).reasons[0]
-    floored = prediction_bands({"f": [0.9, 0.9, 0.9]}, {"f": 0.05}, 0.05)  # a binding floor stays as it was
-    assert decide([Evidence("f", 0.9, "forget"), auc], MetricResult("noise_floor", {}, info={"bands": floored, "R": 3})).rows[0]["hi"] == pytest.approx(0.95)
+    assert m == 4 and shown == {k: v.bands[k] for k in ("f", "u", "r")}  # the retrain bands; a null band is the model's own
+    # a record written before verdicts stored bands: the bands its noise floor stored
+    old = {"f": band(vals["f"], m=3).to_json()}
+    del old["f"]["source"]
+    shown, m = verdict_bands(SimpleNamespace(noise_floor={"info": {"bands": old}}, original={"verdict": {"label": "removed", "family": 3}}))
+    assert m == 3 and shown == {"f": band(vals["f"], m=3)}
 
 
 def test_inapplicable_metric_is_named_not_fatal(random_task, random_refs):

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..types import MetricResult, Task
+from ..verdict import seed_spread
 from .base import EvalContext, register_metric
 
 
@@ -20,9 +21,10 @@ class NoiseFloor:
     Triantafillou et al., NeurIPS 2023 Machine Unlearning Challenge report, arXiv 2406.09073).
 
     Each retrained seed r is evaluated with every other metric of the battery, with the remaining
-    seeds as its "retrained" references (leave-one-out). For every evidence key the band is the
+    seeds as its "retrained" references (leave-one-out). It records every evidence's values over the seeds
+    (their mean and sd as its values) and floor; the verdict builds each evidence's band from them, the
     prediction interval for one more retrain, mean ± t_{1−α/(2m)}(R−1)·sd·√(1 + 1/R), widened to the
-    evidence's absolute floor; m = number of evidence keys (Bonferroni), α = family-wise false alarms."""
+    evidence's absolute floor, for its whole Bonferroni family of m bands; α = family-wise false alarms."""
 
     alpha: float = 0.05
 
@@ -46,8 +48,6 @@ class NoiseFloor:
     def _compute(self, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         from dataclasses import replace
 
-        from ..verdict import prediction_bands
-
         seeds = refs.require("retrained_seeds", by="metric 'noise_floor'")
         # metrics whose evidence carries its own null band (shadow/ensemble attacks) are not re-run per seed
         from . import not_applicable
@@ -70,10 +70,11 @@ class NoiseFloor:
                     floors[ev.key] = ev.floor
                 for k, v in result.values.items():
                     scalars.setdefault(f"{metric.name}.{k}", []).append(float(v))
-        bands = prediction_bands(evidence, floors, self.alpha)
         values: dict[str, float] = {}
-        for k, band in bands.items():
-            values.update({f"{k}.mean": band["mean"], f"{k}.sd": band["sd"], f"{k}.lo": band["lo"], f"{k}.hi": band["hi"]})
+        for k, vals in evidence.items():
+            stat = seed_spread(vals)
+            if stat is not None:
+                values.update({f"{k}.mean": stat[0], f"{k}.sd": stat[1]})
         spread = {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v} for k, v in scalars.items()}
-        return MetricResult(self.name, values, None, info={"bands": bands, "seed_values": evidence, "spread": spread,
+        return MetricResult(self.name, values, None, info={"seed_values": evidence, "floors": floors, "spread": spread,
                                                            "R": len(seeds), "alpha": self.alpha})

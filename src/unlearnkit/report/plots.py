@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..verdict import Band
+
 VERDICT_COLORS = {
     "removed": "#2e7d32",
     "suppressed": "#ef6c00",
@@ -34,7 +36,7 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def split_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[str, float | None] | None,
+def split_vs_band(rows: Sequence[Any], bands: dict[str, Band], original: dict[str, float | None] | None,
                   panels: Sequence[tuple[str, str, str]], unit: str) -> str:
     """One panel per split (split, table column, evidence key): each method's value (mean ± sd over seeds)
     against the retrain band of that evidence."""
@@ -44,9 +46,9 @@ def split_vs_band(rows: Sequence[Any], bands: dict[str, Any], original: dict[str
     y = np.arange(len(rows))
     for ax, (split, col, key) in zip(axes, panels):
         band = bands.get(key)
-        if band:
-            ax.axvspan(band["lo"], band["hi"], color="#90caf9", alpha=0.45, label="retrain band")
-            ax.axvline(band["mean"], color="#1565c0", lw=1, label="retrain mean")
+        if band is not None:
+            ax.axvspan(band.lo, band.hi, color="#90caf9", alpha=0.45, label="retrain band")
+            ax.axvline(band.mean, color="#1565c0", lw=1, label="retrain mean")
         for i, r in enumerate(rows):
             stat = r.stats.get(col)
             if stat is None:
@@ -87,7 +89,7 @@ def roc_curves(curves: Sequence[tuple[str, dict[str, list[float]], float]]) -> s
     return _png(fig)
 
 
-def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: dict[str, Any] | None) -> str:
+def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: Band | None) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     retrained = None
@@ -99,8 +101,8 @@ def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: d
     ax.set_xlabel("relearning steps on a slice of the forget set")
     ax.set_ylabel("fit score on the held-out forget examples\n(accuracy; −MSE for regression; answer probability for LMs)")
     title = "relearning attack"
-    if band:
-        title += f" — retrain band of curve mean: [{band['lo']:.3f}, {band['hi']:.3f}]"
+    if band is not None:
+        title += f" — retrain band of curve mean: [{band.lo:.3f}, {band.hi:.3f}]"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the axes: never over a curve

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..cost import Cost
+from ..verdict import Band
 from .references import mean_cost
 from .store import Store
 
@@ -157,14 +158,16 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
     return out
 
 
-def verdict_bands(s: TaskSummary) -> tuple[dict[str, dict[str, Any]], int]:
-    """The retrain bands as the verdicts used them — widened to the Bonferroni family the verdict counted (retrain
-    bands plus the evidence with a null distribution of its own) — and that family's size."""
-    from ..verdict import for_family
-
-    bands = (s.noise_floor or {}).get("info", {}).get("bands", {})
-    m = int((s.original or {}).get("verdict", {}).get("family") or len(bands))  # runs stored before "family": their own m
-    return {k: for_family(b, m) for k, b in bands.items()}, m
+def verdict_bands(s: TaskSummary) -> tuple[dict[str, Band], int]:
+    """The retrain bands the original model's verdict stored, as it used them, and the size of their Bonferroni family
+    (retrain bands plus the evidence with a null distribution of its own)."""
+    verdict = (s.original or {}).get("verdict", {})
+    if "bands" in verdict:
+        bands = {k: Band.from_json(b) for k, b in verdict["bands"].items()}
+        return {k: b for k, b in bands.items() if b.source == "retrained seeds"}, int(verdict["family"])
+    # records written before verdicts stored their bands: the noise floor's, as it stored them (for its own family)
+    stored = (s.noise_floor or {}).get("info", {}).get("bands", {})
+    return {k: Band.from_json(b) for k, b in stored.items()}, int(verdict.get("family") or len(stored))
 
 
 def fmt_stat(stat: tuple[float, float, int] | None, digits: int = 3) -> str:
@@ -188,9 +191,9 @@ def format_tables(summaries: list[TaskSummary]) -> str:
         if s.noise_floor is not None:
             bands, m = verdict_bands(s)
             if bands:
-                r = next(iter(bands.values()))["R"]
+                r = next(iter(bands.values())).R
                 lines.append(f"retrain band (R={r} seeds, Bonferroni over {m} evidence bands): " + "; ".join(
-                    f"{k} [{b['lo']:.3f}, {b['hi']:.3f}]" for k, b in bands.items()))
+                    f"{k} [{b.lo:.3f}, {b.hi:.3f}]" for k, b in bands.items()))
         header = ["method", "seeds"] + [c[0] for c in s.columns] + ["wall s", "× retrain time", "speed-up", "verdict"]
         table = [header]
         for row in s.rows:

@@ -175,3 +175,28 @@ def test_a_row_is_coloured_by_its_most_common_verdict():
 
     row = MethodRow("m", "gradient", [], verdicts=Counter(["removed", "over-forgotten", "over-forgotten"]))
     assert row.verdict_label == "over-forgotten" and row.verdict == "over-forgotten 2/3, removed 1/3"
+
+
+def test_the_runner_stores_the_verdict_assess_decides_and_the_table_prints_its_bands(tmp_path):
+    from unlearnkit.adapters import get_adapter
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.evaluation import EvalContext, assess, build_metric
+    from unlearnkit.runs.runner import ExperimentRunner
+    from unlearnkit.verdict import Verdict
+
+    store = Store(tmp_path)
+    exp = Experiment.from_dict({**SPEC, "methods": [{"name": "finetune", "params": {"steps": 2}}]})
+    runner = ExperimentRunner(exp, store, device="cpu", progress=False, log=lambda m: None)
+    record = runner.run()
+    stored = store.load_run(record["tasks"][0]["original_run"])["verdict"]
+    source = load_dataset(exp.dataset.name, **exp.dataset.params)
+    task = runner.build_task(source, exp.forget[0])
+    refs = runner.references(task, source)  # loaded from the store
+    ctx = EvalContext(task, get_adapter(task), device="cpu", seed=exp.task_seed, store=store, progress=False, executor=runner.executor)
+    metrics = [build_metric(m.name, m.params) for m in exp.metrics_for(task.modality)]
+    verdict = assess(refs.original, task, refs, metrics, ctx=ctx).verdict
+    assert Verdict.from_json(stored) == verdict and verdict.bands and verdict.family == len(verdict.bands)
+    text = format_tables(summarize(store, record))
+    assert f"retrain band (R=2 seeds, Bonferroni over {verdict.family} evidence bands): " in text
+    for key, band in verdict.bands.items():
+        assert f"{key} [{band.lo:.3f}, {band.hi:.3f}]" in text

@@ -95,11 +95,11 @@ def assess(
     device: str = "cpu",
     seed: int = 0,
 ) -> Assessment:
-    """Evaluate ``model`` with ``metrics`` (default: the standard battery) and decide its verdict.
+    """Evaluate ``model`` with ``metrics`` (names or built metrics; default: the standard battery) and decide its verdict.
     Reuse one ``ctx`` across models of the same task so the retrained models' outputs are computed once."""
     from ..adapters import get_adapter
 
-    metrics = [build_metric(m) if isinstance(m, str) else m for m in (metrics or default_battery(task.modality))]
+    metrics = [build_metric(m) if isinstance(m, str) else m for m in (default_battery(task.modality) if metrics is None else metrics)]
     ctx = ctx or EvalContext(task, get_adapter(task), device=device, seed=seed)
     results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
     evidence = [e for r in results.values() for e in r.evidence]

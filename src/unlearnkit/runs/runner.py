@@ -23,7 +23,7 @@ from ..cost import Cost, CostMeter
 from ..data.forget import make_task
 from ..data.sources import load_dataset
 from ..errors import UnlearnError
-from ..evaluation import EvalContext, build_metric, evaluate, ks_forget_losses
+from ..evaluation import EvalContext, assess, build_metric
 from ..experiment import Experiment
 from ..io import check_finite_state
 from ..methods import build_method, describe_method
@@ -35,7 +35,6 @@ from .references import build_references
 from ..registry import METRICS
 from ..seeding import np_rng
 from ..types import MetricResult, Task
-from ..verdict import decide
 from .key import SCHEMA_VERSION, code_version, run_key
 from .store import Store
 
@@ -287,17 +286,14 @@ class ExperimentRunner:
             return run_id
         t0 = time.perf_counter()
         ctx.method = method  # attacks that re-run the method under test (U-LiRA, ε-score, KLoM) read it; None = the original
-        results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
-        evidence = [e for r in results.values() for e in r.evidence]
-        verdict = decide(evidence, results.get("noise_floor"), missing=[f"{k}: {v}" for k, v in missing.items()],
-                         tests=ks_forget_losses(model, refs, ctx))
+        assessment = assess(model, task, refs, metrics, ctx=ctx)
         eval_seconds = time.perf_counter() - t0
-        results_json, arrays = split_arrays(results)
+        results_json, arrays = split_arrays(assessment.results)
         record = {
             "schema": SCHEMA_VERSION, "run_id": run_id, "kind": kind, "experiment": exp_id, "key": parts,
             "task": task.describe(),
             "method": {**mdesc, "kind": getattr(method, "kind", "reference"), "paper": getattr(method, "paper", "")},
-            "seed": seed, "results": results_json, "missing": missing, "verdict": verdict.to_json(),
+            "seed": seed, "results": results_json, "missing": assessment.missing, "verdict": assessment.verdict.to_json(),
             "cost": cost.to_json() if cost is not None else None, "eval_seconds": eval_seconds,
             "unlearn_info": info, "environment": environment(), "status": "complete",
         }

@@ -70,3 +70,11 @@ def test_console_script_entry_point(tmp_path):
     assert res.returncode == 0 and "salun" in res.stdout
     res = subprocess.run([str(exe), "run", str(tmp_path / "missing.yaml")], capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_validate_rejects_fewer_than_two_retrained_seeds(tmp_path, capsys):
+    for n in (1, 0):
+        bad = {**SPEC, "references": {"retrain_seeds": n}}
+        assert main(["validate", str(write(tmp_path, bad))]) == 2
+        err = capsys.readouterr().err
+        assert f"references.retrain_seeds must be >= 2 (3 recommended), got {n}" in err and "one retrained model has no spread" in err

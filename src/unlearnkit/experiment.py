@@ -64,8 +64,10 @@ class Experiment:
             raise ConfigError("forget: give at least one forget set.")
         refs = _mapping(d.get("references"), "references", {"retrain_seeds", "original_seed"})
         retrain_seeds = int(refs.get("retrain_seeds", 3))
-        if retrain_seeds < 1:
-            raise ConfigError(f"references.retrain_seeds must be >= 1, got {retrain_seeds}.")
+        if retrain_seeds < 2:
+            raise ConfigError(f"references.retrain_seeds must be >= 2 (3 recommended), got {retrain_seeds}: the verdict compares a "
+                              "model with the seed-to-seed spread of the retrained models, and one retrained model has no spread, "
+                              "so there would be no retrain band and every verdict would be inconclusive.")
         methods_raw = d["methods"]
         if not isinstance(methods_raw, Sequence) or isinstance(methods_raw, str) or not methods_raw:
             raise ConfigError("methods: give a non-empty list of methods.")

@@ -77,4 +77,4 @@ def test_validate_rejects_fewer_than_two_retrained_seeds(tmp_path, capsys):
         bad = {**SPEC, "references": {"retrain_seeds": n}}
         assert main(["validate", str(write(tmp_path, bad))]) == 2
         err = capsys.readouterr().err
-        assert f"references.retrain_seeds must be >= 2 (3 recommended), got {n}" in err and "one retrained model has no spread" in err
+        assert f"references.retrain_seeds must be a whole number >= 2, got {n} (3 recommended)" in err and "one retrained model has no spread" in err

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import UnlearnError
 
@@ -31,9 +32,11 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .runs.runner import run_experiment
     from .runs.summary import format_tables, summarize
 
+    from .device import resolve_device
     from .executor import get_executor
 
     exp = load_experiment(path)
+    resolve_device(args.device if args.device != "auto" else exp.device)  # a bad or missing device fails before the store is touched
     store = _store(args.store)
     executor = get_executor(args.executor, progress=_progress(args))
     print(f"Running experiment {exp.name!r} from {path} into {store.root}/ on the {executor.name} executor "
@@ -68,8 +71,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
             ids = select_forget(source.train, spec, np_rng("validate"), source.n_classes)
             source.train.positions_of(ids)
             print(f"  forget {spec.label()}: {len(ids)} of {len(source.train)} training examples")
+        print(f"  model {exp.model.name}: {_check_model(exp, source)}")
     print("OK")
     return 0
+
+
+def _check_model(exp: Any, source: Any) -> str:
+    """Build the experiment's model for the data's shapes on the meta device (no memory, no weights), so bad model
+    parameters fail at validation, not at run time. Models that load pretrained weights are built at run time only."""
+    import torch
+
+    from .models import build_model
+    from .models.causal_lm import weights_identity
+
+    if exp.model.name in ("smollm2", "causal_lm") or weights_identity(exp.model.name, exp.model.params):
+        return "pretrained weights, loaded at run time"
+    with torch.device("meta"):
+        model = build_model(exp.model.name, tuple(source.input_shape), source.n_outputs, **exp.model.params)
+    return f"{sum(p.numel() for p in model.parameters()):,} parameters"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

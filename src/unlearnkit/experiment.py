@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from .data.forget import ForgetSpec
+from .device import check_device
 from .errors import ConfigError
 from .io import canonical_json
-from .params import Component, component
+from .params import Component, coerce, component
+from .references import check_retrain_seeds
 from .registry import DATASETS, METHODS, METRICS, MODELS, suggest
 from .train import TrainConfig
 from .version import code_version
@@ -63,11 +65,9 @@ class Experiment:
         if not forget_list:
             raise ConfigError("forget: give at least one forget set.")
         refs = _mapping(d.get("references"), "references", {"retrain_seeds", "original_seed"})
-        retrain_seeds = int(refs.get("retrain_seeds", 3))
-        if retrain_seeds < 2:
-            raise ConfigError(f"references.retrain_seeds must be >= 2 (3 recommended), got {retrain_seeds}: the verdict compares a "
-                              "model with the seed-to-seed spread of the retrained models, and one retrained model has no spread, "
-                              "so there would be no retrain band and every verdict would be inconclusive.")
+        retrain_seeds = check_retrain_seeds(coerce(refs.get("retrain_seeds", 3), int, "references.retrain_seeds"), minimum=2, why=(
+            " (3 recommended): the verdict compares a model with the seed-to-seed spread of the retrained models, and one "
+            "retrained model has no spread, so there would be no retrain band and every verdict would be inconclusive"))
         methods_raw = d["methods"]
         if not isinstance(methods_raw, Sequence) or isinstance(methods_raw, str) or not methods_raw:
             raise ConfigError("methods: give a non-empty list of methods.")
@@ -91,10 +91,10 @@ class Experiment:
             methods=tuple(component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
             metrics=None if metrics_raw is None else tuple(component(m, f"metrics[{i}]", METRICS) for i, m in enumerate(metrics_raw)),
             retrain_seeds=retrain_seeds,
-            original_seed=int(refs.get("original_seed", 0)),
+            original_seed=coerce(refs.get("original_seed", 0), int, "references.original_seed"),
             seeds=tuple(seeds),
-            task_seed=int(d.get("task_seed", 0)),
-            device=str(d.get("device", "auto")),
+            task_seed=coerce(d.get("task_seed", 0), int, "task_seed"),
+            device=check_device(d.get("device", "auto")),
             source=source,
         )
         exp.check_components()
@@ -151,12 +151,22 @@ def load_experiment(path: str | Path) -> Experiment:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give the path of an experiment file (.yaml) inside it.")
     if not path.is_file():
         raise ConfigError(f"Experiment file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text (UTF-8) file: undecodable byte at offset {exc.start}; "
+                          "an experiment file is YAML text.") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}.") from None
     return Experiment.from_dict(data, source=str(path))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import MissingReference
+from .errors import ConfigError, MissingReference
 from .models import reset_parameters
 from .seeding import torch_seed
 from .train import TrainConfig
@@ -62,3 +62,28 @@ class References:
                 return self.model_factory()
         original = self.require("original", by)
         return reset_parameters(copy.deepcopy(original), seed)
+
+
+def check_retrain_seeds(value: Any, *, minimum: int = 1, why: str = "") -> int:
+    """The number of retrained reference models, a whole number >= ``minimum``; a ConfigError naming the value (and
+    ``why`` the minimum holds) otherwise. The one check behind experiment files (minimum 2, for the verdict's band) and
+    ``build_references`` (minimum 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"references.retrain_seeds must be a whole number >= {minimum}, got {value!r}{why}.")
+    return value
+
+
+def check_seed_list(seeds: Any, where: str) -> list[int]:
+    """Explicit seeds: a non-empty sequence of distinct integers."""
+    out = list(seeds)
+    if not out or not all(isinstance(s, int) and not isinstance(s, bool) for s in out) or len(set(out)) != len(out):
+        raise ConfigError(f"{where}: give a whole number or a non-empty list of distinct integer seeds, got {seeds!r}.")
+    return out
+
+
+def checked_model(factory: Callable[[], Any]) -> nn.Module:
+    """One model from ``factory``, which must return a ``torch.nn.Module`` (a clear error otherwise)."""
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"The model factory must return a torch.nn.Module, got {type(model).__name__}: {model!r:.80}.")
+    return model

@@ -114,6 +114,10 @@ class TensorData:
             y = torch.as_tensor(np.asarray(y))
         if y is not None and len(y) != len(x):
             raise TaskError(f"Mismatched shapes: {len(x)} inputs but {len(y)} labels.")
+        if fingerprint is None:  # new data (subsets and copies of checked data carry their parent's fingerprint)
+            _check_finite(x, "inputs")
+            if y is not None:
+                _check_finite(y, "labels or targets")
         self.x = x
         self.y = y
         self._fingerprint = fingerprint
@@ -169,6 +173,17 @@ class TensorData:
 
     def to(self, device: str | torch.device) -> TensorData:
         return TensorData(self.x.to(device), None if self.y is None else self.y.to(device), fingerprint=self.fingerprint)
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    """A TaskError naming the first rows of ``t`` that hold NaN or inf (floating-point tensors only)."""
+    if not t.is_floating_point() or len(t) == 0:
+        return
+    ok = torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
+    if not bool(ok.all()):
+        rows = torch.nonzero(~ok).flatten()
+        raise TaskError(f"The {what} contain NaN or infinite values in {len(rows)} of {len(t)} rows, e.g. rows "
+                        f"{rows[:5].tolist()}; clean or drop them before building a Split.")
 
 
 # -------------------------------------------------------------------------------------- splits
@@ -283,8 +298,16 @@ class Task:
         if self.n_classes is not None:
             for split in self.splits().values():
                 labels = split.labels
-                if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu":
+                if labels is None or labels.ndim != 1:
                     continue
+                if labels.dtype.kind not in "iu":
+                    frac = labels[labels != np.round(labels)] if labels.dtype.kind == "f" else labels[:0]
+                    raise TaskError(
+                        f"Task {self.name!r}: a classification task (n_classes={self.n_classes}) needs integer class labels; "
+                        f"split {split.name!r} has dtype {labels.dtype}"
+                        + (f" with fractional values, e.g. {frac[:3].tolist()}" if len(frac) else
+                           " (whole numbers: convert them with y.long())")
+                        + ". For continuous targets use n_classes=None (a regression task).")
                 bad = (labels < 0) | (labels >= self.n_classes)
                 if bad.any():
                     raise TaskError(

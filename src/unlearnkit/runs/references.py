@@ -18,7 +18,7 @@ from ..adapters import get_adapter
 from ..cost import Cost
 from ..executor import LocalExecutor
 from ..io import canonical_json
-from ..references import References
+from ..references import References, check_retrain_seeds, check_seed_list, checked_model
 from ..seeding import derive_seed, torch_seed
 from ..train import TrainConfig, train_model
 from ..types import Split, Task
@@ -75,8 +75,9 @@ def build_references(
     """Train (or load from ``store``) the original model and the retrained models for ``task``; models not in
     the store are trained as independent jobs on ``executor`` (default: in this process)."""
     adapter = get_adapter(task)
-    spec = model_spec if model_spec is not None else str(model_factory())
-    seeds = [retrain_seed(i) for i in range(retrain_seeds)] if isinstance(retrain_seeds, int) else list(retrain_seeds)
+    seeds = [retrain_seed(i) for i in range(check_retrain_seeds(retrain_seeds))] if isinstance(retrain_seeds, int) else \
+        check_seed_list(retrain_seeds, "retrain_seeds")
+    spec = model_spec if model_spec is not None else str(checked_model(model_factory))
     costs: dict[str, Any] = {}
     keys: dict[str, Any] = {}
     executor = executor or LocalExecutor(progress=progress)

@@ -21,6 +21,7 @@ from torch import nn
 from ..adapters import get_adapter
 from ..cost import Cost, CostMeter
 from ..data.forget import make_task
+from ..device import resolve_device
 from ..data.sources import load_dataset
 from ..errors import UnlearnError
 from ..evaluation import EvalContext, assess, build_metric
@@ -39,18 +40,6 @@ from .key import SCHEMA_VERSION, code_version, run_key
 from .store import Store
 
 Log = Callable[[str], None]
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UnlearnError(f"Device {device!r} was requested but CUDA is not available here; use --device cpu.")
-    return device
 
 
 def environment() -> dict[str, Any]:

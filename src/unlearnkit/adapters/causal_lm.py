@@ -31,6 +31,13 @@ def _takes_logits_to_keep(model: nn.Module) -> bool:
     return _forward_accepts(type(base), "logits_to_keep")
 
 
+def _cache_name(model: nn.Module) -> str:
+    """The keyword (and output field) of the key/value cache: ``cache`` in current transformers, ``past_key_values``
+    before it was renamed (the old name still works there, with a deprecation warning on every forward pass)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if _forward_accepts(type(base), "cache") else "past_key_values"
+
+
 @functools.lru_cache(maxsize=64)
 def _forward_accepts(cls: type, name: str) -> bool:
     try:
@@ -187,6 +194,7 @@ class CausalLMAdapter(AdapterBase):
         model.eval()
         out: list[list[int]] = []
         last_only = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}  # the prompt's other logits are never read
+        cache_name = _cache_name(model)
         try:
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
@@ -204,8 +212,8 @@ class CausalLMAdapter(AdapterBase):
                 for _ in range(max_new_tokens):
                     pos = (cur_mask.cumsum(1) - 1).clamp(min=0)
                     o = model(input_ids=cur_ids if past is None else cur_ids[:, -1:], attention_mask=cur_mask,
-                              position_ids=pos if past is None else pos[:, -1:], past_key_values=past, use_cache=True, **last_only)
-                    past = o.past_key_values
+                              position_ids=pos if past is None else pos[:, -1:], use_cache=True, **{cache_name: past}, **last_only)
+                    past = o[cache_name]
                     nxt = o.logits[:, -1].argmax(-1)
                     nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
                     new.append(nxt)

@@ -30,7 +30,7 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .experiment import load_experiment
     from .report import write_report
     from .runs.runner import run_experiment
-    from .runs.summary import format_tables, summarize
+    from .runs.summary import format_tables, sanity_warning, summarize
 
     from .device import resolve_device
     from .executor import get_executor
@@ -46,8 +46,12 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
-    print(format_tables(summarize(store, record)))
+    summaries = summarize(store, record)
+    print(format_tables(summaries))
     report = write_report(store, record, args.report)
+    for s in summaries:
+        if (warning := sanity_warning(s)) is not None:
+            print(f"warning: forget set {s.label}: {warning}", file=sys.stderr)
     print(f"\nexperiment {record['exp_id']}: {record['status']}; HTML report: {report}")
     if record["failures"]:
         print(f"{len(record['failures'])} run(s) failed; see above and the report.", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -49,22 +50,30 @@ class TrainConfig:
     sam_rho: float = 0.0
 
     def __post_init__(self) -> None:
+        for name, kind in (("epochs", float), ("steps", int), ("max_seconds", float), ("batch_size", int), ("lr", float),
+                           ("momentum", float), ("weight_decay", float), ("warmup_steps", int), ("grad_clip", float), ("sam_rho", float)):
+            value = getattr(self, name)
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
+            if not (number or (value is None and name in ("epochs", "steps", "max_seconds", "grad_clip"))):
+                raise ConfigError(f"Training setting {name} must be {'a number' if kind is float else 'a whole number'}, got {value!r}.")
         if not (math.isfinite(self.sam_rho) and self.sam_rho >= 0):
             raise ConfigError(f"sam_rho must be a finite number >= 0, got {self.sam_rho}.")
         if self.steps is None and self.epochs is None:
             raise ConfigError("Training budget: give epochs or steps.")
-        if self.steps is not None and self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}.")
-        if self.epochs is not None and self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}.")
+        # a zero budget or learning rate trains nothing: references that never learned, or a method that is a no-op,
+        # would then pass as "removed"
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1 (no step trains nothing), got {self.steps}.")
+        if self.steps is None and not (self.epochs is not None and math.isfinite(self.epochs) and self.epochs > 0):
+            raise ConfigError(f"epochs must be a finite number > 0 (no epoch trains nothing), got {self.epochs}.")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}.")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.{suggest(str(self.optimizer), set(OPTIMIZERS))}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.{suggest(str(self.schedule), set(SCHEDULES))}")
-        if not (self.lr >= 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a finite number >= 0, got {self.lr}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a finite number > 0 (a zero learning rate trains nothing), got {self.lr}.")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}.")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..runs.store import Store
-from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, summarize, verdict_bands
+from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, sanity_warning, summarize, verdict_bands
 from . import plots
 
 CSS = """
@@ -24,6 +24,7 @@ th,td{border:1px solid #ddd;padding:3px 6px;text-align:right} th{background:#f5f
 .inside{color:#2e7d32}.more{color:#c62828;font-weight:600}.less{color:#6a1b9a;font-weight:600}
 img{max-width:100%;border:1px solid #eee;margin:6px 0} details{margin:4px 0} code{background:#f5f5f5;padding:1px 4px}
 .facts td{text-align:left}
+.alarm{background:#fdecea;border:2px solid #c62828;color:#8e0000;padding:8px 12px;border-radius:4px}
 """
 
 
@@ -171,6 +172,8 @@ def render_report(store: Store, record: Mapping[str, Any]) -> str:
             f"{esc(s['method'])} on {esc(s['task'])} — {esc(s['reason'])}" for s in record["skipped"]) + "</p>")
     for s in summaries:
         body.append(f"<h2>Forget set: {esc(s.label)}</h2>")
+        if (warning := sanity_warning(s)) is not None:
+            body.append(f"<p class='alarm'><b>Not meaningful:</b> {esc(warning)}</p>")
         body.append(_facts(s))
         body.append("<h3>Results and verdicts</h3>")
         body.append(_main_table(s))

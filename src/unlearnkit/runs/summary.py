@@ -158,6 +158,23 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
     return out
 
 
+def sanity_warning(s: TaskSummary) -> str | None:
+    """Why the table of ``s`` is not meaningful, or None: the original model (which saw the forget set) must come out
+    "not forgotten"; when it passes as forgotten the evidence cannot tell it from a retrained model, so a method being
+    "removed" says nothing (e.g. an original that never learned: a zero learning rate or budget, or too little
+    training to memorise)."""
+    if s.original is None:
+        return None
+    label = s.original.get("verdict", {}).get("label")
+    if label == "not forgotten":
+        return None
+    facts = original_facts(s.original, s.task)
+    gap = f" (memorisation gap {facts['gap']:+.3f})" if facts is not None else ""
+    return (f"the original model, which was trained on the forget set, comes out {label!r}, not 'not forgotten'{gap}: the "
+            "evidence cannot tell it from a retrained model, so no verdict in this table is meaningful. Train the original "
+            "until it memorises its training data (more epochs, a larger model or less data), or add stronger evidence.")
+
+
 def verdict_bands(s: TaskSummary) -> tuple[dict[str, Band], int]:
     """The retrain bands the original model's verdict stored, as it used them, and the size of their Bonferroni family
     (retrain bands plus the evidence with a null distribution of its own)."""
@@ -184,6 +201,9 @@ def format_tables(summaries: list[TaskSummary]) -> str:
         lines.append("")
         lines.append(f"== forget set: {s.label} — forget {s.task['splits']['forget']['n']}, retain {s.task['splits']['retain']['n']}, "
                      f"test {s.task['splits']['test']['n']} ==")
+        warning = sanity_warning(s)
+        if warning is not None:
+            lines.append(f"!! NOT MEANINGFUL: {warning}")
         facts = original_facts(s.original, s.task) if s.original is not None else None
         if facts is not None and s.original is not None:
             lines.append(f"original model {facts['unit']}: train {facts['train']:.3f} (forget {facts['forget']:.3f}), test {facts['test']:.3f} — "
@@ -208,6 +228,8 @@ def format_tables(summaries: list[TaskSummary]) -> str:
             lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        if warning is not None:
+            lines.append("!! the verdicts above are not meaningful: see the warning at the top of this table")
         if s.retrain_cost is not None:
             lines.append(f"retraining cost: {s.retrain_cost.wall_seconds:.1f}s, {s.retrain_cost.optimizer_steps} steps "
                          f"(from {s.retrain_cost_source})")

@@ -15,13 +15,23 @@ from unlearnkit.models import build_model, reset_parameters
 def test_roc_summary_matches_sklearn_and_hand_case():
     rng = np.random.default_rng(0)
     m, n = rng.normal(1, 1, 500), rng.normal(0, 1, 700)
-    s = roc_summary(m, n)
+    s = roc_summary(m, n).values
     assert s["auc"] == pytest.approx(roc_auc_score(np.r_[np.ones(500), np.zeros(700)], np.r_[m, n]))
     # hand case: non-members 0..99, members at 98.5: one non-member (99) scores above the members, so
     # AUC = 99/100 pairs ordered, TPR = 1 at FPR 1%, and TPR = 0 at FPR 0.1% (no threshold admits them)
-    hand = roc_summary(np.full(10, 98.5), np.arange(100.0))
-    assert hand["tpr_at_0.01_fpr"] == 1.0 and hand["tpr_at_0.001_fpr"] == 0.0
+    hand = roc_summary(np.full(10, 98.5), np.arange(100.0)).values
+    assert hand["tpr_at_1pct_fpr"] == 1.0 and hand["tpr_at_0.1pct_fpr"] == 0.0
     assert hand["auc"] == pytest.approx(0.99)
+
+
+def test_roc_summary_prefix_names_the_keys_and_changes_no_number():
+    rng = np.random.default_rng(1)
+    m, n = rng.normal(0.5, 1, 300), rng.normal(0, 1, 400)
+    plain, prefixed = roc_summary(m, n), roc_summary(m, n, prefix="loss.")
+    assert list(prefixed.values) == ["loss.auc", "loss.tpr_at_1pct_fpr", "loss.tpr_at_0.1pct_fpr"]
+    assert list(prefixed.values.values()) == list(plain.values.values())
+    assert prefixed.values["loss.auc"] == roc_auc_score(np.r_[np.ones(300), np.zeros(400)], np.r_[m, n])
+    assert prefixed.curve == plain.curve
 
 
 def test_tpr_at_fpr_keeps_collinear_operating_points():
@@ -29,12 +39,12 @@ def test_tpr_at_fpr_keeps_collinear_operating_points():
     # FPR 2/200 = 1% and TPR 10/200, a point on the straight line that scikit-learn's roc_curve drops by default
     members = np.r_[np.full(5, 1.0), np.full(5, 0.95), np.full(5, 0.90), np.zeros(185)]
     nonmembers = np.r_[1.0, 0.95, 0.90, np.full(197, -1.0)]
-    assert roc_summary(members, nonmembers)["tpr_at_0.01_fpr"] == pytest.approx(10 / 200)
+    assert roc_summary(members, nonmembers).values["tpr_at_1pct_fpr"] == pytest.approx(10 / 200)
 
 
 def test_separable_scores_give_auc_one():
-    s = roc_summary(np.arange(100, 200.0), np.arange(0, 100.0))
-    assert s["auc"] == 1.0 and s["tpr_at_0.01_fpr"] == 1.0 and s["tpr_at_0.001_fpr"] == 1.0
+    s = roc_summary(np.arange(100, 200.0), np.arange(0, 100.0)).values
+    assert s["auc"] == 1.0 and s["tpr_at_1pct_fpr"] == 1.0 and s["tpr_at_0.1pct_fpr"] == 1.0
 
 
 def test_mia_auc_half_on_identically_distributed_sets(random_task, random_refs):

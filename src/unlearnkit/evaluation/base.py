@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -89,12 +90,21 @@ class EvalContext:
         return per_model[key]
 
 
-FPR_POINTS = (0.01, 0.001)
+FPR_POINTS = {"1pct": 0.01, "0.1pct": 0.001}  # name in the value keys -> false-positive rate
 
 
-def roc_summary(member_scores: np.ndarray, nonmember_scores: np.ndarray, max_points: int = 200) -> dict[str, Any]:
-    """AUC and TPR at 1% / 0.1% FPR of "score is higher for members" (scikit-learn's ROC), plus a
-    down-sampled curve. TPR at a FPR is the largest TPR whose FPR does not exceed it."""
+@dataclass(frozen=True)
+class ROC:
+    """What ``roc_summary`` returns: the scalars under their final keys, and the down-sampled curve."""
+
+    values: dict[str, float]  # {prefix}auc, {prefix}tpr_at_1pct_fpr, {prefix}tpr_at_0.1pct_fpr
+    curve: dict[str, list[float]]  # fpr, tpr
+
+
+def roc_summary(member_scores: np.ndarray, nonmember_scores: np.ndarray, *, prefix: str = "", max_points: int = 200) -> ROC:
+    """AUC and TPR at 1% / 0.1% FPR of "score is higher for members" (scikit-learn's ROC), keyed ``{prefix}auc``,
+    ``{prefix}tpr_at_1pct_fpr`` and ``{prefix}tpr_at_0.1pct_fpr``, plus a down-sampled curve. TPR at a FPR is the
+    largest TPR whose FPR does not exceed it."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     m = np.asarray(member_scores, dtype=np.float64)
@@ -104,12 +114,11 @@ def roc_summary(member_scores: np.ndarray, nonmember_scores: np.ndarray, max_poi
     y = np.r_[np.ones(len(m)), np.zeros(len(n))]
     s = np.r_[m, n]
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # collinear points dropped by default can be the TPR-at-FPR point
-    out: dict[str, Any] = {"auc": float(roc_auc_score(y, s))}
-    for f in FPR_POINTS:
+    values = {f"{prefix}auc": float(roc_auc_score(y, s))}
+    for name, f in FPR_POINTS.items():
         ok = fpr <= f + 1e-12
-        out[f"tpr_at_{f:g}_fpr"] = float(tpr[ok].max()) if ok.any() else 0.0
+        values[f"{prefix}tpr_at_{name}_fpr"] = float(tpr[ok].max()) if ok.any() else 0.0
     if len(fpr) > max_points:
         idx = np.unique(np.r_[np.linspace(0, len(fpr) - 1, max_points).astype(int), len(fpr) - 1])
         fpr, tpr = fpr[idx], tpr[idx]
-    out["curve"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-    return out
+    return ROC(values=values, curve={"fpr": fpr.tolist(), "tpr": tpr.tolist()})

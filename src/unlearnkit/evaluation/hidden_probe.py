@@ -110,9 +110,9 @@ class HiddenProbe:
                                 folds=self.folds, C=self.C, rng=np_rng("hidden_probe-folds", ctx.seed, task.fingerprint))
         roc = roc_summary(pos, neg)
         accuracy = float((np.sum(pos > 0) + np.sum(neg <= 0)) / (len(pos) + len(neg)))
-        values = {"auc": roc["auc"], "accuracy": accuracy, "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"]}
+        values = {"auc": roc.values["auc"], "accuracy": accuracy, "tpr_at_1pct_fpr": roc.values["tpr_at_1pct_fpr"]}
         info = {"mode": sets.mode, "negatives": "retain" if sets.mode == "class" else "test", "n_per_side": len(pos),
                 "feature_dim": int(self.features(model, sets.positives, ctx).shape[1])}
-        evidence = (Evidence("hidden_probe.auc", roc["auc"], "robustness", "higher", self.floor, strong=True),)
+        evidence = (Evidence("hidden_probe.auc", values["auc"], "robustness", "higher", self.floor, strong=True),)
         return MetricResult(self.name, values, None, {"probe_score.forget_probed": (sets.positives.ids, pos)},
-                            curves={"roc": roc["curve"]}, evidence=evidence, info=info)
+                            curves={"roc": roc.curve}, evidence=evidence, info=info)

@@ -77,10 +77,9 @@ class LabelOnly(_ShadowAttack):
         n_pos = len(targets.pos_ids)
         roc = roc_summary(scores[:n_pos], scores[n_pos:])
         null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
-        values = {"auc": roc["auc"], "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": roc["tpr_at_0.001_fpr"],
-                  "mean_score.forget": float(scores[:n_pos].mean()), "mean_score.nonmember": float(scores[n_pos:].mean())}
-        evidence = (Evidence("label_only.auc", roc["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
+        values = {**roc.values, "mean_score.forget": float(scores[:n_pos].mean()), "mean_score.nonmember": float(scores[n_pos:].mean())}
+        evidence = (Evidence("label_only.auc", values["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
         return MetricResult(self.name, values, None,
                             per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
-                            curves={"roc": roc["curve"]}, evidence=evidence,
+                            curves={"roc": roc.curve}, evidence=evidence,
                             info={"method_under_test": None if ctx.method is None else ctx.method.name, "null_auc_sd": null_sd})

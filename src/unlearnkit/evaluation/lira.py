@@ -238,13 +238,12 @@ class _ShadowAttack:
         n_pos = len(targets.pos_ids)
         roc = roc_summary(scores[:n_pos], scores[n_pos:])
         null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
-        values = {"auc": roc["auc"], "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": roc["tpr_at_0.001_fpr"],
-                  "n_shadows": float(self.n_shadows), "n_targets": float(n_pos)}
-        evidence = (Evidence(f"{self.name}.auc", roc["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
+        values = {**roc.values, "n_shadows": float(self.n_shadows), "n_targets": float(n_pos)}
+        evidence = (Evidence(f"{self.name}.auc", values["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
         return MetricResult(
             self.name, values, None,
             per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
-            curves={"roc": roc["curve"]}, evidence=evidence,
+            curves={"roc": roc.curve}, evidence=evidence,
             info={"method_under_test": None if ctx.method is None else ctx.method.name, "unlearn_set_size": int(targets.unlearn_mask.sum()),
                   "null_auc_sd": null_sd},
         )

@@ -63,11 +63,10 @@ class MIAEfficacy:
         roc = roc_summary(clf.decision_function(forget["p_true"][:, None]), clf.decision_function(nonmembers[:, None]))
         return MetricResult(
             self.name,
-            {"efficacy": efficacy, "attack_train_accuracy": train_acc, "auc": roc["auc"],
-             "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": roc["tpr_at_0.001_fpr"]},
+            {"efficacy": efficacy, "attack_train_accuracy": train_acc, **roc.values},
             None,
             {"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
-            curves={"roc": roc["curve"]},
+            curves={"roc": roc.curve},
             evidence=(Evidence("mia_efficacy.efficacy", efficacy, "forget", "lower", self.floor),),
             info={"n_train_per_side": n, "auc_nonmembers": "held-out test" if len(held_out) else "all test (none held out)"},
         )

@@ -123,11 +123,10 @@ class MIANN:
             attack_features(members["logits"], columns, self.log_probs), attack_features(others["logits"], columns, self.log_probs),
             folds=self.folds, C=self.C, rng=np_rng("mia_nn", ctx.seed, task.fingerprint))
         roc = roc_summary(member_scores, nonmember_scores)
-        values = {"auc": roc["auc"], "tpr_at_1pct_fpr": roc["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": roc["tpr_at_0.001_fpr"],
-                  "neighbour_mass": float(mass[classes].sum())}
+        values = {**roc.values, "neighbour_mass": float(mass[classes].sum())}
         info = {"neighbour_classes": classes, "neighbour_mass": mass[classes].tolist(), "features": "log-probabilities" if self.log_probs
                 else "probabilities", "nonmembers": label, "n_members": len(member_scores), "n_nonmembers": len(nonmember_scores),
                 "n_retrained": len(refs.retrained_seeds)}
         return MetricResult(self.name, values, None, {"attack_score.forget": (members["ids"], member_scores)},
-                            curves={"roc": roc["curve"]}, evidence=(Evidence("mia_nn.auc", roc["auc"], "forget", "higher", self.floor, strong=True),),
+                            curves={"roc": roc.curve}, evidence=(Evidence("mia_nn.auc", values["auc"], "forget", "higher", self.floor, strong=True),),
                             info=info)

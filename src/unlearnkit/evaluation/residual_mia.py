@@ -51,12 +51,12 @@ class ResidualMIA:
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         members = ctx.outputs(model, "forget")
         others = ctx.outputs(model, self.nonmembers)
-        summary = roc_summary(member_score(members), member_score(others))
-        values = {"auc": summary["auc"], "tpr_at_1pct_fpr": summary["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": summary["tpr_at_0.001_fpr"]}
+        roc = roc_summary(member_score(members), member_score(others))
+        values = roc.values
         return MetricResult(
             self.name, values, None,
             per_example={"score.forget": (members["ids"], member_score(members))},
-            curves={"roc": summary["curve"]},
+            curves={"roc": roc.curve},
             evidence=(Evidence("residual_mia.auc", values["auc"], "forget", "higher", self.floor),),
             info={"nonmembers": self.nonmembers, "n_members": len(members["ids"]), "n_nonmembers": len(others["ids"])},
         )

@@ -16,7 +16,7 @@ from ..lm.text import IGNORE
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from ._lm import answer_texts, eos_terminated, min_k, min_k_pp_z, outputs, task_split, token_rows, zlib_bytes
-from .base import EvalContext, register_metric, roc_summary
+from .base import ROC, EvalContext, register_metric, roc_summary
 
 Nonmembers = Literal["test", "holdout"]
 GradNorm = Literal["global", "tensor_mean"]
@@ -48,7 +48,7 @@ class _TextMIA:
         return split
 
     def auc_of(self, ctx: EvalContext, model: nn.Module, task: Task,
-               refs: Any) -> tuple[dict[str, Any], Split, np.ndarray, Split, np.ndarray]:
+               refs: Any) -> tuple[ROC, Split, np.ndarray, Split, np.ndarray]:
         members = self.sample(task_split(task, "forget"), ctx)
         others = self.sample(task_split(task, self.nonmembers), ctx)
         m, n = self.scores(ctx, model, members, refs), self.scores(ctx, model, others, refs)
@@ -59,21 +59,20 @@ class _TextMIA:
     def reference_auc(self, ctx: EvalContext, task: Task, refs: Any) -> tuple[float, str | None]:
         if refs.retrained is None:
             return float("nan"), "no retain model (refs.retrained) to compare with"
-        return self.auc_of(ctx, refs.retrained, task, refs)[0]["auc"], None
+        return self.auc_of(ctx, refs.retrained, task, refs)[0].values["auc"], None
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         for need in getattr(self, "needs", ()):
             refs.require(need, by=f"metric {self.name!r}")
         summary, members, m, others, n = self.auc_of(ctx, model, task, refs)
         ref_auc, note = self.reference_auc(ctx, task, refs)
-        values = {"auc": summary["auc"], "tpr_at_1pct_fpr": summary["tpr_at_0.01_fpr"], "tpr_at_0.1pct_fpr": summary["tpr_at_0.001_fpr"],
-                  "retrained_auc": ref_auc}
+        values = {**summary.values, "retrained_auc": ref_auc}
         per_example = {"score.forget": (members.ids, m), f"score.{self.nonmembers}": (others.ids, n)}
-        evidence = (Evidence(f"{self.name}.auc", summary["auc"], "forget", "higher", self.floor),)
+        evidence = (Evidence(f"{self.name}.auc", values["auc"], "forget", "higher", self.floor),)
         info: dict[str, Any] = {"members": "forget", "nonmembers": self.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
         if note:
             info["note"] = note
-        return MetricResult(self.name, values, None, per_example, {"roc": summary["curve"]}, evidence, info)
+        return MetricResult(self.name, values, None, per_example, {"roc": summary.curve}, evidence, info)
 
 
 @register_metric
@@ -190,7 +189,7 @@ class ReferenceMIA(_TextMIA):
     def reference_auc(self, ctx: EvalContext, task: Task, refs: Any) -> tuple[float, str | None]:
         if len(refs.retrained_seeds) < 2:
             return float("nan"), "retrained_auc needs two retain models (the second scored against the first)"
-        return self.auc_of(ctx, refs.retrained_seeds[1], task, refs)[0]["auc"], None
+        return self.auc_of(ctx, refs.retrained_seeds[1], task, refs)[0].values["auc"], None
 
 
 def grad_norms(ctx: EvalContext, model: nn.Module, split: Split, norm: GradNorm = "global") -> np.ndarray:
@@ -301,7 +300,7 @@ class PrivLeak:
         attack = MinK(k=self.k, nonmembers=self.nonmembers)
         own, members, m, others, n = attack.auc_of(ctx, model, task, refs)
         ref = attack.auc_of(ctx, retrained, task, refs)[0]
-        auc_u, auc_r = own["auc"], ref["auc"]
+        auc_u, auc_r = own.values["auc"], ref.values["auc"]
         privleak = privleak_value(auc_u, auc_r, self.min_reference)
         info: dict[str, Any] = {"attack": f"min_k (k={self.k})", "orientation": "AUC' = 1 - AUC(forget as member)"}
         if not math.isfinite(privleak):

@@ -69,11 +69,9 @@ class ThresholdMIA:
         curves: dict[str, dict[str, list[float]]] = {}
         per_example = {}
         for score in self.scores:
-            summary = roc_summary(SCORES[score](members), SCORES[score](others))
-            values[f"{score}.auc"] = summary["auc"]
-            values[f"{score}.tpr_at_1pct_fpr"] = summary["tpr_at_0.01_fpr"]
-            values[f"{score}.tpr_at_0.1pct_fpr"] = summary["tpr_at_0.001_fpr"]
-            curves[f"roc.{score}"] = summary["curve"]
+            roc = roc_summary(SCORES[score](members), SCORES[score](others), prefix=f"{score}.")
+            values.update(roc.values)
+            curves[f"roc.{score}"] = roc.curve
             per_example[f"{score}.forget"] = (members["ids"], SCORES[score](members))
         evidence = []
         if "loss" in self.scores:

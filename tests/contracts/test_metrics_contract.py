@@ -1,9 +1,11 @@
-"""Every registered metric: builds with defaults, declares higher_is_better and needs, is
-deterministic, returns per-example arrays aligned to split ids, round-trips through JSON, and raises
-MissingReference for each reference it needs."""
+"""Every registered metric: builds with defaults, inherits from the Metric base alone and declares its own name and
+paper, is deterministic, returns per-example arrays aligned to split ids, round-trips through JSON, and raises
+MissingReference for each reference it needs. A metric that declares only name, paper and compute gets the base's
+defaults."""
 
 import dataclasses
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ import pytest
 from unlearnkit import METRICS
 from unlearnkit.adapters import get_adapter
 from unlearnkit.errors import MissingReference
-from unlearnkit.evaluation import EvalContext, build_metric, evaluate
+from unlearnkit.evaluation import EvalContext, Metric, build_metric, evaluate
+from unlearnkit.params import build_component
+from unlearnkit.registry import ADAPTERS
 from unlearnkit.types import MetricResult
 
 NAMES = METRICS.names()
@@ -21,8 +25,8 @@ BATTERY = ["accuracy", "threshold_mia", "mia_efficacy", "relearn"]
 def setting(name, request):
     """(task, refs) for the metric's first modality: fixtures ``<modality>_task`` / ``<modality>_refs``."""
     cls = METRICS.get(name)
-    modality = cls.modalities[0]
-    if modality == "classifier" and "random" not in getattr(cls, "forget_kinds", ("random",)):
+    modality = (cls.modalities or ("classifier",))[0]
+    if modality == "classifier" and "random" not in (cls.forget_kinds or ("random",)):
         return request.getfixturevalue("class_task"), request.getfixturevalue("class_refs")
     return request.getfixturevalue(f"{modality}_task"), request.getfixturevalue(f"{modality}_refs")
 
@@ -34,7 +38,7 @@ COMPANIONS = {"causal_lm": ["answer_prob"]}
 
 def battery(name, modality):
     base = [n for n in COMPANIONS.get(modality, BATTERY)
-            if modality in METRICS.get(n).modalities and "random" in getattr(METRICS.get(n), "forget_kinds", ("random",))]
+            if modality in (METRICS.get(n).modalities or (modality,)) and "random" in (METRICS.get(n).forget_kinds or ("random",))]
     return [build_metric(n) for n in dict.fromkeys(base + [name])]
 
 
@@ -48,8 +52,34 @@ def run(name, task, refs, model):
 def test_defaults_and_declarations(name):
     cls = METRICS.get(name)
     cls()
-    assert hasattr(cls, "higher_is_better") and isinstance(cls.needs, frozenset)
-    assert cls.__doc__ and cls.paper and cls.version and cls.modalities
+    assert cls.__bases__ == (Metric,), "one level of inheritance: share behaviour through functions, not base classes"
+    assert vars(cls)["name"] == name and vars(cls)["paper"] and cls.__doc__
+    assert cls.higher_is_better in (True, False, None) and isinstance(cls.needs, frozenset) and cls.version
+    assert cls.modalities is None or (cls.modalities and set(cls.modalities) <= set(ADAPTERS.names()))
+
+
+@dataclass(frozen=True)
+class Constant(Metric):
+    """A metric that declares nothing but its name, paper and compute."""
+
+    value: float = 1.0
+
+    name = "constant"
+    paper = "none"
+
+    def compute(self, model, task, refs, ctx):
+        return self.result({"value": self.value}, info={"task": task.name})
+
+
+def test_a_metric_declares_only_what_differs_from_the_defaults(random_task, random_refs):
+    assert (Constant.higher_is_better, Constant.needs, Constant.version) == (None, frozenset(), "1")
+    assert (Constant.modalities, Constant.forget_kinds, Constant.noise_floor_skip) == (None, None, False)
+    metric = build_component(Constant, {"value": "2"}, "metric 'constant'")  # type hints resolve through the base
+    assert metric.why_not_applicable(random_task) is None
+    results, missing = evaluate(random_refs.original, random_task, random_refs, [metric], EvalContext(random_task, get_adapter(random_task)))
+    assert not missing and results["constant"] == MetricResult(name="constant", values={"value": 2.0}, info={"task": random_task.name})
+    with pytest.raises(TypeError, match="abstract"):
+        type("NoCompute", (Metric,), {"name": "no_compute", "paper": "none"})()
 
 
 @pytest.mark.parametrize("name", NAMES)

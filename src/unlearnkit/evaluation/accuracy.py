@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import nn
 
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class Accuracy:
+class Accuracy(Metric):
     """Top-1 accuracy on forget / retain / test (UA = 1 − forget accuracy, RA, TA in SalUn's terms;
     Fan et al., ICLR 2024). acc = mean(argmax f(x) = y); higher is better for retain/test, while for
     forget "better" means "as the retrained model", so the verdict compares it to the retrain band."""
 
     floor: float = 0.01
 
-    name: ClassVar[str] = "accuracy"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Fan et al., ICLR 2024 (UA/RA/TA protocol)"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "accuracy"
+    higher_is_better = True
+    paper = "Fan et al., ICLR 2024 (UA/RA/TA protocol)"
+    modalities = ("classifier",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
@@ -41,4 +39,4 @@ class Accuracy:
             Evidence("accuracy.retain", values["retain"], "utility", "higher", self.floor),
             Evidence("accuracy.test", values["test"], "utility", "higher", self.floor),
         )
-        return MetricResult(self.name, values, True, per_example, evidence=evidence)
+        return self.result(values, per_example=per_example, evidence=evidence)

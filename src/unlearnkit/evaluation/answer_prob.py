@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, check_splits, outputs, task_split
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class AnswerProb:
+class AnswerProb(Metric):
     """Answer probability (TOFU, Maini et al. 2024; OpenUnlearning's ``*_Q_A_Prob``): P̄(a|q) = exp(−(1/|a|) Σ_t
     −log p(a_t | q, a_<t)), teacher-forced over the answer tokens including the final EOS; mean over the items of
     forget / retain / test (holdout profiles, never trained) / neighbours (real-world facts). Higher is better
@@ -25,12 +25,10 @@ class AnswerProb:
     splits: tuple[str, ...] = ("forget", "retain", "test", "neighbours")
     floor: float = 0.05  # smallest band half-width (tens of items per split)
 
-    name: ClassVar[str] = "answer_prob"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "answer_prob"
+    higher_is_better = True
+    paper = "Maini et al., TOFU, COLM 2024"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, "answer_prob")
@@ -51,4 +49,4 @@ class AnswerProb:
         for name in ("retain", "neighbours"):
             if name in values:
                 evidence.append(Evidence(f"answer_prob.{name}", values[name], "utility", "higher", self.floor))
-        return MetricResult(self.name, values, True, per_example, evidence=tuple(evidence))
+        return self.result(values, per_example=per_example, evidence=tuple(evidence))

@@ -1,11 +1,12 @@
-"""Metric protocol, evaluation context (cached model outputs), and the shared ROC summary."""
+"""Metric base class, evaluation context (cached model outputs), and the shared ROC summary."""
 
 from __future__ import annotations
 
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -16,22 +17,38 @@ from ..adapters.classifier import softmax_stats  # noqa: F401  (re-exported)
 from ..types import MetricResult, Split, Task
 
 
-@runtime_checkable
-class Metric(Protocol):
-    """A registered piece of evidence: ``compute`` returns scalars, per-example arrays, evidence."""
+class Metric(ABC):
+    """A registered piece of evidence: a frozen dataclass of parameters whose ``compute`` returns scalars,
+    per-example arrays, curves and evidence. A metric declares ``name`` and ``paper`` and, of the other class
+    attributes, only those that differ from the defaults here."""
 
     name: ClassVar[str]
-    higher_is_better: ClassVar[bool | None]
-    needs: ClassVar[frozenset[str]]
     paper: ClassVar[str]
-    version: ClassVar[str]
-    modalities: ClassVar[tuple[str, ...]]
-    # forget sets it applies to; optional, default all ("random", "classes", "ids"). Class-only attacks
-    # (e.g. mia_nn) declare ("classes",) and raise ConfigError on other tasks.
-    # Optional too: ``why_not_applicable(task) -> str | None`` for a metric that needs more of the task's data
-    # (e.g. the truth ratio needs paraphrased and perturbed answers); evaluate() then skips it with that reason.
+    higher_is_better: ClassVar[bool | None] = None  # direction of the values; None: neither (e.g. an attack's AUC)
+    needs: ClassVar[frozenset[str]] = frozenset()  # references compute() requires, e.g. frozenset({"retrained"})
+    version: ClassVar[str] = "1"  # part of every run key: bump it when the metric's numbers change
+    modalities: ClassVar[tuple[str, ...] | None] = None  # task modalities it applies to, e.g. ("classifier",); None: all
+    forget_kinds: ClassVar[tuple[str, ...] | None] = None  # forget sets it applies to, e.g. ("classes",) for mia_nn; None: all
+    noise_floor_skip: ClassVar[bool] = False  # its evidence carries its own null band: noise_floor does not re-run it per seed
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult: ...
+    @abstractmethod
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        """The metric on ``model``: values, per-example arrays aligned to split ids, curves, evidence."""
+
+    def why_not_applicable(self, task: Task) -> str | None:
+        """Why the task lacks data this metric needs (e.g. the truth ratio needs paraphrased and perturbed answers),
+        or None; evaluate() then skips the metric with that reason."""
+        return None
+
+    def require_needs(self, refs: Any) -> None:
+        """Raise MissingReference for the first (sorted) of ``needs`` that ``refs`` lacks."""
+        for need in sorted(self.needs):
+            refs.require(need, by=f"metric {self.name!r}")
+
+    def result(self, values: Mapping[str, float], **fields: Any) -> MetricResult:
+        """A MetricResult under this metric's name and direction; ``fields``: the others by keyword (per_example,
+        curves, evidence, info)."""
+        return MetricResult(name=self.name, values=values, higher_is_better=self.higher_is_better, **fields)
 
 
 def register_metric(cls: type) -> type:

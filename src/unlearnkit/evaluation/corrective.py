@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -20,7 +20,7 @@ from torch import nn
 from ..data.corrective import manipulation_info, manipulation_record
 from ..errors import TaskError
 from ..types import Evidence, MetricResult, Split, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 FULL_RETRAIN_KEY = "retrained_without_all_manipulated"
 NOT_PROVIDED = (f"not provided: put models retrained without every manipulated example in refs.info[{FULL_RETRAIN_KEY!r}] "
@@ -48,7 +48,7 @@ def reference_figures(refs: Any, figure: Any) -> tuple[dict[str, float], dict[st
 
 @register_metric
 @dataclass(frozen=True)
-class CleanAccuracy:
+class CleanAccuracy(Metric):
     """Clean accuracy (Goel et al., Corrective Machine Unlearning, TMLR 2024): acc = mean over the clean test set of
     [argmax f(x) = y]; higher is better. The ``poisoned`` source never touches the test split, so for corrective tasks
     this is the utility the manipulation and its repair are judged by (on other tasks it is plain test accuracy).
@@ -57,12 +57,10 @@ class CleanAccuracy:
 
     floor: float = 0.01
 
-    name: ClassVar[str] = "clean_accuracy"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = PAPER
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "clean_accuracy"
+    higher_is_better = True
+    paper = PAPER
+    modalities = ("classifier",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         def accuracy(m: nn.Module) -> float:
@@ -74,12 +72,12 @@ class CleanAccuracy:
         values.update(ref_values)
         info["corrective_task"] = manipulation_info(task) is not None
         evidence = (Evidence("clean_accuracy", values["clean_accuracy"], "utility", "higher", self.floor),)
-        return MetricResult(self.name, values, True, {"correct.test": (out["ids"], out["correct"])}, evidence=evidence, info=info)
+        return self.result(values, per_example={"correct.test": (out["ids"], out["correct"])}, evidence=evidence, info=info)
 
 
 @register_metric
 @dataclass(frozen=True)
-class BackdoorSuccess:
+class BackdoorSuccess(Metric):
     """Manipulation success (Goel et al., Corrective Machine Unlearning, TMLR 2024): the fraction of probe inputs the
     model classifies as the manipulation's target class. Backdoor: probe = clean test inputs of the non-target classes
     with the trigger stamped (attack success rate); label flip: probe = clean test inputs of the source class
@@ -93,17 +91,15 @@ class BackdoorSuccess:
 
     floor: float = 0.02
 
-    name: ClassVar[str] = "backdoor_success"
-    higher_is_better: ClassVar[bool | None] = False
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = PAPER
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "backdoor_success"
+    higher_is_better = False
+    paper = PAPER
+    modalities = ("classifier",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         setting = manipulation_info(task)
         if setting is None:
-            return MetricResult(self.name, {}, False, info={
+            return self.result({}, info={
                 "not_applicable": "the task records no manipulated training data; build it from the 'poisoned' dataset "
                                   "(make_task copies the manipulation into task.info and task.probes)"})
         split = f"probe:{setting['evidence_probe']}"
@@ -121,7 +117,7 @@ class BackdoorSuccess:
         info.update({"kind": setting["kind"], "target_class": target, "probe": split, "n_probe": len(ctx.split(split))})
         evidence = (Evidence("backdoor_success", values["backdoor_success"], "forget", "higher", self.floor),)
         per_example = {f"hit.{split}": (ctx.outputs(model, split)["ids"], hits(model))}
-        return MetricResult(self.name, values, False, per_example, evidence=evidence, info=info)
+        return self.result(values, per_example=per_example, evidence=evidence, info=info)
 
 
 def without_all_manipulated(task: Task) -> Split:

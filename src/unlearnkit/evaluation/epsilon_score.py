@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -14,7 +14,7 @@ from ..ensembles import logit_confidence
 from ..errors import ConfigError
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 from .lira import retrained_ensemble
 
 EPS_CAP = 50.0
@@ -90,7 +90,7 @@ def bucket_points(eps: np.ndarray, n_models: int, width: float = 0.5) -> np.ndar
 
 @register_metric
 @dataclass(frozen=True)
-class EpsilonScore:
+class EpsilonScore(Metric):
     """NeurIPS 2023 Machine Unlearning Challenge score (Triantafillou et al., arXiv 2406.09073): per forget example,
     ε from the best threshold/interval separating s = log p_y − log(1 − p_y) over N unlearned vs N retrained
     models (δ = 1e-5); points 2^−k for ε in bucket k of width 0.5; F = mean points; score = F ×
@@ -109,13 +109,13 @@ class EpsilonScore:
     seed: int = 0
     floor: float = 0.1
 
-    name: ClassVar[str] = "epsilon_score"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"original", "train_config", "model_factory"})
-    paper: ClassVar[str] = "Triantafillou et al., arXiv 2406.09073"
-    version: ClassVar[str] = "2"  # bump when its numbers change (2: the interval rule predicts the peakier distribution inside)
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
-    noise_floor_skip: ClassVar[bool] = True
+    name = "epsilon_score"
+    higher_is_better = True
+    needs = frozenset({"original", "train_config", "model_factory"})
+    paper = "Triantafillou et al., arXiv 2406.09073"
+    version = "2"  # bump when its numbers change (2: the interval rule predicts the peakier distribution inside)
+    modalities = ("classifier",)
+    noise_floor_skip = True
 
     def __post_init__(self) -> None:
         if self.n_models < 4:
@@ -136,8 +136,7 @@ class EpsilonScore:
         return ctx.shared[key]
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        for need in sorted(self.needs):
-            refs.require(need, by="metric 'epsilon_score'")
+        self.require_needs(refs)
         rng = np_rng("eps-examples", self.seed, task.fingerprint)
         n = min(self.n_examples, len(task.forget))
         forget = task.forget.subset(np.sort(rng.choice(len(task.forget), n, replace=False)), "forget")
@@ -176,5 +175,5 @@ class EpsilonScore:
         # evidence: how much less forgetting quality than two retrained ensembles have between them, signed by the
         # direction of the difference (+: more confident on the forget set, i.e. remembers; −: pushed past retraining)
         evidence = (Evidence("epsilon_score.signed_excess", excess, "forget", "higher", self.floor, strong=True, null_mean=0.0, null_sd=null_sd),)
-        return MetricResult(self.name, values, True, per_example={"epsilon.forget": (forget.ids, eps)}, evidence=evidence,
-                            info={"method_under_test": None if ctx.method is None else ctx.method.name})
+        return self.result(values, per_example={"epsilon.forget": (forget.ids, eps)}, evidence=evidence,
+                           info={"method_under_test": None if ctx.method is None else ctx.method.name})

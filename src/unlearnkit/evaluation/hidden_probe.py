@@ -4,7 +4,7 @@ probe on penultimate features, next to the same probe on the retrained models (v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Split, Task
-from .base import EvalContext, register_metric, roc_summary
+from .base import EvalContext, Metric, register_metric, roc_summary
 
 
 def probe_scores(positives: np.ndarray, negatives: np.ndarray, *, folds: int, C: float,
@@ -47,7 +47,7 @@ class ProbeSets:
 
 @register_metric
 @dataclass(frozen=True)
-class HiddenProbe:
+class HiddenProbe(Metric):
     """Linear probe on hidden representations (probing as in Alain & Bengio, ICLR 2017 workshop; as an
     unlearning check: are the forgotten data still linearly readable from the features, not just the outputs).
 
@@ -69,12 +69,9 @@ class HiddenProbe:
     max_per_side: int = 2000
     floor: float = 0.02
 
-    name: ClassVar[str] = "hidden_probe"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Alain & Bengio, arXiv 1610.01644 (linear probes)"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "hidden_probe"
+    paper = "Alain & Bengio, arXiv 1610.01644 (linear probes)"
+    modalities = ("classifier",)
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -114,5 +111,5 @@ class HiddenProbe:
         info = {"mode": sets.mode, "negatives": "retain" if sets.mode == "class" else "test", "n_per_side": len(pos),
                 "feature_dim": int(self.features(model, sets.positives, ctx).shape[1])}
         evidence = (Evidence("hidden_probe.auc", values["auc"], "robustness", "higher", self.floor, strong=True),)
-        return MetricResult(self.name, values, None, {"probe_score.forget_probed": (sets.positives.ids, pos)},
-                            curves={"roc": roc.curve}, evidence=evidence, info=info)
+        return self.result(values, per_example={"probe_score.forget_probed": (sets.positives.ids, pos)}, curves={"roc": roc.curve},
+                           evidence=evidence, info=info)

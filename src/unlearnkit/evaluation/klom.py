@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -13,7 +13,7 @@ from ..ensembles import logit_confidence
 from ..errors import ConfigError
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 from .epsilon_score import memorisation_shift
 from .lira import cached_ensemble, retrained_ensemble
 
@@ -45,7 +45,7 @@ def margin_kl(unlearned: np.ndarray, oracle: np.ndarray, bins: int = 20, clip: f
 
 @register_metric
 @dataclass(frozen=True)
-class KLoM:
+class KLoM(Metric):
     """KLoM — KL divergence of margins (Georgiev et al., Attribute-to-Delete: Machine Unlearning via Datamodel
     Matching, arXiv 2410.23232, App. E.1): per example, KL(unlearned ‖ retrained) between the histograms
     (20 bins, margins clipped to ±100, the retrained side floored at 1e-5, as the released code does) of the
@@ -63,13 +63,13 @@ class KLoM:
     seed: int = 0
     floor: float = 0.25
 
-    name: ClassVar[str] = "klom"
-    higher_is_better: ClassVar[bool | None] = False
-    needs: ClassVar[frozenset[str]] = frozenset({"train_config", "model_factory"})
-    paper: ClassVar[str] = "Georgiev et al., arXiv 2410.23232"
-    version: ClassVar[str] = "3"  # bump when its numbers change (2: KL(unlearned ‖ retrained), was the reverse; 3: epsilon_score's retrained ensembles)
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
-    noise_floor_skip: ClassVar[bool] = True
+    name = "klom"
+    higher_is_better = False
+    needs = frozenset({"train_config", "model_factory"})
+    paper = "Georgiev et al., arXiv 2410.23232"
+    version = "3"  # bump when its numbers change (2: KL(unlearned ‖ retrained), was the reverse; 3: epsilon_score's retrained ensembles)
+    modalities = ("classifier",)
+    noise_floor_skip = True
 
     def __post_init__(self) -> None:
         if self.n_models < 4 or self.bins < 2:
@@ -93,8 +93,7 @@ class KLoM:
         return ctx.shared[key]
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        for need in sorted(self.needs):
-            refs.require(need, by="metric 'klom'")
+        self.require_needs(refs)
         rng = np_rng("klom-examples", self.seed, task.fingerprint)
         groups = {}
         for name in ("forget", "retain", "test"):
@@ -127,5 +126,5 @@ class KLoM:
         values["forget.signed_excess"] = (values["forget.median"] - values["forget.reference_median"]) * (1.0 if shift >= 0 else -1.0)
         evidence = (Evidence("klom.forget.signed_excess", values["forget.signed_excess"], "forget", "higher", self.floor,
                              strong=True, null_mean=0.0, null_sd=null_sd),)
-        return MetricResult(self.name, values, False, per_example, evidence=evidence,
-                            info={"method_under_test": None if ctx.method is None else ctx.method.name, "n_models": self.n_models})
+        return self.result(values, per_example=per_example, evidence=evidence,
+                           info={"method_under_test": None if ctx.method is None else ctx.method.name, "n_models": self.n_models})

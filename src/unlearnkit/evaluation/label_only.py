@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,13 +12,13 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric, roc_summary
-from .lira import _ShadowAttack, auc_null_sd, unlearned_shadows
+from .base import EvalContext, Metric, register_metric, roc_summary
+from .lira import SHADOW_NEEDS, auc_null_sd, check_shadow_counts, shadow_set, unlearned_shadows
 
 
 @register_metric
 @dataclass(frozen=True)
-class LabelOnly(_ShadowAttack):
+class LabelOnly(Metric):
     """Label-only membership inference on unlearned models (Apollo; Tang, Joshi, Kundu, arXiv 2506.09923): only the
     target's top-1 label is observed. For each target x, projected signed-gradient steps inside an L∞ ball of radius
     ``epsilon`` (input units) maximise the mean loss of the shadows that never saw x minus that of the shadows that
@@ -29,24 +29,27 @@ class LabelOnly(_ShadowAttack):
 
     n_shadows: int = 8
     n_targets: int = 200
+    fixed_variance: bool = True  # LiRA's parameter, unused by this attack (kept so that configs setting it still build)
+    seed: int = 0
+    floor: float = 0.02
     epsilon: float = 0.5
     steps: int = 20
     step_size: float = 0.05
 
-    name: ClassVar[str] = "label_only"
-    paper: ClassVar[str] = "Tang, Joshi & Kundu, arXiv 2506.09923 (Apollo)"
-    version: ClassVar[str] = "1"
-    unlearn_shadows: ClassVar[bool] = True
+    name = "label_only"
+    needs = SHADOW_NEEDS
+    paper = "Tang, Joshi & Kundu, arXiv 2506.09923 (Apollo)"
+    modalities = ("classifier",)
+    noise_floor_skip = True
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_shadow_counts(self.name, self.n_shadows, self.n_targets)
         if self.epsilon <= 0 or self.steps < 1 or self.step_size <= 0:
             raise ConfigError("label_only: epsilon, steps and step_size must be positive.")
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        for need in sorted(self.needs):
-            refs.require(need, by="metric 'label_only'")
-        shadows, targets = self.shadows(task, refs, ctx)
+        self.require_needs(refs)
+        shadows, targets = shadow_set(task, refs, ctx, self.n_shadows, self.n_targets, self.seed)
         models = unlearned_shadows(shadows, targets, task, refs, ctx, self.seed)
         ids = np.concatenate([targets.pos_ids, targets.neg_ids])
         sub = targets.pool.select_ids(ids, "targets")
@@ -79,7 +82,7 @@ class LabelOnly(_ShadowAttack):
         null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
         values = {**roc.values, "mean_score.forget": float(scores[:n_pos].mean()), "mean_score.nonmember": float(scores[n_pos:].mean())}
         evidence = (Evidence("label_only.auc", values["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
-        return MetricResult(self.name, values, None,
-                            per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
-                            curves={"roc": roc.curve}, evidence=evidence,
-                            info={"method_under_test": None if ctx.method is None else ctx.method.name, "null_auc_sd": null_sd})
+        return self.result(values,
+                           per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
+                           curves={"roc": roc.curve}, evidence=evidence,
+                           info={"method_under_test": None if ctx.method is None else ctx.method.name, "null_auc_sd": null_sd})

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from ..io import canonical_json
 from ..version import code_version
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
-from .base import EvalContext, register_metric, roc_summary
+from .base import EvalContext, Metric, register_metric, roc_summary
 
 
 def auc_null_sd(n_pos: int, n_neg: int) -> float:
@@ -193,82 +193,101 @@ def gaussian_log_ratio(phi: np.ndarray, stats: np.ndarray, inside: np.ndarray, f
     return log_in - log_out
 
 
+SHADOW_NEEDS = frozenset({"train_config", "model_factory"})  # the shadows are trained like the original
+
+
+def check_shadow_counts(metric: str, n_shadows: int, n_targets: int) -> None:
+    if n_shadows < 4:
+        raise ConfigError(f"{metric}: n_shadows must be >= 4 (each target needs two 'in' and two 'out' shadows), got {n_shadows}.")
+    if n_targets < 2:
+        raise ConfigError(f"{metric}: n_targets must be >= 2, got {n_targets}.")
+
+
+def shadow_set(task: Task, refs: Any, ctx: EvalContext, n_shadows: int, n_targets: int, seed: int) -> tuple[ShadowSet, Targets]:
+    """The attack's targets, and ``n_shadows`` shadows trained on balanced halves of their pool (cached)."""
+    targets = choose_targets(task, ctx, n_targets, seed)
+    membership = balanced_memberships(n_shadows, len(targets.pool), derive_seed(seed, "lira-membership", task.train.fingerprint))
+    models = cached_ensemble(ctx, refs, targets.pool, membership, derive_seed(seed, "lira-shadows"), "shadow")
+    return ShadowSet(targets.pool, membership, models), targets
+
+
+def likelihood_ratio_attack(metric: LiRA | ULiRA, model: nn.Module, task: Task, refs: Any, ctx: EvalContext, *,
+                            unlearn_shadows: bool) -> MetricResult:
+    """LiRA's scores of ``model`` on the targets, against the shadows (after unlearning U when ``unlearn_shadows``)."""
+    metric.require_needs(refs)
+    shadows, targets = shadow_set(task, refs, ctx, metric.n_shadows, metric.n_targets, metric.seed)
+    models = unlearned_shadows(shadows, targets, task, refs, ctx, metric.seed) if unlearn_shadows else shadows.models
+    ids = np.concatenate([targets.pos_ids, targets.neg_ids])
+    sub = targets.pool.select_ids(ids, "targets")
+    labels = sub.labels
+
+    def phi_of(m: nn.Module) -> np.ndarray:
+        return logit_confidence(ctx.adapter.outputs(m, sub, batch_size=ctx.batch_size, device=ctx.device)["logits"], labels)
+
+    stats = np.stack([phi_of(m) for m in models])  # (K, n)
+    inside = shadows.member_mask(ids)
+    scores = gaussian_log_ratio(phi_of(model), stats, inside, metric.fixed_variance)
+    n_pos = len(targets.pos_ids)
+    roc = roc_summary(scores[:n_pos], scores[n_pos:])
+    null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
+    values = {**roc.values, "n_shadows": float(metric.n_shadows), "n_targets": float(n_pos)}
+    evidence = (Evidence(f"{metric.name}.auc", values["auc"], "forget", "higher", metric.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
+    return metric.result(
+        values,
+        per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
+        curves={"roc": roc.curve}, evidence=evidence,
+        info={"method_under_test": None if ctx.method is None else ctx.method.name, "unlearn_set_size": int(targets.unlearn_mask.sum()),
+              "null_auc_sd": null_sd},
+    )
+
+
+@register_metric
 @dataclass(frozen=True)
-class _ShadowAttack:
+class LiRA(Metric):
+    """Likelihood-ratio membership attack (Carlini et al., Membership Inference Attacks From First Principles, S&P 2022),
+    per example with K shadow models; AUC of forget (unlearned members) vs non-members and TPR at 1% / 0.1% FPR.
+    An unlearned model should look like a model that never trained on its forget set: AUC ≈ 0.5."""
+
     n_shadows: int = 16
     n_targets: int = 500
     fixed_variance: bool = True
     seed: int = 0
     floor: float = 0.02
 
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"train_config", "model_factory"})
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
-    noise_floor_skip: ClassVar[bool] = True  # evidence carries its own null band
-    unlearn_shadows: ClassVar[bool] = False
-    name: ClassVar[str] = ""
+    name = "lira"
+    needs = SHADOW_NEEDS
+    paper = "Carlini et al., S&P 2022"
+    modalities = ("classifier",)
+    noise_floor_skip = True
 
     def __post_init__(self) -> None:
-        if self.n_shadows < 4:
-            raise ConfigError(f"{self.name}: n_shadows must be >= 4 (each target needs two 'in' and two 'out' shadows), got {self.n_shadows}.")
-        if self.n_targets < 2:
-            raise ConfigError(f"{self.name}: n_targets must be >= 2, got {self.n_targets}.")
-
-    def shadows(self, task: Task, refs: Any, ctx: EvalContext) -> tuple[ShadowSet, Targets]:
-        targets = choose_targets(task, ctx, self.n_targets, self.seed)
-        membership = balanced_memberships(self.n_shadows, len(targets.pool), derive_seed(self.seed, "lira-membership", task.train.fingerprint))
-        models = cached_ensemble(ctx, refs, targets.pool, membership, derive_seed(self.seed, "lira-shadows"), "shadow")
-        return ShadowSet(targets.pool, membership, models), targets
+        check_shadow_counts(self.name, self.n_shadows, self.n_targets)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        for need in sorted(self.needs):
-            refs.require(need, by=f"metric {self.name!r}")
-        shadows, targets = self.shadows(task, refs, ctx)
-        models = unlearned_shadows(shadows, targets, task, refs, ctx, self.seed) if self.unlearn_shadows else shadows.models
-        ids = np.concatenate([targets.pos_ids, targets.neg_ids])
-        sub = targets.pool.select_ids(ids, "targets")
-        labels = sub.labels
-
-        def phi_of(m: nn.Module) -> np.ndarray:
-            return logit_confidence(ctx.adapter.outputs(m, sub, batch_size=ctx.batch_size, device=ctx.device)["logits"], labels)
-
-        stats = np.stack([phi_of(m) for m in models])  # (K, n)
-        inside = shadows.member_mask(ids)
-        scores = gaussian_log_ratio(phi_of(model), stats, inside, self.fixed_variance)
-        n_pos = len(targets.pos_ids)
-        roc = roc_summary(scores[:n_pos], scores[n_pos:])
-        null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
-        values = {**roc.values, "n_shadows": float(self.n_shadows), "n_targets": float(n_pos)}
-        evidence = (Evidence(f"{self.name}.auc", values["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
-        return MetricResult(
-            self.name, values, None,
-            per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
-            curves={"roc": roc.curve}, evidence=evidence,
-            info={"method_under_test": None if ctx.method is None else ctx.method.name, "unlearn_set_size": int(targets.unlearn_mask.sum()),
-                  "null_auc_sd": null_sd},
-        )
+        return likelihood_ratio_attack(self, model, task, refs, ctx, unlearn_shadows=False)
 
 
 @register_metric
 @dataclass(frozen=True)
-class LiRA(_ShadowAttack):
-    """Likelihood-ratio membership attack (Carlini et al., Membership Inference Attacks From First Principles, S&P 2022),
-    per example with K shadow models; AUC of forget (unlearned members) vs non-members and TPR at 1% / 0.1% FPR.
-    An unlearned model should look like a model that never trained on its forget set: AUC ≈ 0.5."""
-
-    name: ClassVar[str] = "lira"
-    paper: ClassVar[str] = "Carlini et al., S&P 2022"
-    version: ClassVar[str] = "1"
-
-
-@register_metric
-@dataclass(frozen=True)
-class ULiRA(_ShadowAttack):
+class ULiRA(Metric):
     """U-LiRA (Hayes, Shumailov, Triantafillou, Khalifa, Papernot, Inexact Unlearning Needs More Careful Evaluations
     to Avoid a False Sense of Privacy, SaTML 2025): LiRA whose "in" shadows were trained on x and then unlearned it
     with the method under test; AUC ≈ 0.5 means the unlearned model is indistinguishable from never having seen x."""
 
-    unlearn_shadows: ClassVar[bool] = True
-    name: ClassVar[str] = "u_lira"
-    paper: ClassVar[str] = "Hayes et al., SaTML 2025"
-    version: ClassVar[str] = "1"
+    n_shadows: int = 16
+    n_targets: int = 500
+    fixed_variance: bool = True
+    seed: int = 0
+    floor: float = 0.02
+
+    name = "u_lira"
+    needs = SHADOW_NEEDS
+    paper = "Hayes et al., SaTML 2025"
+    modalities = ("classifier",)
+    noise_floor_skip = True
+
+    def __post_init__(self) -> None:
+        check_shadow_counts(self.name, self.n_shadows, self.n_targets)
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return likelihood_ratio_attack(self, model, task, refs, ctx, unlearn_shadows=True)

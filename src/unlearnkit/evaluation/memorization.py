@@ -3,9 +3,10 @@ verbatim memorisation (greedy continuation of a prefix, ROUGE-L F1) of the answe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -14,37 +15,32 @@ from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
 from ._lm import (check_splits, exact_memorization, extraction_strength, greedy, outputs, prompts_and_answers, rouge_l, task_split,
                   text_data, token_rows)
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
-class _TokenMemo:
-    """Shared compute of the teacher-forced argmax memorisation scores: ``score(correct)`` per item."""
-
-    splits: tuple[str, ...]
-    floor: float
-    name: ClassVar[str]
-
-    def score(self, correct: np.ndarray) -> float:  # pragma: no cover - overridden
-        raise TypeError(f"{type(self).__name__} must define score()")
-
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        values: dict[str, float] = {}
-        per_example = {}
-        for name in self.splits:
-            split = task_split(task, name, required=name in ("forget", "retain", "test"))
-            if split is None:
-                continue
-            rows = token_rows(outputs(ctx, model, split), "token_correct", split, drop_eos=True)
-            s = np.asarray([self.score(c) for c in rows], dtype=np.float64)
-            values[name] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
-            per_example[f"score.{name}"] = (split.ids, s)
-        evidence = (Evidence(f"{self.name}.forget", values["forget"], "forget", "higher", self.floor),) if "forget" in values else ()
-        return MetricResult(self.name, values, None, per_example, evidence=evidence)
+def token_memorization(metric: ExactMemorization | ExtractionStrength, score: Callable[[np.ndarray], float], model: nn.Module,
+                       task: Task, ctx: EvalContext) -> MetricResult:
+    """A teacher-forced argmax memorisation score, ``score(correct)`` per item, on each of ``metric.splits``; the forget
+    mean is the evidence."""
+    values: dict[str, float] = {}
+    per_example = {}
+    for name in metric.splits:
+        split = task_split(task, name, required=name in ("forget", "retain", "test"))
+        if split is None:
+            continue
+        rows = token_rows(outputs(ctx, model, split), "token_correct", split, drop_eos=True)
+        s = np.asarray([score(c) for c in rows], dtype=np.float64)
+        values[name] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+        per_example[f"score.{name}"] = (split.ids, s)
+    evidence = ()
+    if "forget" in values:
+        evidence = (Evidence(f"{metric.name}.forget", values["forget"], "forget", "higher", metric.floor),)
+    return metric.result(values, per_example=per_example, evidence=evidence)
 
 
 @register_metric
 @dataclass(frozen=True)
-class ExactMemorization(_TokenMemo):
+class ExactMemorization(Metric):
     """Exact memorisation (Tirumala et al., NeurIPS 2022; OpenUnlearning's EM): per item the fraction of answer
     positions where the teacher-forced argmax equals the label, mean over items. The final EOS position is
     excluded (OpenUnlearning PR #101)."""
@@ -52,23 +48,20 @@ class ExactMemorization(_TokenMemo):
     splits: tuple[str, ...] = ("forget", "retain")
     floor: float = 0.05  # smallest band half-width (tens of items per split)
 
-    name: ClassVar[str] = "exact_memorization"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Tirumala et al., NeurIPS 2022"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "exact_memorization"
+    paper = "Tirumala et al., NeurIPS 2022"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, self.name)
 
-    def score(self, correct: np.ndarray) -> float:
-        return exact_memorization(correct)
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return token_memorization(self, exact_memorization, model, task, ctx)
 
 
 @register_metric
 @dataclass(frozen=True)
-class ExtractionStrength(_TokenMemo):
+class ExtractionStrength(Metric):
     """Extraction strength (Carlini et al., ICLR 2023 as used by OpenUnlearning's ES): per item 1 − k*/|y|, k* the
     smallest k such that the teacher-forced argmax equals the labels on the whole suffix y[k:]; k* = |y| when even
     the last token is wrong, so ES is exactly 0 then (OpenUnlearning's loop stops at |y|−1 and never reaches 0) and
@@ -77,18 +70,15 @@ class ExtractionStrength(_TokenMemo):
     splits: tuple[str, ...] = ("forget", "retain")
     floor: float = 0.05  # smallest band half-width (tens of items per split)
 
-    name: ClassVar[str] = "extraction_strength"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Carlini et al., ICLR 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "extraction_strength"
+    paper = "Carlini et al., ICLR 2023"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, self.name)
 
-    def score(self, correct: np.ndarray) -> float:
-        return extraction_strength(correct)
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return token_memorization(self, extraction_strength, model, task, ctx)
 
 
 def corpus_passages(path: str | Path, codec: Any, passage_tokens: int, max_passages: int) -> list[list[int]]:
@@ -122,7 +112,7 @@ def corpus_passages(path: str | Path, codec: Any, passage_tokens: int, max_passa
 
 @register_metric
 @dataclass(frozen=True)
-class VerbatimMemorization:
+class VerbatimMemorization(Metric):
     """Verbatim memorisation (MUSE VerbMem, Shi et al. 2024): the model is given the question plus the first
     ⌊``prefix_fraction``·|y|⌋ tokens of each forget answer (EOS excluded), greedily continues for as many tokens as
     the true continuation has (cut at EOS), and scores ROUGE-L F1 (rouge_score; stemmer off as in MUSE) against the
@@ -145,12 +135,9 @@ class VerbatimMemorization:
     max_passages: int = 100
     floor: float = 0.05  # smallest band half-width (tens of items per split)
 
-    name: ClassVar[str] = "verbatim_memorization"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Shi et al., MUSE, arXiv 2407.06460"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "verbatim_memorization"
+    paper = "Shi et al., MUSE, arXiv 2407.06460"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, self.name)
@@ -206,4 +193,4 @@ class VerbatimMemorization:
         if self.corpus_path is not None:
             info["corpus"] = {"path": str(self.corpus_path), "passages": len(curves["corpus"]["passage"]),
                               "passage_tokens": self.passage_tokens}
-        return MetricResult(self.name, values, None, per_example, curves, evidence, info)
+        return self.result(values, per_example=per_example, curves=curves, evidence=evidence, info=info)

@@ -4,7 +4,7 @@ set predicted non-member."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -12,12 +12,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric, roc_summary
+from .base import EvalContext, Metric, register_metric, roc_summary
 
 
 @register_metric
 @dataclass(frozen=True)
-class MIAEfficacy:
+class MIAEfficacy(Metric):
     """MIA-Efficacy (Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023, App. C.3;
     SalUn): an RBF SVC (C=3, gamma="auto") on the true-class confidence p(y|x), trained on retain
     examples (member) vs test examples (non-member), applied to the forget set;
@@ -30,12 +30,9 @@ class MIAEfficacy:
     C: float = 3.0
     floor: float = 0.02
 
-    name: ClassVar[str] = "mia_efficacy"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Jia et al., NeurIPS 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "mia_efficacy"
+    paper = "Jia et al., NeurIPS 2023"
+    modalities = ("classifier",)
 
     def __post_init__(self) -> None:
         if self.max_train < 2:
@@ -61,11 +58,9 @@ class MIAEfficacy:
         held_out = np.setdiff1d(np.arange(len(test)), neg_idx)
         nonmembers = test[held_out] if len(held_out) else test
         roc = roc_summary(clf.decision_function(forget["p_true"][:, None]), clf.decision_function(nonmembers[:, None]))
-        return MetricResult(
-            self.name,
+        return self.result(
             {"efficacy": efficacy, "attack_train_accuracy": train_acc, **roc.values},
-            None,
-            {"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
+            per_example={"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
             curves={"roc": roc.curve},
             evidence=(Evidence("mia_efficacy.efficacy", efficacy, "forget", "lower", self.floor),),
             info={"n_train_per_side": n, "auc_nonmembers": "held-out test" if len(held_out) else "all test (none held out)"},

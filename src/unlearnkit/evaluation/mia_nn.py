@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax
@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric, roc_summary
+from .base import EvalContext, Metric, register_metric, roc_summary
 from .threshold_mia import nonmember_outputs
 
 
@@ -59,7 +59,7 @@ def cross_validated_attack_scores(members: np.ndarray, nonmembers: np.ndarray, *
 
 @register_metric
 @dataclass(frozen=True)
-class MIANN:
+class MIANN(Metric):
     """Membership inference via nearest-neighbour classes, MIA-NN (Ebrahimpour-Boroojeny, Wang & Sundaram,
     On the Necessity of Output Distribution Reweighting for Effective Class Unlearning, arXiv 2506.20893).
 
@@ -86,13 +86,11 @@ class MIANN:
     log_probs: bool = True
     floor: float = 0.03
 
-    name: ClassVar[str] = "mia_nn"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Ebrahimpour-Boroojeny, Wang & Sundaram, arXiv 2506.20893"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
-    forget_kinds: ClassVar[tuple[str, ...]] = ("classes",)
+    name = "mia_nn"
+    needs = frozenset({"retrained"})
+    paper = "Ebrahimpour-Boroojeny, Wang & Sundaram, arXiv 2506.20893"
+    modalities = ("classifier",)
+    forget_kinds = ("classes",)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -127,6 +125,6 @@ class MIANN:
         info = {"neighbour_classes": classes, "neighbour_mass": mass[classes].tolist(), "features": "log-probabilities" if self.log_probs
                 else "probabilities", "nonmembers": label, "n_members": len(member_scores), "n_nonmembers": len(nonmember_scores),
                 "n_retrained": len(refs.retrained_seeds)}
-        return MetricResult(self.name, values, None, {"attack_score.forget": (members["ids"], member_scores)},
-                            curves={"roc": roc.curve}, evidence=(Evidence("mia_nn.auc", values["auc"], "forget", "higher", self.floor, strong=True),),
-                            info=info)
+        evidence = (Evidence("mia_nn.auc", values["auc"], "forget", "higher", self.floor, strong=True),)
+        return self.result(values, per_example={"attack_score.forget": (members["ids"], member_scores)}, curves={"roc": roc.curve},
+                           evidence=evidence, info=info)

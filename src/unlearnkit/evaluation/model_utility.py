@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -12,12 +12,12 @@ from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
 from ._lm import (answer_prob, greedy_answers, normalised_prob, outputs, qa_records_missing, rouge_l, task_split,
                   true_tr_score, truth_ratios)
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class ModelUtility:
+class ModelUtility(Metric):
     """Model utility (TOFU, Maini et al. 2024): scipy.stats.hmean of {answer probability, ROUGE-L recall, truth-ratio
     score mean max(0, 1 − tr)} on the retain set and on the neighbour facts, 6 numbers (TOFU's 9 = retain, real
     authors, world facts; the neighbour probe stands for the last two). On the neighbours the probability is
@@ -29,12 +29,10 @@ class ModelUtility:
     max_new_tokens: int = 32
     floor: float = 0.02
 
-    name: ClassVar[str] = "model_utility"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "model_utility"
+    higher_is_better = True
+    paper = "Maini et al., TOFU, COLM 2024"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -69,4 +67,4 @@ class ModelUtility:
         info = {"components": sorted(components)}
         if neighbours is None:
             info["note"] = "the task has no neighbours probe: the harmonic mean is over the retain components only"
-        return MetricResult(self.name, values, True, per_example, evidence=evidence, info=info)
+        return self.result(values, per_example=per_example, evidence=evidence, info=info)

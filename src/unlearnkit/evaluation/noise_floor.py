@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -11,12 +11,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..types import MetricResult, Task
 from ..verdict import seed_spread
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class NoiseFloor:
+class NoiseFloor(Metric):
     """Retrain noise floor (the seed-to-seed spread of retraining, as used for calibration in
     Triantafillou et al., NeurIPS 2023 Machine Unlearning Challenge report, arXiv 2406.09073).
 
@@ -28,12 +28,10 @@ class NoiseFloor:
 
     alpha: float = 0.05
 
-    name: ClassVar[str] = "noise_floor"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained_seeds"})
-    paper: ClassVar[str] = "Triantafillou et al., arXiv 2406.09073"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
+    name = "noise_floor"
+    needs = frozenset({"retrained_seeds"})
+    paper = "Triantafillou et al., arXiv 2406.09073"
+    modalities = ("classifier", "regression", "causal_lm")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:

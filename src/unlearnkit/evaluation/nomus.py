@@ -4,7 +4,7 @@ loss-based membership attack is to chance. Reported only: it is not evidence for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..seeding import np_rng
 from ..types import MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 from .threshold_mia import nonmember_outputs
 
 
@@ -52,7 +52,7 @@ def loss_mia_accuracy(member_losses: np.ndarray, nonmember_losses: np.ndarray, *
 
 @register_metric
 @dataclass(frozen=True)
-class NoMUS:
+class NoMUS(Metric):
     """NoMUS, normalised machine-unlearning score (Choi & Na, Towards Machine Unlearning Benchmarks: Forgetting
     the Personal Identities in Facial Recognition Systems, AAAI-24 PPAI workshop, arXiv 2311.02240):
     NoMUS = λ·Acc_test + (1 − λ)·(1 − 2·|MIA_acc − 0.5|), λ = ``utility_weight`` = 0.5; higher is better.
@@ -75,12 +75,10 @@ class NoMUS:
     n_splits: int = 10
     test_size: float = 0.1
 
-    name: ClassVar[str] = "nomus"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Choi & Na, arXiv 2311.02240 (MUFAC/MUCAC)"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "nomus"
+    higher_is_better = True
+    paper = "Choi & Na, arXiv 2311.02240 (MUFAC/MUCAC)"
+    modalities = ("classifier",)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.utility_weight <= 1.0:
@@ -111,4 +109,4 @@ class NoMUS:
                   "forgetting_score": abs(mia - 0.5), "test_accuracy": test_accuracy}
         info = {"nonmembers": nonmember_label, "utility": utility_label, "split_accuracies": accuracies,
                 "n_per_side": min(len(members), len(others["loss"])), "evidence": "none (reported only)"}
-        return MetricResult(self.name, values, True, info=info)
+        return self.result(values, info=info)

@@ -4,7 +4,7 @@ under the paraphrased question, next to the retain model's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..lm.text import TokenData
 from ..types import Evidence, MetricResult, Split, Task
 from ._lm import answer_prob, check_splits, greedy_answers, outputs, qa_records_missing, rouge_l, task_split, text_data
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 _CACHE: dict[str, Split] = {}
 
@@ -32,7 +32,7 @@ def paraphrased_question(split: Split) -> Split:
 
 @register_metric
 @dataclass(frozen=True)
-class ParaphraseProbe:
+class ParaphraseProbe(Metric):
     """Paraphrase probe (RWKU's rephrased probes, Jin et al., NeurIPS 2024 D&B; TOFU's paraphrased questions): the
     original answer's probability P̄(a | q') and the ROUGE-L recall of the greedy answer to q' against a, where q' is
     the paraphrased question; for forget (and retain, for context), next to the mean over the retain models.
@@ -47,12 +47,10 @@ class ParaphraseProbe:
     max_new_tokens: int = 32
     floor: float = 0.05  # smallest band half-width (tens of items per split)
 
-    name: ClassVar[str] = "paraphrase_probe"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Jin et al., RWKU, NeurIPS 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "paraphrase_probe"
+    needs = frozenset({"retrained"})
+    paper = "Jin et al., RWKU, NeurIPS 2024"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, self.name)
@@ -91,5 +89,5 @@ class ParaphraseProbe:
             per_example[f"prob.{name}"] = (split.ids, own["prob"])
             per_example[f"rouge_l.{name}"] = (split.ids, own["rouge_l"])
         evidence = (Evidence("paraphrase_probe.forget_prob", values["forget_prob"], "robustness", "higher", self.floor),)
-        return MetricResult(self.name, values, None, per_example, evidence=evidence,
-                            info={"n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens})
+        return self.result(values, per_example=per_example, evidence=evidence,
+                           info={"n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens})

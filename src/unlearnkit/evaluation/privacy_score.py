@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 RATE_FLOOR = 1e-10  # FPR/FNR are clipped to [RATE_FLOOR, 1 − δ − RATE_FLOOR] before taking logs (as the Comparator does)
 DIRECTIONS = ("model_above", "retrained_above")  # which distribution the attack calls "positive" when score >= threshold
@@ -102,7 +102,7 @@ def worst_case_privacy(model_logits: np.ndarray, retrained_logits: np.ndarray, *
 
 @register_metric
 @dataclass(frozen=True)
-class PrivacyScore:
+class PrivacyScore(Metric):
     """Worst-case privacy score (Lee, Yu, Jang, Woo, Jo, Unlearning Comparator, IEEE TVCG 2026, arXiv 2508.12730).
 
     On the forget set, two per-example scores of the model and of a retrained model: entropy of
@@ -128,12 +128,11 @@ class PrivacyScore:
     entropy_temperature: float = 2.0
     floor: float = 0.05
 
-    name: ClassVar[str] = "privacy_score"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Lee et al., IEEE TVCG 2026 (Unlearning Comparator), arXiv 2508.12730"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "privacy_score"
+    higher_is_better = True
+    needs = frozenset({"retrained"})
+    paper = "Lee et al., IEEE TVCG 2026 (Unlearning Comparator), arXiv 2508.12730"
+    modalities = ("classifier",)
 
     def __post_init__(self) -> None:
         if self.n_thresholds < 2:
@@ -162,5 +161,5 @@ class PrivacyScore:
         curves = {f"attack.{name}": curve for name, curve in pairs[worst].curves.items()}
         info = {"per_seed": per_seed, "worst_seed": worst, "strongest_attack": pairs[worst].best, "delta": self.delta,
                 "epsilon_cap": epsilon_cap(self.delta), "n_retrained": len(pairs)}
-        return MetricResult(self.name, values, True, per_example, curves,
-                            (Evidence("privacy_score.score", values["score"], "forget", "lower", self.floor),), info)
+        evidence = (Evidence("privacy_score.score", values["score"], "forget", "lower", self.floor),)
+        return self.result(values, per_example=per_example, curves=curves, evidence=evidence, info=info)

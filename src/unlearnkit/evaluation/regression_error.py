@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 GAP_SPLITS = ("forget", "retain", "test")
 
@@ -21,7 +21,7 @@ def split_mse(ctx: EvalContext, model: nn.Module, split: str) -> float:
 
 @register_metric
 @dataclass(frozen=True)
-class RegressionError:
+class RegressionError(Metric):
     """Mean squared and mean absolute error per split (Tarun et al., Deep Regression Unlearning, ICML 2023).
 
     The regression analogue of forget/retain/test accuracy: mse_s = mean_i (f(x_i) − y_i)², mae_s =
@@ -35,12 +35,10 @@ class RegressionError:
 
     floor: float = 0.05
 
-    name: ClassVar[str] = "regression_error"
-    higher_is_better: ClassVar[bool | None] = False
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Tarun et al., Deep Regression Unlearning, ICML 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("regression",)
+    name = "regression_error"
+    higher_is_better = False
+    paper = "Tarun et al., Deep Regression Unlearning, ICML 2023"
+    modalities = ("regression",)
 
     def __post_init__(self) -> None:
         if not self.floor >= 0:
@@ -59,23 +57,22 @@ class RegressionError:
             Evidence("regression_error.mse_retain", values["mse_retain"], "utility", "lower", self.floor),
             Evidence("regression_error.mse_test", values["mse_test"], "utility", "lower", self.floor),
         )
-        return MetricResult(self.name, values, False, per_example, evidence=evidence)
+        return self.result(values, per_example=per_example, evidence=evidence)
 
 
 @register_metric
 @dataclass(frozen=True)
-class RegressionGap:
+class RegressionGap(Metric):
     """MSE gap to the retrained models per split (SalUn's "Avg. Gap", Fan et al., ICLR 2024, for regression).
 
     gap_s = |MSE_s(θ_u) − mean_r MSE_s(θ_r)| over the retrained seeds r, for s in forget/retain/test;
     avg_gap = mean of the three. Lower is better; in squared target units."""
 
-    name: ClassVar[str] = "regression_gap"
-    higher_is_better: ClassVar[bool | None] = False
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Fan et al., ICLR 2024 (Avg. Gap), for regression as in Tarun et al., ICML 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("regression",)
+    name = "regression_gap"
+    higher_is_better = False
+    needs = frozenset({"retrained"})
+    paper = "Fan et al., ICLR 2024 (Avg. Gap), for regression as in Tarun et al., ICML 2023"
+    modalities = ("regression",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'regression_gap'")
@@ -85,4 +82,4 @@ class RegressionGap:
             values[f"retrain_mse_{split}"] = reference
             values[split] = abs(split_mse(ctx, model, split) - reference)
         values["avg_gap"] = float(np.mean([values[s] for s in GAP_SPLITS]))
-        return MetricResult(self.name, values, False, info={"n_retrained": len(refs.retrained_seeds)})
+        return self.result(values, info={"n_retrained": len(refs.retrained_seeds)})

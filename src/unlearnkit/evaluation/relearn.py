@@ -16,12 +16,12 @@ from ..objectives import NLL, weighted
 from ..seeding import np_rng
 from ..train import OptimizerName, TrainConfig, fit
 from ..types import Evidence, MetricResult, Split, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class Relearn:
+class Relearn(Metric):
     """Relearning attack (Hu et al., Jogging the Memory of Unlearned LLMs Through Targeted Relearning
     Attacks, ICLR 2025; Lynch et al. 2024): fine-tune a copy of the model for ``steps`` on a random
     ``fraction`` of the forget set; curve = the adapter's fit score (accuracy for classifiers, answer
@@ -58,12 +58,10 @@ class Relearn:
         "causal_lm": {"min_examples": 4, "retain_mix": 0.0, "lr": 3e-4},
     }
 
-    name: ClassVar[str] = "relearn"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Hu et al., ICLR 2025"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
+    name = "relearn"
+    needs = frozenset({"retrained"})
+    paper = "Hu et al., ICLR 2025"
+    modalities = ("classifier", "regression", "causal_lm")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction < 1.0:
@@ -143,7 +141,7 @@ class Relearn:
         values["excess_auc"] = values["auc"] - values["retrained_auc"]
         curves = {"relearn": {"step": [float(s) for s in steps], "accuracy": list(map(float, own)), "retrained": ref_mean.tolist()}}
         evidence = (Evidence("relearn.auc", values["auc"], "robustness", "higher", self.floor, strong=True),)
-        return MetricResult(self.name, values, None, curves=curves, evidence=evidence,
-                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
-                                  "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),
-                                  "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped})
+        return self.result(values, curves=curves, evidence=evidence,
+                           info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
+                                 "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),
+                                 "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped})

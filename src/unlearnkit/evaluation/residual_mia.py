@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric, roc_summary
+from .base import EvalContext, Metric, register_metric, roc_summary
 
 NONMEMBER_SPLITS = ("test", "holdout")
 
@@ -22,7 +22,7 @@ def member_score(out: dict[str, np.ndarray]) -> np.ndarray:
 
 @register_metric
 @dataclass(frozen=True)
-class ResidualMIA:
+class ResidualMIA(Metric):
     """Membership inference on regression residuals (Yeom et al., CSF 2018; Tarun et al., ICML 2023).
 
     The loss-threshold attack on squared errors: score(x) = −(f(x) − y)²; AUC of forget examples (members)
@@ -35,12 +35,9 @@ class ResidualMIA:
     nonmembers: Literal["test", "holdout"] = "test"
     floor: float = 0.02
 
-    name: ClassVar[str] = "residual_mia"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Yeom et al., CSF 2018; Tarun et al., ICML 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("regression",)
+    name = "residual_mia"
+    paper = "Yeom et al., CSF 2018; Tarun et al., ICML 2023"
+    modalities = ("regression",)
 
     def __post_init__(self) -> None:
         if self.nonmembers not in NONMEMBER_SPLITS:
@@ -52,11 +49,10 @@ class ResidualMIA:
         members = ctx.outputs(model, "forget")
         others = ctx.outputs(model, self.nonmembers)
         roc = roc_summary(member_score(members), member_score(others))
-        values = roc.values
-        return MetricResult(
-            self.name, values, None,
+        return self.result(
+            roc.values,
             per_example={"score.forget": (members["ids"], member_score(members))},
             curves={"roc": roc.curve},
-            evidence=(Evidence("residual_mia.auc", values["auc"], "forget", "higher", self.floor),),
+            evidence=(Evidence("residual_mia.auc", roc.values["auc"], "forget", "higher", self.floor),),
             info={"nonmembers": self.nonmembers, "n_members": len(members["ids"]), "n_nonmembers": len(others["ids"])},
         )

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..types import MetricResult, Task
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class RetrainGap:
+class RetrainGap(Metric):
     """Gap to retrain (SalUn's "Avg. Gap", Fan et al., ICLR 2024): gap_s = |acc_s(θ_u) − mean_r acc_s(θ_r)|
     for s in forget/retain/test over the retrained seeds r; avg_gap = mean of the three. Lower is better."""
 
     splits: tuple[str, ...] = ("forget", "retain", "test")
 
-    name: ClassVar[str] = "retrain_gap"
-    higher_is_better: ClassVar[bool | None] = False
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Fan et al., ICLR 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "retrain_gap"
+    higher_is_better = False
+    needs = frozenset({"retrained"})
+    paper = "Fan et al., ICLR 2024"
+    modalities = ("classifier",)
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'retrain_gap'")
@@ -36,4 +35,4 @@ class RetrainGap:
             values[f"retrain_{split}"] = ref
             values[split] = abs(own - ref)
         values["avg_gap"] = float(np.mean([values[s] for s in self.splits]))
-        return MetricResult(self.name, values, False, info={"n_retrained": len(refs.retrained_seeds)})
+        return self.result(values, info={"n_retrained": len(refs.retrained_seeds)})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -11,12 +11,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
 from ._lm import check_splits, greedy_answers, rouge_l, task_split
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class RougeL:
+class RougeL(Metric):
     """ROUGE-L recall (TOFU, Maini et al. 2024; OpenUnlearning's ``*_Q_A_ROUGE``): LCS(gold, generated) / |gold| in
     words (rouge_score, ``use_stemmer`` on) between the greedy answer to the question (at most ``max_new_tokens``
     new tokens, cut at EOS) and the gold answer; mean over forget / retain / neighbours. OpenUnlearning generates
@@ -29,12 +29,10 @@ class RougeL:
     use_stemmer: bool = True
     floor: float = 0.15  # smallest band half-width: generated answers on tens of items move ROUGE by ~0.1 between retrain seeds
 
-    name: ClassVar[str] = "rouge_l"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "rouge_l"
+    higher_is_better = True
+    paper = "Maini et al., TOFU, COLM 2024"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, "rouge_l")
@@ -59,5 +57,5 @@ class RougeL:
             evidence.append(Evidence("rouge_l.forget", values["forget"], "forget", "higher", self.floor))
         if "retain" in values:
             evidence.append(Evidence("rouge_l.retain", values["retain"], "utility", "higher", self.floor))
-        return MetricResult(self.name, values, True, per_example, evidence=tuple(evidence),
-                            info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples})
+        return self.result(values, per_example=per_example, evidence=tuple(evidence),
+                           info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples})

@@ -4,8 +4,9 @@ Min-K%++, reference-model and gradient-norm scores, and MUSE's privleak; each ne
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -16,10 +17,12 @@ from ..lm.text import IGNORE
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from ._lm import answer_texts, eos_terminated, min_k, min_k_pp_z, outputs, task_split, token_rows, zlib_bytes
-from .base import ROC, EvalContext, register_metric, roc_summary
+from .base import ROC, EvalContext, Metric, register_metric, roc_summary
 
 Nonmembers = Literal["test", "holdout"]
 GradNorm = Literal["global", "tensor_mean"]
+TextMIA: TypeAlias = "LossMIA | ZlibMIA | MinK | MinKPlusPlus | ReferenceMIA | GradNormMIA"  # the attacks text_mia() computes
+Sample = Callable[[Split, EvalContext], Split]
 
 
 def logp_rows(ctx: EvalContext, model: nn.Module, split: Split) -> list[np.ndarray]:
@@ -32,64 +35,55 @@ def mean_logp(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
     return np.asarray([float(r.mean()) if len(r) else float("nan") for r in logp_rows(ctx, model, split)])
 
 
-class _TextMIA:
-    """Shared compute: ``scores(ctx, model, split, refs)`` oriented "higher = more member-like"; AUC and TPR at 1% /
-    0.1% FPR of forget (members) vs ``nonmembers``; the same AUC for the retain model (refs.retrained) as the
-    reference point when it is available (NaN otherwise)."""
+def check_k(metric: str, k: float) -> None:
+    if not 0.0 < k <= 1.0:
+        raise ConfigError(f"{metric}: k must be in (0, 1], got {k}.")
 
-    nonmembers: Nonmembers
-    floor: float
-    name: ClassVar[str]
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:  # pragma: no cover
-        raise TypeError(f"{type(self).__name__} must define scores()")
+def text_roc(attack: TextMIA, ctx: EvalContext, model: nn.Module, task: Task, refs: Any,
+             sample: Sample | None = None) -> tuple[ROC, Split, np.ndarray, Split, np.ndarray]:
+    """ROC of ``attack.scores`` (oriented "higher = more member-like") of ``model`` on the forget answers (members) vs
+    ``attack.nonmembers``, each split passed through ``sample`` if given; and the two splits with their scores."""
+    members, others = task_split(task, "forget"), task_split(task, attack.nonmembers)
+    if sample is not None:
+        members, others = sample(members, ctx), sample(others, ctx)
+    m, n = attack.scores(ctx, model, members, refs), attack.scores(ctx, model, others, refs)
+    if not (np.isfinite(m).all() and np.isfinite(n).all()):
+        raise ConfigError(f"{attack.name}: non-finite scores (an answer without tokens besides EOS?).")
+    return roc_summary(m, n), members, m, others, n
 
-    def sample(self, split: Split, ctx: EvalContext) -> Split:
-        return split
 
-    def auc_of(self, ctx: EvalContext, model: nn.Module, task: Task,
-               refs: Any) -> tuple[ROC, Split, np.ndarray, Split, np.ndarray]:
-        members = self.sample(task_split(task, "forget"), ctx)
-        others = self.sample(task_split(task, self.nonmembers), ctx)
-        m, n = self.scores(ctx, model, members, refs), self.scores(ctx, model, others, refs)
-        if not (np.isfinite(m).all() and np.isfinite(n).all()):
-            raise ConfigError(f"{self.name}: non-finite scores (an answer without tokens besides EOS?).")
-        return roc_summary(m, n), members, m, others, n
-
-    def reference_auc(self, ctx: EvalContext, task: Task, refs: Any) -> tuple[float, str | None]:
-        if refs.retrained is None:
-            return float("nan"), "no retain model (refs.retrained) to compare with"
-        return self.auc_of(ctx, refs.retrained, task, refs)[0].values["auc"], None
-
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
-        for need in getattr(self, "needs", ()):
-            refs.require(need, by=f"metric {self.name!r}")
-        summary, members, m, others, n = self.auc_of(ctx, model, task, refs)
-        ref_auc, note = self.reference_auc(ctx, task, refs)
-        values = {**summary.values, "retrained_auc": ref_auc}
-        per_example = {"score.forget": (members.ids, m), f"score.{self.nonmembers}": (others.ids, n)}
-        evidence = (Evidence(f"{self.name}.auc", values["auc"], "forget", "higher", self.floor),)
-        info: dict[str, Any] = {"members": "forget", "nonmembers": self.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
-        if note:
-            info["note"] = note
-        return MetricResult(self.name, values, None, per_example, {"roc": summary.curve}, evidence, info)
+def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: Any, ctx: EvalContext, *, reference: nn.Module | None,
+             no_reference: str = "no retain model (refs.retrained) to compare with", sample: Sample | None = None) -> MetricResult:
+    """The text attacks' result: AUC and TPR at 1% / 0.1% FPR of forget (members) vs ``attack.nonmembers``, and the same
+    AUC for ``reference`` as the reference point (NaN, with the note ``no_reference``, when there is none)."""
+    attack.require_needs(refs)
+    roc, members, m, others, n = text_roc(attack, ctx, model, task, refs, sample)
+    ref_auc = float("nan") if reference is None else text_roc(attack, ctx, reference, task, refs, sample)[0].values["auc"]
+    values = {**roc.values, "retrained_auc": ref_auc}
+    per_example = {"score.forget": (members.ids, m), f"score.{attack.nonmembers}": (others.ids, n)}
+    evidence = (Evidence(f"{attack.name}.auc", values["auc"], "forget", "higher", attack.floor),)
+    info: dict[str, Any] = {"members": "forget", "nonmembers": attack.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
+    if reference is None:
+        info["note"] = no_reference
+    return attack.result(values, per_example=per_example, curves={"roc": roc.curve}, evidence=evidence, info=info)
 
 
 @register_metric
 @dataclass(frozen=True)
-class LossMIA(_TextMIA):
+class LossMIA(Metric):
     """LOSS attack (Yeom et al., CSF 2018) on text: score = −NLL̄ = mean answer-token log p (final EOS excluded);
     AUC of forget (members) vs holdout answers (non-members), TPR at 1% / 0.1% FPR, and the retain model's AUC."""
 
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
-    name: ClassVar[str] = "loss_mia"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Yeom et al., CSF 2018"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "loss_mia"
+    paper = "Yeom et al., CSF 2018"
+    modalities = ("causal_lm",)
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
         return mean_logp(ctx, model, split)
@@ -97,7 +91,7 @@ class LossMIA(_TextMIA):
 
 @register_metric
 @dataclass(frozen=True)
-class ZlibMIA(_TextMIA):
+class ZlibMIA(Metric):
     """zlib attack (Carlini et al., USENIX Sec 2021): score = −NLL̄ / len(zlib.compress(answer)), the log-perplexity
     (mean NLL in nats over the answer tokens, final EOS excluded) divided by the zlib-compressed size in bytes of the
     UTF-8 answer text (default level 6), as in the paper's code and OpenUnlearning. ``numerator="total"`` uses the
@@ -107,12 +101,13 @@ class ZlibMIA(_TextMIA):
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
-    name: ClassVar[str] = "zlib"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Carlini et al., USENIX Security 2021"
-    version: ClassVar[str] = "2"  # bump when its numbers change (2: the default numerator became NLL̄, was the summed NLL)
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "zlib"
+    paper = "Carlini et al., USENIX Security 2021"
+    version = "2"  # bump when its numbers change (2: the default numerator became NLL̄, was the summed NLL)
+    modalities = ("causal_lm",)
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
         rows = logp_rows(ctx, model, split)
@@ -123,7 +118,7 @@ class ZlibMIA(_TextMIA):
 
 @register_metric
 @dataclass(frozen=True)
-class MinK(_TextMIA):
+class MinK(Metric):
     """Min-K% Prob (Shi et al., ICLR 2024): score = mean of the lowest max(1, ⌊k·|y|⌋) answer-token log-probabilities
     (k = 0.4 as in MUSE/OpenUnlearning; final EOS excluded); AUC of forget vs holdout, and the retain model's AUC."""
 
@@ -131,16 +126,15 @@ class MinK(_TextMIA):
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
-    name: ClassVar[str] = "min_k"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Shi et al., ICLR 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "min_k"
+    paper = "Shi et al., ICLR 2024"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.k <= 1.0:
-            raise ConfigError(f"{self.name}: k must be in (0, 1], got {self.k}.")
+        check_k(self.name, self.k)
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
         return np.asarray([min_k(r, self.k) for r in logp_rows(ctx, model, split)])
@@ -148,14 +142,24 @@ class MinK(_TextMIA):
 
 @register_metric
 @dataclass(frozen=True)
-class MinKPlusPlus(MinK):
+class MinKPlusPlus(Metric):
     """Min-K%++ (Zhang et al., arXiv 2404.02936): per token z_t = (log p(y_t) − μ_t)/σ_t with μ_t = E_{v∼p}[log p(v)],
     σ_t² = E_p[log² p] − μ_t² over the vocabulary (z_t = 0 where σ_t = 0); score = mean of the lowest max(1, ⌊k·|y|⌋)
     z_t (final EOS excluded). AUC of forget vs holdout, and the retain model's AUC."""
 
-    name: ClassVar[str] = "min_k_plus_plus"
-    paper: ClassVar[str] = "Zhang et al., arXiv 2404.02936"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    k: float = 0.4
+    nonmembers: Nonmembers = "test"
+    floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
+
+    name = "min_k_plus_plus"
+    paper = "Zhang et al., arXiv 2404.02936"
+    modalities = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        check_k(self.name, self.k)
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
         out = outputs(ctx, model, split)
@@ -165,7 +169,7 @@ class MinKPlusPlus(MinK):
 
 @register_metric
 @dataclass(frozen=True)
-class ReferenceMIA(_TextMIA):
+class ReferenceMIA(Metric):
     """Reference-model attack (Carlini et al., USENIX Sec 2021; OpenUnlearning's "Reference"): score = NLL̄_ref − NLL̄_model
     (final EOS excluded), with the retain model (refs.retrained) as the attacker's reference: it saw neither the
     forget nor the holdout answers, so it calibrates per-example difficulty without membership signal of its own.
@@ -175,21 +179,19 @@ class ReferenceMIA(_TextMIA):
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
-    name: ClassVar[str] = "reference_mia"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Carlini et al., USENIX Security 2021"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "reference_mia"
+    needs = frozenset({"retrained"})
+    paper = "Carlini et al., USENIX Security 2021"
+    modalities = ("causal_lm",)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
         ref = refs.require("retrained", by="metric 'reference_mia'")
         return mean_logp(ctx, model, split) - mean_logp(ctx, ref, split)
 
-    def reference_auc(self, ctx: EvalContext, task: Task, refs: Any) -> tuple[float, str | None]:
-        if len(refs.retrained_seeds) < 2:
-            return float("nan"), "retrained_auc needs two retain models (the second scored against the first)"
-        return self.auc_of(ctx, refs.retrained_seeds[1], task, refs)[0].values["auc"], None
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        seeds = refs.retrained_seeds
+        return text_mia(self, model, task, refs, ctx, reference=seeds[1] if len(seeds) >= 2 else None,
+                        no_reference="retrained_auc needs two retain models (the second scored against the first)")
 
 
 def grad_norms(ctx: EvalContext, model: nn.Module, split: Split, norm: GradNorm = "global") -> np.ndarray:
@@ -224,7 +226,7 @@ def grad_norms(ctx: EvalContext, model: nn.Module, split: Split, norm: GradNorm 
 
 @register_metric
 @dataclass(frozen=True)
-class GradNormMIA(_TextMIA):
+class GradNormMIA(Metric):
     """Gradient-norm attack (OpenUnlearning's GradNorm, after Wang et al. 2024): score = −‖∇_θ NLL̄(y|x)‖₂ over the
     trainable parameters — with ``norm`` = ``global`` the L2 norm over all of them together, with ``tensor_mean`` the mean
     of per-tensor L2 norms as OpenUnlearning computes it — batch size 1, eval mode (deterministic; OpenUnlearning uses
@@ -236,16 +238,16 @@ class GradNormMIA(_TextMIA):
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
-    name: ClassVar[str] = "grad_norm_mia"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Wang et al., arXiv 2406.17975 (OpenUnlearning GradNorm)"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "grad_norm_mia"
+    paper = "Wang et al., arXiv 2406.17975 (OpenUnlearning GradNorm)"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         if self.max_examples < 1:
             raise ConfigError(f"grad_norm_mia: max_examples must be >= 1, got {self.max_examples}.")
+
+    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+        return text_mia(self, model, task, refs, ctx, reference=refs.retrained, sample=self.sample)
 
     def sample(self, split: Split, ctx: EvalContext) -> Split:
         if len(split) <= self.max_examples:
@@ -268,7 +270,7 @@ def privleak_value(auc: float, auc_retain: float, min_reference: float = 0.01) -
 
 @register_metric
 @dataclass(frozen=True)
-class PrivLeak:
+class PrivLeak(Metric):
     """PrivLeak (MUSE, Shi et al. 2024; OpenUnlearning's privleak): (AUC'_model − AUC'_retain)/AUC'_retain × 100 with
     AUC' = 1 − AUC of the Min-K% (k = 0.4) attack, AUC = forget-as-member vs holdout (``min_k``). This is MUSE's
     orientation (holdout as member), so the numbers compare with published ones: 0 = as the retain model, strongly
@@ -282,24 +284,21 @@ class PrivLeak:
     min_reference: float = 0.01
     floor: float = 5.0
 
-    name: ClassVar[str] = "privleak"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Shi et al., MUSE, arXiv 2407.06460"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "privleak"
+    needs = frozenset({"retrained"})
+    paper = "Shi et al., MUSE, arXiv 2407.06460"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.k <= 1.0:
-            raise ConfigError(f"privleak: k must be in (0, 1], got {self.k}.")
+        check_k(self.name, self.k)
         if not 0.0 <= self.min_reference < 0.5:
             raise ConfigError(f"privleak: min_reference must be in [0, 0.5), got {self.min_reference}.")
 
     def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
         retrained = refs.require("retrained", by="metric 'privleak'")
         attack = MinK(k=self.k, nonmembers=self.nonmembers)
-        own, members, m, others, n = attack.auc_of(ctx, model, task, refs)
-        ref = attack.auc_of(ctx, retrained, task, refs)[0]
+        own, members, m, others, n = text_roc(attack, ctx, model, task, refs)
+        ref = text_roc(attack, ctx, retrained, task, refs)[0]
         auc_u, auc_r = own.values["auc"], ref.values["auc"]
         privleak = privleak_value(auc_u, auc_r, self.min_reference)
         info: dict[str, Any] = {"attack": f"min_k (k={self.k})", "orientation": "AUC' = 1 - AUC(forget as member)"}
@@ -309,4 +308,4 @@ class PrivLeak:
         values = {"privleak": privleak, "auc": auc_u, "retrained_auc": auc_r, "auc_gap": auc_u - auc_r}
         per_example = {"min_k.forget": (members.ids, m), f"min_k.{self.nonmembers}": (others.ids, n)}
         evidence = (Evidence("privleak.privleak", privleak, "forget", "lower", self.floor),)
-        return MetricResult(self.name, values, None, per_example, evidence=evidence, info=info)
+        return self.result(values, per_example=per_example, evidence=evidence, info=info)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, register_metric, roc_summary
+from .base import EvalContext, Metric, register_metric, roc_summary
 
 # each score oriented so that larger means "more likely a member"
 SCORES = {
@@ -41,7 +41,7 @@ def nonmember_outputs(ctx: EvalContext, model: nn.Module, nonmembers: str) -> tu
 
 @register_metric
 @dataclass(frozen=True)
-class ThresholdMIA:
+class ThresholdMIA(Metric):
     """Threshold membership inference (Yeom et al., CSF 2018; Song & Mittal, USENIX Sec 2021):
     score = −loss, p(y|x) or −entropy; AUC of forget (members) vs non-members and TPR at 1% / 0.1% FPR.
     0.5 = indistinguishable; the verdict compares the loss AUC with the retrain band."""
@@ -50,12 +50,9 @@ class ThresholdMIA:
     scores: tuple[str, ...] = ("loss", "confidence", "entropy")
     floor: float = 0.02
 
-    name: ClassVar[str] = "threshold_mia"
-    higher_is_better: ClassVar[bool | None] = None
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Yeom et al., CSF 2018"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    name = "threshold_mia"
+    paper = "Yeom et al., CSF 2018"
+    modalities = ("classifier",)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scores if s not in SCORES]
@@ -76,4 +73,4 @@ class ThresholdMIA:
         evidence = []
         if "loss" in self.scores:
             evidence.append(Evidence("threshold_mia.loss.auc", values["loss.auc"], "forget", "higher", self.floor))
-        return MetricResult(self.name, values, None, per_example, curves, tuple(evidence), {"nonmembers": label})
+        return self.result(values, per_example=per_example, curves=curves, evidence=tuple(evidence), info={"nonmembers": label})

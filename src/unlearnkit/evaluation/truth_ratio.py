@@ -4,7 +4,7 @@ ones, and the KS test of those ratios on the forget set against the retain model
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -12,12 +12,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, check_splits, forget_tr_score, outputs, qa_records_missing, task_split, true_tr_score, truth_ratios
-from .base import EvalContext, register_metric
+from .base import EvalContext, Metric, register_metric
 
 
 @register_metric
 @dataclass(frozen=True)
-class TruthRatio:
+class TruthRatio(Metric):
     """Truth ratio (TOFU, Maini et al. 2024; OpenUnlearning's aggregates): per item tr = P̄_pert / P̄_para with
     P̄_pert = exp(−mean_j NLL̄(pert_j)) (the geometric mean of the perturbed answers' length-normalised
     probabilities) and P̄_para = exp(−NLL̄(paraphrased answer)) — the paraphrased answer is the "correct" one, for
@@ -34,12 +34,10 @@ class TruthRatio:
     splits: tuple[str, ...] = ("forget", "retain", "neighbours")
     floor: float = 0.02
 
-    name: ClassVar[str] = "truth_ratio"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset()
-    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "truth_ratio"
+    higher_is_better = True
+    paper = "Maini et al., TOFU, COLM 2024"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         check_splits(self.splits, "truth_ratio")
@@ -61,7 +59,7 @@ class TruthRatio:
         evidence = []
         if "retain" in values:
             evidence.append(Evidence("truth_ratio.retain", values["retain"], "utility", "higher", self.floor))
-        return MetricResult(self.name, values, True, per_example, evidence=tuple(evidence))
+        return self.result(values, per_example=per_example, evidence=tuple(evidence))
 
 
 def ks_pvalue_at(statistic: float, n: int) -> float:
@@ -74,7 +72,7 @@ def ks_pvalue_at(statistic: float, n: int) -> float:
 
 @register_metric
 @dataclass(frozen=True)
-class ForgetQuality:
+class ForgetQuality(Metric):
     """Forget quality (TOFU, Maini et al. 2024): scipy.stats.ks_2samp of the model's per-item forget truth ratios
     against the retain model's (refs.retrained, computed here on the same items — never a stored constant);
     reported: p_value (TOFU's number, higher = closer to retraining), the KS statistic D (the effect size), n,
@@ -91,12 +89,12 @@ class ForgetQuality:
     sizes: tuple[int, ...] = (10, 40, 200, 400)
     floor: float = 0.05
 
-    name: ClassVar[str] = "forget_quality"
-    higher_is_better: ClassVar[bool | None] = True
-    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
-    paper: ClassVar[str] = "Maini et al., TOFU, COLM 2024"
-    version: ClassVar[str] = "2"  # bump when its numbers change
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    name = "forget_quality"
+    higher_is_better = True
+    needs = frozenset({"retrained"})
+    paper = "Maini et al., TOFU, COLM 2024"
+    version = "2"
+    modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
         if any(n < 2 for n in self.sizes):
@@ -123,6 +121,6 @@ class ForgetQuality:
         values["retrained_statistic"] = (float(ks_2samp(truth_ratios(ctx, seeds[1], forget), ref).statistic) if len(seeds) > 1
                                          else float("nan"))
         evidence = (Evidence("forget_quality.signed_statistic", values["signed_statistic"], "forget", "higher", self.floor),)
-        return MetricResult(self.name, values, True, {"tr.forget": (forget.ids, own), "retrained_tr.forget": (forget.ids, ref)},
-                            evidence=evidence, info={"test": "scipy.stats.ks_2samp, two-sided, method auto (exact for small n)",
-                                                     "n_retrained": len(seeds)})
+        return self.result(values, per_example={"tr.forget": (forget.ids, own), "retrained_tr.forget": (forget.ids, ref)},
+                           evidence=evidence, info={"test": "scipy.stats.ks_2samp, two-sided, method auto (exact for small n)",
+                                                    "n_retrained": len(seeds)})

@@ -465,8 +465,8 @@ class Evidence:
             return None if v is None else float(v)
 
         value = d["value"]
-        return cls(d["key"], float("nan") if value is None else float(value), d["role"], d["remembers"], float(d["floor"]),
-                   bool(d.get("strong", False)), num(d.get("null_mean")), num(d.get("null_sd")))
+        return cls(key=d["key"], value=float("nan") if value is None else float(value), role=d["role"], remembers=d["remembers"],
+                   floor=float(d["floor"]), strong=bool(d.get("strong", False)), null_mean=num(d.get("null_mean")), null_sd=num(d.get("null_sd")))
 
 
 @dataclass(frozen=True)

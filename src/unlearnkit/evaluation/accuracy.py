@@ -35,8 +35,8 @@ class Accuracy(Metric):
             per_example[f"correct.{split}"] = (out["ids"], out["correct"])
             per_example[f"loss.{split}"] = (out["ids"], out["loss"])
         evidence = (
-            Evidence("accuracy.forget", values["forget"], "forget", "higher", self.floor),
-            Evidence("accuracy.retain", values["retain"], "utility", "higher", self.floor),
-            Evidence("accuracy.test", values["test"], "utility", "higher", self.floor),
+            Evidence(key="accuracy.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor),
+            Evidence(key="accuracy.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor),
+            Evidence(key="accuracy.test", value=values["test"], role="utility", remembers="higher", floor=self.floor),
         )
         return self.result(values, per_example=per_example, evidence=evidence)

@@ -174,6 +174,7 @@ class EpsilonScore(Metric):
                   "n_models": float(self.n_models), "n_examples": float(n)}
         # evidence: how much less forgetting quality than two retrained ensembles have between them, signed by the
         # direction of the difference (+: more confident on the forget set, i.e. remembers; −: pushed past retraining)
-        evidence = (Evidence("epsilon_score.signed_excess", excess, "forget", "higher", self.floor, strong=True, null_mean=0.0, null_sd=null_sd),)
+        evidence = (Evidence(key="epsilon_score.signed_excess", value=excess, role="forget", remembers="higher", floor=self.floor, strong=True,
+                             null_mean=0.0, null_sd=null_sd),)
         return self.result(values, per_example={"epsilon.forget": (forget.ids, eps)}, evidence=evidence,
                            info={"method_under_test": None if ctx.method is None else ctx.method.name})

@@ -124,7 +124,7 @@ class KLoM(Metric):
         shift = memorisation_shift(*margins_of["forget"], *margins_of["test"])
         values["forget.median_shift"] = shift
         values["forget.signed_excess"] = (values["forget.median"] - values["forget.reference_median"]) * (1.0 if shift >= 0 else -1.0)
-        evidence = (Evidence("klom.forget.signed_excess", values["forget.signed_excess"], "forget", "higher", self.floor,
-                             strong=True, null_mean=0.0, null_sd=null_sd),)
+        evidence = (Evidence(key="klom.forget.signed_excess", value=values["forget.signed_excess"], role="forget", remembers="higher",
+                             floor=self.floor, strong=True, null_mean=0.0, null_sd=null_sd),)
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"method_under_test": None if ctx.method is None else ctx.method.name, "n_models": self.n_models})

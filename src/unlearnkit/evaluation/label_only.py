@@ -81,7 +81,8 @@ class LabelOnly(Metric):
         roc = roc_summary(scores[:n_pos], scores[n_pos:])
         null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
         values = {**roc.values, "mean_score.forget": float(scores[:n_pos].mean()), "mean_score.nonmember": float(scores[n_pos:].mean())}
-        evidence = (Evidence("label_only.auc", values["auc"], "forget", "higher", self.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
+        evidence = (Evidence(key="label_only.auc", value=values["auc"], role="forget", remembers="higher", floor=self.floor, strong=True,
+                             null_mean=0.5, null_sd=null_sd),)
         return self.result(values,
                            per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
                            curves={"roc": roc.curve}, evidence=evidence,

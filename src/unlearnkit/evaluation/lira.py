@@ -231,7 +231,8 @@ def likelihood_ratio_attack(metric: LiRA | ULiRA, model: nn.Module, task: Task, 
     roc = roc_summary(scores[:n_pos], scores[n_pos:])
     null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
     values = {**roc.values, "n_shadows": float(metric.n_shadows), "n_targets": float(n_pos)}
-    evidence = (Evidence(f"{metric.name}.auc", values["auc"], "forget", "higher", metric.floor, strong=True, null_mean=0.5, null_sd=null_sd),)
+    evidence = (Evidence(key=f"{metric.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=metric.floor, strong=True,
+                         null_mean=0.5, null_sd=null_sd),)
     return metric.result(
         values,
         per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},

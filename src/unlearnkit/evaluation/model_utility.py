@@ -63,7 +63,8 @@ class ModelUtility(Metric):
             components["neighbours_truth_ratio"] = true_tr_score(truth_ratios(ctx, model, neighbours))
             per_example["prob_normalised.neighbours"] = (neighbours.ids, pn)
         values = {"model_utility": float(hmean(list(components.values()))), **components}
-        evidence = (Evidence("model_utility.model_utility", values["model_utility"], "utility", "higher", self.floor),)
+        evidence = (Evidence(key="model_utility.model_utility", value=values["model_utility"], role="utility", remembers="higher",
+                             floor=self.floor),)
         info = {"components": sorted(components)}
         if neighbours is None:
             info["note"] = "the task has no neighbours probe: the harmonic mean is over the retain components only"

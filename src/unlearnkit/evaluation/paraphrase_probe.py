@@ -88,6 +88,7 @@ class ParaphraseProbe(Metric):
             values[f"{name}_excess_rouge_l"] = values[f"{name}_rouge_l"] - values[f"retrained_{name}_rouge_l"]
             per_example[f"prob.{name}"] = (split.ids, own["prob"])
             per_example[f"rouge_l.{name}"] = (split.ids, own["rouge_l"])
-        evidence = (Evidence("paraphrase_probe.forget_prob", values["forget_prob"], "robustness", "higher", self.floor),)
+        evidence = (Evidence(key="paraphrase_probe.forget_prob", value=values["forget_prob"], role="robustness", remembers="higher",
+                             floor=self.floor),)
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens})

@@ -161,5 +161,5 @@ class PrivacyScore(Metric):
         curves = {f"attack.{name}": curve for name, curve in pairs[worst].curves.items()}
         info = {"per_seed": per_seed, "worst_seed": worst, "strongest_attack": pairs[worst].best, "delta": self.delta,
                 "epsilon_cap": epsilon_cap(self.delta), "n_retrained": len(pairs)}
-        evidence = (Evidence("privacy_score.score", values["score"], "forget", "lower", self.floor),)
+        evidence = (Evidence(key="privacy_score.score", value=values["score"], role="forget", remembers="lower", floor=self.floor),)
         return self.result(values, per_example=per_example, curves=curves, evidence=evidence, info=info)

@@ -53,9 +53,9 @@ class RegressionError(Metric):
             values[f"mae_{split}"] = float(out["abs_error"].mean())
             per_example[f"squared_error.{split}"] = (out["ids"], out["loss"])
         evidence = (
-            Evidence("regression_error.mse_forget", values["mse_forget"], "forget", "lower", self.floor),
-            Evidence("regression_error.mse_retain", values["mse_retain"], "utility", "lower", self.floor),
-            Evidence("regression_error.mse_test", values["mse_test"], "utility", "lower", self.floor),
+            Evidence(key="regression_error.mse_forget", value=values["mse_forget"], role="forget", remembers="lower", floor=self.floor),
+            Evidence(key="regression_error.mse_retain", value=values["mse_retain"], role="utility", remembers="lower", floor=self.floor),
+            Evidence(key="regression_error.mse_test", value=values["mse_test"], role="utility", remembers="lower", floor=self.floor),
         )
         return self.result(values, per_example=per_example, evidence=evidence)
 

@@ -140,7 +140,7 @@ class Relearn(Metric):
         }
         values["excess_auc"] = values["auc"] - values["retrained_auc"]
         curves = {"relearn": {"step": [float(s) for s in steps], "accuracy": list(map(float, own)), "retrained": ref_mean.tolist()}}
-        evidence = (Evidence("relearn.auc", values["auc"], "robustness", "higher", self.floor, strong=True),)
+        evidence = (Evidence(key="relearn.auc", value=values["auc"], role="robustness", remembers="higher", floor=self.floor, strong=True),)
         return self.result(values, curves=curves, evidence=evidence,
                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
                                  "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),

@@ -62,7 +62,7 @@ def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: Any, ctx: Eval
     ref_auc = float("nan") if reference is None else text_roc(attack, ctx, reference, task, refs, sample)[0].values["auc"]
     values = {**roc.values, "retrained_auc": ref_auc}
     per_example = {"score.forget": (members.ids, m), f"score.{attack.nonmembers}": (others.ids, n)}
-    evidence = (Evidence(f"{attack.name}.auc", values["auc"], "forget", "higher", attack.floor),)
+    evidence = (Evidence(key=f"{attack.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=attack.floor),)
     info: dict[str, Any] = {"members": "forget", "nonmembers": attack.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
     if reference is None:
         info["note"] = no_reference
@@ -307,5 +307,5 @@ class PrivLeak(Metric):
                             "difference is undefined or unstable; see auc_gap")
         values = {"privleak": privleak, "auc": auc_u, "retrained_auc": auc_r, "auc_gap": auc_u - auc_r}
         per_example = {"min_k.forget": (members.ids, m), f"min_k.{self.nonmembers}": (others.ids, n)}
-        evidence = (Evidence("privleak.privleak", privleak, "forget", "lower", self.floor),)
+        evidence = (Evidence(key="privleak.privleak", value=privleak, role="forget", remembers="lower", floor=self.floor),)
         return self.result(values, per_example=per_example, evidence=evidence, info=info)

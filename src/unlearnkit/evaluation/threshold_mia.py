@@ -72,5 +72,5 @@ class ThresholdMIA(Metric):
             per_example[f"{score}.forget"] = (members["ids"], SCORES[score](members))
         evidence = []
         if "loss" in self.scores:
-            evidence.append(Evidence("threshold_mia.loss.auc", values["loss.auc"], "forget", "higher", self.floor))
+            evidence.append(Evidence(key="threshold_mia.loss.auc", value=values["loss.auc"], role="forget", remembers="higher", floor=self.floor))
         return self.result(values, per_example=per_example, curves=curves, evidence=tuple(evidence), info={"nonmembers": label})

@@ -58,7 +58,7 @@ class TruthRatio(Metric):
             per_example[f"tr.{name}"] = (split.ids, tr)
         evidence = []
         if "retain" in values:
-            evidence.append(Evidence("truth_ratio.retain", values["retain"], "utility", "higher", self.floor))
+            evidence.append(Evidence(key="truth_ratio.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor))
         return self.result(values, per_example=per_example, evidence=tuple(evidence))
 
 
@@ -120,7 +120,8 @@ class ForgetQuality(Metric):
         seeds = refs.retrained_seeds
         values["retrained_statistic"] = (float(ks_2samp(truth_ratios(ctx, seeds[1], forget), ref).statistic) if len(seeds) > 1
                                          else float("nan"))
-        evidence = (Evidence("forget_quality.signed_statistic", values["signed_statistic"], "forget", "higher", self.floor),)
+        evidence = (Evidence(key="forget_quality.signed_statistic", value=values["signed_statistic"], role="forget", remembers="higher",
+                             floor=self.floor),)
         return self.result(values, per_example={"tr.forget": (forget.ids, own), "retrained_tr.forget": (forget.ids, ref)},
                            evidence=evidence, info={"test": "scipy.stats.ks_2samp, two-sided, method auto (exact for small n)",
                                                     "n_retrained": len(seeds)})

@@ -151,9 +151,9 @@ def band_floor(**bands):
     (0.8, 0.8, "removed"),
 ])
 def test_error_evidence_directions_in_the_verdict(forget_mse, test_mse, label):
-    evidence = [Evidence("regression_error.mse_forget", forget_mse, "forget", "lower", 0.0),
-                Evidence("regression_error.mse_test", test_mse, "utility", "lower", 0.0),
-                Evidence("relearn.auc", -0.8, "robustness", "higher", 0.0)]
+    evidence = [Evidence(key="regression_error.mse_forget", value=forget_mse, role="forget", remembers="lower", floor=0.0),
+                Evidence(key="regression_error.mse_test", value=test_mse, role="utility", remembers="lower", floor=0.0),
+                Evidence(key="relearn.auc", value=-0.8, role="robustness", remembers="higher", floor=0.0)]
     floor = band_floor(**{"regression_error.mse_forget": (0.6, 1.0), "regression_error.mse_test": (0.7, 0.9), "relearn.auc": (-1.0, -0.6)})
     assert decide(evidence, floor).label == label
 

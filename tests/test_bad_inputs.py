@@ -146,3 +146,25 @@ def test_a_table_whose_original_passes_as_forgotten_is_marked_not_meaningful():
 
 def test_every_error_above_is_an_unlearn_error():
     assert issubclass(ConfigError, UnlearnError) and issubclass(TaskError, UnlearnError)
+
+
+# ------------------------------------------------------------------------------------------------ evidence on small tasks
+def test_relearning_adapts_to_a_small_forget_set_and_a_tiny_one_is_missing_evidence(digits):
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from tests.conftest import model_factory
+
+    def task_of(n_forget: int) -> uk.Task:
+        ids = digits.train.ids[:n_forget]
+        return make_task("digits", digits.train, digits.test, ForgetSpec("ids", ids=tuple(int(i) for i in ids)),
+                         np.random.default_rng(0), n_classes=10)
+
+    config = TrainConfig(epochs=2, batch_size=64, optimizer="adam", lr=2e-3)
+    small = task_of(12)
+    refs = build_references(small, model_factory(digits), config, retrain_seeds=2)
+    result = uk.assess(refs.original, small, refs, metrics=["accuracy", "relearn", "noise_floor"])
+    assert "relearn" in result.results and result.results["relearn"].info["slice"] == 6  # half relearned, half held out
+    tiny = task_of(3)
+    refs = build_references(tiny, model_factory(digits), config, retrain_seeds=2)
+    result = uk.assess(refs.original, tiny, refs, metrics=["accuracy", "relearn", "noise_floor"])
+    assert "relearn" not in result.results and "needs at least 4" in result.missing["relearn"]
+    assert result.verdict.label == "inconclusive" and any("relearn" in m for m in result.verdict.missing)

@@ -439,7 +439,9 @@ class Evidence:
 
     ``remembers`` says which direction means "the data is still there" (for forget and robustness
     evidence) or "utility is better" (for utility evidence): ``"higher"`` or ``"lower"``.
-    ``floor`` is the smallest half-width the band may have. ``strong`` marks evidence from attacks that
+    ``floor`` is the smallest half-width the band may have; ``resolution`` is the smallest step the value can take (1/n
+    for a fraction of n examples: one example more or less), and the band is never narrower than that either, so a
+    retrain that differs from the others by one example is not an alarm. ``strong`` marks evidence from attacks that
     weak evaluation misses (per-example or shadow-model attacks, relearning, representation probes).
     By default the band comes from the retrained seeds (the noise floor); evidence that cannot be
     re-measured per retrained seed carries its own null distribution instead (``null_mean``,
@@ -454,10 +456,16 @@ class Evidence:
     strong: bool = False
     null_mean: float | None = None
     null_sd: float | None = None
+    resolution: float = 0.0
+
+    @property
+    def min_half_width(self) -> float:
+        """The narrowest band this evidence may be compared with: its floor, and at least one step of its resolution."""
+        return max(self.floor, self.resolution)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "value": self.value, "role": self.role, "remembers": self.remembers, "floor": self.floor,
-                "strong": self.strong, "null_mean": self.null_mean, "null_sd": self.null_sd}
+                "strong": self.strong, "null_mean": self.null_mean, "null_sd": self.null_sd, "resolution": self.resolution}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Evidence:
@@ -466,7 +474,8 @@ class Evidence:
 
         value = d["value"]
         return cls(key=d["key"], value=float("nan") if value is None else float(value), role=d["role"], remembers=d["remembers"],
-                   floor=float(d["floor"]), strong=bool(d.get("strong", False)), null_mean=num(d.get("null_mean")), null_sd=num(d.get("null_sd")))
+                   floor=float(d["floor"]), strong=bool(d.get("strong", False)), null_mean=num(d.get("null_mean")), null_sd=num(d.get("null_sd")),
+                   resolution=float(d.get("resolution", 0.0)))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class Band:
     (family-wise false-alarm rate alpha). From retrained seeds: a prediction interval for one more of R retrains,
     half-width t·sd·√(1+1/R) with t = t_{1−α/(2m)}(R−1) (None for R = 1, where the band is the floor alone). From an
     attack's null distribution (R None): null mean ± t·null sd with the normal quantile t = z_{1−α/(2m)}. Either way the
-    half-width is at least the evidence's floor."""
+    half-width is at least the evidence's floor and one step of its resolution (``Evidence.min_half_width``)."""
 
     mean: float
     sd: float
@@ -72,7 +72,7 @@ class Band:
 
         assert ev.null_mean is not None
         z, sd = float(norm.ppf(1 - alpha / (2 * m))), float(ev.null_sd or 0.0)
-        half = max(z * sd, ev.floor)
+        half = max(z * sd, ev.min_half_width)
         return cls(ev.null_mean, sd, ev.null_mean - half, ev.null_mean + half, half, None, z, m, alpha, "null distribution")
 
     def to_json(self) -> dict[str, Any]:
@@ -112,8 +112,10 @@ class Verdict:
 
 
 def _direction(ev: Evidence, band: Band) -> Status:
-    """'inside', 'more' (remembers more / better utility than retraining) or 'less'."""
-    if band.lo <= ev.value <= band.hi:
+    """'inside', 'more' (remembers more / better utility than retraining) or 'less'. The edges belong to the band, up
+    to rounding (a value one resolution step from the mean lands on an edge)."""
+    eps = 1e-12 * max(1.0, abs(band.mean))
+    if band.lo - eps <= ev.value <= band.hi + eps:
         return "inside"
     above = ev.value > band.hi
     return "more" if above == (ev.remembers == "higher") else "less"

@@ -138,3 +138,40 @@ def test_inapplicable_metric_is_named_not_fatal(random_task, random_refs):
     results, missing = evaluate(random_refs.original, random_task, random_refs, metrics, EvalContext(random_task, get_adapter(random_task)))
     assert "mia_nn" not in results and "not applicable to 'random' forget sets" in missing["mia_nn"]
     assert "accuracy" in results and "noise_floor" in results
+
+
+def test_a_band_is_never_narrower_than_one_example_of_its_split(random_task):
+    """Three retrains all score 54/54; a fresh retrain scoring 53/54 is one example away, inside the band (the
+    floor alone, 0.01, would call it over-forgotten); 52/54 is two examples away, outside."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from unlearnkit.adapters import get_adapter
+    from unlearnkit.evaluation import EvalContext, build_metric, evaluate
+    from unlearnkit.evaluation.base import Metric
+    from unlearnkit.references import References
+
+    @dataclass(frozen=True)
+    class Fraction(Metric):
+        name = "fraction"
+        paper = "test"
+
+        def compute(self, model, task, refs, ctx):
+            value = model.correct / 54
+            return self.result({"value": value}, evidence=(Evidence(key="fraction", value=value, role="utility", floor=0.01,
+                                                                   resolution=1 / 54),))
+
+    def model(correct):
+        m = nn.Linear(1, 1)
+        m.correct = correct
+        return m
+
+    refs = References(retrained_seeds=(model(54), model(54), model(54)))
+    ctx = EvalContext(random_task, get_adapter(random_task))
+    metrics = [Fraction(), build_metric("noise_floor")]
+    for correct, status in ((53, "inside"), (52, "less")):
+        results, _ = evaluate(model(correct), random_task, refs, metrics, ctx)
+        verdict = decide(results["fraction"].evidence, results["noise_floor"])
+        assert verdict.bands["fraction"].half_width == pytest.approx(1 / 54)
+        assert [row["status"] for row in verdict.rows] == [status]

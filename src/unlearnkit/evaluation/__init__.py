@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import ConfigError, MissingReference
+from ..errors import ConfigError, EmptySelection, MissingReference, TaskError
 from ..types import MetricResult, Task
 from ..verdict import Verdict, decide
 from ..registry import import_submodules
@@ -53,8 +53,9 @@ def not_applicable(metric: Any, task: Task) -> str | None:
 def evaluate(
     model: nn.Module, task: Task, refs: Any, metrics: Sequence[Any], ctx: EvalContext, *, strict: bool = True
 ) -> tuple[dict[str, MetricResult], dict[str, str]]:
-    """Run every metric on ``model``. Returns (results, missing): with ``strict=False`` a metric whose
-    reference is missing is skipped and named in ``missing`` instead of raising MissingReference."""
+    """Run every metric on ``model``. Returns (results, missing): with ``strict=False`` a metric whose reference is
+    missing, or that cannot run on this task (its data too small or of the wrong kind), is skipped and named in
+    ``missing`` with the reason instead of aborting the battery."""
     ctx.battery = list(metrics)
     results: dict[str, MetricResult] = {}
     missing: dict[str, str] = {}
@@ -66,7 +67,7 @@ def evaluate(
             continue
         try:
             results[metric.name] = metric.compute(model, task, refs, ctx)
-        except MissingReference as exc:
+        except (MissingReference, TaskError, EmptySelection, ConfigError) as exc:  # this task or its references lack what it needs
             if strict:
                 raise
             missing[metric.name] = str(exc)

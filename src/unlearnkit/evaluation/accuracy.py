@@ -35,8 +35,11 @@ class Accuracy(Metric):
             per_example[f"correct.{split}"] = (out["ids"], out["correct"])
             per_example[f"loss.{split}"] = (out["ids"], out["loss"])
         evidence = (
-            Evidence(key="accuracy.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor),
-            Evidence(key="accuracy.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor),
-            Evidence(key="accuracy.test", value=values["test"], role="utility", remembers="higher", floor=self.floor),
+            Evidence(key="accuracy.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor,
+                     resolution=1 / len(task.forget)),
+            Evidence(key="accuracy.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor,
+                     resolution=1 / len(task.retain)),
+            Evidence(key="accuracy.test", value=values["test"], role="utility", remembers="higher", floor=self.floor,
+                     resolution=1 / len(task.test)),
         )
         return self.result(values, per_example=per_example, evidence=evidence)

@@ -62,6 +62,7 @@ class MIAEfficacy(Metric):
             {"efficacy": efficacy, "attack_train_accuracy": train_acc, **roc.values},
             per_example={"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
             curves={"roc": roc.curve},
-            evidence=(Evidence(key="mia_efficacy.efficacy", value=efficacy, role="forget", remembers="lower", floor=self.floor),),
+            evidence=(Evidence(key="mia_efficacy.efficacy", value=efficacy, role="forget", remembers="lower", floor=self.floor,
+                               resolution=1 / len(forget["ids"])),),
             info={"n_train_per_side": n, "auc_nonmembers": "held-out test" if len(held_out) else "all test (none held out)"},
         )

@@ -65,7 +65,7 @@ class NoiseFloor(Metric):
                     if ev.null_mean is not None:
                         continue
                     evidence.setdefault(ev.key, []).append(ev.value)
-                    floors[ev.key] = ev.floor
+                    floors[ev.key] = max(floors.get(ev.key, 0.0), ev.min_half_width)
                 for k, v in result.values.items():
                     scalars.setdefault(f"{metric.name}.{k}", []).append(float(v))
         values: dict[str, float] = {}

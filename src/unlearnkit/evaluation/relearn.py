@@ -80,13 +80,25 @@ class Relearn(Metric):
         value = getattr(self, key)
         return self.DEFAULTS.get(task.modality, self.DEFAULTS["classifier"])[key] if value is None else value
 
+    MIN_FORGET: ClassVar[int] = 4  # two examples to relearn, two held out to score
+
+    def why_not_applicable(self, task: Task) -> str | None:
+        n = len(task.forget)
+        if n < self.MIN_FORGET:
+            return (f"the forget set has {n} example(s); the relearning attack needs at least {self.MIN_FORGET} (some to relearn, "
+                    "the others held out to measure what comes back)")
+        return None
+
     def slices(self, task: Task, seed: int) -> tuple[Split, Split, Split | None]:
         """The forget slice the attacker relearns, the held-out forget examples, and the retain
-        examples mixed into the attack (the same for every model)."""
+        examples mixed into the attack (the same for every model). A forget set no larger than the usual slice
+        (``min_examples``, or ``fraction`` of it) is split in half: half relearned, half held out."""
         n = len(task.forget)
+        if (reason := self.why_not_applicable(task)) is not None:
+            raise ConfigError(f"relearn: {reason}.")
         k = max(self.setting(task, "min_examples"), int(round(self.fraction * n)))
         if k >= n:
-            raise ConfigError(f"relearn: the forget set ({n} examples) is too small to hold out examples after a {k}-example slice.")
+            k = n // 2
         rng = np_rng("relearn-slice", seed, task.fingerprint)
         pos = rng.permutation(n)
         n_mix = min(len(task.retain), int(round(self.setting(task, "retain_mix") * k)))
@@ -140,7 +152,10 @@ class Relearn(Metric):
         }
         values["excess_auc"] = values["auc"] - values["retrained_auc"]
         curves = {"relearn": {"step": [float(s) for s in steps], "accuracy": list(map(float, own)), "retrained": ref_mean.tolist()}}
-        evidence = (Evidence(key="relearn.auc", value=values["auc"], role="robustness", remembers="higher", floor=self.floor, strong=True),)
+        heldout = len(task.forget) - len(self.slices(task, ctx.seed)[0])
+        resolution = 1 / heldout if ctx.adapter.score_name == "accuracy" else 0.0  # one held-out example more or less
+        evidence = (Evidence(key="relearn.auc", value=values["auc"], role="robustness", remembers="higher", floor=self.floor, strong=True,
+                             resolution=resolution),)
         return self.result(values, curves=curves, evidence=evidence,
                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
                                  "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),

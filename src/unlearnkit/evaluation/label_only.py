@@ -29,7 +29,6 @@ class LabelOnly(Metric):
 
     n_shadows: int = 8
     n_targets: int = 200
-    fixed_variance: bool = True  # LiRA's parameter, unused by this attack (kept so that configs setting it still build)
     seed: int = 0
     floor: float = 0.02
     epsilon: float = 0.5

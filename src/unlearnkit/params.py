@@ -66,16 +66,49 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def flattened(cls: type) -> dict[str, tuple[str, ...]]:
+    """The nested settings objects of a component that users give as flat parameters: field name -> the keys routed
+    into it (``GradientMethod.flattened``: its ``train`` field takes ``epochs``, ``lr``, ...)."""
+    return dict(getattr(cls, "flattened", {}))
+
+
+def param_names(cls: type) -> list[str]:
+    """The (flat) parameter names a user may give a dataclass component, in field order."""
+    nested = flattened(cls)
+    return [key for f in dataclasses.fields(cls) if f.init for key in nested.get(f.name, (f.name,))]
+
+
+def flat_params(component: Any) -> dict[str, Any]:
+    """A component's parameters as a user gives them (the inverse of ``build_component``): nested settings flattened."""
+    nested = flattened(type(component))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(component):
+        if f.init:
+            value = getattr(component, f.name)
+            out.update({k: getattr(value, k) for k in nested[f.name]} if f.name in nested else {f.name: value})
+    return out
+
+
 def build_component(cls: type, params: Mapping[str, Any] | None, where: str) -> Any:
-    """Instantiate a dataclass component from user params, naming unknown keys and bad values."""
+    """Instantiate a dataclass component from user params, naming unknown keys and bad values. Flat keys of a nested
+    settings object (``flattened``) replace those fields of the field's default."""
     params = dict(params or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    names = set(param_names(cls))
     for key in params:
         if key not in names:
             raise ConfigError(f"Unknown parameter {key!r} for {where}.{suggest(key, names)} Allowed: {sorted(names)}.")
-    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in params.items()}
+    owner = {key: name for name, keys in flattened(cls).items() for key in keys}
+    kwargs: dict[str, Any] = {}
+    routed: dict[str, dict[str, Any]] = {}
+    for k, v in params.items():
+        if k in owner:
+            routed.setdefault(owner[k], {})[k] = coerce(v, typing.get_type_hints(hints[owner[k]])[k], f"{where}.{k}")
+        else:
+            kwargs[k] = coerce(v, hints[k], f"{where}.{k}")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     try:
+        kwargs.update({name: dataclasses.replace(defaults[name], **values) for name, values in routed.items()})
         return cls(**kwargs)
     except ConfigError:
         raise

@@ -13,6 +13,7 @@ import torch
 from unlearnkit import METHODS
 from unlearnkit.errors import ConfigError, MissingReference, ModelError
 from unlearnkit.methods import build_method, method_params
+from unlearnkit.params import param_names
 from unlearnkit.references import References
 from tests.conftest import state_equal
 
@@ -33,9 +34,7 @@ def setting(name, request):
 
 def small(name):
     """Defaults, with the budget cut where a method has one (keeps the suite fast)."""
-    cls = METHODS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return build_method(name, {"steps": 12, "batch_size": 32} if "steps" in fields else {})
+    return build_method(name, {"steps": 12, "batch_size": 32} if "steps" in param_names(METHODS.get(name)) else {})
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -83,7 +83,7 @@ def test_without_forget_terms_it_is_fine_tuning_on_retain(regression_task, regre
     rng = np.random.default_rng(2)
     method.train_blindspot(copy.deepcopy(regression_refs.original), regression_task, ADAPTER, rng, "cpu", False)
     ref = copy.deepcopy(regression_refs.original)
-    fit(ref, NLL("retain"), {"retain": regression_task.retain}, method.train_config(), adapter=ADAPTER, rng=rng, epoch_stream="retain")
+    fit(ref, NLL("retain"), {"retain": regression_task.retain}, method.train, adapter=ADAPTER, rng=rng, epoch_stream="retain")
     assert state_equal(out.model, ref)
 
 

@@ -85,7 +85,7 @@ def test_is_fine_tuning_on_the_relabelled_training_set(regression_task, regressi
     y[torch.as_tensor(train.positions_of(regression_task.forget.ids))] = torch.as_tensor(draws, dtype=y.dtype)
     relabelled = Split.create("train", TensorData(train.data.x, y), train.ids)
     ref = copy.deepcopy(regression_refs.original)
-    fit(ref, NLL("train"), {"train": relabelled}, method.train_config(), adapter=ADAPTER, rng=rng)
+    fit(ref, NLL("train"), {"train": relabelled}, method.train, adapter=ADAPTER, rng=rng)
     assert state_equal(out.model, ref)
     assert out.info["replaced"] == len(regression_task.forget)
 

@@ -43,7 +43,7 @@ def test_finetune_is_plain_training_on_retain(random_task, random_refs, original
     method = build_method("finetune", {"steps": 6, "batch_size": 32, "lr": 0.02, "schedule": "constant"})
     out = method.unlearn(copy.deepcopy(original), random_task, random_refs, rng=np.random.default_rng(4))
     ref = copy.deepcopy(original)
-    fit(ref, NLL("retain"), {"retain": random_task.retain, "forget": random_task.forget}, method.train_config(), adapter=ADAPTER,
+    fit(ref, NLL("retain"), {"retain": random_task.retain, "forget": random_task.forget}, method.train, adapter=ADAPTER,
         rng=np.random.default_rng(4))
     assert state_equal(out.model, ref)
 

@@ -123,7 +123,7 @@ def test_settings_of_one_method_get_rows_of_their_own(tmp_path):
     from unlearnkit.errors import ConfigError
     from unlearnkit.methods import build_method
 
-    default_lr = build_method("finetune").lr
+    default_lr = build_method("finetune").train.lr
     with pytest.raises(ConfigError, match="listed twice"):  # the same settings once the defaults are filled in
         Experiment.from_dict({**SPEC, "methods": [{"name": "finetune", "params": {"steps": 2}},
                                                    {"name": "finetune", "params": {"steps": 2, "lr": default_lr}}]})

@@ -14,10 +14,10 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..errors import ConfigError
-from ..params import build_component, component
+from ..params import build_component, component, flat_params
 from ..registry import METHODS, SELECTORS
 from ..stopping import HoldoutLevelStop
-from ..train import OptimizerName, Schedule, TrainConfig, fit
+from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
 
 
@@ -96,7 +96,8 @@ def build_method(name: str, params: Mapping[str, Any] | None = None) -> Any:
 
 
 def method_params(method: Any) -> dict[str, Any]:
-    return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.init}
+    """The method's parameters as a user gives them (flat: training settings next to the recipe's own); run keys hash them."""
+    return flat_params(method)
 
 
 def method_version(method: Any) -> str:
@@ -114,12 +115,29 @@ def describe_method(method: Any) -> dict[str, Any]:
     return {"name": method.name, "params": method_params(method), "version": method_version(method)}
 
 
+TRAIN_PARAMS = ("epochs", "steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "grad_clip")
+"""The fields of a gradient method's ``TrainConfig`` that users set, as flat parameters next to the recipe's own."""
+
+LM_TRAIN = TrainConfig(epochs=10.0, batch_size=8, optimizer="adamw", lr=1e-4, weight_decay=0.01)
+"""Training defaults of the language-model recipes (causal LMs, forget sets of question–answer pairs).
+
+An epoch is one pass over the forget set; each step draws a forget batch and, for recipes with a retain term, a
+retain batch of the same size (OpenUnlearning's forget-anchored pairing). AdamW, lr 1e-4 (the LoRA learning rate of
+LoKU's recipe; full fine-tuning of billion-parameter models uses 1e-5, our models are small or LoRA-adapted), weight
+decay 0.01 and 10 epochs (OpenUnlearning's TOFU setting), batch size 8 (TOFU's forget sets have 40–400 items at an
+effective batch of 32; ours have 6–120, so 8 keeps several steps per epoch). Recipes with a retain term use retain NLL
+(length-normalised, per example) weighted by ``retain_weight``, and check every ``*_weight`` with ``check_weights``."""
+
+
 @dataclass(frozen=True)
 class GradientMethod:
-    """Shared hyperparameters and body of gradient recipes: objective + selector + the one loop.
+    """Shared body of gradient recipes: objective + selector + the one loop, with the training settings in ``train``.
 
     Subclasses define ``objective(task, refs)`` and may override ``selector()``, ``epoch_stream``
-    and ``extra(...)`` (precomputed inputs for objectives, e.g. frozen reference logits).
+    and ``extra(...)`` (precomputed inputs for objectives, e.g. frozen reference logits). A recipe's own training
+    defaults are its ``train`` default (``train: TrainConfig = TrainConfig(epochs=3.0, lr=0.05)``); users give those
+    settings as flat parameters (``{epochs: 1, lr: 0.01}``, the ``TRAIN_PARAMS``), which ``build_method`` routes into
+    ``train`` and ``method_params`` reads back out.
 
     ``stop_at="holdout"`` ends training early, the first time (checked every ``stop_check_every`` steps) the forget
     set's mean true-answer probability falls to the holdout (test) examples' on the input model
@@ -133,51 +151,38 @@ class GradientMethod:
     ``layers: [-3, -2, -1]`` for the adapters of a causal LM's top three blocks. Everything else is frozen, so the
     backward pass stops at the lowest selected parameter."""
 
-    epochs: float = 5.0
-    steps: int | None = None
-    batch_size: int = 128
-    optimizer: OptimizerName = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: Schedule = "constant"
-    grad_clip: float | None = None
+    train: TrainConfig = TrainConfig(epochs=5.0)
     stop_at: Literal["none", "holdout"] = "none"
     stop_check_every: int = 1
     restrict_to: dict[str, Any] | None = None
 
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    version: ClassVar[str]
     kind: ClassVar[str] = "gradient"
     needs: ClassVar[frozenset[str]] = frozenset()
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     epoch_stream: ClassVar[str] = "forget"
+    flattened: ClassVar[dict[str, tuple[str, ...]]] = {"train": TRAIN_PARAMS}
 
     def __post_init__(self) -> None:
-        self.train_config()  # validates the budget and optimiser settings
+        if self.train.epochs is None:
+            raise ConfigError(f"{self.name}: epochs must be a number (steps, when given, replaces it).")
         if self.stop_at not in ("none", "holdout"):
-            raise ConfigError(f"{self.name}: stop_at must be 'none' or 'holdout', got {self.stop_at!r}.")  # type: ignore[attr-defined]
+            raise ConfigError(f"{self.name}: stop_at must be 'none' or 'holdout', got {self.stop_at!r}.")
         if self.stop_at != "none" and type(self).unlearn is not GradientMethod.unlearn:
-            raise ConfigError(f"{self.name}: stop_at is not supported (it runs its own training stages).")  # type: ignore[attr-defined]
+            raise ConfigError(f"{self.name}: stop_at is not supported (it runs its own training stages).")
         if not (isinstance(self.stop_check_every, int) and self.stop_check_every >= 1):
-            raise ConfigError(f"{self.name}: stop_check_every must be an integer >= 1, got {self.stop_check_every!r}.")  # type: ignore[attr-defined]
+            raise ConfigError(f"{self.name}: stop_check_every must be an integer >= 1, got {self.stop_check_every!r}.")
         if self.restrict_to is not None and type(self).unlearn is not GradientMethod.unlearn:
-            raise ConfigError(f"{self.name}: restrict_to is not supported (it runs its own training stages).")  # type: ignore[attr-defined]
+            raise ConfigError(f"{self.name}: restrict_to is not supported (it runs its own training stages).")
         self.restriction()  # validates restrict_to
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-            momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule, grad_clip=self.grad_clip,
-            sam_rho=getattr(self, "_sam_rho", 0.0),
-        )
 
     def with_sam(self, rho: float) -> GradientMethod:
         """A copy whose training steps are sharpness-aware with radius ``rho`` (``TrainConfig.sam_rho``). The radius is
-        an attribute outside the dataclass fields, so the copy's parameters (and run keys) are the method's own."""
-        out = dataclasses.replace(self)
-        object.__setattr__(out, "_sam_rho", float(rho))
-        out.train_config()  # validates rho
-        return out
+        not one of the ``TRAIN_PARAMS``, so the copy's parameters (and run keys) are the method's own."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, sam_rho=float(rho)))
 
     def objective(self, task: Task, refs: Any) -> Any:
         raise TypeError(f"{type(self).__name__} must define objective()")  # pragma: no cover
@@ -189,8 +194,8 @@ class GradientMethod:
         """The selector named by ``restrict_to``, or None."""
         if self.restrict_to is None:
             return None
-        spec = component(self.restrict_to, f"{self.name}: restrict_to", SELECTORS)  # type: ignore[attr-defined]
-        return build_component(SELECTORS.get(spec.name), spec.params, f"{self.name}: restrict_to {spec.name!r}")  # type: ignore[attr-defined]
+        spec = component(self.restrict_to, f"{self.name}: restrict_to", SELECTORS)
+        return build_component(SELECTORS.get(spec.name), spec.params, f"{self.name}: restrict_to {spec.name!r}")
 
     def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
         return {}
@@ -205,14 +210,14 @@ class GradientMethod:
         adapter = get_adapter(task)
         adapter.check(model, task, device)
         masks = [s(model, task, adapter=adapter, rng=rng, device=device) for s in (self.selector(), self.restriction()) if s is not None]
-        mask = None if not masks else functools.reduce(operator.and_, masks).require_nonempty(f"{self.name}'s parameter selection")  # type: ignore[attr-defined]
+        mask = None if not masks else functools.reduce(operator.and_, masks).require_nonempty(f"{self.name}'s parameter selection")
         objective = self.objective(task, refs)
         extra, prepared = self.prepare(model, task, refs, adapter, device)
         streams = {"forget": task.forget, "retain": task.retain}
         rule = self.stop_rule(model, task, adapter, device)
         result = fit(
-            model, objective, streams, self.train_config(), adapter=adapter, rng=rng, device=device, mask=mask,
-            epoch_stream=self.epoch_stream, extra=extra, progress=progress, desc=self.name,  # type: ignore[attr-defined]
+            model, objective, streams, self.train, adapter=adapter, rng=rng, device=device, mask=mask,
+            epoch_stream=self.epoch_stream, extra=extra, progress=progress, desc=self.name,
             callback=rule,
         )
         changed = mask if mask is not None else Mask.full(model)
@@ -228,44 +233,20 @@ class GradientMethod:
         if self.stop_at == "none":
             return None
         if len(task.test) == 0:
-            raise ConfigError(f"{self.name}: stop_at='holdout' needs holdout (test) examples; the task has none.")  # type: ignore[attr-defined]
+            raise ConfigError(f"{self.name}: stop_at='holdout' needs holdout (test) examples; the task has none.")
         if task.whole_classes() is not None:
-            raise ConfigError(f"{self.name}: stop_at='holdout' stops once the forget set is predicted no better than unseen "  # type: ignore[attr-defined]
+            raise ConfigError(f"{self.name}: stop_at='holdout' stops once the forget set is predicted no better than unseen "
                               "examples; when whole classes are forgotten, the model predicts those classes' unseen examples "
                               "about as well as the forget set, so the rule would stop almost at once, far from a retrained "
                               "model (which never predicts those classes); give a step or epoch budget instead.")
-        return HoldoutLevelStop.measured(model, task.forget, task.test, adapter, batch_size=max(self.batch_size, 16), device=device,
+        return HoldoutLevelStop.measured(model, task.forget, task.test, adapter, batch_size=max(self.train.batch_size, 16), device=device,
                                          every=self.stop_check_every)
 
 
-@dataclass(frozen=True)
-class LMGradientMethod(GradientMethod):
-    """Shared defaults of the language-model recipes (causal LMs, forget sets of question–answer pairs).
-
-    An epoch is one pass over the forget set; each step draws a forget batch and, for recipes with a retain term, a
-    retain batch of the same size (OpenUnlearning's forget-anchored pairing). Defaults: AdamW, lr 1e-4 (the LoRA
-    learning rate of LoKU's recipe; full fine-tuning of billion-parameter models uses 1e-5, our models are small or
-    LoRA-adapted), weight decay 0.01 and 10 epochs (OpenUnlearning's TOFU setting), batch size 8 (TOFU's forget
-    sets have 40–400 items at an effective batch of 32; ours have 6–120, so 8 keeps several steps per epoch), and
-    for recipes with a retain term, retain NLL (length-normalised, per example) weighted by ``retain_weight``.
-    Every ``*_weight`` field is checked to be a finite number >= 0."""
-
-    epochs: float = 10.0
-    batch_size: int = 8
-    optimizer: OptimizerName = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-
-    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for f in dataclasses.fields(self):
-            if f.name.endswith("_weight"):
-                check_weight(self, f.name)
-
-
-def check_weight(method: Any, name: str) -> None:
-    value = getattr(method, name)
-    if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-        raise ConfigError(f"{method.name}: {name} must be a finite number >= 0, got {value}.")
+def check_weights(method: Any) -> None:
+    """Every ``*_weight`` field of ``method`` is a finite number >= 0 (the language-model recipes' check)."""
+    for f in dataclasses.fields(method):
+        if f.name.endswith("_weight"):
+            value = getattr(method, f.name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ConfigError(f"{method.name}: {f.name} must be a finite number >= 0, got {value}.")

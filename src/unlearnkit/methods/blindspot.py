@@ -17,7 +17,7 @@ from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..models import reset_parameters
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
-from ..train import Loss, OptimizerName, Schedule, StepContext, TrainConfig, TrainResult, fit
+from ..train import Loss, StepContext, TrainConfig, TrainResult, fit
 from ..types import Batch, Mask, Split, Task, Unlearned
 from .base import GradientMethod, register_method
 
@@ -120,11 +120,7 @@ class Blindspot(GradientMethod):
       examples, where the authors' 2 + 1 epochs (on tens of thousands of images) would be a few dozen steps.
       B and every reference output are computed once, before training, in eval mode."""
 
-    epochs: float = 20.0
-    batch_size: int = 32
-    optimizer: OptimizerName = "adam"
-    lr: float = 3e-3
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=20.0, batch_size=32, optimizer="adam", lr=3e-3, schedule="cosine")
     blindspot_epochs: float = 20.0
     blindspot_lr: float = 1e-2
     forget_weight: float = 1.0
@@ -152,7 +148,7 @@ class Blindspot(GradientMethod):
 
     def blindspot_config(self) -> TrainConfig:
         try:
-            return TrainConfig(epochs=self.blindspot_epochs, batch_size=self.batch_size, optimizer="adam", lr=self.blindspot_lr)
+            return TrainConfig(epochs=self.blindspot_epochs, batch_size=self.train.batch_size, optimizer="adam", lr=self.blindspot_lr)
         except ConfigError as exc:
             raise ConfigError(f"blindspot: blindspot_epochs / blindspot_lr: {exc}") from None
 
@@ -193,7 +189,7 @@ class Blindspot(GradientMethod):
         blind, seed, blind_result = self.train_blindspot(model, task, adapter, rng, device, progress)
         tables = self.reference_tables(model, blind, task, adapter, device)
         result = fit(
-            model, self.objective(task, refs), {"forget": task.forget, "retain": task.retain}, self.train_config(), adapter=adapter,
+            model, self.objective(task, refs), {"forget": task.forget, "retain": task.retain}, self.train, adapter=adapter,
             rng=rng, device=device, epoch_stream=self.epoch_stream, extra=tables, progress=progress, desc=self.name,
         )
         changed = Mask.full(model)

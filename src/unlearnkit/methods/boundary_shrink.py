@@ -12,7 +12,7 @@ from torch import nn
 from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import ReferenceLogits
-from ..train import Loss, Schedule, StepContext
+from ..train import Loss, StepContext, TrainConfig
 from ..types import Batch, Split, Task
 from .base import GradientMethod, register_method
 
@@ -106,9 +106,7 @@ class BoundaryShrink(GradientMethod):
     where lr 0.01 fell to 0.88.
     """
 
-    epochs: float = 2.0
-    lr: float = 0.003
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=2.0, lr=0.003, schedule="cosine")
     bound: float = 0.1
 
     epoch_stream: ClassVar[str] = "forget"
@@ -125,7 +123,7 @@ class BoundaryShrink(GradientMethod):
         return NeighbourCE("forget")
 
     def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
-        return {NEIGHBOUR_LABELS: neighbour_labels(model, task.forget, adapter, self.bound, device, self.batch_size)}
+        return {NEIGHBOUR_LABELS: neighbour_labels(model, task.forget, adapter, self.bound, device, self.train.batch_size)}
 
 
 __all__ = ["BoundaryShrink", "LabelTable", "NeighbourCE", "fgsm_step", "nearest_wrong_class", "neighbour_labels"]

@@ -17,7 +17,7 @@ from ..adapters import get_adapter
 from ..errors import ConfigError, TaskError
 from ..objectives import NLL, Weighted, weighted
 from ..registry import suggest
-from ..train import Schedule, fit
+from ..train import TrainConfig, fit
 from ..types import Batch, Batchable, Mask, Split, Task, Unlearned
 from .base import GradientMethod, forgotten_classes, register_method
 
@@ -234,9 +234,7 @@ class ConceptPoison(GradientMethod):
       the attributions never see a label (the head is fitted to the original model's logits).
         """
 
-    epochs: float = 1.0
-    lr: float = 0.01
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=1.0, lr=0.01, schedule="cosine")
     n_concepts: int = 20
     mode: PoisonMode = "targeted"
     forget_weight: float = 1.0
@@ -277,7 +275,7 @@ class ConceptPoison(GradientMethod):
         new_labels = poison_labels(torch.as_tensor(task.forget.labels), self.mode, analysis.nearest, analysis.kept, rng)
         poisoned = Split.create(task.forget.name, Relabelled(task.forget.data, new_labels), task.forget.ids)
         result = fit(
-            model, self.objective(task, refs), {"forget": poisoned, "retain": task.retain}, self.train_config(), adapter=adapter,
+            model, self.objective(task, refs), {"forget": poisoned, "retain": task.retain}, self.train, adapter=adapter,
             rng=rng, device=device, epoch_stream=self.epoch_stream, progress=progress, desc=self.name,
         )
         changed = Mask.full(model)

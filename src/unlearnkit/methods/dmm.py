@@ -14,7 +14,7 @@ from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError, TaskError
 from ..objectives import LogitMSE, KLToReference, ReferenceLogits, Weighted, weighted
-from ..train import OptimizerName, Schedule, fit
+from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
 from .base import GradientMethod, register_method
 
@@ -150,10 +150,7 @@ class DMM(GradientMethod):
     small for random points the body memorised).
     """
 
-    epochs: float = 5.0
-    optimizer: OptimizerName = "adam"
-    lr: float = 1e-3
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=5.0, optimizer="adam", lr=1e-3, schedule="cosine")
     ridge: float = 1e-3
     label_scale: float | None = None
     match: Literal["mse", "kl"] = "mse"
@@ -193,7 +190,7 @@ class DMM(GradientMethod):
         adapter.check(model, task, device)
         prediction = predict_retrained_logits(model, task, adapter, ridge=self.ridge, label_scale=self.label_scale, device=device)
         result = fit(
-            model, self.objective(task, refs), {"forget": task.forget, "retain": task.retain}, self.train_config(),
+            model, self.objective(task, refs), {"forget": task.forget, "retain": task.retain}, self.train,
             adapter=adapter, rng=rng, device=device, epoch_stream=self.epoch_stream,
             extra={"reference_logits": prediction.table()}, progress=progress, desc=self.name,
         )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..objectives import NLL
-from ..train import Schedule
+from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
 
@@ -16,9 +16,7 @@ from .base import GradientMethod, register_method
 class Finetune(GradientMethod):
     """Fine-tune on the retain set (Warnecke et al., Machine Unlearning of Features and Labels, NDSS 2023; the FT baseline of SalUn)."""
 
-    epochs: float = 3.0
-    lr: float = 0.05
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=3.0, lr=0.05, schedule="cosine")
 
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
     name: ClassVar[str] = "finetune"

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from torch import nn
 
 from ..objectives.lm import DIVERGENCES, IDK_ANSWERS, Divergence, flat_terms, idk_pairs
 from ..objectives.lm import FLAT as FLATLoss
+from ..train import TrainConfig
 from ..types import Task
-from .base import LMGradientMethod, register_method
+from .base import LM_TRAIN, GradientMethod, register_method
 
 
 @register_method
 @dataclass(frozen=True)
-class FLAT(LMGradientMethod):
+class FLAT(GradientMethod):
     """FLAT, Forget data only Loss AjustmenT (Wang et al., "LLM Unlearning via Loss Adjustment with Only Forget Data", ICLR 2025).
 
     L = −g(P̄_template) + f*(g(P̄_forget)): the variational (f-GAN) form of an f-divergence between the template
@@ -33,9 +34,10 @@ class FLAT(LMGradientMethod):
     generator. Defaults: ``tv``; 5 epochs (FLAT's config) with AdamW, lr 1e-4, weight decay 0.01, batch 8.
     """
 
-    epochs: float = 5.0
+    train: TrainConfig = replace(LM_TRAIN, epochs=5.0)
     divergence: Divergence = "tv"
 
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "flat"
     paper: ClassVar[str] = "Wang et al., LLM Unlearning via Loss Adjustment with Only Forget Data, ICLR 2025"
     version: ClassVar[str] = "1"  # bump when its numbers change

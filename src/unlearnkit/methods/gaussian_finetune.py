@@ -12,7 +12,7 @@ from torch import nn
 from ..adapters import get_adapter
 from ..errors import TaskError
 from ..objectives import ReferenceLogits
-from ..train import Loss, OptimizerName, Schedule, StepContext, fit
+from ..train import Loss, StepContext, TrainConfig, fit
 from ..types import Batch, Mask, Task, Unlearned
 from .base import GradientMethod, register_method
 
@@ -78,11 +78,7 @@ class GaussianFinetune(GradientMethod):
     with a budget sized for tabular regression sets of a few hundred to a few thousand examples (30 epochs,
     lr 3e-3 with cosine decay, batch 32); the authors' single epoch at 1e-3 assumes tens of thousands."""
 
-    epochs: float = 30.0
-    batch_size: int = 32
-    optimizer: OptimizerName = "adam"
-    lr: float = 3e-3
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=30.0, batch_size=32, optimizer="adam", lr=3e-3, schedule="cosine")
 
     name: ClassVar[str] = "gaussian_finetune"
     paper: ClassVar[str] = "Tarun et al., Deep Regression Unlearning, ICML 2023"
@@ -111,7 +107,7 @@ class GaussianFinetune(GradientMethod):
         adapter.check(model, task, device)
         draws, gaussian = self.replacement_targets(task, rng)
         result = fit(
-            model, TargetsFromTable("train"), {"train": task.train}, self.train_config(), adapter=adapter, rng=rng, device=device,
+            model, TargetsFromTable("train"), {"train": task.train}, self.train, adapter=adapter, rng=rng, device=device,
             epoch_stream=self.epoch_stream, extra={TRAINING_TARGETS: self.relabelled_targets(task, draws)}, progress=progress,
             desc=self.name,
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..objectives import Ascent
+from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
 
@@ -15,8 +16,7 @@ from .base import GradientMethod, register_method
 class GradAscent(GradientMethod):
     """Gradient ascent on the forget set (Thudi et al., Unrolling SGD, EuroS&P 2022; the GA baseline)."""
 
-    epochs: float = 1.0
-    lr: float = 0.0005
+    train: TrainConfig = TrainConfig(epochs=1.0, lr=0.0005)
 
     name: ClassVar[str] = "grad_ascent"
     paper: ClassVar[str] = "Thudi et al., EuroS&P 2022"

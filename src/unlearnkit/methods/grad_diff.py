@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..objectives import NLL, Ascent, Weighted, weighted
-from ..train import Schedule
+from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
 
@@ -17,9 +17,7 @@ from .base import GradientMethod, register_method
 class GradDiff(GradientMethod):
     """Gradient difference, loss = −forget_weight·L_forget + retain_weight·L_retain (NegGrad+, Kurmanji et al., NeurIPS 2023)."""
 
-    epochs: float = 3.0
-    lr: float = 0.01
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=3.0, lr=0.01, schedule="cosine")
     forget_weight: float = 0.5
     retain_weight: float = 1.0
 

@@ -17,14 +17,15 @@ from ..objectives.lm import (
     idk_pairs,
     summed_logprobs,
 )
+from ..train import TrainConfig
 from ..types import Task
-from .base import register_method
-from .npo import NPO
+from .base import LM_TRAIN, GradientMethod, check_weights, register_method
+from .npo import Reference, reference_extra
 
 
 @register_method
 @dataclass(frozen=True)
-class IdkPO(NPO):
+class IdkPO(GradientMethod):
     """IdkDPO (Maini et al., TOFU, COLM 2024; DPO of Rafailov et al., NeurIPS 2023): prefer "I don't know" to the true answer.
 
     L = forget_weight · (−(2/β)·mean log σ(β·[(log π_w − log π^ref_w) − (log π_l − log π^ref_l)])) + retain_weight · NLL̄_retain,
@@ -39,16 +40,24 @@ class IdkPO(NPO):
     of the true answers and of every IDK variant once before training (1 + K passes over the forget set) and looks
     them up by example id; ``live`` keeps a frozen copy of the model instead.
 
-    Shares NPO's parameters (β = 0.1, weights 1, ``reference``; OpenUnlearning's TOFU idk config) and its reference
-    table of the true answers, adding the IDK answers' table.
+    Has NPO's parameters (β = 0.1, weights 1, ``reference``; OpenUnlearning's TOFU idk config) and shares its reference
+    table of the true answers (``npo.reference_extra``), adding the IDK answers' table.
     """
 
+    train: TrainConfig = LM_TRAIN
+    beta: float = 0.1
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    reference: Reference = "cached"
+
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "idk_po"
     paper: ClassVar[str] = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, COLM 2024 (IdkDPO; DPO: Rafailov et al., NeurIPS 2023)"
     version: ClassVar[str] = "1"  # bump when its numbers change
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_weights(self)
         IdkDPO(beta=self.beta)  # validates beta
 
     def objective(self, task: Task, refs: Any) -> Weighted:
@@ -56,10 +65,10 @@ class IdkPO(NPO):
 
     def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
         pairs = idk_pairs(task.forget)
-        extra, info = super().prepare(model, task, refs, adapter, device)  # NPO's reference table (true answers) or live copy
+        extra, info = reference_extra(self, model, task, adapter, device)  # NPO's reference table (true answers) or live copy
         extra[IDK_ANSWERS] = pairs
         if self.reference == "cached":
-            table = torch.stack([summed_logprobs(model, v, adapter, batch_size=self.batch_size, device=device) for v in pairs.variants], 1)
+            table = torch.stack([summed_logprobs(model, v, adapter, batch_size=self.train.batch_size, device=device) for v in pairs.variants], 1)
             cost.record(passes=len(task.forget) * len(pairs))
             extra[IDK_REFERENCE] = ReferenceLogits(task.forget.ids, table)
         return extra, {**info, "idk_answers": len(pairs)}

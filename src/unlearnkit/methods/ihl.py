@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -12,8 +12,9 @@ from .. import cost
 from ..errors import ConfigError
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import InvertedHinge
+from ..train import TrainConfig
 from ..types import Split, Task
-from .base import LMGradientMethod, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, register_method
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -95,7 +96,7 @@ def fisher_lora_init(model: nn.Module, task: Task, adapter: Any, batch_size: int
 
 @register_method
 @dataclass(frozen=True)
-class IHL(LMGradientMethod):
+class IHL(GradientMethod):
     """LoKU (Cha, Cho, Hwang & Lee, "Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs", ICLR 2025): inverted hinge loss + FILA.
 
     L = forget_weight · mean over forget answer tokens of max(0, 1 + p(y_t) − max_{v≠y_t} p(v)) + retain_weight · NLL̄_retain
@@ -112,17 +113,19 @@ class IHL(LMGradientMethod):
     model's LoRA here), weight decay 0.01, batch 8; ``fila`` off so the method works on any causal LM.
     """
 
-    epochs: float = 5.0
+    train: TrainConfig = replace(LM_TRAIN, epochs=5.0)
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     fila: bool = False
 
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "ihl"
     paper: ClassVar[str] = "Cha et al., Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs, ICLR 2025"
     version: ClassVar[str] = "2"  # bump when its numbers change (2: FILA folds an existing adapter into the weight first)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_weights(self)
         if self.fila and self.restrict_to is not None:
             raise ConfigError("ihl: fila=true re-initialises every LoRA layer (and its base weight), so it cannot be combined "
                               "with restrict_to, which promises that parameters outside the selection stay untouched.")
@@ -133,4 +136,4 @@ class IHL(LMGradientMethod):
     def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if not self.fila:
             return {}, {}
-        return {}, fisher_lora_init(model, task, adapter, self.batch_size, device)
+        return {}, fisher_lora_init(model, task, adapter, self.train.batch_size, device)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..objectives import NLL, Weighted, weighted
-from ..train import Loss, Schedule, StepContext
+from ..train import Loss, StepContext, TrainConfig
 from ..types import Batch, Task
 from .base import GradientMethod, register_method
 
@@ -62,9 +62,7 @@ class L1Sparse(GradientMethod):
     (30 steps) its effect is negligible and the run is close to ``finetune``.
     """
 
-    epochs: float = 3.0
-    lr: float = 0.05
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=3.0, lr=0.05, schedule="cosine")
     alpha: float = 1e-4
 
     epoch_stream: ClassVar[str] = "retain"

@@ -16,7 +16,7 @@ from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..objectives import ReferenceLogits
 from ..seeding import torch_seed
-from ..train import Loss, OptimizerName, Schedule, StepContext, TrainConfig, TrainResult, fit
+from ..train import Loss, StepContext, TrainConfig, TrainResult, fit
 from ..types import Batch, Mask, Split, Task, TensorData, Unlearned
 from .base import GradientMethod, register_method
 
@@ -212,10 +212,7 @@ class LAF(GradientMethod):
     reference budget), τ = 0.5, an 8-dimensional latent (the reference value for MNIST/Fashion-MNIST), 300 VAE steps.
     """
 
-    epochs: float = 10.0
-    optimizer: OptimizerName = "adam"
-    lr: float = 1e-4
-    schedule: Schedule = "constant"
+    train: TrainConfig = TrainConfig(epochs=10.0, optimizer="adam", lr=1e-4, schedule="constant")
     unlearn_weight: float = 1.0
     align_weight: float = 1.0
     temperature: float = 0.5
@@ -283,7 +280,7 @@ class LAF(GradientMethod):
         objective = LabelAgnosticObjective(density, typical, self.unlearn_weight, self.align_weight, self.temperature)
         originals = ReferenceLogits(np.concatenate([task.retain.ids, task.forget.ids]), torch.cat([retain_before, forget_before]))
         result = fit(
-            model, objective, {"forget": task.forget, "retain": task.retain}, self.train_config(), adapter=adapter, rng=rng,
+            model, objective, {"forget": task.forget, "retain": task.retain}, self.train, adapter=adapter, rng=rng,
             device=device, mask=mask, epoch_stream=self.epoch_stream, extra={"original_embeddings": originals}, progress=progress,
             desc=self.name,
         )

@@ -11,8 +11,9 @@ from .. import cost
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
 from ..objectives.lm import NPO as NPOLoss
 from ..objectives.lm import NPO_REFERENCE, REFERENCE_MODEL, frozen_copy, summed_logprobs
+from ..train import TrainConfig
 from ..types import Task
-from .base import LMGradientMethod, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, register_method
 
 Reference = Literal["cached", "live"]
 
@@ -22,14 +23,14 @@ def reference_extra(method: Any, model: nn.Module, task: Task, adapter: Any, dev
     ``live``: a frozen deep copy of the start model that recomputes them every step (to measure what caching saves)."""
     if method.reference == "live":
         return {REFERENCE_MODEL: frozen_copy(model)}, {"reference": "live"}
-    logp = summed_logprobs(model, task.forget, adapter, batch_size=method.batch_size, device=device)
+    logp = summed_logprobs(model, task.forget, adapter, batch_size=method.train.batch_size, device=device)
     cost.record(passes=len(task.forget))
     return {NPO_REFERENCE: ReferenceLogits(task.forget.ids, logp)}, {"reference": "cached"}
 
 
 @register_method
 @dataclass(frozen=True)
-class NPO(LMGradientMethod):
+class NPO(GradientMethod):
     """Negative Preference Optimization (Zhang, Lin, Bai & Mei, COLM 2024): a bounded, reference-relative replacement for gradient ascent.
 
     L = forget_weight · (−(2/β)·mean log σ(−β·(log π_θ(y|x) − log π_ref(y|x)))) on forget + retain_weight · NLL̄ on retain,
@@ -42,22 +43,25 @@ class NPO(LMGradientMethod):
     (identical up to float noise; for the step-time and memory comparison).
 
     Defaults: β = 0.1, both weights 1 (NPO's TOFU config and OpenUnlearning); optimiser and budget from
-    ``LMGradientMethod`` (AdamW, lr 1e-4, weight decay 0.01, 10 epochs of batch 8). Inferred: the retain term is
+    ``LM_TRAIN`` (AdamW, lr 1e-4, weight decay 0.01, 10 epochs of batch 8). Inferred: the retain term is
     the per-example length-normalised NLL averaged over the batch (the reference code's HF loss averages over all
     retain tokens of the batch); one retain batch of the same size per forget batch.
     """
 
+    train: TrainConfig = LM_TRAIN
     beta: float = 0.1
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     reference: Reference = "cached"
 
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "npo"
     paper: ClassVar[str] = "Zhang et al., Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning, COLM 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_weights(self)
         NPOLoss(beta=self.beta)  # validates beta
 
     def objective(self, task: Task, refs: Any) -> Weighted:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from ..errors import TaskError
 from ..objectives import NLL, RandomLabels, Weighted, weighted
+from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
 
@@ -23,8 +24,7 @@ class RandomLabel(GradientMethod):
     """Random labelling (Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; RL in SalUn):
     CE to random wrong labels on forget + retain_weight·CE on retain, summed per step (SalUn's Eq. 6)."""
 
-    epochs: float = 1.0
-    lr: float = 0.01
+    train: TrainConfig = TrainConfig(epochs=1.0, lr=0.01)
     retain_weight: float = 3.0
 
     name: ClassVar[str] = "random_label"

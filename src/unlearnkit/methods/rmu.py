@@ -24,8 +24,9 @@ from ..objectives.lm import (
     resolve_layer,
 )
 from ..selectors import DecoderLayers
+from ..train import TrainConfig
 from ..types import Mask, Task
-from .base import LMGradientMethod, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, register_method
 
 MODULES = {"mlp": "mlp", "down_proj": "mlp.down_proj"}
 
@@ -59,7 +60,7 @@ def random_direction(hidden: int, seed: int) -> torch.Tensor:
 
 @register_method
 @dataclass(frozen=True)
-class RMU(LMGradientMethod):
+class RMU(GradientMethod):
     """Representation Misdirection for Unlearning (Li et al., The WMDP Benchmark, ICML 2024).
 
     L = ‖h_ℓ(forget) − c·u‖² + retain_weight · ‖h_ℓ(retain) − h_ℓ^start(retain)‖², with h_ℓ the output hidden
@@ -72,7 +73,7 @@ class RMU(LMGradientMethod):
     per example id, zero-padded), so no second model is held.
 
     Defaults: ℓ = the middle layer (n_layers // 2); c = 6.5 and retain_weight (α) = 1200, the official WMDP Zephyr-7B
-    recipe; lr 1e-4 and the budget from ``LMGradientMethod``. c sets how far the forget activations are pushed: the
+    recipe; lr 1e-4 and the budget from ``LM_TRAIN``. c sets how far the forget activations are pushed: the
     RMU paper scales it with the layer's activation norm (OpenUnlearning's TOFU config uses c = 2, α = 1), so a
     fixed c must be tuned per model. ``adaptive=True`` removes that tuning (Adaptive RMU, Dang et al., On Effects of
     Steering Latent Representation for Large Language Model Unlearning, AAAI 2025): the target of each forget
@@ -81,6 +82,7 @@ class RMU(LMGradientMethod):
     only for both terms (OpenUnlearning; WMDP's text corpora use every token); the norm taken per token.
     """
 
+    train: TrainConfig = LM_TRAIN
     layer: int | None = None
     steering_coeff: float = 6.5
     retain_weight: float = 1200.0
@@ -88,12 +90,14 @@ class RMU(LMGradientMethod):
     adaptive: bool = False
     seed: int = 0
 
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "rmu"
     paper: ClassVar[str] = "Li et al., The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning, ICML 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_weights(self)
         if not (math.isfinite(self.steering_coeff) and self.steering_coeff >= 0):
             raise ConfigError(f"rmu: steering_coeff must be a finite number >= 0, got {self.steering_coeff}.")
         if self.module not in MODULES:
@@ -110,7 +114,7 @@ class RMU(LMGradientMethod):
         layer = resolve_layer(model, self.layer)
         extra: dict[str, Any] = {}
         if self.retain_weight != 0:
-            acts = activations_table(model, task.retain, layer, batch_size=self.batch_size, device=device)
+            acts = activations_table(model, task.retain, layer, batch_size=self.train.batch_size, device=device)
             cost.record(passes=len(task.retain))
             extra[RMU_REFERENCE] = ReferenceLogits(task.retain.ids, acts)
             hidden = acts.shape[-1]
@@ -119,7 +123,7 @@ class RMU(LMGradientMethod):
         extra[RMU_DIRECTION] = random_direction(hidden, self.seed)
         info: dict[str, Any] = {"layer": layer, "trainable_layers": list(self.selector().layers(model))}
         if self.adaptive:
-            norms = activations_table(model, task.forget, layer, batch_size=self.batch_size, device=device).norm(dim=-1)  # (n, L)
+            norms = activations_table(model, task.forget, layer, batch_size=self.train.batch_size, device=device).norm(dim=-1)  # (n, L)
             cost.record(passes=len(task.forget))
             extra[RMU_FORGET_NORMS] = ReferenceLogits(task.forget.ids, norms)
             answer = forget_answer_mask(task.forget, norms.shape[1])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..selectors import BySaliency
+from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
 from .random_label import random_label_objective
@@ -18,8 +19,7 @@ class SalUn(GradientMethod):
     ranking; per-example forget losses summed, see ``by_saliency``); random-label + retain objective; masked-out
     weights never move (gradient, decay, state)."""
 
-    epochs: float = 1.0
-    lr: float = 0.01
+    train: TrainConfig = TrainConfig(epochs=1.0, lr=0.01)
     retain_weight: float = 3.0
     saliency_fraction: float = 0.5
 

@@ -29,8 +29,8 @@ class SAM:
 
     Inferred: the min–max acts on the inner method's whole loss (the paper's NPO+SAM smooths the forget loss; with a
     retain term the perturbation here also follows the retain gradient). Defaults: NPO inside, ρ = 0.1 (the paper's
-    WMDP NPO+SAM setting). The inner method must train through ``GradientMethod.train_config``; those that build
-    their own training loop are refused. The run key holds the inner name, parameters and version (``wrapped``).
+    WMDP NPO+SAM setting). The inner method must be a ``GradientMethod`` (SAM is set in its ``train`` settings); those that
+    build their own training loop are refused. The run key holds the inner name, parameters and version (``wrapped``).
     """
 
     method: str = "npo"
@@ -64,10 +64,7 @@ class SAM:
         inner = self.wrapped()
         if not hasattr(inner, "with_sam"):
             raise ConfigError(f"sam: {self.method!r} is not a gradient method with a training loop to make sharpness-aware.")
-        out = inner.with_sam(self.rho)
-        if out.train_config().sam_rho != float(self.rho):
-            raise ConfigError(f"sam: {self.method!r} builds its own training configuration, so SAM cannot be switched on for it.")
-        return out
+        return inner.with_sam(self.rho)
 
     def why_not_applicable(self, task: Task) -> str | None:
         """The inner method's modality and forget-kind limits (so a runner skips, rather than fails, what cannot run)."""

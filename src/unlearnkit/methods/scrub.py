@@ -16,7 +16,7 @@ from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..objectives import KLToReference, ReferenceLogits
-from ..train import Loss, OptimizerName, StepContext, TrainConfig, TrainResult, fit, lr_factor
+from ..train import Loss, StepContext, TrainConfig, TrainResult, fit, lr_factor
 from ..types import Batch, Mask, Task, Unlearned
 from .base import GradientMethod, register_method
 
@@ -92,9 +92,7 @@ class SCRUB(GradientMethod):
     restored the forgotten class, so class forgetting may need shorter min-passes (``steps``) or a larger lr.
     """
 
-    epochs: float = 3.0
-    optimizer: OptimizerName = "adam"
-    lr: float = 5e-4
+    train: TrainConfig = TrainConfig(epochs=3.0, optimizer="adam", lr=5e-4)
     max_epochs: int | None = None  # None: every epoch has a max-pass
     temperature: float = 2.0
     gamma: float = 1.0
@@ -106,11 +104,12 @@ class SCRUB(GradientMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (self.epochs >= 1 and float(self.epochs).is_integer()):
-            raise ConfigError(f"scrub: epochs must be a whole number >= 1 (SCRUB epochs of one pass each), got {self.epochs}.")
-        if self.max_epochs is not None and not 0 <= self.max_epochs <= self.epochs:
+        epochs = self.train.epochs
+        if not (epochs >= 1 and float(epochs).is_integer()):
+            raise ConfigError(f"scrub: epochs must be a whole number >= 1 (SCRUB epochs of one pass each), got {epochs}.")
+        if self.max_epochs is not None and not 0 <= self.max_epochs <= epochs:
             raise ConfigError(
-                f"scrub: max_epochs must be null (every epoch) or an integer in [0, epochs={int(self.epochs)}], got {self.max_epochs}."
+                f"scrub: max_epochs must be null (every epoch) or an integer in [0, epochs={int(epochs)}], got {self.max_epochs}."
             )
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"scrub: temperature must be a finite number > 0, got {self.temperature}.")
@@ -129,9 +128,9 @@ class SCRUB(GradientMethod):
 
     def pass_config(self, epoch: int) -> TrainConfig:
         """One pass (or ``steps`` steps) at the epoch's learning rate, constant within the pass."""
-        base = self.train_config()
-        lr = self.lr * lr_factor(base, epoch, int(self.epochs))
-        return dataclasses.replace(base, epochs=1.0, steps=self.steps, lr=lr, schedule="constant")
+        base = self.train
+        lr = base.lr * lr_factor(base, epoch, int(base.epochs))
+        return dataclasses.replace(base, epochs=1.0, lr=lr, schedule="constant")
 
     def unlearn(
         self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
@@ -146,14 +145,14 @@ class SCRUB(GradientMethod):
         def run(phase: str, objective: Any, stream: str, epoch: int) -> None:
             result: TrainResult = fit(
                 model, objective, streams, self.pass_config(epoch), adapter=adapter, rng=rng, device=device,
-                epoch_stream=stream, extra=extra, progress=progress, desc=f"{self.name} {phase} {epoch + 1}/{int(self.epochs)}",
+                epoch_stream=stream, extra=extra, progress=progress, desc=f"{self.name} {phase} {epoch + 1}/{int(self.train.epochs)}",
             )
             passes.append({"epoch": epoch, "phase": phase, **result.to_json()})
             if result.stopped:
                 warnings.append(f"epoch {epoch} {phase}-pass: {result.stopped}")
 
-        n_max = int(self.epochs) if self.max_epochs is None else self.max_epochs
-        for epoch in range(int(self.epochs)):
+        n_max = int(self.train.epochs) if self.max_epochs is None else self.max_epochs
+        for epoch in range(int(self.train.epochs)):
             if epoch < n_max:
                 run("max", self.max_objective(), "forget", epoch)
             run("min", self.min_objective(), "retain", epoch)

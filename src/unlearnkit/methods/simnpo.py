@@ -7,13 +7,14 @@ from typing import Any, ClassVar
 
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import SimNPO as SimNPOLoss
+from ..train import TrainConfig
 from ..types import Task
-from .base import LMGradientMethod, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, register_method
 
 
 @register_method
 @dataclass(frozen=True)
-class SimNPO(LMGradientMethod):
+class SimNPO(GradientMethod):
     """SimNPO (Fan, Liu, Lin, Jia, Zhang, Mei & Liu, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning", 2024).
 
     L = forget_weight · (−(2/β)·mean log σ(β·(NLL̄_θ(y|x) − δ))) on forget + retain_weight · NLL̄ on retain, where
@@ -22,20 +23,23 @@ class SimNPO(LMGradientMethod):
     reached as NLL̄ → ∞; the length normalisation stops long answers dominating the gradient.
 
     Defaults: β = 4.5, forget_weight 0.125, retain_weight 1, δ = 0 — the SimNPO TOFU forget10 config as copied by
-    OpenUnlearning (our profile tasks forget 10% by default); optimiser and budget from ``LMGradientMethod``.
+    OpenUnlearning (our profile tasks forget 10% by default); optimiser and budget from ``LM_TRAIN``.
     """
 
+    train: TrainConfig = LM_TRAIN
     beta: float = 4.5
     delta: float = 0.0
     forget_weight: float = 0.125
     retain_weight: float = 1.0
 
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "simnpo"
     paper: ClassVar[str] = "Fan et al., Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning, 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_weights(self)
         SimNPOLoss(beta=self.beta, delta=self.delta)  # validates
 
     def objective(self, task: Task, refs: Any) -> Weighted:

@@ -14,7 +14,7 @@ from torch import nn
 from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
-from ..train import Loss, Schedule, StepContext
+from ..train import Loss, StepContext, TrainConfig
 from ..types import Batch, Split, Task
 from .base import GradientMethod, forgotten_classes, register_method
 
@@ -110,9 +110,7 @@ class TRW(GradientMethod):
     examples by forgotten class (one similarity row per class); the targets never use retain data.
     """
 
-    epochs: float = 1.0
-    lr: float = 0.01
-    schedule: Schedule = "cosine"
+    train: TrainConfig = TrainConfig(epochs=1.0, lr=0.01, schedule="cosine")
     tilt: float = 1.0
     forget_weight: float = 1.0
     retain_weight: float = 1.0

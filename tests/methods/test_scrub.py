@@ -76,7 +76,7 @@ def test_without_max_passes_it_is_plain_distillation(random_task, random_refs, o
         fit(ref, objective, {"retain": random_task.retain, "forget": random_task.forget}, config, adapter=ADAPTER, rng=rng,
             epoch_stream="retain", extra={"reference_logits": table})
     assert state_equal(out.model, ref)
-    assert [p["phase"] for p in out.info["passes"]] == ["min", "min"]
+    assert [p["phase"] for p in out.info["phases"]] == ["min", "min"]
 
 
 def test_forgets_a_class_while_keeping_the_retain_set(class_task, class_refs):
@@ -106,6 +106,28 @@ def test_teacher_is_never_run_during_training(random_task, random_refs, original
     assert out.info["steps"] == 2 * (5 + 5)
     assert len(calls) == upfront + out.info["steps"]
     assert sum(calls[:upfront]) == 2 + n_forget + n_retain
+
+
+def test_restrict_to_trains_only_the_selection_in_every_phase(random_task, random_refs, original):
+    """restrict_to holds for the max- and the min-passes alike: parameters outside the selection stay bit-identical."""
+    params = {**SHORT, "restrict_to": {"name": "by_name", "params": {"include": ["head.*"]}}}
+    out = build_method("scrub", params).unlearn(copy.deepcopy(original), random_task, random_refs, rng=np.random.default_rng(0))
+    assert [p["phase"] for p in out.info["phases"]] == ["max", "min", "max", "min"]
+    for (name, p), (_, q) in zip(out.model.named_parameters(), original.named_parameters()):
+        assert bool(out.changed[name].all()) == name.startswith("head.")
+        assert torch.equal(p, q) != name.startswith("head."), name
+    free = build_method("scrub", SHORT).unlearn(copy.deepcopy(original), random_task, random_refs, rng=np.random.default_rng(0))
+    assert not torch.equal(free.model.body[1].weight, original.body[1].weight)
+
+
+def test_stop_at_holdout_counts_steps_over_the_phases_and_ends_the_schedule(random_task, random_refs, original):
+    """The rule checks every 4 steps counted across the passes (3 steps each): its first check is the min-pass's first
+    step, global step 3 (counted per pass, no check would ever come). It fires there, and no later pass runs."""
+    params = {"epochs": 3, "steps": 3, "batch_size": 32, "lr": 3e-3, "stop_at": "holdout", "stop_check_every": 4}
+    out = build_method("scrub", params).unlearn(copy.deepcopy(original), random_task, random_refs, rng=np.random.default_rng(0))
+    rule, phases = out.info["early_stop"], out.info["phases"]
+    assert [(p["phase"], p["steps"]) for p in phases] == [("max", 3), ("min", 1)] and out.info["steps"] == 4
+    assert [s for s, _ in rule["trace"]] == [3] and rule["fired"] == phases[-1]["stopped"] and "warning" not in out.info
 
 
 def test_params_validated():

@@ -87,8 +87,6 @@ def test_stop_configuration_errors(causal_lm_task):
         build_method("npo", {"stop_at": "retrain"})
     with pytest.raises(ConfigError, match="stop_check_every"):
         build_method("npo", {"stop_at": "holdout", "stop_check_every": 0})
-    with pytest.raises(ConfigError, match="scrub: stop_at is not supported"):
-        build_method("scrub", {"stop_at": "holdout"})
 
 
 def test_holdout_stop_is_refused_when_whole_classes_are_forgotten(class_task, class_refs, random_task):

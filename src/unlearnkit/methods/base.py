@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -130,24 +130,53 @@ effective batch of 32; ours have 6–120, so 8 keeps several steps per epoch). R
 
 
 @dataclass(frozen=True)
+class Setup:
+    """What a recipe's hooks may use besides the model and the task: the references, the task's adapter, the run's
+    generator (hooks that draw from it do so in a fixed order, before training), the device and progress display."""
+
+    refs: Any
+    adapter: Any
+    rng: np.random.Generator
+    device: str = "cpu"
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One run of the training loop in a recipe's schedule: an objective with its settings and the stream an epoch
+    passes over. ``label`` names it in progress bars and warnings; ``info`` goes with its result in ``info["phases"]``."""
+
+    label: str
+    objective: Any
+    train: TrainConfig
+    epoch_stream: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GradientMethod:
     """Shared body of gradient recipes: objective + selector + the one loop, with the training settings in ``train``.
 
-    Subclasses define ``objective(task, refs)`` and may override ``selector()``, ``epoch_stream``
-    and ``extra(...)`` (precomputed inputs for objectives, e.g. frozen reference logits). A recipe's own training
+    Subclasses define ``objective(task, refs)`` and may override ``selector()``, ``epoch_stream``,
+    ``prepare(model, task, setup)`` (inputs computed once before training that objectives read from ``ctx.extra``,
+    e.g. frozen reference logits, and what to report about them), ``phases(task, refs)`` (several runs of the loop in
+    sequence, e.g. SCRUB's max- and min-passes; default: one phase of ``objective`` with ``train``) and
+    ``report(model, task, setup, extra)`` (what to add to ``Unlearned.info`` after training). A stream is the task's
+    split of that name (``forget``, ``retain``, ``train``). A recipe's own training
     defaults are its ``train`` default (``train: TrainConfig = TrainConfig(epochs=3.0, lr=0.05)``); users give those
     settings as flat parameters (``{epochs: 1, lr: 0.01}``, the ``TRAIN_PARAMS``), which ``build_method`` routes into
     ``train`` and ``method_params`` reads back out.
 
-    ``stop_at="holdout"`` ends training early, the first time (checked every ``stop_check_every`` steps) the forget
+    ``stop_at="holdout"`` ends training early, the first time (checked every ``stop_check_every`` steps, counted over
+    all phases) the forget
     set's mean true-answer probability falls to the holdout (test) examples' on the input model
     (``stopping.HoldoutLevelStop``, Jang et al.'s forgetting threshold): the budget becomes a maximum and the method
-    stops before over-forgetting, without consulting a retrained model. It keeps the weights of that check or, when the
-    previous check was nearer the level, the previous check's.
+    stops before over-forgetting, without consulting a retrained model; later phases do not run. It keeps the weights
+    of that check or, when the previous check was nearer the level, the previous check's.
 
     ``restrict_to`` = ``{"name": <registered selector>, "params": {...}}`` (or just the name; parsed like an experiment
     file's components) trains only the parameters that selector
-    picks (intersected with the recipe's own selector, if it has one), e.g. ``decoder_layers`` with
+    picks (intersected with the recipe's own selector, if it has one), in every phase, e.g. ``decoder_layers`` with
     ``layers: [-3, -2, -1]`` for the adapters of a causal LM's top three blocks. Everything else is frozen, so the
     backward pass stops at the lowest selected parameter."""
 
@@ -171,12 +200,8 @@ class GradientMethod:
             raise ConfigError(f"{self.name}: epochs must be a number (steps, when given, replaces it).")
         if self.stop_at not in ("none", "holdout"):
             raise ConfigError(f"{self.name}: stop_at must be 'none' or 'holdout', got {self.stop_at!r}.")
-        if self.stop_at != "none" and type(self).unlearn is not GradientMethod.unlearn:
-            raise ConfigError(f"{self.name}: stop_at is not supported (it runs its own training stages).")
         if not (isinstance(self.stop_check_every, int) and self.stop_check_every >= 1):
             raise ConfigError(f"{self.name}: stop_check_every must be an integer >= 1, got {self.stop_check_every!r}.")
-        if self.restrict_to is not None and type(self).unlearn is not GradientMethod.unlearn:
-            raise ConfigError(f"{self.name}: restrict_to is not supported (it runs its own training stages).")
         self.restriction()  # validates restrict_to
 
     def with_sam(self, rho: float) -> GradientMethod:
@@ -185,7 +210,7 @@ class GradientMethod:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, sam_rho=float(rho)))
 
     def objective(self, task: Task, refs: Any) -> Any:
-        raise TypeError(f"{type(self).__name__} must define objective()")  # pragma: no cover
+        raise TypeError(f"{type(self).__name__} must define objective() or phases()")  # pragma: no cover
 
     def selector(self) -> Any:
         return None
@@ -197,35 +222,50 @@ class GradientMethod:
         spec = component(self.restrict_to, f"{self.name}: restrict_to", SELECTORS)
         return build_component(SELECTORS.get(spec.name), spec.params, f"{self.name}: restrict_to {spec.name!r}")
 
-    def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
-        return {}
+    def phases(self, task: Task, refs: Any) -> list[Phase]:
+        return [Phase(self.name, self.objective(task, refs), self.train, self.epoch_stream)]
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         """What objectives read from ``ctx.extra`` (computed once from the input model, before training), and what
-        to report about it in ``Unlearned.info``. Default: ``extra(...)`` and nothing to report."""
-        return self.extra(model, task, refs, adapter, device), {}
+        to report about it in ``Unlearned.info`` (a ``warning`` there joins the training warnings). Default: nothing."""
+        return {}, {}
+
+    def report(self, model: nn.Module, task: Task, setup: Setup, extra: dict[str, Any]) -> dict[str, Any]:
+        """What to add to ``Unlearned.info`` about the trained model. Default: nothing."""
+        return {}
 
     def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
         check_forget_kind(self, task)
         adapter = get_adapter(task)
         adapter.check(model, task, device)
+        setup = Setup(refs, adapter, rng, device, progress)
         masks = [s(model, task, adapter=adapter, rng=rng, device=device) for s in (self.selector(), self.restriction()) if s is not None]
         mask = None if not masks else functools.reduce(operator.and_, masks).require_nonempty(f"{self.name}'s parameter selection")
-        objective = self.objective(task, refs)
-        extra, prepared = self.prepare(model, task, refs, adapter, device)
-        streams = {"forget": task.forget, "retain": task.retain}
+        phases = self.phases(task, refs)
+        extra, prepared = self.prepare(model, task, setup)
+        warnings = [prepared.pop("warning")] if "warning" in prepared else []
         rule = self.stop_rule(model, task, adapter, device)
-        result = fit(
-            model, objective, streams, self.train, adapter=adapter, rng=rng, device=device, mask=mask,
-            epoch_stream=self.epoch_stream, extra=extra, progress=progress, desc=self.name,
-            callback=rule,
-        )
+        results: list[dict[str, Any]] = []
+        for phase in phases:
+            streams = {s: getattr(task, s) for s in dict.fromkeys((*phase.objective.streams, phase.epoch_stream))}
+            result = fit(
+                model, phase.objective, streams, phase.train, adapter=adapter, rng=rng, device=device, mask=mask,
+                epoch_stream=phase.epoch_stream, extra=extra, progress=progress,
+                desc=self.name if len(phases) == 1 else f"{self.name} {phase.label}",
+                callback=None if rule is None else offset_steps(rule, sum(r["steps"] for r in results)),
+            )
+            results.append({**phase.info, **result.to_json()})
+            if result.stopped and (rule is None or result.stopped != rule.fired):
+                warnings.append(result.stopped if len(phases) == 1 else f"{phase.label}: {result.stopped}")
+            if rule is not None and rule.fired:
+                break
         changed = mask if mask is not None else Mask.full(model)
-        info = {"train": result.to_json(), "mask": changed.summary(), **prepared}
+        trained = {"train": results[0]} if len(phases) == 1 else {"phases": results, "steps": sum(r["steps"] for r in results)}
+        info = {**trained, "mask": changed.summary(), **prepared, **self.report(model, task, setup, extra)}
         if rule is not None:
             info["early_stop"] = rule.to_json()
-        if result.stopped and (rule is None or result.stopped != rule.fired):
-            info["warning"] = result.stopped
+        if warnings:
+            info["warning"] = "; ".join(warnings)
         return Unlearned(model, changed, info)
 
     def stop_rule(self, model: nn.Module, task: Task, adapter: Any, device: str) -> HoldoutLevelStop | None:
@@ -241,6 +281,11 @@ class GradientMethod:
                               "model (which never predicts those classes); give a step or epoch budget instead.")
         return HoldoutLevelStop.measured(model, task.forget, task.test, adapter, batch_size=max(self.train.batch_size, 16), device=device,
                                          every=self.stop_check_every)
+
+
+def offset_steps(rule: Callable[[int, nn.Module], str | None], offset: int) -> Callable[[int, nn.Module], str | None]:
+    """``rule`` as the callback of a later phase: its steps counted from ``offset``, the steps of the phases before."""
+    return lambda step, model: rule(offset + step, model)
 
 
 def check_weights(method: Any) -> None:

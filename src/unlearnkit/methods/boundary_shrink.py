@@ -14,7 +14,7 @@ from ..errors import ConfigError, TaskError
 from ..objectives import ReferenceLogits
 from ..train import Loss, StepContext, TrainConfig
 from ..types import Batch, Split, Task
-from .base import GradientMethod, register_method
+from .base import GradientMethod, Setup, register_method
 
 NEIGHBOUR_LABELS = "neighbour_labels"  # key of the label table in ctx.extra
 
@@ -122,8 +122,8 @@ class BoundaryShrink(GradientMethod):
     def objective(self, task: Task, refs: Any) -> NeighbourCE:
         return NeighbourCE("forget")
 
-    def extra(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> dict[str, Any]:
-        return {NEIGHBOUR_LABELS: neighbour_labels(model, task.forget, adapter, self.bound, device, self.train.batch_size)}
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {NEIGHBOUR_LABELS: neighbour_labels(model, task.forget, setup.adapter, self.bound, setup.device, self.train.batch_size)}, {}
 
 
 __all__ = ["BoundaryShrink", "LabelTable", "NeighbourCE", "fgsm_step", "nearest_wrong_class", "neighbour_labels"]

@@ -11,7 +11,7 @@ from ..objectives.lm import DIVERGENCES, IDK_ANSWERS, Divergence, flat_terms, id
 from ..objectives.lm import FLAT as FLATLoss
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, register_method
+from .base import LM_TRAIN, GradientMethod, Setup, register_method
 
 
 @register_method
@@ -50,6 +50,6 @@ class FLAT(GradientMethod):
     def objective(self, task: Task, refs: Any) -> FLATLoss:
         return FLATLoss(self.divergence, "forget")
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         pairs = idk_pairs(task.forget)
         return {IDK_ANSWERS: pairs}, {"idk_answers": len(pairs)}

@@ -19,7 +19,7 @@ from ..objectives.lm import (
 )
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, check_weights, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
 from .npo import Reference, reference_extra
 
 
@@ -63,12 +63,13 @@ class IdkPO(GradientMethod):
     def objective(self, task: Task, refs: Any) -> Weighted:
         return weighted((self.forget_weight, IdkDPO("forget", self.beta)), (self.retain_weight, NLL("retain")))
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         pairs = idk_pairs(task.forget)
-        extra, info = reference_extra(self, model, task, adapter, device)  # NPO's reference table (true answers) or live copy
+        extra, info = reference_extra(self, model, task, setup.adapter, setup.device)  # NPO's reference table (true answers) or live copy
         extra[IDK_ANSWERS] = pairs
         if self.reference == "cached":
-            table = torch.stack([summed_logprobs(model, v, adapter, batch_size=self.train.batch_size, device=device) for v in pairs.variants], 1)
+            table = torch.stack([summed_logprobs(model, v, setup.adapter, batch_size=self.train.batch_size, device=setup.device)
+                                 for v in pairs.variants], 1)
             cost.record(passes=len(task.forget) * len(pairs))
             extra[IDK_REFERENCE] = ReferenceLogits(task.forget.ids, table)
         return extra, {**info, "idk_answers": len(pairs)}

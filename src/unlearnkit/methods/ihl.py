@@ -14,7 +14,7 @@ from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import InvertedHinge
 from ..train import TrainConfig
 from ..types import Split, Task
-from .base import LM_TRAIN, GradientMethod, check_weights, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -133,7 +133,7 @@ class IHL(GradientMethod):
     def objective(self, task: Task, refs: Any) -> Weighted:
         return weighted((self.forget_weight, InvertedHinge("forget")), (self.retain_weight, NLL("retain")))
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         if not self.fila:
             return {}, {}
-        return {}, fisher_lora_init(model, task, adapter, self.train.batch_size, device)
+        return {}, fisher_lora_init(model, task, setup.adapter, self.train.batch_size, setup.device)

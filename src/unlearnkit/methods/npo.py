@@ -13,7 +13,7 @@ from ..objectives.lm import NPO as NPOLoss
 from ..objectives.lm import NPO_REFERENCE, REFERENCE_MODEL, frozen_copy, summed_logprobs
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, check_weights, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
 
 Reference = Literal["cached", "live"]
 
@@ -67,5 +67,5 @@ class NPO(GradientMethod):
     def objective(self, task: Task, refs: Any) -> Weighted:
         return weighted((self.forget_weight, NPOLoss("forget", self.beta)), (self.retain_weight, NLL("retain")))
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return reference_extra(self, model, task, adapter, device)
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        return reference_extra(self, model, task, setup.adapter, setup.device)

@@ -26,7 +26,7 @@ from ..objectives.lm import (
 from ..selectors import DecoderLayers
 from ..train import TrainConfig
 from ..types import Mask, Task
-from .base import LM_TRAIN, GradientMethod, check_weights, register_method
+from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
 
 MODULES = {"mlp": "mlp", "down_proj": "mlp.down_proj"}
 
@@ -110,11 +110,11 @@ class RMU(GradientMethod):
         forget = RMUForget(self.layer, self.steering_coeff, "forget", adaptive=self.adaptive)
         return weighted((1.0, forget), (self.retain_weight, ActivationMatch(self.layer, "retain")))
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         layer = resolve_layer(model, self.layer)
         extra: dict[str, Any] = {}
         if self.retain_weight != 0:
-            acts = activations_table(model, task.retain, layer, batch_size=self.train.batch_size, device=device)
+            acts = activations_table(model, task.retain, layer, batch_size=self.train.batch_size, device=setup.device)
             cost.record(passes=len(task.retain))
             extra[RMU_REFERENCE] = ReferenceLogits(task.retain.ids, acts)
             hidden = acts.shape[-1]
@@ -123,7 +123,7 @@ class RMU(GradientMethod):
         extra[RMU_DIRECTION] = random_direction(hidden, self.seed)
         info: dict[str, Any] = {"layer": layer, "trainable_layers": list(self.selector().layers(model))}
         if self.adaptive:
-            norms = activations_table(model, task.forget, layer, batch_size=self.train.batch_size, device=device).norm(dim=-1)  # (n, L)
+            norms = activations_table(model, task.forget, layer, batch_size=self.train.batch_size, device=setup.device).norm(dim=-1)  # (n, L)
             cost.record(passes=len(task.forget))
             extra[RMU_FORGET_NORMS] = ReferenceLogits(task.forget.ids, norms)
             answer = forget_answer_mask(task.forget, norms.shape[1])

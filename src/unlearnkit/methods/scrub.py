@@ -13,12 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
-from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..objectives import KLToReference, ReferenceLogits
-from ..train import Loss, StepContext, TrainConfig, TrainResult, fit, lr_factor
-from ..types import Batch, Mask, Task, Unlearned
-from .base import GradientMethod, register_method
+from ..train import Loss, StepContext, TrainConfig, lr_factor
+from ..types import Batch, Task
+from .base import GradientMethod, Phase, Setup, register_method
 
 REFERENCE_LOGITS = "reference_logits"  # the key KLToReference reads
 
@@ -76,8 +75,8 @@ class SCRUB(GradientMethod):
     both at temperature T. The teacher's logits on forget and retain are computed once up front and looked up by
     example id, so no second model is held or run during training.
 
-    Inferred or adapted: every pass is one ``train.fit`` call, so the optimizer state (Adam's moments) restarts at
-    each pass where the reference code keeps one optimizer; ``schedule`` acts per epoch (epoch e runs at
+    Inferred or adapted: every pass is one phase of the training loop (one ``train.fit`` call), so the optimizer state
+    (Adam's moments) restarts at each pass where the reference code keeps one optimizer; ``schedule`` acts per epoch (epoch e runs at
     lr × schedule(e / epochs), constant within the pass; the reference code's step decay at fixed epochs is constant
     or nearly so over its 3–10-epoch runs); both passes use ``batch_size``; ``steps``, if given, makes every pass
     that many optimizer steps instead of one pass over its split; the min-pass takes one forward per batch for both
@@ -132,32 +131,16 @@ class SCRUB(GradientMethod):
         lr = base.lr * lr_factor(base, epoch, int(base.epochs))
         return dataclasses.replace(base, epochs=1.0, lr=lr, schedule="constant")
 
-    def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
-    ) -> Unlearned:
-        adapter = get_adapter(task)
-        adapter.check(model, task, device)
-        extra = {REFERENCE_LOGITS: teacher_logits(model, task, adapter, device)}
-        streams = {"forget": task.forget, "retain": task.retain}
-        passes: list[dict[str, Any]] = []
-        warnings: list[str] = []
-
-        def run(phase: str, objective: Any, stream: str, epoch: int) -> None:
-            result: TrainResult = fit(
-                model, objective, streams, self.pass_config(epoch), adapter=adapter, rng=rng, device=device,
-                epoch_stream=stream, extra=extra, progress=progress, desc=f"{self.name} {phase} {epoch + 1}/{int(self.train.epochs)}",
-            )
-            passes.append({"epoch": epoch, "phase": phase, **result.to_json()})
-            if result.stopped:
-                warnings.append(f"epoch {epoch} {phase}-pass: {result.stopped}")
-
-        n_max = int(self.train.epochs) if self.max_epochs is None else self.max_epochs
-        for epoch in range(int(self.train.epochs)):
+    def phases(self, task: Task, refs: Any) -> list[Phase]:
+        epochs = int(self.train.epochs)
+        n_max = epochs if self.max_epochs is None else self.max_epochs
+        out: list[Phase] = []
+        for epoch in range(epochs):
+            config = self.pass_config(epoch)
             if epoch < n_max:
-                run("max", self.max_objective(), "forget", epoch)
-            run("min", self.min_objective(), "retain", epoch)
-        changed = Mask.full(model)
-        info: dict[str, Any] = {"passes": passes, "steps": sum(p["steps"] for p in passes), "mask": changed.summary()}
-        if warnings:
-            info["warning"] = "; ".join(warnings)
-        return Unlearned(model, changed, info)
+                out.append(Phase(f"epoch {epoch} max-pass", self.max_objective(), config, "forget", {"epoch": epoch, "phase": "max"}))
+            out.append(Phase(f"epoch {epoch} min-pass", self.min_objective(), config, "retain", {"epoch": epoch, "phase": "min"}))
+        return out
+
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {REFERENCE_LOGITS: teacher_logits(model, task, setup.adapter, setup.device)}, {}

@@ -16,7 +16,7 @@ from ..errors import ConfigError, TaskError
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
 from ..train import Loss, StepContext, TrainConfig
 from ..types import Batch, Split, Task
-from .base import GradientMethod, forgotten_classes, register_method
+from .base import GradientMethod, forgotten_classes, Setup, register_method
 
 
 def remaining_log_probs(logits: torch.Tensor, forgotten: list[int]) -> torch.Tensor:
@@ -148,9 +148,9 @@ class TRW(GradientMethod):
         sim = class_similarity(log_p, labels, forgotten)
         return ReferenceLogits(ids, tilted_log_targets(log_p, labels, sim, self.tilt)), sim
 
-    def prepare(self, model: nn.Module, task: Task, refs: Any, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         forgotten = forgotten_classes(task, f"method {self.name!r}")
-        table, sim = self.targets(model, task.forget, forgotten, adapter, device)
+        table, sim = self.targets(model, task.forget, forgotten, setup.adapter, setup.device)
         info = {
             "forgotten_classes": forgotten,
             "similarity": {str(c): [round(float(v), 6) for v in sim[c]] for c in forgotten},

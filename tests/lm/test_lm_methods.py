@@ -17,7 +17,7 @@ from tests.conftest import state_equal
 from unlearnkit.adapters import ClassifierAdapter, get_adapter
 from unlearnkit.data.profiles import variant
 from unlearnkit.errors import ConfigError, EmptySelection
-from unlearnkit.methods import build_method
+from unlearnkit.methods import Setup, build_method
 from unlearnkit.models import build_model
 from unlearnkit.models.causal_lm import adapt, decoder_layers
 from unlearnkit.objectives import NLL, ReferenceLogits
@@ -130,7 +130,7 @@ def test_idk_po_cached_and_live_reference_agree(causal_lm_task, target):
 # ------------------------------------------------------------------------------------------------ SimNPO
 def test_simnpo_is_reference_free_and_bounded(causal_lm_task):
     method = build_method("simnpo")
-    assert method.prepare(None, causal_lm_task, None, None, "cpu") == ({}, {})  # nothing computed before training
+    assert method.prepare(None, causal_lm_task, Setup(None, None, np.random.default_rng(0))) == ({}, {})  # nothing computed before training
     nll = torch.tensor([0.5, 2.0])
     beta, delta = 2.5, 0.3
     hand = float(-(2 / beta) * torch.nn.functional.logsigmoid(beta * (nll - delta)).mean())
@@ -163,7 +163,7 @@ def test_rmu_trains_only_the_chosen_mlp_weights_and_steers_forget_activations(ca
         assert bool(out.changed[n].all()) == chosen and bool(out.changed[n].any()) == chosen, n
         assert torch.equal(p, q) != chosen, n
 
-    extra, _ = method.prepare(before, causal_lm_task, None, get_adapter(causal_lm_task), "cpu")
+    extra, _ = method.prepare(before, causal_lm_task, Setup(None, get_adapter(causal_lm_task), np.random.default_rng(0)))
     batch = next(causal_lm_task.forget.batches(12))
     mask = batch["labels"] != -100
 
@@ -223,7 +223,7 @@ def test_adaptive_rmu_targets_beta_times_each_tokens_start_norm(causal_lm_task, 
     method = build_method("rmu", {**FAST, "retain_weight": 10.0, "adaptive": True, "steering_coeff": beta})
     before = copy.deepcopy(target)
     adapter = get_adapter(causal_lm_task)
-    extra, info = method.prepare(before, causal_lm_task, None, adapter, "cpu")
+    extra, info = method.prepare(before, causal_lm_task, Setup(None, adapter, np.random.default_rng(0)))
     layer = info["layer"]
     batch = next(causal_lm_task.forget.batches(12))
     mask = batch["labels"] != -100
@@ -317,7 +317,7 @@ def test_fila_initialises_lora_without_changing_the_output(causal_lm_task, targe
         start = lora(input_ids=batch["x"], attention_mask=batch["attention_mask"]).logits
     adapter = get_adapter(causal_lm_task)
     method = build_method("ihl", {"fila": True, "steps": 3, "lr": 1e-3})
-    _, info = method.prepare(lora, causal_lm_task, None, adapter, "cpu")
+    _, info = method.prepare(lora, causal_lm_task, Setup(None, adapter, np.random.default_rng(0)))
     assert info["fila_layers"] == 2 * 7  # q, k, v, o, gate, up, down in both layers
     b_weights = [p for n, p in lora.named_parameters() if "lora_B" in n]
     assert all(bool(p.abs().sum() > 0) for p in b_weights)  # PEFT starts B at zero; FILA fills it
@@ -339,7 +339,7 @@ def test_fila_keeps_the_output_of_a_lora_fine_tuned_model(causal_lm_task, target
         with lora.disable_adapter():
             base_only = lora(input_ids=batch["x"], attention_mask=batch["attention_mask"]).logits
     assert not torch.allclose(start, base_only, atol=1e-2)  # the adapter matters
-    build_method("ihl", {"fila": True}).prepare(lora, causal_lm_task, None, get_adapter(causal_lm_task), "cpu")
+    build_method("ihl", {"fila": True}).prepare(lora, causal_lm_task, Setup(None, get_adapter(causal_lm_task), np.random.default_rng(0)))
     with torch.no_grad():
         after = lora(input_ids=batch["x"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(after, start, atol=1e-4)
@@ -431,7 +431,7 @@ def test_each_method_lowers_the_forget_answer_probability(name, params, causal_l
 
 
 def test_sam_is_skipped_where_its_inner_method_cannot_run(random_task):
-    from unlearnkit.methods import build_method
+    from unlearnkit.methods import Setup, build_method
     from unlearnkit.methods.base import method_not_applicable
 
     assert "inner method 'npo'" in method_not_applicable(build_method("sam"), random_task)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from unlearnkit.adapters import ClassifierAdapter
@@ -64,3 +65,19 @@ def test_kl_to_reference_is_zero_against_itself(original, random_task):
     kl = KLToReference("retain")(original, b, ctx({"reference_logits": table})).value
     assert abs(float(kl.detach())) < 1e-5
     assert np.isclose(float(KLToReference("retain", sign=-1.0)(original, b, ctx({"reference_logits": table})).value), 0, atol=1e-5)
+
+
+def test_table_targets_equal_nll_on_the_relabelled_batch(original, random_task):
+    """Training toward a label table is training on the relabelled data: same loss, same gradient; a missing table is named."""
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.objectives.classifier import LabelTable, TableTargets
+
+    split = random_task.forget
+    new = (torch.as_tensor(split.labels) + 1) % 10
+    b = batch_of(split)
+    relabelled = {"forget": {**b["forget"], "y": new[torch.as_tensor(np.searchsorted(split.ids, b["forget"]["ids"].numpy()))]}}
+    assert not torch.equal(relabelled["forget"]["y"], b["forget"]["y"])
+    value = TableTargets("new_labels", "forget")(original, b, ctx({"new_labels": LabelTable(split.ids, new)})).value
+    assert torch.equal(value, NLL("forget")(original, relabelled, ctx()).value)
+    with pytest.raises(ConfigError, match=r"table_targets\('new_labels'\) needs ctx.extra\['new_labels'\]"):
+        TableTargets("new_labels")(original, b, ctx())

@@ -71,11 +71,12 @@ def test_sam_radius_is_a_setting_but_not_a_parameter():
 
 def test_recipes_are_one_level_below_gradient_method():
     """No chain of recipes: a gradient method subclasses GradientMethod directly, sharing defaults through constants
-    (``LM_TRAIN``) and behaviour through functions."""
+    (``LM_TRAIN``) and behaviour through functions, and trains through GradientMethod.unlearn."""
     gradient = [METHODS.get(n) for n in METHODS.names() if issubclass(METHODS.get(n), GradientMethod)]
     assert len(gradient) >= 15
     for cls in gradient:
         assert cls.__bases__ == (GradientMethod,), cls.name
+        assert cls.unlearn is GradientMethod.unlearn, f"{cls.name}: hooks and phases, not a loop of its own (stop_at, restrict_to work)"
         assert set(TRAIN_PARAMS) <= set(param_names(cls))
     for name in ("npo", "idk_po", "simnpo", "rmu"):
         assert METHODS.get(name)().train == LM_TRAIN

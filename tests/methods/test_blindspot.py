@@ -13,7 +13,7 @@ import torch
 from tests.conftest import state_equal
 from unlearnkit.adapters.regression import RegressionAdapter
 from unlearnkit.errors import ConfigError
-from unlearnkit.methods import build_method
+from unlearnkit.methods import Setup, build_method
 from unlearnkit.methods.blindspot import attention_map
 from unlearnkit.objectives import NLL
 from unlearnkit.train import fit
@@ -47,12 +47,12 @@ def test_blindspot_model_never_reads_the_forget_set(regression_task):
     forget = regression_task.forget
     noise = Split.create("forget", TensorData(torch.full_like(forget.data.x, 3.0), forget.data.y), forget.ids)
     noisy = dataclasses.replace(regression_task, forget=noise, train_split=None)
-    a, seed_a, _ = method.train_blindspot(copy.deepcopy(original), regression_task, ADAPTER, np.random.default_rng(5), "cpu", False)
-    b, seed_b, _ = method.train_blindspot(copy.deepcopy(original), noisy, ADAPTER, np.random.default_rng(5), "cpu", False)
+    a, seed_a, _ = method.train_blindspot(copy.deepcopy(original), regression_task, Setup(None, ADAPTER, np.random.default_rng(5)))
+    b, seed_b, _ = method.train_blindspot(copy.deepcopy(original), noisy, Setup(None, ADAPTER, np.random.default_rng(5)))
     with torch.no_grad():
         for p in original.parameters():
             p.mul_(-2.0)
-    c, _, _ = method.train_blindspot(copy.deepcopy(original), regression_task, ADAPTER, np.random.default_rng(5), "cpu", False)
+    c, _, _ = method.train_blindspot(copy.deepcopy(original), regression_task, Setup(None, ADAPTER, np.random.default_rng(5)))
     assert seed_a == seed_b and state_equal(a, b) and state_equal(a, c)
 
 
@@ -60,7 +60,7 @@ def test_forget_predictions_move_toward_the_blindspot_and_away_from_the_original
     method = build_method("blindspot")
     original = regression_refs.original
     # unlearn's first use of the rng is the blindspot model: the same seed rebuilds it here
-    blind, _, _ = method.train_blindspot(copy.deepcopy(original), regression_task, ADAPTER, np.random.default_rng(0), "cpu", False)
+    blind, _, _ = method.train_blindspot(copy.deepcopy(original), regression_task, Setup(None, ADAPTER, np.random.default_rng(0)))
     out = method.unlearn(copy.deepcopy(original), regression_task, regression_refs, rng=np.random.default_rng(0))
     forget, retain = regression_task.forget, regression_task.retain
     before, after, target = predictions(original, forget), predictions(out.model, forget), predictions(blind, forget)
@@ -81,7 +81,7 @@ def test_without_forget_terms_it_is_fine_tuning_on_retain(regression_task, regre
     method = build_method("blindspot", params)
     out = method.unlearn(copy.deepcopy(regression_refs.original), regression_task, regression_refs, rng=np.random.default_rng(2))
     rng = np.random.default_rng(2)
-    method.train_blindspot(copy.deepcopy(regression_refs.original), regression_task, ADAPTER, rng, "cpu", False)
+    method.train_blindspot(copy.deepcopy(regression_refs.original), regression_task, Setup(None, ADAPTER, rng))
     ref = copy.deepcopy(regression_refs.original)
     fit(ref, NLL("retain"), {"retain": regression_task.retain}, method.train, adapter=ADAPTER, rng=rng, epoch_stream="retain")
     assert state_equal(out.model, ref)

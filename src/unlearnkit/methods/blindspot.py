@@ -7,19 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
-from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..models import reset_parameters
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
 from ..train import Loss, StepContext, TrainConfig, TrainResult, fit
-from ..types import Batch, Mask, Split, Task, Unlearned
-from .base import GradientMethod, register_method
+from ..types import Batch, Split, Task
+from .base import GradientMethod, Setup, register_method
 
 BLINDSPOT_PREDICTIONS = "blindspot_predictions"
 BLINDSPOT_ATTENTION = "blindspot_attention"
@@ -160,41 +158,25 @@ class Blindspot(GradientMethod):
             (self.forget_attention_weight, AttentionTransfer("forget", BLINDSPOT_ATTENTION)),
         )
 
-    def train_blindspot(self, model: nn.Module, task: Task, adapter: Any, rng: np.random.Generator, device: str,
-                        progress: bool) -> tuple[nn.Module, int, TrainResult]:
+    def train_blindspot(self, model: nn.Module, task: Task, setup: Setup) -> tuple[nn.Module, int, TrainResult]:
         """Step 1: a re-initialised copy of ``model`` trained on the retain set only."""
-        seed = int(rng.integers(0, 2**31 - 1))
+        seed = int(setup.rng.integers(0, 2**31 - 1))
         blind = reset_parameters(copy.deepcopy(model), seed)
-        result = fit(blind, NLL("retain"), {"retain": task.retain}, self.blindspot_config(), adapter=adapter, rng=rng,
-                     device=device, progress=progress, desc="blindspot model", on_divergence="raise")
+        result = fit(blind, NLL("retain"), {"retain": task.retain}, self.blindspot_config(), adapter=setup.adapter, rng=setup.rng,
+                     device=setup.device, progress=setup.progress, desc="blindspot model", on_divergence="raise")
         blind.eval()
         return blind, seed, result
 
-    def reference_tables(self, model: nn.Module, blind: nn.Module, task: Task, adapter: Any, device: str) -> dict[str, ReferenceLogits]:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         """Frozen inputs of the objective: B's predictions (and attention) on forget, the original's attention on retain."""
+        blind, seed, result = self.train_blindspot(model, task, setup)
+
         def attention(m: nn.Module, b: Batch) -> torch.Tensor:
-            return attention_map(adapter.features(m, b))
+            return attention_map(setup.adapter.features(m, b))
 
-        tables = {BLINDSPOT_PREDICTIONS: reference_table(blind, task.forget, adapter.logits, device)}
+        tables = {BLINDSPOT_PREDICTIONS: reference_table(blind, task.forget, setup.adapter.logits, setup.device)}
         if self.forget_attention_weight > 0:
-            tables[BLINDSPOT_ATTENTION] = reference_table(blind, task.forget, attention, device)
+            tables[BLINDSPOT_ATTENTION] = reference_table(blind, task.forget, attention, setup.device)
         if self.retain_attention_weight > 0:
-            tables[ORIGINAL_ATTENTION] = reference_table(model, task.retain, attention, device)
-        return tables
-
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu",
-                progress: bool = False) -> Unlearned:
-        adapter = get_adapter(task)
-        adapter.check(model, task, device)
-        blind, seed, blind_result = self.train_blindspot(model, task, adapter, rng, device, progress)
-        tables = self.reference_tables(model, blind, task, adapter, device)
-        result = fit(
-            model, self.objective(task, refs), {"forget": task.forget, "retain": task.retain}, self.train, adapter=adapter,
-            rng=rng, device=device, epoch_stream=self.epoch_stream, extra=tables, progress=progress, desc=self.name,
-        )
-        changed = Mask.full(model)
-        info: dict[str, Any] = {"train": result.to_json(), "mask": changed.summary(),
-                                "blindspot": {"seed": seed, "train": blind_result.to_json()}}
-        if result.stopped:
-            info["warning"] = result.stopped
-        return Unlearned(model, changed, info)
+            tables[ORIGINAL_ATTENTION] = reference_table(model, task.retain, attention, setup.device)
+        return tables, {"blindspot": {"seed": seed, "train": result.to_json()}}

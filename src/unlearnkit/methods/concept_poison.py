@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,16 +12,17 @@ import torch
 from torch import nn
 
 from .. import cost
-from ..adapters import get_adapter
 from ..errors import ConfigError, TaskError
 from ..objectives import NLL, Weighted, weighted
+from ..objectives.classifier import LabelTable, TableTargets
 from ..registry import suggest
-from ..train import TrainConfig, fit
-from ..types import Batch, Batchable, Mask, Split, Task, Unlearned
-from .base import GradientMethod, forgotten_classes, register_method
+from ..train import TrainConfig
+from ..types import Split, Task
+from .base import GradientMethod, Setup, forgotten_classes, register_method
 
 MODES = ("random", "targeted")
 PoisonMode = Literal["random", "targeted"]
+POISONED_LABELS = "poisoned_labels"  # key of the forget set's new labels in ctx.extra
 IG_STEPS = 16  # path points of integrated gradients; exact at any count for the linear bottleneck head used here
 
 
@@ -100,34 +100,6 @@ def nearest_class(forgotten_vector: torch.Tensor, class_vectors: dict[int, torch
     """The class whose attribution vector has the highest cosine similarity to the forgotten class's (lowest index on ties)."""
     sims = {k: float(torch.nn.functional.cosine_similarity(forgotten_vector, v, dim=0)) for k, v in sorted(class_vectors.items())}
     return max(sims, key=lambda k: (sims[k], -k)), sims
-
-
-class Relabelled:
-    """A dataset with its labels replaced (data poisoning): the same inputs, ``y[i]`` for example i."""
-
-    def __init__(self, data: Batchable, y: torch.Tensor) -> None:
-        if len(y) != len(data):
-            raise TaskError(f"Relabelled: {len(y)} labels for {len(data)} examples.")
-        self.data = data
-        self.y = y.detach().cpu().long()
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def take(self, positions: torch.Tensor) -> Batch:
-        batch = self.data.take(positions)
-        batch["y"] = self.y[positions.cpu()].to(batch["x"].device)
-        return batch
-
-    def subset(self, positions: np.ndarray) -> Relabelled:
-        return Relabelled(self.data.subset(positions), self.y[torch.as_tensor(np.asarray(positions, dtype=np.int64))])
-
-    @property
-    def fingerprint(self) -> str:
-        digest = hashlib.blake2b(digest_size=16)
-        for part in (b"relabelled", self.data.fingerprint.encode(), self.y.numpy().tobytes()):
-            digest.update(part + b"\x00")
-        return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -263,31 +235,17 @@ class ConceptPoison(GradientMethod):
             raise ConfigError("concept_poison: forget_weight must be > 0 (with 0 nothing is unlearned), got 0.")
 
     def objective(self, task: Task, refs: Any) -> Weighted:
-        return weighted((self.forget_weight, NLL("forget")), (self.retain_weight, NLL("retain")))
+        return weighted((self.forget_weight, TableTargets(POISONED_LABELS, "forget", "poisoned")), (self.retain_weight, NLL("retain")))
 
-    def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
-    ) -> Unlearned:
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         forgotten = forgotten_classes(task, f"method {self.name!r}")
-        adapter = get_adapter(task)
-        adapter.check(model, task, device)
-        analysis = analyse(model, task, forgotten, self.n_concepts, adapter, device)
-        new_labels = poison_labels(torch.as_tensor(task.forget.labels), self.mode, analysis.nearest, analysis.kept, rng)
-        poisoned = Split.create(task.forget.name, Relabelled(task.forget.data, new_labels), task.forget.ids)
-        result = fit(
-            model, self.objective(task, refs), {"forget": poisoned, "retain": task.retain}, self.train, adapter=adapter,
-            rng=rng, device=device, epoch_stream=self.epoch_stream, progress=progress, desc=self.name,
-        )
-        changed = Mask.full(model)
+        analysis = analyse(model, task, forgotten, self.n_concepts, setup.adapter, setup.device)
+        new_labels = poison_labels(torch.as_tensor(task.forget.labels), self.mode, analysis.nearest, analysis.kept, setup.rng)
         counts = torch.bincount(new_labels, minlength=task.n_classes or 0)
-        info: dict[str, Any] = {
-            "train": result.to_json(),
-            "mask": changed.summary(),
+        info = {
             "forgotten_classes": forgotten,
             "mode": self.mode,
             "poisoned_label_counts": {str(k): int(n) for k, n in enumerate(counts) if n},
             **analysis.summary(),
         }
-        if result.stopped:
-            info["warning"] = result.stopped
-        return Unlearned(model, changed, info)
+        return {POISONED_LABELS: LabelTable(task.forget.ids, new_labels)}, info

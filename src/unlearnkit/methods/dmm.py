@@ -11,12 +11,11 @@ import torch
 from torch import nn
 
 from .. import cost
-from ..adapters import get_adapter
 from ..errors import ConfigError, TaskError
 from ..objectives import LogitMSE, KLToReference, ReferenceLogits, Weighted, weighted
-from ..train import TrainConfig, fit
-from ..types import Mask, Task, Unlearned
-from .base import GradientMethod, register_method
+from ..train import TrainConfig
+from ..types import Task
+from .base import GradientMethod, Setup, register_method
 
 MATCH_LOSSES = ("mse", "kl")
 
@@ -183,19 +182,7 @@ class DMM(GradientMethod):
     def objective(self, task: Task, refs: Any) -> Weighted:
         return weighted((self.forget_weight, self.matcher("forget")), (self.retain_weight, self.matcher("retain")))
 
-    def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
-    ) -> Unlearned:
-        adapter = get_adapter(task)
-        adapter.check(model, task, device)
-        prediction = predict_retrained_logits(model, task, adapter, ridge=self.ridge, label_scale=self.label_scale, device=device)
-        result = fit(
-            model, self.objective(task, refs), {"forget": task.forget, "retain": task.retain}, self.train,
-            adapter=adapter, rng=rng, device=device, epoch_stream=self.epoch_stream,
-            extra={"reference_logits": prediction.table()}, progress=progress, desc=self.name,
-        )
-        changed = Mask.full(model)
-        info: dict[str, Any] = {"train": result.to_json(), "mask": changed.summary(), "datamodel": prediction.summary(task.train.labels)}
-        if result.stopped:
-            info["warning"] = result.stopped
-        return Unlearned(model, changed, info)
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        prediction = predict_retrained_logits(model, task, setup.adapter, ridge=self.ridge, label_scale=self.label_scale,
+                                              device=setup.device)
+        return {"reference_logits": prediction.table()}, {"datamodel": prediction.summary(task.train.labels)}

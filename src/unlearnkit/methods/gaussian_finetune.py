@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import get_adapter
 from ..errors import TaskError
 from ..objectives import ReferenceLogits
-from ..train import Loss, StepContext, TrainConfig, fit
-from ..types import Batch, Mask, Task, Unlearned
-from .base import GradientMethod, register_method
+from ..train import Loss, StepContext, TrainConfig
+from ..types import Batch, Task
+from .base import GradientMethod, Setup, register_method
 
 TRAINING_TARGETS = "training_targets"
 
@@ -101,19 +100,9 @@ class GaussianFinetune(GradientMethod):
         ids = np.concatenate([task.forget.ids, task.retain.ids])
         return ReferenceLogits(ids, torch.as_tensor(np.concatenate([draws, retain])))
 
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu",
-                progress: bool = False) -> Unlearned:
-        adapter = get_adapter(task)
-        adapter.check(model, task, device)
-        draws, gaussian = self.replacement_targets(task, rng)
-        result = fit(
-            model, TargetsFromTable("train"), {"train": task.train}, self.train, adapter=adapter, rng=rng, device=device,
-            epoch_stream=self.epoch_stream, extra={TRAINING_TARGETS: self.relabelled_targets(task, draws)}, progress=progress,
-            desc=self.name,
-        )
-        changed = Mask.full(model)
-        info: dict[str, Any] = {"train": result.to_json(), "mask": changed.summary(), "gaussian": gaussian.to_json(),
-                                "replaced": len(draws)}
-        if result.stopped:
-            info["warning"] = result.stopped
-        return Unlearned(model, changed, info)
+    def objective(self, task: Task, refs: Any) -> TargetsFromTable:
+        return TargetsFromTable("train")
+
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        draws, gaussian = self.replacement_targets(task, setup.rng)
+        return {TRAINING_TARGETS: self.relabelled_targets(task, draws)}, {"gaussian": gaussian.to_json(), "replaced": len(draws)}

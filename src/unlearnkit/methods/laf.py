@@ -12,13 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
-from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..objectives import ReferenceLogits
 from ..seeding import torch_seed
+from ..selectors import Extractor
 from ..train import Loss, StepContext, TrainConfig, TrainResult, fit
-from ..types import Batch, Mask, Split, Task, TensorData, Unlearned
-from .base import GradientMethod, register_method
+from ..types import Batch, Split, Task, TensorData
+from .base import GradientMethod, Setup, register_method
+
+ORIGINAL_EMBEDDINGS = "original_embeddings"  # ctx.extra: the input model's embeddings, by example id
+RETAIN_DENSITY = "retain_density"  # the retain VAE (a RetainDensity)
+TYPICAL_ERROR = "typical_error"  # the original retain embeddings' mean reconstruction error under it
+EMBEDDINGS_BEFORE = "embeddings_before"  # the input model's (retain, forget) embeddings, for the report
 
 
 class EmbeddingVAE(nn.Module):
@@ -107,16 +112,15 @@ def contrastive_alignment(
     return F.cross_entropy(logits, torch.arange(len(retain), device=retain.device))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class LabelAgnosticObjective:
     """unlearn_weight·(ψ(m_retain) − ψ(m_forget)) + align_weight·contrastive_alignment(...) on one forget and one retain batch.
 
-    m is the retain VAE's reconstruction error of the current embeddings in units of the original retain embeddings'
-    mean error (``typical_error``), ψ(m) = m/(1+m); the contrastive term compares embeddings centred on the retain mean
-    with the original ones (``ctx.extra["original_embeddings"]``, looked up by example id). Reads no labels."""
+    m is the retain VAE's reconstruction error (``ctx.extra["retain_density"]``) of the current embeddings in units of
+    the original retain embeddings' mean error (``ctx.extra["typical_error"]``), ψ(m) = m/(1+m); the contrastive term
+    compares embeddings centred on the retain mean with the original ones (``ctx.extra["original_embeddings"]``, looked
+    up by example id). Reads no labels."""
 
-    density: RetainDensity
-    typical_error: float
     unlearn_weight: float
     align_weight: float
     temperature: float
@@ -125,16 +129,15 @@ class LabelAgnosticObjective:
     def streams(self) -> tuple[str, ...]:
         return ("forget", "retain")
 
-    def atypicality(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return saturated(self.density.reconstruction_error(embeddings) / self.typical_error).mean()
-
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
         forget, retain = batch["forget"], batch["retain"]
+        density, typical = ctx.extra[RETAIN_DENSITY], ctx.extra[TYPICAL_ERROR]
         e_forget = ctx.adapter.features(model, forget)
         e_retain = ctx.adapter.features(model, retain)
-        atypical_forget, atypical_retain = self.atypicality(e_forget), self.atypicality(e_retain)
-        originals = ctx.extra["original_embeddings"]
-        c = self.density.center
+        atypical_forget = saturated(density.reconstruction_error(e_forget) / typical).mean()
+        atypical_retain = saturated(density.reconstruction_error(e_retain) / typical).mean()
+        originals = ctx.extra[ORIGINAL_EMBEDDINGS]
+        c = density.center
         align = contrastive_alignment(
             e_retain - c, originals.lookup(retain["ids"]).to(e_retain) - c, e_forget - c, originals.lookup(forget["ids"]).to(e_forget) - c,
             self.temperature,
@@ -150,15 +153,6 @@ def embed(model: nn.Module, split: Split, adapter: Any, device: str) -> torch.Te
     matrix = adapter.feature_matrix(model, split, device=device)
     cost.record(passes=len(split))
     return torch.as_tensor(matrix).to(device)
-
-
-def extractor_mask(model: nn.Module) -> Mask:
-    """Every parameter except those of ``model.head``: the representation extractor (a model without a
-    ``head`` module is all extractor; parameters ``features`` does not use get no gradient and stay put)."""
-    head = getattr(model, "head", None)
-    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
-    mask = Mask({n: torch.full_like(p, id(p) not in head_ids, dtype=torch.bool) for n, p in model.named_parameters()})
-    return mask.require_nonempty("laf (representation extractor)")
 
 
 @torch.no_grad()
@@ -267,32 +261,28 @@ class LAF(GradientMethod):
         vae.eval().requires_grad_(False)
         return RetainDensity(vae, center, scale), result
 
-    def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
-    ) -> Unlearned:
-        adapter = get_adapter(task)
-        adapter.check(model, task, device)
-        mask = extractor_mask(model)
-        retain_before = embed(model, task.retain, adapter, device)
-        forget_before = embed(model, task.forget, adapter, device)
-        density, vae_result = self.fit_density(retain_before, task.retain.ids, adapter, rng=rng, device=device, progress=progress)
+    def selector(self) -> Extractor:
+        return Extractor()
+
+    def objective(self, task: Task, refs: Any) -> LabelAgnosticObjective:
+        return LabelAgnosticObjective(self.unlearn_weight, self.align_weight, self.temperature)
+
+    def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        retain_before = embed(model, task.retain, setup.adapter, setup.device)
+        forget_before = embed(model, task.forget, setup.adapter, setup.device)
+        density, vae_result = self.fit_density(retain_before, task.retain.ids, setup.adapter, rng=setup.rng, device=setup.device,
+                                               progress=setup.progress)
         typical = float(density.reconstruction_error(retain_before).mean().clamp_min(torch.finfo(retain_before.dtype).tiny))
-        objective = LabelAgnosticObjective(density, typical, self.unlearn_weight, self.align_weight, self.temperature)
         originals = ReferenceLogits(np.concatenate([task.retain.ids, task.forget.ids]), torch.cat([retain_before, forget_before]))
-        result = fit(
-            model, objective, {"forget": task.forget, "retain": task.retain}, self.train, adapter=adapter, rng=rng,
-            device=device, mask=mask, epoch_stream=self.epoch_stream, extra={"original_embeddings": originals}, progress=progress,
-            desc=self.name,
-        )
-        errors = {
+        extra = {ORIGINAL_EMBEDDINGS: originals, RETAIN_DENSITY: density, TYPICAL_ERROR: typical,
+                 EMBEDDINGS_BEFORE: (retain_before, forget_before)}
+        return extra, {"vae": vae_result.to_json(), **({"warning": vae_result.stopped} if vae_result.stopped else {})}
+
+    def report(self, model: nn.Module, task: Task, setup: Setup, extra: dict[str, Any]) -> dict[str, Any]:
+        density, (retain_before, forget_before) = extra[RETAIN_DENSITY], extra[EMBEDDINGS_BEFORE]
+        return {"reconstruction_error": {
             "retain_before": mean_error(density, retain_before),
             "forget_before": mean_error(density, forget_before),
-            "retain_after": mean_error(density, embed(model, task.retain, adapter, device)),
-            "forget_after": mean_error(density, embed(model, task.forget, adapter, device)),
-        }
-        info: dict[str, Any] = {
-            "train": result.to_json(), "vae": vae_result.to_json(), "mask": mask.summary(), "reconstruction_error": errors,
-        }
-        if result.stopped or vae_result.stopped:
-            info["warning"] = "; ".join(s for s in (vae_result.stopped, result.stopped) if s)
-        return Unlearned(model, mask, info)
+            "retain_after": mean_error(density, embed(model, task.retain, setup.adapter, setup.device)),
+            "forget_after": mean_error(density, embed(model, task.forget, setup.adapter, setup.device)),
+        }}

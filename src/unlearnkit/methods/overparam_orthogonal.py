@@ -16,7 +16,7 @@ from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError, EmptySelection
 from ..objectives import weighted
-from ..train import Loss, OptimizerName, Schedule, StepContext, TrainConfig, fit
+from ..train import Loss, StepContext, TrainConfig, fit
 from ..types import Batch, Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
 
@@ -174,6 +174,11 @@ class OverparamOrthogonal:
     subset; the forget term (a bounded push toward uniform predictions, since loss gradients vanish on interpolated data,
     which is the paper's point) and the tolerance. The relaxation has room only when |θ_S| > C·n_retain_grads
     (overparameterised in the chosen subset); otherwise span(G) is everything and nothing changes (``complement_dim`` 0).
+
+    An edit with an optional training phase, not a ``GradientMethod`` recipe: its descent needs the projection after
+    every step (a ``fit`` callback) from the state of the edit, and a recipe's parameters would add ``epochs``,
+    ``weight_decay``, ``grad_clip``, ``stop_at`` and ``restrict_to`` to its run keys. Its training settings are one
+    ``TrainConfig`` all the same (``steps``, ``batch_size``, ``optimizer``, ``lr``, ``momentum``, ``schedule``, given flat).
     """
 
     last_layers: int = 2
@@ -182,12 +187,7 @@ class OverparamOrthogonal:
     tol: float = 1e-6
     regularizer: Literal["min_norm", "min_change"] = "min_norm"
     forget_weight: float = 0.0
-    steps: int = 100
-    batch_size: int = 128
-    optimizer: OptimizerName = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    schedule: Schedule = "constant"
+    train: TrainConfig = TrainConfig(epochs=None, steps=100)
 
     name: ClassVar[str] = "overparam_orthogonal"
     kind: ClassVar[str] = "edit"
@@ -196,6 +196,7 @@ class OverparamOrthogonal:
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Block, Mokhtari & Shakkottai, Machine Unlearning under Overparameterization, arXiv 2505.22601, 2025"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    flattened: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("steps", "batch_size", "optimizer", "lr", "momentum", "schedule")}
 
     def __post_init__(self) -> None:
         if self.last_layers < 1:
@@ -214,11 +215,6 @@ class OverparamOrthogonal:
             raise ConfigError(
                 "overparam_orthogonal: regularizer 'min_change' needs forget_weight > 0 (otherwise Δ = 0); got forget_weight 0."
             )
-        self.train_config()  # validates steps, batch_size, optimizer, lr, schedule
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=None, steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-                           momentum=self.momentum, schedule=self.schedule)
 
     def parameter_names(self, model: nn.Module) -> list[str]:
         if self.params:
@@ -264,7 +260,7 @@ class OverparamOrthogonal:
         def project(step: int, m: nn.Module) -> None:
             write_flat(m, names, theta0 + complement.project(flat(m, names).to(theta0.dtype) - theta0))
 
-        result = fit(model, objective, {"forget": task.forget}, self.train_config(), adapter=adapter, rng=rng, device=device,
+        result = fit(model, objective, {"forget": task.forget}, self.train, adapter=adapter, rng=rng, device=device,
                      mask=selection_mask(model, names), callback=project, progress=progress, desc=self.name)
         out = result.to_json()
         if result.stopped:

@@ -188,6 +188,6 @@ def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
     return Weighted(tuple((float(w), t) for w, t in terms))
 
 
-from . import lm  # noqa: F401  (registers the language-model objectives)
+from . import classifier, lm  # noqa: F401, E402  (registers the classifier and language-model objectives)
 
 __all__ = ["Loss", "StepContext", "NLL", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

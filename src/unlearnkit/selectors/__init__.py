@@ -96,6 +96,19 @@ class BySaliency:
         return Mask(out).require_nonempty("by_saliency")
 
 
+@SELECTORS.register("extractor")
+@dataclass(frozen=True)
+class Extractor:
+    """The representation extractor: every parameter outside ``model.head`` (all of them for a model without a ``head``
+    module; parameters that ``features`` does not use get no gradient and stay put)."""
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        head = getattr(model, "head", None)
+        head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        mask = Mask({n: torch.full_like(p, id(p) not in head_ids, dtype=torch.bool) for n, p in model.named_parameters()})
+        return mask.require_nonempty("extractor (every parameter outside model.head)")
+
+
 @SELECTORS.register("decoder_layers")
 @dataclass(frozen=True)
 class DecoderLayers:
@@ -122,4 +135,4 @@ class DecoderLayers:
         return Mask(out).require_nonempty(f"decoder_layers(layers={list(self.layers)}, module={self.module!r})")
 
 
-__all__ = ["AllParameters", "ByName", "BySaliency", "DecoderLayers", "forget_gradient"]
+__all__ = ["AllParameters", "ByName", "BySaliency", "DecoderLayers", "Extractor", "forget_gradient"]

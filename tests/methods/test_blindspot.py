@@ -14,7 +14,7 @@ from tests.conftest import state_equal
 from unlearnkit.adapters.regression import RegressionAdapter
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import Setup, build_method
-from unlearnkit.methods.blindspot import attention_map
+from unlearnkit.objectives.classifier import attention_map
 from unlearnkit.objectives import NLL
 from unlearnkit.train import fit
 from unlearnkit.types import Split, TensorData

@@ -10,7 +10,7 @@ from tests.conftest import state_equal
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.l1_sparse import DecayingL1, l1_norm
+from unlearnkit.objectives.classifier import DecayingL1, l1_norm
 from unlearnkit.train import StepContext
 
 BUDGET = {"steps": 10, "batch_size": 32, "lr": 0.05, "schedule": "cosine", "optimizer": "sgd", "momentum": 0.9}

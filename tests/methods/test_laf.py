@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.laf import contrastive_alignment, embed, saturated
+from unlearnkit.methods.laf import embed
+from unlearnkit.objectives.classifier import contrastive_alignment, saturated
 from unlearnkit.types import Split, TensorData
 from tests.conftest import state_equal
 

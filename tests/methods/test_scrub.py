@@ -12,7 +12,8 @@ from tests.conftest import state_equal
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.scrub import DistillWithLabels, distill_kl, teacher_logits
+from unlearnkit.methods.scrub import teacher_logits
+from unlearnkit.objectives.classifier import DistillWithLabels, distill_kl
 from unlearnkit.objectives import NLL, KLToReference, ReferenceLogits, weighted
 from unlearnkit.train import StepContext, TrainConfig, fit
 

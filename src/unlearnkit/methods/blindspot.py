@@ -3,87 +3,23 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import cost
 from ..errors import ConfigError
 from ..models import reset_parameters
-from ..objectives import NLL, ReferenceLogits, Weighted, weighted
-from ..train import Loss, StepContext, TrainConfig, TrainResult, fit
-from ..types import Batch, Split, Task
+from ..objectives import NLL, Weighted, weighted
+from ..objectives.classifier import AttentionTransfer, TableTargets, attention_map, reference_table
+from ..train import TrainConfig, TrainResult, fit
+from ..types import Batch, Task
 from .base import GradientMethod, Setup, register_method
 
 BLINDSPOT_PREDICTIONS = "blindspot_predictions"
 BLINDSPOT_ATTENTION = "blindspot_attention"
 ORIGINAL_ATTENTION = "original_attention"
-
-
-def attention_map(features: torch.Tensor) -> torch.Tensor:
-    """Activation-based attention (Zagoruyko & Komodakis, ICLR 2017): squared activations, averaged over
-    channels for feature maps of shape (n, c, ...), flattened and L2-normalised per example. For the
-    (n, h) features of an MLP every hidden unit is its own "position"."""
-    energy = features.pow(2)
-    if energy.ndim > 2:
-        energy = energy.mean(1)
-    return F.normalize(energy.flatten(1), dim=1)
-
-
-@torch.no_grad()
-def reference_table(model: nn.Module, split: Split, rows: Callable[[nn.Module, Batch], torch.Tensor], device: str,
-                    batch_size: int = 1024) -> ReferenceLogits:
-    """``rows(model, batch)`` for every example of ``split`` (model in eval mode), keyed by example id."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = [rows(model, b).float().cpu() for b in split.batches(batch_size, device=device)]
-    finally:
-        model.train(was_training)
-    cost.record(passes=len(split))
-    return ReferenceLogits(split.ids, torch.cat(out))
-
-
-@dataclass(frozen=True)
-class MatchPredictions:
-    """Mean squared difference between the model's predictions on the stream and frozen reference
-    predictions looked up by example id in ``ctx.extra[key]``."""
-
-    stream: str = "forget"
-    key: str = BLINDSPOT_PREDICTIONS
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        b = batch[self.stream]
-        target = ctx.extra[self.key].lookup(b["ids"]).to(b["x"].device)
-        value = ctx.adapter.per_example_loss(model, b, target).mean()
-        return Loss(value, {f"match_{self.stream}": float(value.detach())})
-
-
-@dataclass(frozen=True)
-class AttentionTransfer:
-    """Attention transfer: mean squared difference between the attention map of the model's features
-    (``model.features``) and a frozen reference attention map looked up by example id in ``ctx.extra[key]``."""
-
-    stream: str
-    key: str
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        b = batch[self.stream]
-        target = ctx.extra[self.key].lookup(b["ids"]).to(b["x"].device)
-        value = (attention_map(ctx.adapter.features(model, b)) - target).pow(2).mean()
-        return Loss(value, {f"attention_{self.stream}": float(value.detach())})
 
 
 @register_method
@@ -152,7 +88,7 @@ class Blindspot(GradientMethod):
 
     def objective(self, task: Task, refs: Any) -> Weighted:
         return weighted(
-            (self.forget_weight, MatchPredictions("forget", BLINDSPOT_PREDICTIONS)),
+            (self.forget_weight, TableTargets(BLINDSPOT_PREDICTIONS, "forget", "match")),
             (self.retain_weight, NLL("retain")),
             (self.retain_attention_weight, AttentionTransfer("retain", ORIGINAL_ATTENTION)),
             (self.forget_attention_weight, AttentionTransfer("forget", BLINDSPOT_ATTENTION)),

@@ -11,23 +11,12 @@ from torch import nn
 
 from .. import cost
 from ..errors import ConfigError, TaskError
-from ..objectives import ReferenceLogits
-from ..train import Loss, StepContext, TrainConfig
+from ..objectives.classifier import LabelTable, TableTargets
+from ..train import TrainConfig
 from ..types import Batch, Split, Task
 from .base import GradientMethod, Setup, register_method
 
 NEIGHBOUR_LABELS = "neighbour_labels"  # key of the label table in ctx.extra
-
-
-class LabelTable:
-    """Fixed integer labels keyed by example id, looked up per batch (the id lookup of ReferenceLogits;
-    labels are stored as float32, exact for class indices below 2**24)."""
-
-    def __init__(self, ids: Any, labels: torch.Tensor) -> None:
-        self._table = ReferenceLogits(ids, labels.to(torch.float32).unsqueeze(1))
-
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._table.lookup(ids).squeeze(1).long()
 
 
 def fgsm_step(model: nn.Module, batch: Batch, adapter: Any, bound: float) -> torch.Tensor:
@@ -65,26 +54,6 @@ def neighbour_labels(model: nn.Module, split: Split, adapter: Any, bound: float,
     return LabelTable(torch.cat(ids).numpy(), torch.cat(labels))
 
 
-@dataclass(frozen=True)
-class NeighbourCE:
-    """Mean cross-entropy of the stream toward the labels of ``ctx.extra["neighbour_labels"]`` (by example id)."""
-
-    stream: str = "forget"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        table = ctx.extra.get(NEIGHBOUR_LABELS)
-        if table is None:
-            raise ConfigError(f"NeighbourCE needs ctx.extra[{NEIGHBOUR_LABELS!r}] (a LabelTable).")
-        b = batch[self.stream]
-        targets = table.lookup(b["ids"]).to(b["y"].device)
-        value = ctx.adapter.per_example_loss(model, b, targets).mean()
-        return Loss(value, {f"neighbour_ce_{self.stream}": float(value.detach())})
-
-
 @register_method
 @dataclass(frozen=True)
 class BoundaryShrink(GradientMethod):
@@ -119,11 +88,11 @@ class BoundaryShrink(GradientMethod):
         if not (math.isfinite(self.bound) and self.bound > 0):
             raise ConfigError(f"boundary_shrink: bound (the FGSM step size, in input units) must be a finite number > 0, got {self.bound}.")
 
-    def objective(self, task: Task, refs: Any) -> NeighbourCE:
-        return NeighbourCE("forget")
+    def objective(self, task: Task, refs: Any) -> TableTargets:
+        return TableTargets(NEIGHBOUR_LABELS, "forget", "neighbour_ce")
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         return {NEIGHBOUR_LABELS: neighbour_labels(model, task.forget, setup.adapter, self.bound, setup.device, self.train.batch_size)}, {}
 
 
-__all__ = ["BoundaryShrink", "LabelTable", "NeighbourCE", "fgsm_step", "nearest_wrong_class", "neighbour_labels"]
+__all__ = ["BoundaryShrink", "fgsm_step", "nearest_wrong_class", "neighbour_labels"]

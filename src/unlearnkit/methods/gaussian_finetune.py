@@ -11,8 +11,9 @@ from torch import nn
 
 from ..errors import TaskError
 from ..objectives import ReferenceLogits
-from ..train import Loss, StepContext, TrainConfig
-from ..types import Batch, Task
+from ..objectives.classifier import TableTargets
+from ..train import TrainConfig
+from ..types import Task
 from .base import GradientMethod, Setup, register_method
 
 TRAINING_TARGETS = "training_targets"
@@ -39,25 +40,6 @@ class GaussianFit:
 
     def to_json(self) -> dict[str, Any]:
         return {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
-
-
-@dataclass(frozen=True)
-class TargetsFromTable:
-    """Squared error (the adapter's loss) against targets looked up by example id in ``ctx.extra[key]``
-    instead of the batch's own ``y``: training on a relabelled copy of a split without copying its inputs."""
-
-    stream: str = "train"
-    key: str = TRAINING_TARGETS
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        b = batch[self.stream]
-        targets = ctx.extra[self.key].lookup(b["ids"]).to(b["x"].device)
-        value = ctx.adapter.per_example_loss(model, b, targets).mean()
-        return Loss(value, {f"relabelled_{self.stream}": float(value.detach())})
 
 
 @register_method
@@ -100,8 +82,8 @@ class GaussianFinetune(GradientMethod):
         ids = np.concatenate([task.forget.ids, task.retain.ids])
         return ReferenceLogits(ids, torch.as_tensor(np.concatenate([draws, retain])))
 
-    def objective(self, task: Task, refs: Any) -> TargetsFromTable:
-        return TargetsFromTable("train")
+    def objective(self, task: Task, refs: Any) -> TableTargets:
+        return TableTargets(TRAINING_TARGETS, "train", "relabelled")
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         draws, gaussian = self.replacement_targets(task, setup.rng)

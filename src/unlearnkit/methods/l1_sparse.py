@@ -6,42 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
 
 from ..errors import ConfigError
 from ..objectives import NLL, Weighted, weighted
-from ..train import Loss, StepContext, TrainConfig
-from ..types import Batch, Task
+from ..objectives.classifier import DecayingL1
+from ..train import TrainConfig
+from ..types import Task
 from .base import GradientMethod, register_method
-
-
-def l1_norm(model: nn.Module) -> torch.Tensor:
-    """‖θ‖₁ over every parameter of the model (weights and biases, as in the reference code)."""
-    return torch.stack([p.abs().sum() for p in model.parameters()]).sum()
-
-
-def decayed_weight(alpha: float, step: int, n_steps: int) -> float:
-    """α_t = α·(1 − t/T): α at the first step, decaying linearly to 0 at the end of the budget T."""
-    return alpha * (1.0 - step / max(n_steps, 1))
-
-
-@dataclass(frozen=True)
-class DecayingL1:
-    """Loss term α_t·‖θ‖₁ with α_t = alpha·(1 − ctx.step/ctx.n_steps). It reads no data; ``stream``
-    only names a stream the training loop already draws (the loop requires every objective to name one)."""
-
-    alpha: float
-    stream: str = "retain"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        weight = decayed_weight(self.alpha, ctx.step, ctx.n_steps)
-        norm = l1_norm(model)
-        return Loss(weight * norm, {"l1_norm": float(norm.detach()), "l1_weight": weight})
 
 
 @register_method

@@ -8,144 +8,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
 from ..errors import ConfigError
+from ..models.vae import EmbeddingVAE, RetainDensity
 from ..objectives import ReferenceLogits
+from ..objectives.classifier import ORIGINAL_EMBEDDINGS, RETAIN_DENSITY, TYPICAL_ERROR, LabelAgnosticObjective, VAEFit
 from ..seeding import torch_seed
 from ..selectors import Extractor
-from ..train import Loss, StepContext, TrainConfig, TrainResult, fit
-from ..types import Batch, Split, Task, TensorData
+from ..train import TrainConfig, TrainResult, fit
+from ..types import Split, Task, TensorData
 from .base import GradientMethod, Setup, register_method
 
-ORIGINAL_EMBEDDINGS = "original_embeddings"  # ctx.extra: the input model's embeddings, by example id
-RETAIN_DENSITY = "retain_density"  # the retain VAE (a RetainDensity)
-TYPICAL_ERROR = "typical_error"  # the original retain embeddings' mean reconstruction error under it
 EMBEDDINGS_BEFORE = "embeddings_before"  # the input model's (retain, forget) embeddings, for the report
-
-
-class EmbeddingVAE(nn.Module):
-    """Gaussian VAE over standardised embeddings: encoder D→H→(μ, log σ²) ∈ R^k, decoder k→H→D (linear output)."""
-
-    def __init__(self, dim: int, hidden: int, latent: int) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU())
-        self.mean = nn.Linear(hidden, latent)
-        self.log_var = nn.Linear(hidden, latent)
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, dim))
-
-    def encode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(z)
-        return self.mean(h), self.log_var(h).clamp(-10.0, 10.0)
-
-    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
-        """Deterministic reconstruction through the posterior mean (no sampling)."""
-        return self.decoder(self.encode(z)[0])
-
-    def negative_elbo(self, z: torch.Tensor, noise: torch.Tensor, beta: float) -> torch.Tensor:
-        """Per-example −ELBO with a unit-variance Gaussian decoder: ½‖ẑ − z‖² + β·KL(q(u|z) ‖ N(0, I))."""
-        mu, log_var = self.encode(z)
-        u = mu + torch.exp(0.5 * log_var) * noise
-        recon = 0.5 * (self.decoder(u) - z).pow(2).sum(1)
-        kl = 0.5 * (log_var.exp() + mu.pow(2) - 1.0 - log_var).sum(1)
-        return recon + beta * kl
-
-
-@dataclass(frozen=True, eq=False)
-class RetainDensity:
-    """The retain representation distribution: a VAE fitted to the original model's retain embeddings,
-    standardised by their mean ``center`` and one global ``scale`` (root mean per-dimension variance)."""
-
-    vae: EmbeddingVAE
-    center: torch.Tensor
-    scale: float
-
-    def standardise(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return (embeddings - self.center) / self.scale
-
-    def reconstruction_error(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Per-example mean squared reconstruction error of the standardised embeddings (≈ 1 or less in distribution)."""
-        z = self.standardise(embeddings)
-        return (self.vae.reconstruct(z) - z).pow(2).mean(1)
-
-
-@dataclass(frozen=True)
-class VAEFit:
-    """Objective of the VAE fit: mean −ELBO over a batch of embeddings; the reparameterisation noise comes
-    from the step's seeded generator."""
-
-    vae: EmbeddingVAE
-    beta: float
-    stream: str = "retain"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        z = batch[self.stream]["x"]
-        noise = torch.randn((z.shape[0], self.vae.mean.out_features), generator=ctx.generator, device=ctx.generator.device).to(z)
-        value = self.vae.negative_elbo(z, noise, self.beta).mean()
-        return Loss(value, {"neg_elbo": float(value.detach())})
-
-
-def saturated(error: torch.Tensor) -> torch.Tensor:
-    """m / (1 + m): a bounded transform of a reconstruction error, so that pushing it up cannot diverge."""
-    return error / (1.0 + error)
-
-
-def contrastive_alignment(
-    retain: torch.Tensor, retain_original: torch.Tensor, forget: torch.Tensor, forget_original: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """InfoNCE over a batch with the forget pairs as extra negatives (cosines / temperature).
-
-    Retain anchor i has logits {cos(r_i, r⁰_j)}_j (positive j = i: its own original embedding; the other retain
-    originals are in-batch negatives) and {cos(f_k, f⁰_k)}_k (each forget example's similarity to its own original).
-    Minimising −log softmax(positive) aligns retain embeddings with the original model's and pushes every forget
-    embedding away from its original until it is no more similar to it than unrelated examples are."""
-    retain_unit, forget_unit = F.normalize(retain, dim=1), F.normalize(forget, dim=1)
-    in_batch = retain_unit @ F.normalize(retain_original, dim=1).T
-    forget_self = (forget_unit * F.normalize(forget_original, dim=1)).sum(1)
-    logits = torch.cat([in_batch, forget_self.expand(len(retain), -1)], dim=1) / temperature
-    return F.cross_entropy(logits, torch.arange(len(retain), device=retain.device))
-
-
-@dataclass(frozen=True)
-class LabelAgnosticObjective:
-    """unlearn_weight·(ψ(m_retain) − ψ(m_forget)) + align_weight·contrastive_alignment(...) on one forget and one retain batch.
-
-    m is the retain VAE's reconstruction error (``ctx.extra["retain_density"]``) of the current embeddings in units of
-    the original retain embeddings' mean error (``ctx.extra["typical_error"]``), ψ(m) = m/(1+m); the contrastive term
-    compares embeddings centred on the retain mean with the original ones (``ctx.extra["original_embeddings"]``, looked
-    up by example id). Reads no labels."""
-
-    unlearn_weight: float
-    align_weight: float
-    temperature: float
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return ("forget", "retain")
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        forget, retain = batch["forget"], batch["retain"]
-        density, typical = ctx.extra[RETAIN_DENSITY], ctx.extra[TYPICAL_ERROR]
-        e_forget = ctx.adapter.features(model, forget)
-        e_retain = ctx.adapter.features(model, retain)
-        atypical_forget = saturated(density.reconstruction_error(e_forget) / typical).mean()
-        atypical_retain = saturated(density.reconstruction_error(e_retain) / typical).mean()
-        originals = ctx.extra[ORIGINAL_EMBEDDINGS]
-        c = density.center
-        align = contrastive_alignment(
-            e_retain - c, originals.lookup(retain["ids"]).to(e_retain) - c, e_forget - c, originals.lookup(forget["ids"]).to(e_forget) - c,
-            self.temperature,
-        )
-        value = self.unlearn_weight * (atypical_retain - atypical_forget) + self.align_weight * align
-        parts = {"atypical_forget": float(atypical_forget.detach()), "atypical_retain": float(atypical_retain.detach()),
-                 "align": float(align.detach())}
-        return Loss(value, parts)
 
 
 def embed(model: nn.Module, split: Split, adapter: Any, device: str) -> torch.Tensor:

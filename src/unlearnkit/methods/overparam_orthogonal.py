@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -16,8 +15,9 @@ from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError, EmptySelection
 from ..objectives import weighted
-from ..train import Loss, StepContext, TrainConfig, fit
-from ..types import Batch, Mask, Task, Unlearned
+from ..objectives.classifier import DistanceRegulariser, TowardUniform
+from ..train import TrainConfig, fit
+from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
 
 REGULARIZERS = ("min_norm", "min_change")
@@ -93,45 +93,6 @@ class OrthogonalComplement:
     def project(self, vector: torch.Tensor) -> torch.Tensor:
         v = vector.to(self.jacobian.dtype)
         return v - self.jacobian.T @ (self.inverse_gram @ (self.jacobian @ v))
-
-
-@dataclass(frozen=True)
-class DistanceRegulariser:
-    """½‖θ_S − anchor‖² over the chosen parameters (reads no data).
-
-    For ``min_change`` the anchor is θ_S⁰. For ``min_norm`` it is the closed-form minimiser θ* = θ_S⁰ − P⊥θ_S⁰, which lies
-    in span(G): for any feasible θ_S = θ* + Δ' with Δ' in the complement, ½‖θ_S‖² = ½‖θ*‖² + ½‖Δ'‖² (Pythagoras), so
-    ½‖θ_S − θ*‖² is the minimum-norm regulariser up to a constant (which would otherwise dominate the loss)."""
-
-    names: tuple[str, ...]
-    anchor: torch.Tensor = field(compare=False)
-
-    streams: ClassVar[tuple[str, ...]] = ()
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        params = dict(model.named_parameters())
-        theta = torch.cat([params[n].reshape(-1) for n in self.names])
-        diff = theta - self.anchor.to(theta.device, theta.dtype)
-        value = 0.5 * (diff * diff).sum()
-        return Loss(value, {"regulariser": float(value.detach())})
-
-
-@dataclass(frozen=True)
-class TowardUniform:
-    """Mean KL(uniform ‖ softmax f(x)) over the stream: pushes predictions away from their labels toward
-    maximum entropy; bounded below by 0 and, unlike gradient ascent, its gradient does not vanish on
-    confidently fitted examples."""
-
-    stream: str = "forget"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        logp = torch.log_softmax(ctx.adapter.logits(model, batch[self.stream]), dim=-1)
-        value = (-logp.mean(dim=-1) - math.log(logp.shape[-1])).mean()
-        return Loss(value, {f"kl_uniform_{self.stream}": float(value.detach())})
 
 
 def compute_dtype(device: str | torch.device) -> torch.dtype:

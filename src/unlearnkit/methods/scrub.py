@@ -9,17 +9,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
 from ..errors import ConfigError
 from ..objectives import KLToReference, ReferenceLogits
-from ..train import Loss, StepContext, TrainConfig, lr_factor
-from ..types import Batch, Task
+from ..objectives.classifier import REFERENCE_LOGITS, DistillWithLabels
+from ..train import TrainConfig, lr_factor
+from ..types import Task
 from .base import GradientMethod, Phase, Setup, register_method
-
-REFERENCE_LOGITS = "reference_logits"  # the key KLToReference reads
 
 
 def teacher_logits(model: nn.Module, task: Task, adapter: Any, device: str) -> ReferenceLogits:
@@ -29,39 +27,6 @@ def teacher_logits(model: nn.Module, task: Task, adapter: Any, device: str) -> R
     cost.record(passes=len(task.forget) + len(task.retain))
     ids = np.concatenate([task.forget.ids, task.retain.ids])
     return ReferenceLogits(ids, torch.from_numpy(np.concatenate([forget, retain])))
-
-
-def distill_kl(logits: torch.Tensor, reference: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T²·KL(softmax(reference/T) ‖ softmax(logits/T)), averaged over the batch (Hinton et al.'s distillation loss)."""
-    log_student = F.log_softmax(logits / temperature, dim=-1)
-    log_teacher = F.log_softmax(reference / temperature, dim=-1)
-    return (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean() * temperature**2
-
-
-@dataclass(frozen=True)
-class DistillWithLabels:
-    """SCRUB's min-step loss γ·CE(f(x), y) + α·T²·KL(teacher ‖ student) from one forward pass of the stream,
-    the teacher's logits looked up by id in ``ctx.extra["reference_logits"]``."""
-
-    gamma: float
-    alpha: float
-    temperature: float
-    stream: str = "retain"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        table = ctx.extra.get(REFERENCE_LOGITS)
-        if table is None:
-            raise ConfigError(f"DistillWithLabels needs ctx.extra[{REFERENCE_LOGITS!r}] (a ReferenceLogits table).")
-        b = batch[self.stream]
-        logits = ctx.adapter.logits(model, b)
-        ce = F.cross_entropy(logits, b["y"])
-        kl = distill_kl(logits, table.lookup(b["ids"]).to(logits.device), self.temperature)
-        value = self.gamma * ce + self.alpha * kl
-        return Loss(value, {f"nll_{self.stream}": float(ce.detach()), f"kl_{self.stream}": float(kl.detach())})
 
 
 @register_method

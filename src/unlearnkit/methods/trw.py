@@ -8,15 +8,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
-from ..train import Loss, StepContext, TrainConfig
-from ..types import Batch, Split, Task
-from .base import GradientMethod, forgotten_classes, Setup, register_method
+from ..objectives.classifier import TargetKL
+from ..train import TrainConfig
+from ..types import Split, Task
+from .base import GradientMethod, Setup, forgotten_classes, register_method
 
 
 def remaining_log_probs(logits: torch.Tensor, forgotten: list[int]) -> torch.Tensor:
@@ -62,28 +62,6 @@ def forget_logits(
     finally:
         model.train(was_training)
     return torch.cat(logits), torch.cat(labels).long(), split.ids
-
-
-@dataclass(frozen=True)
-class TargetKL:
-    """KL(q ‖ model) on the stream, with target log-probabilities q looked up by example id from
-    ``ctx.extra[key]``; terms with q_k = 0 contribute 0 (so targets may exclude classes entirely)."""
-
-    stream: str = "forget"
-    key: str = "trw_targets"
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return (self.stream,)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        b = batch[self.stream]
-        log_q = ctx.extra[self.key].lookup(b["ids"]).to(b["x"].device)
-        log_m = F.log_softmax(ctx.adapter.logits(model, b), dim=-1)
-        q = log_q.exp()
-        terms = torch.where(q > 0, q * (log_q - log_m), torch.zeros_like(q))
-        kl = terms.sum(-1).mean()
-        return Loss(kl, {f"kl_target_{self.stream}": float(kl.detach())})
 
 
 @register_method

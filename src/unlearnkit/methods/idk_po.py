@@ -5,22 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
-from .. import cost
-from ..objectives import NLL, ReferenceLogits, Weighted, weighted
-from ..objectives.lm import (
-    IDK_ANSWERS,
-    IDK_REFERENCE,
-    IdkDPO,
-    idk_pairs,
-    summed_logprobs,
-)
+from ..objectives import NLL, Weighted, weighted
+from ..objectives.lm import IDK_ANSWERS, IDK_REFERENCE, IdkDPO, Reference, idk_pairs, idk_reference_table, reference_tables
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
-from .npo import Reference, reference_extra
+from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
 
 
 @register_method
@@ -41,7 +32,7 @@ class IdkPO(GradientMethod):
     them up by example id; ``live`` keeps a frozen copy of the model instead.
 
     Has NPO's parameters (β = 0.1, weights 1, ``reference``; OpenUnlearning's TOFU idk config) and shares its reference
-    table of the true answers (``npo.reference_extra``), adding the IDK answers' table.
+    table of the true answers (``objectives.lm.reference_tables``), adding the IDK answers' table.
     """
 
     train: TrainConfig = LM_TRAIN
@@ -65,11 +56,9 @@ class IdkPO(GradientMethod):
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         pairs = idk_pairs(task.forget)
-        extra, info = reference_extra(self, model, task, setup.adapter, setup.device)  # NPO's reference table (true answers) or live copy
+        size = self.train.batch_size
+        extra, info = reference_tables(model, task.forget, setup.adapter, reference=self.reference, batch_size=size, device=setup.device)
         extra[IDK_ANSWERS] = pairs
         if self.reference == "cached":
-            table = torch.stack([summed_logprobs(model, v, setup.adapter, batch_size=self.train.batch_size, device=setup.device)
-                                 for v in pairs.variants], 1)
-            cost.record(passes=len(task.forget) * len(pairs))
-            extra[IDK_REFERENCE] = ReferenceLogits(task.forget.ids, table)
+            extra[IDK_REFERENCE] = idk_reference_table(model, task.forget, pairs, setup.adapter, batch_size=size, device=setup.device)
         return extra, {**info, "idk_answers": len(pairs)}

@@ -14,7 +14,7 @@ from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import InvertedHinge
 from ..train import TrainConfig
 from ..types import Split, Task
-from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
+from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from torch import nn
 
-from .. import cost
-from ..objectives import NLL, ReferenceLogits, Weighted, weighted
+from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import NPO as NPOLoss
-from ..objectives.lm import NPO_REFERENCE, REFERENCE_MODEL, frozen_copy, summed_logprobs
+from ..objectives.lm import Reference, reference_tables
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
-
-Reference = Literal["cached", "live"]
-
-
-def reference_extra(method: Any, model: nn.Module, task: Task, adapter: Any, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``cached``: the start model's summed answer log-probs on the forget set, one table keyed by id (no second model);
-    ``live``: a frozen deep copy of the start model that recomputes them every step (to measure what caching saves)."""
-    if method.reference == "live":
-        return {REFERENCE_MODEL: frozen_copy(model)}, {"reference": "live"}
-    logp = summed_logprobs(model, task.forget, adapter, batch_size=method.train.batch_size, device=device)
-    cost.record(passes=len(task.forget))
-    return {NPO_REFERENCE: ReferenceLogits(task.forget.ids, logp)}, {"reference": "cached"}
-
+from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
 
 @register_method
 @dataclass(frozen=True)
@@ -68,4 +54,5 @@ class NPO(GradientMethod):
         return weighted((self.forget_weight, NPOLoss("forget", self.beta)), (self.retain_weight, NLL("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
-        return reference_extra(self, model, task, setup.adapter, setup.device)
+        return reference_tables(model, task.forget, setup.adapter, reference=self.reference, batch_size=self.train.batch_size,
+                                device=setup.device)

@@ -26,7 +26,7 @@ from ..objectives.lm import (
 from ..selectors import DecoderLayers
 from ..train import TrainConfig
 from ..types import Mask, Task
-from .base import LM_TRAIN, GradientMethod, check_weights, Setup, register_method
+from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
 
 MODULES = {"mlp": "mlp", "down_proj": "mlp.down_proj"}
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError, TaskError
 from ..registry import OBJECTIVES
 from ..types import Batch
-from .base import Loss, StepContext, reference_for
+from .base import Loss, ReferenceLogits, StepContext, reference_for
 
 
 @OBJECTIVES.register("nll")
@@ -123,24 +123,6 @@ class LogitMSE:
         b = batch[self.stream]
         value = F.mse_loss(ctx.adapter.logits(model, b), reference_for(ctx, b, "logit_mse"))
         return Loss(value, {f"mse_{self.stream}": float(value.detach())})
-
-
-class ReferenceLogits:
-    """Frozen reference outputs keyed by example id: computed once, looked up per batch."""
-
-    def __init__(self, ids: Any, logits: torch.Tensor) -> None:
-        ids_t = torch.as_tensor(np.array(ids, dtype=np.int64))
-        self.logits = logits.detach().float().cpu()
-        order = torch.argsort(ids_t)
-        self._sorted = ids_t[order]
-        self._order = order
-
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = ids.detach().cpu().long()
-        pos = torch.searchsorted(self._sorted, ids).clamp(max=len(self._sorted) - 1)
-        if not bool((self._sorted[pos] == ids).all()):
-            raise TaskError("Reference logits are missing for some example ids.")
-        return self.logits[self._order[pos]]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TaskError
 from ..types import Batch
 
 
@@ -40,3 +41,21 @@ def reference_for(ctx: StepContext, batch: Batch, who: str, key: str = "referenc
     if table is None:
         raise ConfigError(f"{who} needs ctx.extra[{key!r}] (a ReferenceLogits table computed before training).")
     return table.lookup(batch["ids"]).to(batch["x"].device)
+
+
+class ReferenceLogits:
+    """Frozen reference outputs keyed by example id: computed once, looked up per batch."""
+
+    def __init__(self, ids: Any, logits: torch.Tensor) -> None:
+        ids_t = torch.as_tensor(np.array(ids, dtype=np.int64))
+        self.logits = logits.detach().float().cpu()
+        order = torch.argsort(ids_t)
+        self._sorted = ids_t[order]
+        self._order = order
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.detach().cpu().long()
+        pos = torch.searchsorted(self._sorted, ids).clamp(max=len(self._sorted) - 1)
+        if not bool((self._sorted[pos] == ids).all()):
+            raise TaskError("Reference logits are missing for some example ids.")
+        return self.logits[self._order[pos]]

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import cost
 from ..errors import ConfigError
 from ..lm.text import IGNORE
 from ..registry import OBJECTIVES
 from ..types import Batch, Split, to_device
-from .base import Loss, StepContext, reference_for
+from .base import Loss, ReferenceLogits, StepContext, reference_for
 
 REFERENCE_MODEL = "reference_model"  # ctx.extra key of a frozen live reference (``reference: live``)
 NPO_REFERENCE = "npo_reference"  # (n,) summed answer log-probs of the reference on the forget set
@@ -417,6 +418,29 @@ def summed_logprobs(model: nn.Module, split: Split, adapter: Any, *, batch_size:
     return torch.cat(out)
 
 
+Reference = Literal["cached", "live"]
+
+
+def reference_tables(model: nn.Module, forget: Split, adapter: Any, *, reference: Reference, batch_size: int,
+                     device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The NPO-family reference π_ref (the start model) as ``ctx.extra`` entries, and what to report: ``cached``, its
+    summed answer log-probs on ``forget``, one table keyed by id (no second model); ``live``, a frozen deep copy that
+    recomputes them every step (to measure what caching saves)."""
+    if reference == "live":
+        return {REFERENCE_MODEL: frozen_copy(model)}, {"reference": "live"}
+    logp = summed_logprobs(model, forget, adapter, batch_size=batch_size, device=device)
+    cost.record(passes=len(forget))
+    return {NPO_REFERENCE: ReferenceLogits(forget.ids, logp)}, {"reference": "cached"}
+
+
+def idk_reference_table(model: nn.Module, forget: Split, pairs: PairedAnswers, adapter: Any, *, batch_size: int,
+                        device: Any) -> ReferenceLogits:
+    """π_ref's summed log-probs of every "I don't know" variant of ``forget`` (n, K), keyed by id: one pass per variant."""
+    table = torch.stack([summed_logprobs(model, v, adapter, batch_size=batch_size, device=device) for v in pairs.variants], 1)
+    cost.record(passes=len(forget) * len(pairs))
+    return ReferenceLogits(forget.ids, table)
+
+
 def activations_table(model: nn.Module, split: Split, layer: int, *, batch_size: int, device: Any) -> torch.Tensor:
     """Decoder layer ``layer``'s hidden states on every example of ``split`` (eval mode, no gradient), zero-padded to
     the split's longest example: (n, L, hidden), in split order."""
@@ -442,6 +466,7 @@ __all__: Sequence[str] = [
     "InvertedHinge",
     "PairedAnswers",
     "RMUForget",
+    "Reference",
     "SimNPO",
     "activations_table",
     "dpo_loss",
@@ -449,10 +474,12 @@ __all__: Sequence[str] = [
     "flat_terms",
     "frozen_copy",
     "idk_pairs",
+    "idk_reference_table",
     "inverted_hinge",
     "layer_activations",
     "mean_token_probability",
     "npo_loss",
+    "reference_tables",
     "resolve_layer",
     "simnpo_loss",
     "summed_logprobs",

@@ -1,4 +1,8 @@
-"""blindspot: distil a retain-only "blindspot" model's behaviour onto the forget set while keeping the retain set."""
+"""blindspot: distil a retain-only "blindspot" model's behaviour onto the forget set while keeping the retain set.
+
+Longer than a recipe's 60 lines: the method is two trainings (the blindspot model, in ``prepare``, then the
+unlearning) with three reference tables, and its docstring records what was inferred from the authors' code.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""boundary_shrink: relabel each forget example to its nearest wrong class (one FGSM step) and fine-tune toward it."""
+"""boundary_shrink: relabel each forget example to its nearest wrong class (one FGSM step) and fine-tune toward it.
+
+Longer than a recipe's 60 lines: the neighbour search (one FGSM step per forget example, then the nearest wrong
+class) is this method's own and stays with it.
+"""
 
 from __future__ import annotations
 

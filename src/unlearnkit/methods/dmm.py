@@ -1,5 +1,9 @@
 """dmm: Datamodel Matching — predict the retrained model's logits with a closed-form last-layer
-attribution (ridge leave-forget-out), then fine-tune the model to match the predicted logits."""
+attribution (ridge leave-forget-out), then fine-tune the model to match the predicted logits.
+
+Longer than a recipe's 60 lines: the leave-forget-out ridge fit and the last-layer datamodel prediction are this
+method's own closed-form attribution; the recipe itself is the last class.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""gaussian_finetune: replace the forget targets by Gaussian draws and fine-tune on the relabelled training set."""
+"""gaussian_finetune: replace the forget targets by Gaussian draws and fine-tune on the relabelled training set.
+
+Longer than a recipe's 60 lines: the Gaussian fit of the targets and the relabelled target table are this
+method's own.
+"""
 
 from __future__ import annotations
 

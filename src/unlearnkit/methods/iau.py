@@ -1,4 +1,8 @@
-"""iau: Influence Approximation Unlearning — a Hessian-free influence update from exact full-split gradients."""
+"""iau: Influence Approximation Unlearning — a Hessian-free influence update from exact full-split gradients.
+
+Longer than a recipe's 60 lines: an edit, not a recipe — each update is one optimizer step along exact full-split
+gradients (not the training loop's mini-batches), and its docstring derives why that approximates influence removal.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""ihl: LoKU's inverted hinge loss on the forget answers plus retain NLL, with optional Fisher-weighted LoRA init (FILA)."""
+"""ihl: LoKU's inverted hinge loss on the forget answers plus retain NLL, with optional Fisher-weighted LoRA init (FILA).
+
+Longer than a recipe's 60 lines: FILA, the Fisher-weighted LoRA initialisation of LoKU, is this method's own and
+stays with it.
+"""
 
 from __future__ import annotations
 

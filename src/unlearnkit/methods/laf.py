@@ -1,4 +1,8 @@
-"""laf: Label-Agnostic Forgetting — unlearning at the representation level without reading a single label."""
+"""laf: Label-Agnostic Forgetting — unlearning at the representation level without reading a single label.
+
+Longer than a recipe's 60 lines: the retain VAE fit (``prepare``) and the reconstruction report are this method's
+own, and its docstring records what was inferred from the reference code.
+"""
 
 from __future__ import annotations
 

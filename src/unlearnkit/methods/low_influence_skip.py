@@ -1,4 +1,8 @@
-"""low_influence_skip: drop forget points of negligible influence, then run any other method on the rest."""
+"""low_influence_skip: drop forget points of negligible influence, then run any other method on the rest.
+
+Longer than a recipe's 60 lines: a wrapper with its own influence scoring (per-example gradients, a diagonal
+Fisher) and cost accounting around the inner method.
+"""
 
 from __future__ import annotations
 

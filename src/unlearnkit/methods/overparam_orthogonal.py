@@ -1,4 +1,8 @@
-"""overparam_orthogonal: minimum-norm unlearning by a perturbation orthogonal to the retain-set output gradients."""
+"""overparam_orthogonal: minimum-norm unlearning by a perturbation orthogonal to the retain-set output gradients.
+
+Longer than a recipe's 60 lines: an edit with an optional projected descent — output Jacobians, the
+orthogonal-complement projector and the projection after every step are this method's own.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""rmu: steer the forget answers' hidden states at one layer toward a fixed random direction, keep the retain ones."""
+"""rmu: steer the forget answers' hidden states at one layer toward a fixed random direction, keep the retain ones.
+
+Longer than a recipe's 60 lines: its selector (the layers up to ℓ) and the start model's activation tables, with
+adaptive RMU's per-token norms, are this method's own.
+"""
 
 from __future__ import annotations
 

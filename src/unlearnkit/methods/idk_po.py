@@ -1,4 +1,8 @@
-"""idk_po: DPO toward "I don't know" answers on the forget questions, plus retain NLL; reference log-probs cached once."""
+"""idk_po: DPO toward "I don't know" answers on the forget questions, plus retain NLL; reference log-probs cached once.
+
+Slightly longer than a recipe's 60 lines: it declares NPO's parameters itself (no recipe inherits another) and its
+docstring explains the DPO factor and the IDK variants.
+"""
 
 from __future__ import annotations
 

@@ -81,3 +81,14 @@ def test_a_broken_layering_is_caught(tmp_path, case):
     out = lint(config, tmp_path)
     assert out.returncode != 0, out.stdout
     assert "BROKEN" in out.stdout or "broken" in out.stdout.lower() or "Missing layer" in out.stdout, out.stdout
+
+
+def test_no_module_imports_back_into_a_module_that_imports_it():
+    """No cycle of any shape, including a submodule importing its own package's ``__init__`` that imports it (which the
+    sibling contract does not see): for every import a -> b, no chain leads from b back to a."""
+    import grimp
+
+    graph = grimp.build_graph("unlearnkit")
+    cycles = sorted((a, b) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
+                    if graph.chain_exists(importer=b, imported=a))
+    assert not cycles, f"import cycles through: {cycles[:5]}"

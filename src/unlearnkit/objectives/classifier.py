@@ -16,9 +16,8 @@ from torch import nn
 from .. import cost
 from ..errors import ConfigError
 from ..registry import OBJECTIVES
-from ..train import Loss, StepContext
 from ..types import Batch, Split
-from . import ReferenceLogits, reference_for
+from .base import Loss, ReferenceLogits, StepContext, reference_for
 
 if TYPE_CHECKING:
     from ..models.vae import EmbeddingVAE

@@ -29,7 +29,7 @@ def test_unknown_and_bad_flat_parameters_are_named():
         build_method("finetune", {"train": {"lr": 0.1}})
     with pytest.raises(ConfigError, match=r"method 'finetune'\.epochs: expected a number, got 'many'"):
         build_method("finetune", {"epochs": "many"})
-    with pytest.raises(ConfigError, match=r"lr must be a finite number >= 0"):
+    with pytest.raises(ConfigError, match=r"lr must be a finite number > 0"):
         build_method("finetune", {"lr": -1})
     with pytest.raises(ConfigError, match=r"finetune: epochs must be a number"):
         build_method("finetune", {"epochs": None, "steps": 3})

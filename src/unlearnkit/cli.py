@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,20 @@ def _store(path: str):  # noqa: ANN202
     from .runs.store import Store
 
     return Store(path)
+
+
+def _brief_store_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a store warning (a damaged entry, discarded to be recomputed) as one line,
+    without the line of code that warned; other warnings go to ``show``."""
+    from .runs.store import StoreWarning
+
+    def brief(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, StoreWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return brief
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -42,7 +57,9 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     print(f"Running experiment {exp.name!r} from {path} into {store.root}/ on the {executor.name} executor "
           "(completed runs are reused; Ctrl-C is safe).", file=sys.stderr)
     try:
-        record = run_experiment(exp, store, device=args.device, progress=_progress(args), executor=executor)
+        with warnings.catch_warnings():
+            warnings.showwarning = _brief_store_warnings(warnings.showwarning)
+            record = run_experiment(exp, store, device=args.device, progress=_progress(args), executor=executor)
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()

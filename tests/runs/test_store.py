@@ -240,3 +240,56 @@ def test_atomic_writes_get_normal_file_modes(tmp_path):
     atomic_write_text(kept, "new")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and kept.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+
+def test_every_file_is_digested_and_checked_on_reuse(tmp_path):
+    import hashlib
+    import json
+    import warnings
+
+    from unlearnkit.runs.store import StoreWarning
+
+    store = Store(tmp_path)
+    run_dir, refs = tmp_path / "runs" / "r1", tmp_path / "refs"
+    store.save_run(record("r1"), model=mlp(), arrays={"x": np.zeros(3)})
+    manifest = json.loads((run_dir / ".complete").read_text())
+    assert set(manifest) == {"run.json", "model.safetensors", "arrays/x.npy"}
+    assert all(manifest[f] == hashlib.sha256((run_dir / f).read_bytes()).hexdigest() for f in manifest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact run is reused silently
+        assert store.reusable_run("r1")
+    torch.save(mlp().state_dict(), run_dir / "model.safetensors")  # a pickle renamed to the weights file
+    assert store.has_run("r1")  # complete: only the digests tell
+    with pytest.warns(StoreWarning, match=r"run r1: .*runs/r1/model\.safetensors does not match"):
+        assert not store.reusable_run("r1")
+    assert not run_dir.exists() and store.runs() == []  # discarded, to be recomputed
+
+    store.save_reference("ref-k", mlp(), {"kind": "retrain"})
+    (refs / "ref-k" / "meta.json").write_text('{"kind": "original"}')
+    with pytest.warns(StoreWarning, match=r"ref-k/meta\.json"):
+        assert store.load_reference("ref-k", mlp) is None
+    store.save_models("ens-k", [mlp(), mlp()], {"memberships": np.ones((2, 3), bool)}, {"kind": "shadow"})
+    array = refs / "ens-k" / "arrays" / "memberships.npy"
+    array.write_bytes(array.read_bytes()[:-1] + b"\x00")
+    with pytest.warns(StoreWarning, match=r"model set ens-k: .*memberships\.npy"):
+        assert store.load_models("ens-k", mlp) is None
+    assert [p.name for p in refs.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_entries_written_before_digests_stay_usable_unverified(tmp_path):
+    """Old completion markers list file names only, older entries have none: reused as before, not treated as corrupt."""
+    import json
+    import warnings
+
+    store = Store(tmp_path)
+    store.save_run(record("listed"), model=mlp())
+    store.save_run(record("unmarked"), model=mlp())
+    store.save_reference("ref-k", mlp(), {"kind": "retrain"})
+    for folder in (tmp_path / "runs" / "listed", tmp_path / "refs" / "ref-k"):
+        (folder / ".complete").write_text(json.dumps(sorted(json.loads((folder / ".complete").read_text()))))
+    (tmp_path / "runs" / "unmarked" / ".complete").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.reusable_run("listed") and store.reusable_run("unmarked")
+        assert store.load_reference("ref-k", mlp)[1] == {"kind": "retrain"}
+

@@ -225,7 +225,7 @@ class ExperimentRunner:
             for seed in exp.seeds:
                 run_id = run_key(self.key_parts(task, refs, "unlearn", mdesc, seed))
                 plan.append(run_id)
-                if self.store.has_run(run_id):
+                if self.store.reusable_run(run_id):  # verified against its digests
                     rec = self.store.load_run(run_id)
                     self.log(f"  {label:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
                     task_rec["runs"].setdefault(label, []).append(run_id)
@@ -271,7 +271,7 @@ class ExperimentRunner:
                             seed: int, model: nn.Module, cost: Any, info: dict[str, Any], *, exp_id: str, method: Any = None) -> str:
         parts = self.key_parts(task, refs, kind, mdesc, seed)
         run_id = run_key(parts)
-        if self.store.has_run(run_id):
+        if self.store.reusable_run(run_id):
             return run_id
         t0 = time.perf_counter()
         ctx.method = method  # attacks that re-run the method under test (U-LiRA, ε-score, KLoM) read it; None = the original

@@ -1,17 +1,20 @@
 """The run store: one directory per run (run.json + safetensors + .npy), an SQLite index over the
 run.json files, reference-model cache, experiment records. Every write is atomic (temp + rename):
 an interrupted run leaves no half-written record, and a later start removes its temp folder once its
-writer is provably gone (see ``_abandoned``). An entry counts as present only when complete (see ``_complete``)."""
+writer is provably gone (see ``_abandoned``). An entry counts as present only when complete (see ``_complete``),
+and is reused only when its files still match the sha256 digests written with it (see ``_intact``)."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
 import socket
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -40,7 +43,7 @@ def _safe_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
 
 
-COMPLETE = ".complete"  # completion marker: JSON list of the entry's files, written last, just before the commit
+COMPLETE = ".complete"  # completion marker: JSON {file: sha256 hex digest} of the entry's files, written last, just before the commit
 # Entries written before markers existed: the files an interrupted old write lost first (weights are written first,
 # so an old entry whose temp folder was removed mid-write lacks them). Such an entry with them present is complete;
 # an old run saved without weights (the runner always saves them) counts as missing and is simply recomputed.
@@ -58,6 +61,10 @@ def _host_id() -> str:
 
 
 _HOST = _host_id()
+
+
+class StoreWarning(UserWarning):
+    """A stored entry's files no longer match their digests: it was discarded, to be recomputed."""
 
 
 def _tmp_name(key: str, pid: int | None = None) -> str:
@@ -93,17 +100,50 @@ def _abandoned(tmp: Path) -> bool:
         return False
 
 
-def _complete(folder: Path, old_files: tuple[str, ...]) -> bool:
-    """Whether ``folder`` holds a finished entry: every file listed in its completion marker is there. Without a
-    marker (entries from older versions) the ``old_files`` must be there. A partial entry thus reads as missing
-    and the next save replaces it (``_commit_dir``) instead of failing on it forever."""
+def listed_files(folder: Path, old_files: tuple[str, ...]) -> dict[str, str | None] | None:
+    """The files the completion marker of the entry in ``folder`` lists, with their sha256 digests, or None when the
+    marker is unreadable. Entries written before digests existed (a marker listing names only, or no marker: then
+    ``old_files``) stay usable: their digests are None, meaning unverified, not corrupt."""
     try:
-        files = read_json(folder / COMPLETE)
+        listed = read_json(folder / COMPLETE)
     except FileNotFoundError:
-        files = old_files
+        listed = old_files
     except (OSError, ValueError):
-        return False
-    return isinstance(files, list | tuple) and all((folder / f).is_file() for f in files)
+        return None
+    if isinstance(listed, list | tuple):
+        listed = dict.fromkeys(listed)
+    if not isinstance(listed, dict) or not all(d is None or isinstance(d, str) for d in listed.values()):
+        return None
+    return listed
+
+
+def read_manifest(folder: Path, old_files: tuple[str, ...]) -> dict[str, str | None] | None:
+    """The files of the entry in ``folder`` with their digests (``listed_files``), or None when the entry is not complete:
+    a listed file is missing or the marker is unreadable."""
+    listed = listed_files(folder, old_files)
+    return listed if listed is not None and all((folder / f).is_file() for f in listed) else None
+
+
+def _complete(folder: Path, old_files: tuple[str, ...]) -> bool:
+    """Whether ``folder`` holds a finished entry (``read_manifest``). A partial entry reads as missing and the next
+    save replaces it (``_commit_dir``) instead of failing on it forever."""
+    return read_manifest(folder, old_files) is not None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise StoreError(f"Cannot read {path} to check its digest: {exc}") from None
+    return digest.hexdigest()
+
+
+def damaged_files(folder: Path, manifest: Mapping[str, str | None]) -> list[str]:
+    """The files of an entry whose content differs from the digest stored when they were written."""
+    return [name for name, digest in manifest.items() if digest is not None and sha256_file(folder / name) != digest]
 
 
 class Store:
@@ -193,7 +233,7 @@ class Store:
         try:
             yield tmp
             files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-            write_json(tmp / COMPLETE, files, make_parents=False)
+            write_json(tmp / COMPLETE, {f: sha256_file(tmp / f) for f in files}, make_parents=False)
             self._commit_dir(tmp, final, old_files)
         except BaseException as exc:
             vanished = not tmp.is_dir()
@@ -208,10 +248,7 @@ class Store:
         first; keys are content hashes) and ``tmp`` is dropped. An incomplete one (older versions, damage by hand)
         is moved aside under a temp name of ours (so it is cleaned up even if we die here) and replaced."""
         if final.exists() and not _complete(final, old_files):
-            aside = final.parent / _tmp_name(final.name)
-            with suppress(FileNotFoundError):  # another writer may have moved it first
-                os.rename(final, aside)
-            shutil.rmtree(aside, ignore_errors=True)
+            self.remove_entry(final)
         try:
             os.rename(tmp, final)
         except OSError as exc:
@@ -219,10 +256,40 @@ class Store:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # a complete entry is there (commits are renames of finished folders)
 
+    def remove_entry(self, folder: Path) -> None:
+        """Remove a stored entry: first moved aside under a temp name of ours (so readers never see it half-removed,
+        and it is cleaned up even if we die here), then deleted. A run also leaves the index."""
+        aside = folder.parent / _tmp_name(folder.name)
+        with suppress(FileNotFoundError):  # another process may have moved it first
+            os.rename(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        if folder.parent == self.root / "runs":
+            with self._db() as db:
+                db.execute("DELETE FROM runs WHERE run_id = ?", (folder.name,))
+
+    def _intact(self, folder: Path, old_files: tuple[str, ...], what: str) -> bool:
+        """Whether the entry in ``folder`` is complete and its files match the digests written with it. A mismatch
+        (a file corrupted or replaced since) warns naming the file and removes the entry, so it is recomputed."""
+        manifest = read_manifest(folder, old_files)
+        if manifest is None:
+            return False
+        damaged = damaged_files(folder, manifest)
+        if damaged:
+            warnings.warn(f"{what}: {', '.join(str(folder / f) for f in damaged)} does not match the sha256 digest stored when it was "
+                          "written (corrupted or replaced); the entry is discarded and recomputed.", StoreWarning, stacklevel=3)
+            self.remove_entry(folder)
+            return False
+        return True
+
     # ----------------------------------------------------------------- runs
     def has_run(self, run_id: str) -> bool:
         """Whether run ``run_id`` is stored completely (a partial directory counts as missing)."""
         return _complete(self.root / "runs" / run_id, RUN_FILES)
+
+    def reusable_run(self, run_id: str) -> bool:
+        """Whether run ``run_id`` is stored intact, to be reused: complete, its files matching their digests (else it is
+        discarded with a warning naming the file)."""
+        return self._intact(self.root / "runs" / run_id, RUN_FILES, f"run {run_id}")
 
     def save_run(self, record: dict[str, Any], model: nn.Module | None = None, arrays: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write a run directory atomically and index it. ``record['run_id']`` names it."""
@@ -310,8 +377,9 @@ class Store:
 
     # ----------------------------------------------------------------- references
     def load_reference(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]] | None:
+        """The stored reference model ``key`` and its metadata, or None when it is missing or damaged (``_intact``)."""
         folder = self.refs / key
-        if not _complete(folder, REFERENCE_FILES):
+        if not self._intact(folder, REFERENCE_FILES, f"reference model {key}"):
             return None
         model = load_model_weights(factory(), folder / "model.safetensors").to(device)
         model.eval()
@@ -320,7 +388,7 @@ class Store:
     def load_models(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[list[nn.Module], dict[str, np.ndarray], dict[str, Any]] | None:
         """A cached bundle of models (an ensemble or shadow set) with its arrays and metadata, or None."""
         folder = self.refs / key
-        if not _complete(folder, MODELS_FILES):
+        if not self._intact(folder, MODELS_FILES, f"model set {key}"):
             return None
         meta = read_json(folder / "meta.json")
         state = load_state(folder / "models.safetensors")

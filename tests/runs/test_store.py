@@ -263,6 +263,7 @@ def test_every_file_is_digested_and_checked_on_reuse(tmp_path):
     with pytest.warns(StoreWarning, match=r"run r1: .*runs/r1/model\.safetensors does not match"):
         assert not store.reusable_run("r1")
     assert not run_dir.exists() and store.runs() == []  # discarded, to be recomputed
+    store.release_locks()
 
     store.save_reference("ref-k", mlp(), {"kind": "retrain"})
     (refs / "ref-k" / "meta.json").write_text('{"kind": "original"}')
@@ -293,3 +294,56 @@ def test_entries_written_before_digests_stay_usable_unverified(tmp_path):
         assert store.reusable_run("listed") and store.reusable_run("unmarked")
         assert store.load_reference("ref-k", mlp)[1] == {"kind": "retrain"}
 
+
+def _hold_lock(tmp_path, then):
+    """A child process that takes run r1's write lock (it is missing), says so, then does ``then``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom unlearnkit.runs import Store\n"
+            f"store = Store({str(tmp_path)!r})\nassert not store.reusable_run('r1')\nprint('held', flush=True)\n{then}\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_second_writer_waits_for_the_first_and_reuses_its_run(tmp_path, capfd):
+    import time
+
+    store = Store(tmp_path)
+    child = _hold_lock(tmp_path, "time.sleep(1.5)\nstore.save_run({'run_id': 'r1', 'kind': 'unlearn', 'task': {'name': 't', "
+                                 "'fingerprint': 'fp'}, 'method': {'name': 'm'}, 'status': 'complete'})")
+    t0 = time.monotonic()
+    assert store.reusable_run("r1")  # waited for the child's run instead of computing it
+    assert time.monotonic() - t0 > 0.5 and child.wait(timeout=60) == 0
+    assert f"Waiting for process {child.pid}, which is writing run r1" in capfd.readouterr().err
+    assert not store._held and not list((tmp_path / "runs" / ".locks").iterdir())
+
+
+def test_a_dead_lock_holder_blocks_nobody(tmp_path):
+    import time
+
+    store = Store(tmp_path)
+    child = _hold_lock(tmp_path, "time.sleep(60)")
+    child.kill()
+    child.wait()
+    t0 = time.monotonic()
+    assert not store.reusable_run("r1") and store._held  # missing, and now ours to write
+    assert time.monotonic() - t0 < 5
+    store.save_run(record("r1"))
+    assert not store._held and store.reusable_run("r1")
+
+
+def test_no_waiting_while_holding_another_lock(tmp_path):
+    """Two writers each holding a key the other needs would wait for ever: a writer that holds a lock computes instead."""
+    store = Store(tmp_path)
+    assert not store.reusable_run("r0")  # this process now holds r0's lock
+    child = _hold_lock(tmp_path, "time.sleep(60)")
+    try:
+        assert not store.reusable_run("r1")  # busy, not waited for
+        assert store._held == {tmp_path / "runs" / "r0"}
+    finally:
+        child.kill()
+        child.wait()
+    store.release_locks()
+    assert not store._held

@@ -87,7 +87,7 @@ def build_references(
     for i, (kind, split, seed) in enumerate(wanted):
         key = reference_key(kind, split.fingerprint, spec, train_config, seed, device)
         keys.setdefault(kind, []).append(key)
-        cached = store.load_reference(key, model_factory, device) if store is not None else None
+        cached = store.load_reference(key, model_factory, device, claim=True) if store is not None else None
         if cached is not None:
             models[i] = cached[0]
             costs.setdefault(kind, []).append(cached[1]["cost"])
@@ -97,18 +97,22 @@ def build_references(
                 adapter.check(model_factory(), task, device="cpu")  # fail fast on a model that does not fit the task
         jobs.append(ReferenceJob(kind, model_factory, split, train_config, seed, adapter, device))
         slots.append((i, key))
-    for j, (state, cost, result) in executor.imap(train_reference_job, jobs, desc="reference models"):
-        i, key = slots[j]
-        kind, split, seed = wanted[i]
-        model = model_factory()
-        model.load_state_dict(state)
-        model.to(device).eval()
-        meta = {"kind": kind, "seed": seed, "data": split.fingerprint, "n_examples": len(split), "model": spec,
-                "train": train_config.to_dict(), "cost": cost, "result": result}
+    try:
+        for j, (state, cost, result) in executor.imap(train_reference_job, jobs, desc="reference models"):
+            i, key = slots[j]
+            kind, split, seed = wanted[i]
+            model = model_factory()
+            model.load_state_dict(state)
+            model.to(device).eval()
+            meta = {"kind": kind, "seed": seed, "data": split.fingerprint, "n_examples": len(split), "model": spec,
+                    "train": train_config.to_dict(), "cost": cost, "result": result}
+            if store is not None:
+                store.save_reference(key, model, meta)
+            costs.setdefault(kind, []).append(cost)
+            models[i] = model
+    finally:
         if store is not None:
-            store.save_reference(key, model, meta)
-        costs.setdefault(kind, []).append(cost)
-        models[i] = model
+            store.release_locks()  # those of references not saved (a failed or interrupted training)
     original = models[0]
     retrained = tuple(models[1:])
     return References(

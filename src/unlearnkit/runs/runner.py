@@ -194,6 +194,7 @@ class ExperimentRunner:
         finally:
             record["finished"] = time.time()
             self.store.save_experiment(record)
+            self.store.release_locks()
         return record
 
     def _run_task(self, source: Any, spec: Any, record: dict[str, Any]) -> None:
@@ -225,7 +226,7 @@ class ExperimentRunner:
             for seed in exp.seeds:
                 run_id = run_key(self.key_parts(task, refs, "unlearn", mdesc, seed))
                 plan.append(run_id)
-                if self.store.reusable_run(run_id):  # verified against its digests
+                if self.store.reusable_run(run_id):  # verified against its digests; waits for another process writing it
                     rec = self.store.load_run(run_id)
                     self.log(f"  {label:16s} seed {seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
                     task_rec["runs"].setdefault(label, []).append(run_id)

@@ -2,7 +2,8 @@
 run.json files, reference-model cache, experiment records. Every write is atomic (temp + rename):
 an interrupted run leaves no half-written record, and a later start removes its temp folder once its
 writer is provably gone (see ``_abandoned``). An entry counts as present only when complete (see ``_complete``),
-and is reused only when its files still match the sha256 digests written with it (see ``_intact``)."""
+and is reused only when its files still match the sha256 digests written with it (see ``_intact``). One writer per
+entry: a second process that needs an entry being written waits for it and reuses it (see ``Store._lock``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +27,11 @@ from torch import nn
 
 from ..errors import StoreError
 from ..io import check_finite_state, load_array, load_model_weights, load_state, read_json, save_array, save_state, write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: no write locks; two writers of one key then both compute it and the first commit wins
+    fcntl = None  # type: ignore[assignment]
 
 INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,6 +68,7 @@ def _host_id() -> str:
 
 
 _HOST = _host_id()
+_HELD: dict[Path, int] = {}  # write locks this process holds: lock file -> its descriptor (see ``Store._lock``)
 
 
 class StoreWarning(UserWarning):
@@ -146,6 +154,14 @@ def damaged_files(folder: Path, manifest: Mapping[str, str | None]) -> list[str]
     return [name for name, digest in manifest.items() if digest is not None and sha256_file(folder / name) != digest]
 
 
+def _lock_holder(fd: int) -> str:
+    """Who holds a write lock, as its lock file says (``host pid``, written by the holder)."""
+    host, _, pid = os.pread(fd, 512, 0).decode("utf-8", "replace").partition(" ")
+    if not pid.strip():
+        return "another process"
+    return f"process {pid.strip()}" + ("" if host == _HOST else f" on {host}")
+
+
 class Store:
     """A folder of runs. ``Store(path)`` creates it if needed and cleans up interrupted writes.
     ``refs_root`` keeps the reference-model cache elsewhere (e.g. shared by benchmark runs)."""
@@ -153,6 +169,7 @@ class Store:
     def __init__(self, root: str | Path, refs_root: str | Path | None = None) -> None:
         self.root = Path(root)
         self.refs = Path(refs_root) if refs_root is not None else self.root / "refs"
+        self._held: set[Path] = set()  # entries whose write lock this store took (``_lock``)
         for folder in (self.root / "runs", self.root / "experiments", self.refs):
             folder.mkdir(parents=True, exist_ok=True)
         self._clean_tmp()
@@ -281,6 +298,55 @@ class Store:
             return False
         return True
 
+    # ----------------------------------------------------------------- write locks
+    def _lock(self, final: Path, what: str) -> None:
+        """Take the write lock of entry ``final``: ``fcntl.flock`` on a lock file in ``.locks/`` beside it, which the
+        kernel releases when its holder dies, so a crashed writer never blocks anyone. If another process holds it,
+        wait for it (so its entry is reused, not computed twice), unless this process holds other locks: waiting then
+        could deadlock (two writers, each waiting for a key the other holds), so the caller computes the entry too and
+        the first commit wins, as without locks. Released by saving the entry or by ``release_locks``."""
+        if fcntl is None or final in self._held or final.resolve() in _HELD:
+            return
+        path = final.parent / ".locks" / f"{final.name}.lock"
+        path.parent.mkdir(exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if _HELD:
+                        os.close(fd)
+                        return
+                    print(f"Waiting for {_lock_holder(fd)}, which is writing {what} into {self.root} ...", file=sys.stderr, flush=True)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                with suppress(FileNotFoundError):
+                    if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not a file its last holder already unlinked
+                        os.ftruncate(fd, 0)
+                        os.pwrite(fd, f"{_HOST} {os.getpid()}".encode(), 0)
+                        _HELD[final.resolve()] = fd
+                        self._held.add(final)
+                        return
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def _unlock(self, final: Path) -> None:
+        if final not in self._held:
+            return
+        self._held.discard(final)
+        fd = _HELD.pop(final.resolve())
+        with suppress(FileNotFoundError):
+            os.unlink(final.parent / ".locks" / f"{final.name}.lock")  # while holding it: a waiter then retries on a new file
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def release_locks(self) -> None:
+        """Release the write locks this store still holds (of entries not saved: a failed or interrupted computation)."""
+        for final in list(self._held):
+            self._unlock(final)
+
     # ----------------------------------------------------------------- runs
     def has_run(self, run_id: str) -> bool:
         """Whether run ``run_id`` is stored completely (a partial directory counts as missing)."""
@@ -288,8 +354,16 @@ class Store:
 
     def reusable_run(self, run_id: str) -> bool:
         """Whether run ``run_id`` is stored intact, to be reused: complete, its files matching their digests (else it is
-        discarded with a warning naming the file)."""
-        return self._intact(self.root / "runs" / run_id, RUN_FILES, f"run {run_id}")
+        discarded with a warning naming the file). While another process writes it, waits for that run (``_lock``).
+        When False, this store holds the run's write lock until the run is saved (or ``release_locks``)."""
+        final, what = self.root / "runs" / run_id, f"run {run_id}"
+        if self._intact(final, RUN_FILES, what):
+            return True
+        self._lock(final, what)
+        if self._intact(final, RUN_FILES, what):
+            self._unlock(final)
+            return True
+        return False
 
     def save_run(self, record: dict[str, Any], model: nn.Module | None = None, arrays: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write a run directory atomically and index it. ``record['run_id']`` names it."""
@@ -309,6 +383,7 @@ class Store:
             write_json(tmp / "run.json", record, make_parents=False)
         with self._db() as db:
             self._index_run(db, read_json(final / "run.json"))
+        self._unlock(final)
         return final
 
     def load_run(self, run_id: str) -> dict[str, Any]:
@@ -376,11 +451,19 @@ class Store:
         return self.root / "experiments" / exp_id
 
     # ----------------------------------------------------------------- references
-    def load_reference(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]] | None:
-        """The stored reference model ``key`` and its metadata, or None when it is missing or damaged (``_intact``)."""
-        folder = self.refs / key
-        if not self._intact(folder, REFERENCE_FILES, f"reference model {key}"):
-            return None
+    def load_reference(self, key: str, factory: Callable[[], nn.Module], device: str = "cpu", *,
+                       claim: bool = False) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The stored reference model ``key`` and its metadata, or None when it is missing or damaged (``_intact``).
+        ``claim=True``: while another process writes it, wait for it; on None this store holds its write lock until
+        ``save_reference`` (or ``release_locks``)."""
+        folder, what = self.refs / key, f"reference model {key}"
+        if not self._intact(folder, REFERENCE_FILES, what):
+            if not claim:
+                return None
+            self._lock(folder, what)
+            if not self._intact(folder, REFERENCE_FILES, what):
+                return None
+            self._unlock(folder)
         model = load_model_weights(factory(), folder / "model.safetensors").to(device)
         model.eval()
         return model, read_json(folder / "meta.json")
@@ -416,3 +499,4 @@ class Store:
         with self._staged(self.refs / key, REFERENCE_FILES) as tmp:
             save_state(tmp / "model.safetensors", model.state_dict(), {"key": key}, make_parents=False)
             write_json(tmp / "meta.json", meta, make_parents=False)
+        self._unlock(self.refs / key)

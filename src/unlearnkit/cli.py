@@ -23,6 +23,17 @@ def _store(path: str):  # noqa: ANN202
     return Store(path)
 
 
+def _write_report(store: Any, record: dict[str, Any], path: str | None) -> Path:
+    """Write the HTML report; one at the default place (the experiment's folder) is noted in the experiment record,
+    so ``unlearnkit check`` can tell a report that is gone from one never written (by the Python API)."""
+    from .report import write_report
+
+    out = write_report(store, record, path)
+    if path is None:
+        store.save_experiment({**store.load_experiment(record["exp_id"]), "report": out.name})
+    return out
+
+
 def _brief_store_warnings(show: Callable[..., None]) -> Callable[..., None]:
     """``warnings.showwarning`` that prints a store warning (a damaged entry, discarded to be recomputed) as one line,
     without the line of code that warned; other warnings go to ``show``."""
@@ -43,7 +54,6 @@ def _progress(args: argparse.Namespace) -> bool:
 
 def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .experiment import load_experiment
-    from .report import write_report
     from .runs.runner import run_experiment
     from .runs.summary import format_tables, sanity_warning, summarize
 
@@ -65,7 +75,7 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
             executor.shutdown()
     summaries = summarize(store, record)
     print(format_tables(summaries))
-    report = write_report(store, record, args.report)
+    report = _write_report(store, record, args.report)
     for s in summaries:
         if (warning := sanity_warning(s)) is not None:
             print(f"warning: forget set {s.label}: {warning}", file=sys.stderr)
@@ -143,13 +153,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     elif args.what == "experiments":
         store = _store(args.store)
         for e in store.experiments():
-            print(f"{e['exp_id']:40s} {e['status'] or '-':12s} {e['n_runs']} runs")
+            reasons = f"  ({'; '.join(e['reasons'])})" if e["reasons"] else ""
+            print(f"{e['exp_id']:40s} {e['status']:12s} {e['n_runs']} runs{reasons}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .errors import StoreError
-    from .report import write_report
 
     store = _store(args.store)
     try:
@@ -162,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not run.get("experiment"):
             raise as_experiment from None
         record = store.load_experiment(run["experiment"])
-    path = write_report(store, record, args.output)
+    path = _write_report(store, record, args.output)
     print(f"HTML report: {path}")
     return 0
 

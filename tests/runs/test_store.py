@@ -295,6 +295,23 @@ def test_entries_written_before_digests_stay_usable_unverified(tmp_path):
         assert store.load_reference("ref-k", mlp)[1] == {"kind": "retrain"}
 
 
+def test_listing_checks_the_directories(tmp_path):
+    import shutil
+
+    store = Store(tmp_path)
+    store.save_run(record("r1"))
+    store.save_run(record("r2"))
+    store.save_experiment({"exp_id": "e", "name": "e", "status": "complete", "tasks": [{"original_run": "r1"}], "runs": ["r2"],
+                           "report": "report.html"})
+    (tmp_path / "experiments" / "e" / "report.html").write_text("<html>")
+    assert store.experiments()[0]["status"] == "complete"
+    shutil.rmtree(tmp_path / "runs" / "r2")  # deleted by hand while the store is open: the index still has it
+    assert [r["run_id"] for r in store.runs()] == ["r1"]
+    (tmp_path / "experiments" / "e" / "report.html").unlink()
+    row = store.experiments()[0]
+    assert row["status"] == "incomplete" and row["reasons"] == ["1 run gone", "report gone"]
+
+
 def _hold_lock(tmp_path, then):
     """A child process that takes run r1's write lock (it is missing), says so, then does ``then``."""
     import subprocess

@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -93,19 +93,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_gone(host: str | None, pid: int | None, path: Path) -> bool:
+    """Whether the process ``pid`` on ``host`` that wrote ``path`` is gone. On this host exactly when the pid is dead
+    (a live pid, even a reused one, counts as alive). Writers on other hosts, or unnamed (older versions), cannot be
+    checked: they count as gone after ``STALE_TMP_SECONDS`` without changes to ``path``, far longer than any write takes."""
+    if host == _HOST and pid is not None:
+        return not _pid_alive(pid)
+    try:
+        return time.time() - path.stat().st_mtime > STALE_TMP_SECONDS
+    except OSError:
+        return False
+
+
 def _abandoned(tmp: Path) -> bool:
     """Whether the temp folder ``tmp`` can be removed without harming a writer. Opening a store (``unlearnkit ls``,
     a second experiment, a benchmark sharing the reference cache, an executor's child process) must never delete a
-    live writer's folder. A folder written on this host is abandoned exactly when its writer pid is dead (a live
-    pid, even a reused one, keeps it). Folders from other hosts, or named by older versions (no pid/host), cannot
-    be checked: they are abandoned after ``STALE_TMP_SECONDS`` without changes, far longer than any write takes."""
+    live writer's folder: it is abandoned when the writer named in it is gone (``_writer_gone``)."""
     parts = tmp.name.rsplit("@", 3)
-    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
-        return not _pid_alive(int(parts[2]))
-    try:
-        return time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS
-    except OSError:
-        return False
+    named = len(parts) == 4 and parts[2].isdigit()
+    return _writer_gone(parts[1] if named else None, int(parts[2]) if named else None, tmp)
 
 
 def listed_files(folder: Path, old_files: tuple[str, ...]) -> dict[str, str | None] | None:
@@ -414,29 +420,71 @@ class Store:
         raise StoreError(f"Run id prefix {prefix!r} is ambiguous: {sorted(matches)[:5]}.")
 
     def runs(self, **where: Any) -> list[dict[str, Any]]:
-        """Index rows (dicts), filtered by equality on any column, newest first."""
+        """Index rows (dicts) of the runs whose directories are complete, filtered by equality on any column, newest first."""
         cols = ["run_id", "experiment", "task", "task_fingerprint", "forget", "method", "params", "seed", "kind", "verdict", "status", "created", "path"]
         bad = [k for k in where if k not in cols]
         if bad:
             raise StoreError(f"Unknown run column(s) {bad}; columns: {cols}.")
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "") + " ORDER BY created DESC"
         with self._db() as db:
-            return [dict(zip(cols, row)) for row in db.execute(sql, tuple(where.values()))]
+            rows = [dict(zip(cols, row)) for row in db.execute(sql, tuple(where.values()))]
+        return [r for r in rows if self.has_run(r["run_id"])]  # a directory deleted since it was indexed is gone
 
     # ----------------------------------------------------------------- experiments
     def save_experiment(self, record: dict[str, Any]) -> Path:
+        """Write an experiment record (atomically) and index it. It names its writer (host and pid), so a "running"
+        record whose writer died can be told from a live one (``experiment_gaps``)."""
         exp_id = record["exp_id"]
         folder = self.root / "experiments" / exp_id
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "experiment.json", {**record, "created": record.get("created", time.time())})
+        write_json(folder / "experiment.json", {**record, "created": record.get("created", time.time()),
+                                                "writer": {"host": _HOST, "pid": os.getpid()}})
         with self._db() as db:
             self._index_experiment(db, read_json(folder / "experiment.json"))
         return folder
 
     def experiments(self) -> list[dict[str, Any]]:
+        """Index rows of the experiments whose records are there, newest first, with the status their directories bear
+        out (``experiment_status``) and the reasons where it differs from the recorded one."""
         cols = ["exp_id", "name", "status", "created", "n_runs", "path"]
         with self._db() as db:
-            return [dict(zip(cols, row)) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC")]
+            rows = [dict(zip(cols, row)) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC")]
+        shown = []
+        for row in rows:
+            try:
+                row["status"], row["reasons"] = self.experiment_status(read_json(self.root / "experiments" / row["exp_id"] / "experiment.json"))
+            except FileNotFoundError:
+                continue  # deleted since it was indexed
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not JSON, or not an experiment record
+                row["status"], row["reasons"] = "unreadable", ["`unlearnkit check` lists it"]
+            shown.append(row)
+        return shown
+
+    @staticmethod
+    def experiment_runs(record: Mapping[str, Any]) -> list[str]:
+        """The run ids an experiment record refers to: the original model's run of each task, then the method runs."""
+        return [t["original_run"] for t in record.get("tasks", []) if t.get("original_run")] + list(record.get("runs", []))
+
+    def experiment_gaps(self, record: Mapping[str, Any], bad: Collection[str] = ()) -> tuple[list[str], bool, bool]:
+        """What the directories say against an experiment record: (its runs that are gone or in ``bad``, whether its
+        report was written but is gone, whether it is marked running but its writer is gone)."""
+        runs = [r for r in self.experiment_runs(record) if r in bad or not self.has_run(r)]
+        folder = self.root / "experiments" / record["exp_id"]
+        report_gone = bool(record.get("report")) and not (folder / record["report"]).is_file()
+        writer = record.get("writer") or {}
+        stale = record.get("status") == "running" and _writer_gone(writer.get("host"), writer.get("pid"), folder / "experiment.json")
+        return runs, report_gone, stale
+
+    def experiment_status(self, record: Mapping[str, Any]) -> tuple[str, list[str]]:
+        """(status, reasons): the recorded status, except "incomplete" for a complete experiment whose runs or report
+        are gone, and "interrupted" for a running one whose process is gone."""
+        gone, report_gone, stale = self.experiment_gaps(record)
+        if stale:
+            return "interrupted", ["its process is gone"]
+        if record.get("status") != "complete" or not (gone or report_gone):
+            return record.get("status") or "-", []
+        reasons = [f"{len(gone)} run{'s' if len(gone) != 1 else ''} gone"] if gone else []
+        return "incomplete", reasons + (["report gone"] if report_gone else [])
 
     def load_experiment(self, exp_id: str) -> dict[str, Any]:
         folder = self.root / "experiments" / exp_id

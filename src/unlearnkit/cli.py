@@ -1,4 +1,4 @@
-"""Command line: ``unlearnkit demo | run | validate | ls | report``."""
+"""Command line: ``unlearnkit demo | run | validate | ls | report | check``."""
 
 from __future__ import annotations
 
@@ -177,6 +177,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .errors import StoreError
+    from .report import write_report
+    from .runs.check import check_store, format_check, repair
+    from .runs.store import Store
+
+    if not (Path(args.store) / "runs").is_dir():
+        raise StoreError(f"No run store at {args.store} (no runs/ folder there; --store or $UNLEARNKIT_STORE names the store).")
+    store = Store(args.store, tidy=False)  # as found: opening it normally would fix some problems silently
+    result = check_store(store)
+    print(format_check(result))
+    if not result.problems:
+        return 0
+    if not args.repair:
+        print("`unlearnkit check --repair` fixes them: damaged entries are removed (the next `unlearnkit run` recomputes "
+              "them), the index and experiment records are made to agree with the directories, reports are re-written.")
+        return 1
+    done, left = repair(store, result, lambda record: write_report(store, record))
+    print("\nrepaired:\n" + "\n".join(f"  {line}" for line in done))
+    if left:
+        print("left:\n" + "\n".join(f"  {line}" for line in left))
+    return 1 if left else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unlearnkit", description="Make a model forget chosen data, and prove it against retraining.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -211,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="experiment id or run id (a unique prefix is enough)")
     common(rep)
     rep.add_argument("-o", "--output", default=None)
+
+    chk = sub.add_parser("check", help="check the store: digests of every run and reference, the index, experiment records, reports")
+    common(chk)
+    chk.add_argument("--repair", action="store_true", help="fix what can be fixed safely (damaged entries are removed, to be recomputed)")
     return p
 
 
@@ -229,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ls(args)
         if args.cmd == "report":
             return cmd_report(args)
+        if args.cmd == "check":
+            return cmd_check(args)
     except UnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

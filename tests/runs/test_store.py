@@ -282,6 +282,8 @@ def test_entries_written_before_digests_stay_usable_unverified(tmp_path):
     import json
     import warnings
 
+    from unlearnkit.runs.check import check_store
+
     store = Store(tmp_path)
     store.save_run(record("listed"), model=mlp())
     store.save_run(record("unmarked"), model=mlp())
@@ -293,6 +295,8 @@ def test_entries_written_before_digests_stay_usable_unverified(tmp_path):
         warnings.simplefilter("error")
         assert store.reusable_run("listed") and store.reusable_run("unmarked")
         assert store.load_reference("ref-k", mlp)[1] == {"kind": "retrain"}
+    result = check_store(Store(tmp_path, tidy=False))
+    assert result.problems == [] and result.unverified == 3
 
 
 def test_listing_checks_the_directories(tmp_path):

@@ -170,26 +170,28 @@ def _lock_holder(fd: int) -> str:
 
 class Store:
     """A folder of runs. ``Store(path)`` creates it if needed and cleans up interrupted writes.
-    ``refs_root`` keeps the reference-model cache elsewhere (e.g. shared by benchmark runs)."""
+    ``refs_root`` keeps the reference-model cache elsewhere (e.g. shared by benchmark runs). ``tidy=False`` opens it
+    as it is, without that cleanup and without syncing the index (``unlearnkit check`` reports what it would fix)."""
 
-    def __init__(self, root: str | Path, refs_root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path, refs_root: str | Path | None = None, *, tidy: bool = True) -> None:
         self.root = Path(root)
         self.refs = Path(refs_root) if refs_root is not None else self.root / "refs"
         self._held: set[Path] = set()  # entries whose write lock this store took (``_lock``)
         for folder in (self.root / "runs", self.root / "experiments", self.refs):
             folder.mkdir(parents=True, exist_ok=True)
-        self._clean_tmp()
+        if tidy:
+            for tmp in self.abandoned_temp_folders():
+                shutil.rmtree(tmp, ignore_errors=True)
         with self._db() as db:
             db.executescript(INDEX_SCHEMA)
-        self._sync_index()
+        if tidy:
+            self.sync_index()
 
     # ----------------------------------------------------------------- housekeeping
-    def _clean_tmp(self) -> None:
-        """Remove temp folders of writers that died (other processes may be writing into theirs right now)."""
-        for folder in (self.root / "runs", self.root / "experiments", self.refs):
-            for p in folder.glob(".tmp-*"):
-                if _abandoned(p):
-                    shutil.rmtree(p, ignore_errors=True)
+    def abandoned_temp_folders(self) -> list[Path]:
+        """Temp folders of writers that died (other processes may be writing into theirs right now)."""
+        return [p for folder in (self.root / "runs", self.root / "experiments", self.refs) for p in sorted(folder.glob(".tmp-*"))
+                if _abandoned(p)]
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -205,23 +207,30 @@ class Store:
         finally:
             db.close()
 
-    def _sync_index(self) -> None:
-        """Make the index agree with the run directories (the directories are the truth)."""
+    def index_drift(self) -> dict[str, tuple[set[str], set[str]]]:
+        """Where the index disagrees with the directories: for "runs" and "experiments", (ids indexed without a complete
+        directory, complete directories not indexed)."""
         with self._db() as db:
             indexed = {row[0] for row in db.execute("SELECT run_id FROM runs")}
-            on_disk = {p.name for p in (self.root / "runs").iterdir() if not p.name.startswith(".") and _complete(p, RUN_FILES)}
-            for run_id in indexed - on_disk:
+            exps = {row[0] for row in db.execute("SELECT exp_id FROM experiments")}
+        on_disk = {p.name for p in (self.root / "runs").iterdir() if not p.name.startswith(".") and _complete(p, RUN_FILES)}
+        exp_disk = {p.name for p in (self.root / "experiments").iterdir() if p.is_dir() and (p / "experiment.json").is_file()}
+        return {"runs": (indexed - on_disk, on_disk - indexed), "experiments": (exps - exp_disk, exp_disk - exps)}
+
+    def sync_index(self) -> None:
+        """Make the index agree with the run directories (the directories are the truth)."""
+        drift = self.index_drift()
+        with self._db() as db:
+            for run_id in drift["runs"][0]:
                 db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-            for run_id in on_disk - indexed:
+            for run_id in drift["runs"][1]:
                 try:
                     self._index_run(db, read_json(self.root / "runs" / run_id / "run.json"))
                 except (OSError, ValueError, KeyError):
                     continue  # unreadable record: leave it out of the index
-            exps = {row[0] for row in db.execute("SELECT exp_id FROM experiments")}
-            exp_disk = {p.name for p in (self.root / "experiments").iterdir() if p.is_dir() and (p / "experiment.json").is_file()}
-            for exp_id in exps - exp_disk:
+            for exp_id in drift["experiments"][0]:
                 db.execute("DELETE FROM experiments WHERE exp_id = ?", (exp_id,))
-            for exp_id in exp_disk - exps:
+            for exp_id in drift["experiments"][1]:
                 try:
                     self._index_experiment(db, read_json(self.root / "experiments" / exp_id / "experiment.json"))
                 except (OSError, ValueError, KeyError):
@@ -548,3 +557,13 @@ class Store:
             save_state(tmp / "model.safetensors", model.state_dict(), {"key": key}, make_parents=False)
             write_json(tmp / "meta.json", meta, make_parents=False)
         self._unlock(self.refs / key)
+
+    def entries(self) -> list[tuple[str, str, Path, tuple[str, ...]]]:
+        """Every stored entry as (kind, key, folder, the files an entry of older versions needs): "run", "reference"
+        or "model set" (``save_models``: its weights file is ``models.safetensors``)."""
+        found = [("run", p.name, p, RUN_FILES) for p in sorted((self.root / "runs").iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        for p in sorted(self.refs.iterdir()):
+            if p.is_dir() and not p.name.startswith("."):
+                is_set = MODELS_FILES[1] in (listed_files(p, ()) or ()) or (p / MODELS_FILES[1]).is_file()
+                found.append(("model set", p.name, p, MODELS_FILES) if is_set else ("reference", p.name, p, REFERENCE_FILES))
+        return found

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, StoreError
 
 
 def _umask() -> int:
@@ -103,8 +103,13 @@ def write_json(path: str | Path, obj: Any, *, make_parents: bool = True) -> None
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file written by ``write_json``; a StoreError naming the file when it is empty or damaged."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is not valid JSON ({exc}): the file is empty or damaged; `unlearnkit check --repair` "
+                         "removes damaged entries so that they are recomputed.") from None
 
 
 def save_array(path: str | Path, array: np.ndarray, *, make_parents: bool = True) -> None:

@@ -368,3 +368,23 @@ def test_no_waiting_while_holding_another_lock(tmp_path):
         child.wait()
     store.release_locks()
     assert not store._held
+
+
+def test_an_unverified_entry_whose_record_does_not_read_is_recomputed_and_a_file_is_no_store(tmp_path):
+    """An entry written before digests with an empty meta.json (or run.json) is discarded with a warning naming the
+    file, not a raw JSONDecodeError; a file given as the store's folder is a StoreError naming it."""
+    import json
+
+    store = Store(tmp_path / "s")
+    store.save_reference("ref-k", mlp(), {"kind": "retrain"})
+    store.save_run(record("r1"), model=mlp())
+    for folder, name in ((tmp_path / "s" / "refs" / "ref-k", "meta.json"), (tmp_path / "s" / "runs" / "r1", "run.json")):
+        (folder / ".complete").write_text(json.dumps(sorted(json.loads((folder / ".complete").read_text()))))  # the old marker
+        (folder / name).write_text("")
+    with pytest.warns(UserWarning, match=r"meta.json is not valid JSON .*discarded and recomputed"):
+        assert store.load_reference("ref-k", mlp) is None
+    with pytest.warns(UserWarning, match=r"run.json is not valid JSON"):
+        assert not store.reusable_run("r1")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a store folder"):
+        Store(tmp_path / "file")

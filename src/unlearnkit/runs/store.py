@@ -71,6 +71,9 @@ _HOST = _host_id()
 _HELD: dict[Path, int] = {}  # write locks this process holds: lock file -> its descriptor (see ``Store._lock``)
 
 
+RECORD_FILES = ("run.json", "meta.json", "experiment.json")  # the JSON record of a run, reference or model set, experiment
+
+
 class StoreWarning(UserWarning):
     """A stored entry's files no longer match their digests: it was discarded, to be recomputed."""
 
@@ -176,6 +179,9 @@ class Store:
     def __init__(self, root: str | Path, refs_root: str | Path | None = None, *, tidy: bool = True) -> None:
         self.root = Path(root)
         self.refs = Path(refs_root) if refs_root is not None else self.root / "refs"
+        for folder in (self.root, self.refs):
+            if folder.exists() and not folder.is_dir():
+                raise StoreError(f"{folder} is a file, not a store folder; give a folder (it is created if missing).")
         self._held: set[Path] = set()  # entries whose write lock this store took (``_lock``)
         for folder in (self.root / "runs", self.root / "experiments", self.refs):
             folder.mkdir(parents=True, exist_ok=True)
@@ -311,6 +317,14 @@ class Store:
                           "written (corrupted or replaced); the entry is discarded and recomputed.", StoreWarning, stacklevel=3)
             self.remove_entry(folder)
             return False
+        for record in RECORD_FILES:  # entries written before digests are unverified: at least their record must read
+            if (folder / record).is_file():
+                try:
+                    read_json(folder / record)
+                except StoreError as exc:
+                    warnings.warn(f"{what}: {exc} The entry is discarded and recomputed.", StoreWarning, stacklevel=3)
+                    self.remove_entry(folder)
+                    return False
         return True
 
     # ----------------------------------------------------------------- write locks

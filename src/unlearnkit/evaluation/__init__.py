@@ -10,6 +10,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError, EmptySelection, MissingReference, TaskError
+from ..references import References
 from ..types import MetricResult, Task
 from ..verdict import Verdict, decide
 from ..registry import import_submodules
@@ -51,7 +52,7 @@ def not_applicable(metric: Any, task: Task) -> str | None:
 
 
 def evaluate(
-    model: nn.Module, task: Task, refs: Any, metrics: Sequence[Any], ctx: EvalContext, *, strict: bool = True
+    model: nn.Module, task: Task, refs: References, metrics: Sequence[Any], ctx: EvalContext, *, strict: bool = True
 ) -> tuple[dict[str, MetricResult], dict[str, str]]:
     """Run every metric on ``model``. Returns (results, missing): with ``strict=False`` a metric whose reference is
     missing, or that cannot run on this task (its data too small or of the wrong kind), is skipped and named in
@@ -89,7 +90,7 @@ class Assessment:
 def assess(
     model: nn.Module,
     task: Task,
-    refs: Any,
+    refs: References,
     metrics: Sequence[Any] | None = None,
     *,
     ctx: EvalContext | None = None,
@@ -109,7 +110,7 @@ def assess(
     return Assessment(results, verdict, missing)
 
 
-def ks_forget_losses(model: nn.Module, refs: Any, ctx: EvalContext) -> dict[str, Any]:
+def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> dict[str, Any]:
     """Two-sample KS test of the forget examples' losses: model vs the first retrained model; and,
     as its noise floor, the same statistic between retrained seeds."""
     from scipy.stats import ks_2samp

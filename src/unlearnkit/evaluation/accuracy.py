@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric
 
@@ -25,7 +25,7 @@ class Accuracy(Metric):
     paper = "Fan et al., ICLR 2024 (UA/RA/TA protocol)"
     modalities = ("classifier",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
         for split in task.splits():

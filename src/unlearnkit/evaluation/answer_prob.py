@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, check_splits, outputs, task_split
 from .base import EvalContext, Metric, register_metric
@@ -33,7 +33,7 @@ class AnswerProb(Metric):
     def __post_init__(self) -> None:
         check_splits(self.splits, "answer_prob")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
         for name in self.splits:

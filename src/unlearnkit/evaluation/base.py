@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..registry import METRICS
 from ..adapters.classifier import softmax_stats  # noqa: F401  (re-exported)
 from ..types import MetricResult, Split, Task
@@ -32,7 +33,7 @@ class Metric(ABC):
     noise_floor_skip: ClassVar[bool] = False  # its evidence carries its own null band: noise_floor does not re-run it per seed
 
     @abstractmethod
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         """The metric on ``model``: values, per-example arrays aligned to split ids, curves, evidence."""
 
     def why_not_applicable(self, task: Task) -> str | None:
@@ -40,7 +41,7 @@ class Metric(ABC):
         or None; evaluate() then skips the metric with that reason."""
         return None
 
-    def require_needs(self, refs: Any) -> None:
+    def require_needs(self, refs: References) -> None:
         """Raise MissingReference for the first (sorted) of ``needs`` that ``refs`` lacks."""
         for need in sorted(self.needs):
             refs.require(need, by=f"metric {self.name!r}")

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data.corrective import manipulation_info, manipulation_record
 from ..errors import TaskError
+from ..references import References
 from ..types import Evidence, MetricResult, Split, Task
 from .base import EvalContext, Metric, register_metric
 
@@ -28,12 +29,12 @@ NOT_PROVIDED = (f"not provided: put models retrained without every manipulated e
 PAPER = "Goel, Prabhu, Torr, Kumaraguru, Sanyal, Corrective Machine Unlearning, TMLR 2024"
 
 
-def full_retrain_models(refs: Any) -> tuple[nn.Module, ...]:
+def full_retrain_models(refs: References) -> tuple[nn.Module, ...]:
     """The models retrained without all manipulated data that ``refs.info`` carries (empty if none)."""
     return tuple(getattr(refs, "info", {}).get(FULL_RETRAIN_KEY, ()) or ())
 
 
-def reference_figures(refs: Any, figure: Any) -> tuple[dict[str, float], dict[str, Any]]:
+def reference_figures(refs: References, figure: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """``figure(model)`` averaged over the retrained references (identified part removed) and, if provided, over the
     models retrained without all manipulated data; plus an info entry saying which were available."""
     values: dict[str, float] = {}
@@ -62,7 +63,7 @@ class CleanAccuracy(Metric):
     paper = PAPER
     modalities = ("classifier",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         def accuracy(m: nn.Module) -> float:
             return float(ctx.outputs(m, "test")["correct"].mean())
 
@@ -96,7 +97,7 @@ class BackdoorSuccess(Metric):
     paper = PAPER
     modalities = ("classifier",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         setting = manipulation_info(task)
         if setting is None:
             return self.result({}, info={
@@ -129,7 +130,7 @@ def without_all_manipulated(task: Task) -> Split:
     return task.train.subset(keep, "clean_train")
 
 
-def with_full_retrain(refs: Any, task: Task, seeds: Sequence[int], *, device: str = "cpu", progress: bool = False) -> Any:
+def with_full_retrain(refs: References, task: Task, seeds: Sequence[int], *, device: str = "cpu", progress: bool = False) -> Any:
     """``refs`` with ``info[FULL_RETRAIN_KEY]`` = models trained with ``refs.train_config`` from ``refs.model_factory``
     on the training data minus ALL manipulated examples, one per seed (use the retrained references' seeds,
     ``refs.info["retrain_seeds"]``, so the two retrains differ only in their data)."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..ensembles import logit_confidence
 from ..errors import ConfigError
+from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric
@@ -123,7 +124,7 @@ class EpsilonScore(Metric):
         if not 0 < self.delta < 1:
             raise ConfigError(f"epsilon_score: delta must be in (0, 1), got {self.delta}.")
 
-    def unlearned_ensemble(self, task: Task, refs: Any, ctx: EvalContext) -> list[nn.Module]:
+    def unlearned_ensemble(self, task: Task, refs: References, ctx: EvalContext) -> list[nn.Module]:
         method = ctx.method
         if method is None:
             return [refs.original] * self.n_models
@@ -135,7 +136,7 @@ class EpsilonScore(Metric):
                                               device=ctx.device).model.eval() for i in range(self.n_models)]
         return ctx.shared[key]
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         self.require_needs(refs)
         rng = np_rng("eps-examples", self.seed, task.fingerprint)
         n = min(self.n_examples, len(task.forget))

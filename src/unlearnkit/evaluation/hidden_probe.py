@@ -4,12 +4,12 @@ probe on penultimate features, next to the same probe on the retrained models (v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from .base import EvalContext, Metric, register_metric, roc_summary
@@ -101,7 +101,7 @@ class HiddenProbe(Metric):
         return ctx.memo(model, ("hidden_probe.features", split.fingerprint),
                         lambda: ctx.adapter.feature_matrix(model, split, batch_size=ctx.batch_size, device=ctx.device))
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         sets = self.probe_sets(task, ctx)
         pos, neg = probe_scores(self.features(model, sets.positives, ctx), self.features(model, sets.negatives, ctx),
                                 folds=self.folds, C=self.C, rng=np_rng("hidden_probe-folds", ctx.seed, task.fingerprint))

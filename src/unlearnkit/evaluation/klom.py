@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..ensembles import logit_confidence
 from ..errors import ConfigError
+from ..references import References
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from .base import EvalContext, Metric, register_metric
@@ -75,11 +75,11 @@ class KLoM(Metric):
         if self.n_models < 4 or self.bins < 2:
             raise ConfigError(f"klom: n_models must be >= 4 and bins >= 2, got {self.n_models}, {self.bins}.")
 
-    def originals(self, task: Task, refs: Any, ctx: EvalContext) -> list[nn.Module]:
+    def originals(self, task: Task, refs: References, ctx: EvalContext) -> list[nn.Module]:
         membership = np.ones((self.n_models, len(task.train)), dtype=bool)
         return cached_ensemble(ctx, refs, task.train, membership, derive_seed(self.seed, "klom", "original"), "klom original ensemble")
 
-    def unlearned(self, task: Task, refs: Any, ctx: EvalContext) -> list[nn.Module]:
+    def unlearned(self, task: Task, refs: References, ctx: EvalContext) -> list[nn.Module]:
         method = ctx.method
         originals = self.originals(task, refs, ctx)
         if method is None:
@@ -92,7 +92,7 @@ class KLoM(Metric):
                                for i, m in enumerate(originals)]
         return ctx.shared[key]
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         self.require_needs(refs)
         rng = np_rng("klom-examples", self.seed, task.fingerprint)
         groups = {}

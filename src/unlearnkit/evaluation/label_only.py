@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric, roc_summary
 from .lira import SHADOW_NEEDS, auc_null_sd, check_shadow_counts, shadow_set, unlearned_shadows
@@ -46,7 +46,7 @@ class LabelOnly(Metric):
         if self.epsilon <= 0 or self.steps < 1 or self.step_size <= 0:
             raise ConfigError("label_only: epsilon, steps and step_size must be positive.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         self.require_needs(refs)
         shadows, targets = shadow_set(task, refs, ctx, self.n_shadows, self.n_targets, self.seed)
         models = unlearned_shadows(shadows, targets, task, refs, ctx, self.seed)

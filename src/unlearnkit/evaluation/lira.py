@@ -28,6 +28,7 @@ from torch import nn
 from ..ensembles import ShadowSet, balanced_memberships, logit_confidence, pool_of, train_ensemble
 from ..errors import ConfigError
 from ..io import canonical_json
+from ..references import References
 from ..version import code_version
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
@@ -49,7 +50,7 @@ def mask_digest(mask: np.ndarray) -> str:
     return hashlib.blake2b(repr(mask.shape).encode() + np.packbits(mask).tobytes(), digest_size=16).hexdigest()
 
 
-def cached_ensemble(ctx: EvalContext, refs: Any, pool: Split, memberships: np.ndarray, seed: int, kind: str) -> list[nn.Module]:
+def cached_ensemble(ctx: EvalContext, refs: References, pool: Split, memberships: np.ndarray, seed: int, kind: str) -> list[nn.Module]:
     """``train_ensemble`` with the references' architecture and recipe, cached in ctx and the store."""
     factory = refs.require("model_factory", by=f"{kind} models")
     config = refs.require("train_config", by=f"{kind} models")
@@ -70,7 +71,7 @@ def cached_ensemble(ctx: EvalContext, refs: Any, pool: Split, memberships: np.nd
     return models
 
 
-def retrained_ensemble(ctx: EvalContext, refs: Any, task: Task, n_models: int, seed: int, which: int) -> list[nn.Module]:
+def retrained_ensemble(ctx: EvalContext, refs: References, task: Task, n_models: int, seed: int, which: int) -> list[nn.Module]:
     """The ``which``-th ensemble of ``n_models`` models retrained on the retain set, under ``seed``. One cache entry for every
     metric that asks with the same size and seed: epsilon_score and klom compare against the same retrained models, trained
     once per task (the seed label is the one epsilon_score has always used, so its numbers and stored ensembles stay valid)."""
@@ -123,7 +124,7 @@ def shadow_task(task: Task, pool: Split, trained: np.ndarray, unlearn: np.ndarra
     )
 
 
-def unlearned_shadows(shadows: ShadowSet, targets: Targets, task: Task, refs: Any, ctx: EvalContext, seed: int) -> list[nn.Module]:
+def unlearned_shadows(shadows: ShadowSet, targets: Targets, task: Task, refs: References, ctx: EvalContext, seed: int) -> list[nn.Module]:
     """Every shadow after the method under test unlearned its part of U (cached per method)."""
     method = ctx.method
     if method is None:  # no unlearning happened to the model under attack (e.g. the original)
@@ -156,7 +157,7 @@ class ShadowJob:
     method: Any
     model: nn.Module
     task: Task | None  # None: the shadow holds nothing to unlearn
-    refs: Any
+    refs: References
     seed: int
     device: str
 
@@ -203,7 +204,7 @@ def check_shadow_counts(metric: str, n_shadows: int, n_targets: int) -> None:
         raise ConfigError(f"{metric}: n_targets must be >= 2, got {n_targets}.")
 
 
-def shadow_set(task: Task, refs: Any, ctx: EvalContext, n_shadows: int, n_targets: int, seed: int) -> tuple[ShadowSet, Targets]:
+def shadow_set(task: Task, refs: References, ctx: EvalContext, n_shadows: int, n_targets: int, seed: int) -> tuple[ShadowSet, Targets]:
     """The attack's targets, and ``n_shadows`` shadows trained on balanced halves of their pool (cached)."""
     targets = choose_targets(task, ctx, n_targets, seed)
     membership = balanced_memberships(n_shadows, len(targets.pool), derive_seed(seed, "lira-membership", task.train.fingerprint))
@@ -211,7 +212,7 @@ def shadow_set(task: Task, refs: Any, ctx: EvalContext, n_shadows: int, n_target
     return ShadowSet(targets.pool, membership, models), targets
 
 
-def likelihood_ratio_attack(metric: LiRA | ULiRA, model: nn.Module, task: Task, refs: Any, ctx: EvalContext, *,
+def likelihood_ratio_attack(metric: LiRA | ULiRA, model: nn.Module, task: Task, refs: References, ctx: EvalContext, *,
                             unlearn_shadows: bool) -> MetricResult:
     """LiRA's scores of ``model`` on the targets, against the shadows (after unlearning U when ``unlearn_shadows``)."""
     metric.require_needs(refs)
@@ -264,7 +265,7 @@ class LiRA(Metric):
     def __post_init__(self) -> None:
         check_shadow_counts(self.name, self.n_shadows, self.n_targets)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return likelihood_ratio_attack(self, model, task, refs, ctx, unlearn_shadows=False)
 
 
@@ -290,5 +291,5 @@ class ULiRA(Metric):
     def __post_init__(self) -> None:
         check_shadow_counts(self.name, self.n_shadows, self.n_targets)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return likelihood_ratio_attack(self, model, task, refs, ctx, unlearn_shadows=True)

@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import (check_splits, exact_memorization, extraction_strength, greedy, outputs, prompts_and_answers, rouge_l, task_split,
                   text_data, token_rows)
@@ -55,7 +56,7 @@ class ExactMemorization(Metric):
     def __post_init__(self) -> None:
         check_splits(self.splits, self.name)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return token_memorization(self, exact_memorization, model, task, ctx)
 
 
@@ -77,7 +78,7 @@ class ExtractionStrength(Metric):
     def __post_init__(self) -> None:
         check_splits(self.splits, self.name)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return token_memorization(self, extraction_strength, model, task, ctx)
 
 
@@ -163,7 +164,7 @@ class VerbatimMemorization(Metric):
         out[idx] = rouge_l(golds, preds, "fmeasure", use_stemmer=self.use_stemmer)
         return out
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
         curves = {}

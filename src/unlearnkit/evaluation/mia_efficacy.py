@@ -4,12 +4,12 @@ set predicted non-member."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric, roc_summary
@@ -38,7 +38,7 @@ class MIAEfficacy(Metric):
         if self.max_train < 2:
             raise ConfigError(f"mia_efficacy: max_train must be >= 2, got {self.max_train}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         from sklearn.svm import SVC
 
         rng = np_rng("mia_efficacy", ctx.seed, task.fingerprint)

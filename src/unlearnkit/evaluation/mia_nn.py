@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric, roc_summary
@@ -102,12 +102,12 @@ class MIANN(Metric):
         if self.floor < 0:
             raise ConfigError(f"mia_nn: floor must be >= 0, got {self.floor}.")
 
-    def neighbours(self, refs: Any, forgotten: Sequence[int], ctx: EvalContext) -> tuple[list[int], np.ndarray]:
+    def neighbours(self, refs: References, forgotten: Sequence[int], ctx: EvalContext) -> tuple[list[int], np.ndarray]:
         """Neighbour classes of the forgotten classes according to every retrained seed in ``refs``."""
         probs = [np.exp(log_softmax(ctx.outputs(r, "forget")["logits"].astype(np.float64), axis=1)) for r in refs.retrained_seeds]
         return neighbour_classes(probs, forgotten, self.k)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         forgotten = task.whole_classes()
         if forgotten is None:
             raise ConfigError(f"mia_nn needs class forgetting (forget: {{kind: classes, classes: [...]}}); task {task.name!r} "

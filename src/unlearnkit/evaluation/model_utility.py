@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import (answer_prob, greedy_answers, normalised_prob, outputs, qa_records_missing, rouge_l, task_split,
                   true_tr_score, truth_ratios)
@@ -41,7 +41,7 @@ class ModelUtility(Metric):
     def why_not_applicable(self, task: Task) -> str | None:
         return qa_records_missing(task)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         from scipy.stats import hmean
 
         components: dict[str, float] = {}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import MetricResult, Task
 from ..verdict import seed_spread
 from .base import EvalContext, Metric, register_metric
@@ -37,13 +37,13 @@ class NoiseFloor(Metric):
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"noise_floor: alpha must be in (0, 1), got {self.alpha}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         key = ("noise_floor", self, tuple(id(m) for m in refs.retrained_seeds), tuple(m for m in ctx.battery if m.name != self.name))
         if key not in ctx.shared:
             ctx.shared[key] = self._compute(task, refs, ctx)
         return ctx.shared[key]
 
-    def _compute(self, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def _compute(self, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         from dataclasses import replace
 
         seeds = refs.require("retrained_seeds", by="metric 'noise_floor'")

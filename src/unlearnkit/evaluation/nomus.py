@@ -4,12 +4,12 @@ loss-based membership attack is to chance. Reported only: it is not evidence for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..seeding import np_rng
 from ..types import MetricResult, Task
 from .base import EvalContext, Metric, register_metric
@@ -98,7 +98,7 @@ class NoMUS(Metric):
             raise ConfigError(f"nomus: the test set has no example outside the forgotten classes {classes}.")
         return float(test["correct"][keep].mean()), f"test (classes other than {classes})"
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         members = ctx.outputs(model, "forget")["loss"]
         others, nonmember_label = nonmember_outputs(ctx, model, "auto")
         accuracies = loss_mia_accuracy(members, others["loss"], n_splits=self.n_splits, test_size=self.test_size,

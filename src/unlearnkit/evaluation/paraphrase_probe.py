@@ -4,13 +4,13 @@ under the paraphrased question, next to the retain model's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
 from ..lm.text import TokenData
+from ..references import References
 from ..types import Evidence, MetricResult, Split, Task
 from ._lm import answer_prob, check_splits, greedy_answers, outputs, qa_records_missing, rouge_l, task_split, text_data
 from .base import EvalContext, Metric, register_metric
@@ -71,7 +71,7 @@ class ParaphraseProbe(Metric):
     def why_not_applicable(self, task: Task) -> str | None:
         return qa_records_missing(task)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'paraphrase_probe'")
         values: dict[str, float] = {}
         per_example = {}

@@ -12,6 +12,7 @@ from scipy.special import log_softmax, logsumexp
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric
 
@@ -147,7 +148,7 @@ class PrivacyScore(Metric):
     def scores(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         return {"entropy": lambda z: entropy_score(z, self.entropy_temperature), "confidence": confidence_score}
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'privacy_score'")
         own = ctx.outputs(model, "forget")
         pairs = [worst_case_privacy(own["logits"], ctx.outputs(r, "forget")["logits"], n_thresholds=self.n_thresholds,

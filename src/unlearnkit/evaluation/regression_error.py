@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric
 
@@ -44,7 +44,7 @@ class RegressionError(Metric):
         if not self.floor >= 0:
             raise ConfigError(f"regression_error: floor must be >= 0, got {self.floor}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
         for split in task.splits():
@@ -74,7 +74,7 @@ class RegressionGap(Metric):
     paper = "Fan et al., ICLR 2024 (Avg. Gap), for regression as in Tarun et al., ICML 2023"
     modalities = ("regression",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'regression_gap'")
         values: dict[str, float] = {}
         for split in GAP_SPLITS:

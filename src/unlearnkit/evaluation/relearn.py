@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..objectives import NLL, weighted
+from ..references import References
 from ..seeding import np_rng
 from ..train import OptimizerName, TrainConfig, fit
 from ..types import Evidence, MetricResult, Split, Task
@@ -136,7 +137,7 @@ class Relearn(Metric):
             points += [final] * (self.n_points() - len(points))
         return points, result.stopped
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'relearn'")
         own, stopped = ctx.memo(model, ("relearn", self), lambda: self.curve(model, task, ctx))
         ref_curves = [ctx.memo(r, ("relearn", self), lambda r=r: self.curve(r, task, ctx))[0] for r in refs.retrained_seeds]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric, roc_summary
 
@@ -45,7 +46,7 @@ class ResidualMIA(Metric):
         if not self.floor >= 0:
             raise ConfigError(f"residual_mia: floor must be >= 0, got {self.floor}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         members = ctx.outputs(model, "forget")
         others = ctx.outputs(model, self.nonmembers)
         roc = roc_summary(member_score(members), member_score(others))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
+from ..references import References
 from ..types import MetricResult, Task
 from .base import EvalContext, Metric, register_metric
 
@@ -26,7 +26,7 @@ class RetrainGap(Metric):
     paper = "Fan et al., ICLR 2024"
     modalities = ("classifier",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         refs.require("retrained", by="metric 'retrain_gap'")
         values: dict[str, float] = {}
         for split in self.splits:

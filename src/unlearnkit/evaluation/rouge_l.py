@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import check_splits, greedy_answers, rouge_l, task_split
 from .base import EvalContext, Metric, register_metric
@@ -39,7 +39,7 @@ class RougeL(Metric):
         if self.max_new_tokens < 1:
             raise ConfigError(f"rouge_l: max_new_tokens must be >= 1, got {self.max_new_tokens}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
         examples: dict[str, list[dict[str, str]]] = {}

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..lm.text import IGNORE
+from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Split, Task
 from ._lm import answer_texts, eos_terminated, min_k, min_k_pp_z, outputs, task_split, token_rows, zlib_bytes
@@ -40,7 +41,7 @@ def check_k(metric: str, k: float) -> None:
         raise ConfigError(f"{metric}: k must be in (0, 1], got {k}.")
 
 
-def text_roc(attack: TextMIA, ctx: EvalContext, model: nn.Module, task: Task, refs: Any,
+def text_roc(attack: TextMIA, ctx: EvalContext, model: nn.Module, task: Task, refs: References,
              sample: Sample | None = None) -> tuple[ROC, Split, np.ndarray, Split, np.ndarray]:
     """ROC of ``attack.scores`` (oriented "higher = more member-like") of ``model`` on the forget answers (members) vs
     ``attack.nonmembers``, each split passed through ``sample`` if given; and the two splits with their scores."""
@@ -53,7 +54,7 @@ def text_roc(attack: TextMIA, ctx: EvalContext, model: nn.Module, task: Task, re
     return roc_summary(m, n), members, m, others, n
 
 
-def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: Any, ctx: EvalContext, *, reference: nn.Module | None,
+def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: References, ctx: EvalContext, *, reference: nn.Module | None,
              no_reference: str = "no retain model (refs.retrained) to compare with", sample: Sample | None = None) -> MetricResult:
     """The text attacks' result: AUC and TPR at 1% / 0.1% FPR of forget (members) vs ``attack.nonmembers``, and the same
     AUC for ``reference`` as the reference point (NaN, with the note ``no_reference``, when there is none)."""
@@ -82,10 +83,10 @@ class LossMIA(Metric):
     paper = "Yeom et al., CSF 2018"
     modalities = ("causal_lm",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
         return mean_logp(ctx, model, split)
 
 
@@ -106,10 +107,10 @@ class ZlibMIA(Metric):
     version = "2"  # bump when its numbers change (2: the default numerator became NLL̄, was the summed NLL)
     modalities = ("causal_lm",)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
         rows = logp_rows(ctx, model, split)
         nll = np.asarray([-(r.sum() if self.numerator == "total" else r.mean()) if len(r) else np.nan for r in rows])
         z = np.asarray([zlib_bytes(t) for t in answer_texts(split)], dtype=np.float64)
@@ -133,10 +134,10 @@ class MinK(Metric):
     def __post_init__(self) -> None:
         check_k(self.name, self.k)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
         return np.asarray([min_k(r, self.k) for r in logp_rows(ctx, model, split)])
 
 
@@ -158,10 +159,10 @@ class MinKPlusPlus(Metric):
     def __post_init__(self) -> None:
         check_k(self.name, self.k)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
         out = outputs(ctx, model, split)
         rows = zip(*(token_rows(out, key, split) for key in ("token_logp", "token_mu", "token_sigma")))
         return np.asarray([min_k(min_k_pp_z(lp, mu, sd), self.k) for lp, mu, sd in rows])
@@ -184,11 +185,11 @@ class ReferenceMIA(Metric):
     paper = "Carlini et al., USENIX Security 2021"
     modalities = ("causal_lm",)
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
         ref = refs.require("retrained", by="metric 'reference_mia'")
         return mean_logp(ctx, model, split) - mean_logp(ctx, ref, split)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         seeds = refs.retrained_seeds
         return text_mia(self, model, task, refs, ctx, reference=seeds[1] if len(seeds) >= 2 else None,
                         no_reference="retrained_auc needs two retain models (the second scored against the first)")
@@ -246,7 +247,7 @@ class GradNormMIA(Metric):
         if self.max_examples < 1:
             raise ConfigError(f"grad_norm_mia: max_examples must be >= 1, got {self.max_examples}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return text_mia(self, model, task, refs, ctx, reference=refs.retrained, sample=self.sample)
 
     def sample(self, split: Split, ctx: EvalContext) -> Split:
@@ -255,7 +256,7 @@ class GradNormMIA(Metric):
         pos = np.sort(np_rng("grad_norm_mia", ctx.seed, split.fingerprint).choice(len(split), self.max_examples, replace=False))
         return split.subset(pos, split.name)
 
-    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: Any) -> np.ndarray:
+    def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
         return -ctx.memo(model, ("lm.grad_norm", self.norm, split.fingerprint), lambda: grad_norms(ctx, model, split, self.norm))
 
 
@@ -294,7 +295,7 @@ class PrivLeak(Metric):
         if not 0.0 <= self.min_reference < 0.5:
             raise ConfigError(f"privleak: min_reference must be in [0, 0.5), got {self.min_reference}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         retrained = refs.require("retrained", by="metric 'privleak'")
         attack = MinK(k=self.k, nonmembers=self.nonmembers)
         own, members, m, others, n = text_roc(attack, ctx, model, task, refs)

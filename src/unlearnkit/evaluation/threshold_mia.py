@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from .base import EvalContext, Metric, register_metric, roc_summary
 
@@ -59,7 +60,7 @@ class ThresholdMIA(Metric):
         if unknown or not self.scores:
             raise ConfigError(f"threshold_mia: scores must be a non-empty subset of {sorted(SCORES)}, got {list(self.scores)}.")
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         members = ctx.outputs(model, "forget")
         others, label = nonmember_outputs(ctx, model, self.nonmembers)
         values: dict[str, float] = {}

@@ -4,12 +4,12 @@ ones, and the KS test of those ratios on the forget set against the retain model
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, check_splits, forget_tr_score, outputs, qa_records_missing, task_split, true_tr_score, truth_ratios
 from .base import EvalContext, Metric, register_metric
@@ -45,7 +45,7 @@ class TruthRatio(Metric):
     def why_not_applicable(self, task: Task) -> str | None:
         return qa_records_missing(task)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
         for name in self.splits:
@@ -103,7 +103,7 @@ class ForgetQuality(Metric):
     def why_not_applicable(self, task: Task) -> str | None:
         return qa_records_missing(task)
 
-    def compute(self, model: nn.Module, task: Task, refs: Any, ctx: EvalContext) -> MetricResult:
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         from scipy.stats import ks_2samp
 
         retrained = refs.require("retrained", by="metric 'forget_quality'")

@@ -15,6 +15,7 @@ from torch import nn
 from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..params import build_component, component, flat_params
+from ..references import References
 from ..registry import METHODS, SELECTORS
 from ..stopping import HoldoutLevelStop
 from ..train import TrainConfig, fit
@@ -35,7 +36,7 @@ class Method(Protocol):
     forget_kinds: ClassVar[tuple[str, ...]]  # forget sets it handles: "random", "classes", "ids"
     # optional: whole_classes_only = True also refuses a "classes" forget set with a fraction (see not_whole_classes)
 
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
 
 
 ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted", "profiles")
@@ -134,7 +135,7 @@ class Setup:
     """What a recipe's hooks may use besides the model and the task: the references, the task's adapter, the run's
     generator (hooks that draw from it do so in a fixed order, before training), the device and progress display."""
 
-    refs: Any
+    refs: References
     adapter: Any
     rng: np.random.Generator
     device: str = "cpu"
@@ -209,7 +210,7 @@ class GradientMethod:
         not one of the ``TRAIN_PARAMS``, so the copy's parameters (and run keys) are the method's own."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, sam_rho=float(rho)))
 
-    def objective(self, task: Task, refs: Any) -> Any:
+    def objective(self, task: Task, refs: References) -> Any:
         raise TypeError(f"{type(self).__name__} must define objective() or phases()")  # pragma: no cover
 
     def selector(self) -> Any:
@@ -222,7 +223,7 @@ class GradientMethod:
         spec = component(self.restrict_to, f"{self.name}: restrict_to", SELECTORS)
         return build_component(SELECTORS.get(spec.name), spec.params, f"{self.name}: restrict_to {spec.name!r}")
 
-    def phases(self, task: Task, refs: Any) -> list[Phase]:
+    def phases(self, task: Task, refs: References) -> list[Phase]:
         return [Phase(self.name, self.objective(task, refs), self.train, self.epoch_stream)]
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -234,7 +235,7 @@ class GradientMethod:
         """What to add to ``Unlearned.info`` about the trained model. Default: nothing."""
         return {}
 
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
         check_forget_kind(self, task)
         adapter = get_adapter(task)
         adapter.check(model, task, device)

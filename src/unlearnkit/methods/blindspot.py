@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..models import reset_parameters
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.classifier import AttentionTransfer, TableTargets, attention_map, reference_table
+from ..references import References
 from ..train import TrainConfig, TrainResult, fit
 from ..types import Batch, Task
 from .base import GradientMethod, Setup, register_method
@@ -90,7 +91,7 @@ class Blindspot(GradientMethod):
         except ConfigError as exc:
             raise ConfigError(f"blindspot: blindspot_epochs / blindspot_lr: {exc}") from None
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted(
             (self.forget_weight, TableTargets(BLINDSPOT_PREDICTIONS, "forget", "match")),
             (self.retain_weight, NLL("retain")),

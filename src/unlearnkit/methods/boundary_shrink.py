@@ -16,6 +16,7 @@ from torch import nn
 from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives.classifier import LabelTable, TableTargets
+from ..references import References
 from ..train import TrainConfig
 from ..types import Batch, Split, Task
 from .base import GradientMethod, Setup, register_method
@@ -92,7 +93,7 @@ class BoundaryShrink(GradientMethod):
         if not (math.isfinite(self.bound) and self.bound > 0):
             raise ConfigError(f"boundary_shrink: bound (the FGSM step size, in input units) must be a finite number > 0, got {self.bound}.")
 
-    def objective(self, task: Task, refs: Any) -> TableTargets:
+    def objective(self, task: Task, refs: References) -> TableTargets:
         return TableTargets(NEIGHBOUR_LABELS, "forget", "neighbour_ce")
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

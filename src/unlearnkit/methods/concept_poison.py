@@ -19,6 +19,7 @@ from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.classifier import LabelTable, TableTargets
+from ..references import References
 from ..registry import suggest
 from ..train import TrainConfig
 from ..types import Split, Task
@@ -238,7 +239,7 @@ class ConceptPoison(GradientMethod):
         if self.forget_weight == 0:
             raise ConfigError("concept_poison: forget_weight must be > 0 (with 0 nothing is unlearned), got 0.")
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, TableTargets(POISONED_LABELS, "forget", "poisoned")), (self.retain_weight, NLL("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

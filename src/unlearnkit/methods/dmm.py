@@ -17,6 +17,7 @@ from torch import nn
 from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import LogitMSE, KLToReference, ReferenceLogits, Weighted, weighted
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, register_method
@@ -183,7 +184,7 @@ class DMM(GradientMethod):
     def matcher(self, stream: str) -> Any:
         return LogitMSE(stream) if self.match == "mse" else KLToReference(stream, self.temperature)
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, self.matcher("forget")), (self.retain_weight, self.matcher("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

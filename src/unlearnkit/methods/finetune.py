@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..objectives import NLL
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
@@ -24,5 +25,5 @@ class Finetune(GradientMethod):
     version: ClassVar[str] = "1"  # bump when its numbers change
     epoch_stream: ClassVar[str] = "retain"
 
-    def objective(self, task: Task, refs: Any) -> NLL:
+    def objective(self, task: Task, refs: References) -> NLL:
         return NLL("retain")

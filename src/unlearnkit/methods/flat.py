@@ -9,6 +9,7 @@ from torch import nn
 
 from ..objectives.lm import DIVERGENCES, IDK_ANSWERS, Divergence, flat_terms, idk_pairs
 from ..objectives.lm import FLAT as FLATLoss
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import LM_TRAIN, GradientMethod, Setup, register_method
@@ -47,7 +48,7 @@ class FLAT(GradientMethod):
         super().__post_init__()
         flat_terms(self.divergence)  # validates
 
-    def objective(self, task: Task, refs: Any) -> FLATLoss:
+    def objective(self, task: Task, refs: References) -> FLATLoss:
         return FLATLoss(self.divergence, "forget")
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

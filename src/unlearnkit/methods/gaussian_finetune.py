@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import TaskError
 from ..objectives import ReferenceLogits
 from ..objectives.classifier import TableTargets
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, register_method
@@ -86,7 +87,7 @@ class GaussianFinetune(GradientMethod):
         ids = np.concatenate([task.forget.ids, task.retain.ids])
         return ReferenceLogits(ids, torch.as_tensor(np.concatenate([draws, retain])))
 
-    def objective(self, task: Task, refs: Any) -> TableTargets:
+    def objective(self, task: Task, refs: References) -> TableTargets:
         return TableTargets(TRAINING_TARGETS, "train", "relabelled")
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..objectives import Ascent
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
@@ -23,5 +24,5 @@ class GradAscent(GradientMethod):
     version: ClassVar[str] = "1"  # bump when its numbers change
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
-    def objective(self, task: Task, refs: Any) -> Ascent:
+    def objective(self, task: Task, refs: References) -> Ascent:
         return Ascent("forget")

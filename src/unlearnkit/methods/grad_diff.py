@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..errors import ConfigError
 from ..objectives import NLL, Ascent, Weighted, weighted
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
@@ -31,5 +32,5 @@ class GradDiff(GradientMethod):
         if self.forget_weight < 0 or self.retain_weight < 0:
             raise ConfigError("grad_diff: forget_weight and retain_weight must be >= 0.")
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, Ascent("forget")), (self.retain_weight, NLL("retain")))

@@ -17,6 +17,7 @@ from torch import nn
 from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError
+from ..references import References
 from ..train import OptimizerName, TrainConfig, make_optimizer
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
@@ -148,7 +149,7 @@ class IAU:
         )
 
     def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
+        self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
     ) -> Unlearned:
         adapter = get_adapter(task)
         adapter.check(model, task, device)

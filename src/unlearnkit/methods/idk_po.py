@@ -13,6 +13,7 @@ from torch import nn
 
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import IDK_ANSWERS, IDK_REFERENCE, IdkDPO, Reference, idk_pairs, idk_reference_table, reference_tables
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
@@ -55,7 +56,7 @@ class IdkPO(GradientMethod):
         check_weights(self)
         IdkDPO(beta=self.beta)  # validates beta
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, IdkDPO("forget", self.beta)), (self.retain_weight, NLL("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

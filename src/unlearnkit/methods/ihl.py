@@ -16,6 +16,7 @@ from .. import cost
 from ..errors import ConfigError
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import InvertedHinge
+from ..references import References
 from ..train import TrainConfig
 from ..types import Split, Task
 from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
@@ -134,7 +135,7 @@ class IHL(GradientMethod):
             raise ConfigError("ihl: fila=true re-initialises every LoRA layer (and its base weight), so it cannot be combined "
                               "with restrict_to, which promises that parameters outside the selection stay untouched.")
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, InvertedHinge("forget")), (self.retain_weight, NLL("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

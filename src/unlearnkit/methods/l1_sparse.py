@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.classifier import DecayingL1
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
@@ -46,7 +47,7 @@ class L1Sparse(GradientMethod):
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ConfigError(f"l1_sparse: alpha must be a finite number >= 0 (0 disables the penalty), got {self.alpha}.")
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         terms: list[tuple[float, Any]] = [(1.0, NLL("retain"))]
         if self.alpha > 0:
             terms.append((1.0, DecayingL1(self.alpha, "retain")))

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..models.vae import EmbeddingVAE, RetainDensity
 from ..objectives import ReferenceLogits
 from ..objectives.classifier import ORIGINAL_EMBEDDINGS, RETAIN_DENSITY, TYPICAL_ERROR, LabelAgnosticObjective, VAEFit
+from ..references import References
 from ..seeding import torch_seed
 from ..selectors import Extractor
 from ..train import TrainConfig, TrainResult, fit
@@ -144,7 +145,7 @@ class LAF(GradientMethod):
     def selector(self) -> Extractor:
         return Extractor()
 
-    def objective(self, task: Task, refs: Any) -> LabelAgnosticObjective:
+    def objective(self, task: Task, refs: References) -> LabelAgnosticObjective:
         return LabelAgnosticObjective(self.unlearn_weight, self.align_weight, self.temperature)
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

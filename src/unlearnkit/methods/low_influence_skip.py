@@ -21,6 +21,7 @@ from .. import cost
 from ..adapters import get_adapter
 from ..cost import CostMeter
 from ..errors import ConfigError
+from ..references import References
 from ..registry import METHODS
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, build_method, register_method
@@ -171,7 +172,7 @@ class LowInfluenceSkip:
         return influence_scores(model, task.forget, weights, device=device, batch_size=self.batch_size), passes
 
     def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
+        self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
     ) -> Unlearned:
         adapter = get_adapter(task)
         adapter.check(model, task, device)

@@ -10,6 +10,7 @@ from torch import nn
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import NPO as NPOLoss
 from ..objectives.lm import Reference, reference_tables
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
@@ -50,7 +51,7 @@ class NPO(GradientMethod):
         check_weights(self)
         NPOLoss(beta=self.beta)  # validates beta
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, NPOLoss("forget", self.beta)), (self.retain_weight, NLL("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:

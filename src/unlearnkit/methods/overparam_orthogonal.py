@@ -20,6 +20,7 @@ from ..adapters import get_adapter
 from ..errors import ConfigError, EmptySelection
 from ..objectives import weighted
 from ..objectives.classifier import DistanceRegulariser, TowardUniform
+from ..references import References
 from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
@@ -187,7 +188,7 @@ class OverparamOrthogonal:
         return last_layer_parameters(model, self.last_layers)
 
     def unlearn(
-        self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
+        self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False
     ) -> Unlearned:
         adapter = get_adapter(task)
         adapter.check(model, task, device)

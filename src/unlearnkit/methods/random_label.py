@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..errors import TaskError
 from ..objectives import NLL, RandomLabels, Weighted, weighted
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
@@ -32,5 +33,5 @@ class RandomLabel(GradientMethod):
     version: ClassVar[str] = "1"  # bump when its numbers change
     epoch_stream: ClassVar[str] = "retain"  # an epoch is a pass over the retain set, as in SalUn's code
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return random_label_objective(task, self.retain_weight)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from torch import nn
 
 from ..adapters import get_adapter
+from ..references import References
 from ..train import train_model
 from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
@@ -30,7 +31,7 @@ class Retrain:
     paper: ClassVar[str] = "Cao & Yang, Towards Making Systems Forget with Machine Unlearning, IEEE S&P 2015"
     version: ClassVar[str] = "1"  # bump when its numbers change
 
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
         config = refs.require("train_config", by="method 'retrain'")
         seed = int(rng.integers(0, 2**31 - 1))
         fresh = refs.fresh_model(seed, by="method 'retrain'")

@@ -27,6 +27,7 @@ from ..objectives.lm import (
     activations_table,
     resolve_layer,
 )
+from ..references import References
 from ..selectors import DecoderLayers
 from ..train import TrainConfig
 from ..types import Mask, Task
@@ -110,7 +111,7 @@ class RMU(GradientMethod):
     def selector(self) -> RMUParameters:
         return RMUParameters(self.layer, self.module)
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         forget = RMUForget(self.layer, self.steering_coeff, "forget", adaptive=self.adaptive)
         return weighted((1.0, forget), (self.retain_weight, ActivationMatch(self.layer, "retain")))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..references import References
 from ..selectors import BySaliency
 from ..train import TrainConfig
 from ..types import Task
@@ -35,5 +36,5 @@ class SalUn(GradientMethod):
     def selector(self) -> BySaliency:
         return BySaliency(self.saliency_fraction)
 
-    def objective(self, task: Task, refs: Any) -> Any:
+    def objective(self, task: Task, refs: References) -> Any:
         return random_label_objective(task, self.retain_weight)

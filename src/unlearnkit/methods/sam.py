@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
+from ..references import References
 from ..types import Task, Unlearned
 from .base import ALL_FORGET_KINDS, build_method, method_not_applicable, register_method
 
@@ -75,7 +76,7 @@ class SAM:
         reason = method_not_applicable(self.inner(), task)
         return None if reason is None else f"its inner method {self.method!r} {reason}"
 
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu",
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu",
                 progress: bool = False) -> Unlearned:
         inner = self.inner()
         if task.modality not in inner.modalities:

@@ -19,6 +19,7 @@ from .. import cost
 from ..errors import ConfigError
 from ..objectives import KLToReference, ReferenceLogits
 from ..objectives.classifier import REFERENCE_LOGITS, DistillWithLabels
+from ..references import References
 from ..train import TrainConfig, lr_factor
 from ..types import Task
 from .base import GradientMethod, Phase, Setup, register_method
@@ -100,7 +101,7 @@ class SCRUB(GradientMethod):
         lr = base.lr * lr_factor(base, epoch, int(base.epochs))
         return dataclasses.replace(base, epochs=1.0, lr=lr, schedule="constant")
 
-    def phases(self, task: Task, refs: Any) -> list[Phase]:
+    def phases(self, task: Task, refs: References) -> list[Phase]:
         epochs = int(self.train.epochs)
         n_max = epochs if self.max_epochs is None else self.max_epochs
         out: list[Phase] = []

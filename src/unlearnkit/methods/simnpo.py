@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.lm import SimNPO as SimNPOLoss
+from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import LM_TRAIN, GradientMethod, check_weights, register_method
@@ -42,5 +43,5 @@ class SimNPO(GradientMethod):
         check_weights(self)
         SimNPOLoss(beta=self.beta, delta=self.delta)  # validates
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, SimNPOLoss("forget", self.beta, self.delta)), (self.retain_weight, NLL("retain")))

@@ -16,6 +16,7 @@ from torch import nn
 from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError
+from ..references import References
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
 
@@ -85,7 +86,7 @@ class SSD:
         if self.batch_size <= 0:
             raise ConfigError(f"ssd: batch_size must be positive, got {self.batch_size}.")
 
-    def unlearn(self, model: nn.Module, task: Task, refs: Any, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
         adapter = get_adapter(task)
         adapter.check(model, task, device)
         imp_full = fisher_diagonal(model, task.train, adapter, device, self.batch_size)

@@ -18,6 +18,7 @@ from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import NLL, ReferenceLogits, Weighted, weighted
 from ..objectives.classifier import TargetKL
+from ..references import References
 from ..train import TrainConfig
 from ..types import Split, Task
 from .base import GradientMethod, Setup, forgotten_classes, register_method
@@ -118,7 +119,7 @@ class TRW(GradientMethod):
         if self.forget_weight == 0:
             raise ConfigError("trw: forget_weight must be > 0 (with 0 nothing is unlearned), got 0.")
 
-    def objective(self, task: Task, refs: Any) -> Weighted:
+    def objective(self, task: Task, refs: References) -> Weighted:
         return weighted((self.forget_weight, TargetKL("forget")), (self.retain_weight, NLL("retain")))
 
     def targets(

@@ -9,7 +9,7 @@ from unlearnkit import METHODS
 from unlearnkit.errors import ConfigError
 from unlearnkit.io import canonical_json
 from unlearnkit.methods import GradientMethod, build_method, describe_method, method_params
-from unlearnkit.methods.base import LM_TRAIN, TRAIN_PARAMS
+from unlearnkit.methods.base import LM_TRAIN, TRAIN_PARAMS, check_numbers
 from unlearnkit.params import param_names
 from unlearnkit.train import TrainConfig
 
@@ -81,3 +81,21 @@ def test_recipes_are_one_level_below_gradient_method():
     for name in ("npo", "idk_po", "simnpo", "rmu"):
         assert METHODS.get(name)().train == LM_TRAIN
     assert METHODS.get("flat")().train == METHODS.get("ihl")().train == dataclasses.replace(LM_TRAIN, epochs=5.0)
+
+
+def test_check_numbers_names_the_field_and_the_bound():
+    @dataclasses.dataclass(frozen=True)
+    class Toy:
+        a: float = 0.0
+        b: object = 1.0
+        name = "toy"
+
+    check_numbers(Toy(), "a")
+    check_numbers(Toy(b=1), "a", "b")
+    with pytest.raises(ConfigError, match=r"toy: a must be a finite number > 0, got 0.0\."):
+        check_numbers(Toy(), "b", "a", positive=True)
+    with pytest.raises(ConfigError, match=r"toy: b \(a note\) must be a finite number >= 0, got nan\."):
+        check_numbers(Toy(b=float("nan")), "a", "b", note=" (a note)")
+    for bad in (-1.0, float("inf"), "1"):
+        with pytest.raises(ConfigError, match="toy: b must be a finite number >= 0"):
+            check_numbers(Toy(b=bad), "b")

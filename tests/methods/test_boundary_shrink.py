@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from tests.conftest import state_equal
 from tests.methods.test_gradient_methods import with_noise
 from unlearnkit.adapters import ClassifierAdapter
+from unlearnkit.analysis.neighbours import nearest_wrong_class, neighbour_labels
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.boundary_shrink import nearest_wrong_class, neighbour_labels
 
 ADAPTER = ClassifierAdapter(10)
 

@@ -291,8 +291,13 @@ def offset_steps(rule: Callable[[int, nn.Module], str | None], offset: int) -> C
 
 def check_weights(method: Any) -> None:
     """Every ``*_weight`` field of ``method`` is a finite number >= 0 (the language-model recipes' check)."""
-    for f in dataclasses.fields(method):
-        if f.name.endswith("_weight"):
-            value = getattr(method, f.name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ConfigError(f"{method.name}: {f.name} must be a finite number >= 0, got {value}.")
+    check_numbers(method, *(f.name for f in dataclasses.fields(method) if f.name.endswith("_weight")))
+
+
+def check_numbers(method: Any, *names: str, positive: bool = False, note: str = "") -> None:
+    """Each field ``names`` of ``method`` is a finite number >= 0 (> 0 if ``positive``); otherwise a ConfigError
+    "<method>: <name><note> must be a finite number >= 0, got <value>."."""
+    for name in names:
+        value = getattr(method, name)
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise ConfigError(f"{method.name}: {name}{note} must be a finite number {'>' if positive else '>='} 0, got {value}.")

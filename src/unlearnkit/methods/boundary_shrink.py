@@ -1,62 +1,20 @@
-"""boundary_shrink: relabel each forget example to its nearest wrong class (one FGSM step) and fine-tune toward it.
-
-Longer than a recipe's 60 lines: the neighbour search (one FGSM step per forget example, then the nearest wrong
-class) is this method's own and stays with it.
-"""
+"""boundary_shrink: relabel each forget example to its nearest wrong class (one FGSM step) and fine-tune toward it."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
-from .. import cost
-from ..errors import ConfigError, TaskError
-from ..objectives.classifier import LabelTable, TableTargets
+from ..analysis.neighbours import neighbour_labels
+from ..objectives.classifier import TableTargets
 from ..references import References
 from ..train import TrainConfig
-from ..types import Batch, Split, Task
-from .base import GradientMethod, Setup, register_method
+from ..types import Task
+from .base import GradientMethod, Setup, check_numbers, register_method
 
 NEIGHBOUR_LABELS = "neighbour_labels"  # key of the label table in ctx.extra
-
-
-def fgsm_step(model: nn.Module, batch: Batch, adapter: Any, bound: float) -> torch.Tensor:
-    """x' = x + bound·sign(∇ₓ CE(f(x), y)), one signed-gradient step per example (no clamping)."""
-    x = batch["x"].detach().clone().requires_grad_(True)
-    loss = adapter.per_example_loss(model, {**batch, "x": x}).sum()  # the sum keeps each example's own gradient
-    (grad,) = torch.autograd.grad(loss, x)
-    return (x + bound * grad.sign()).detach()
-
-
-def nearest_wrong_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """argmax of the logits over the classes other than each example's own label."""
-    if logits.shape[1] < 2:
-        raise TaskError(f"A nearest wrong class needs at least two classes; the model outputs {logits.shape[1]}.")
-    masked = logits.clone()
-    masked.scatter_(1, labels.unsqueeze(1), float("-inf"))
-    return masked.argmax(dim=1)
-
-
-def neighbour_labels(model: nn.Module, split: Split, adapter: Any, bound: float, device: Any, batch_size: int) -> LabelTable:
-    """Each example's nearest wrong class under ``model`` (in eval mode; parameters and their gradients untouched)."""
-    was_training = model.training
-    model.eval()
-    ids, labels = [], []
-    try:
-        for batch in split.batches(batch_size, device=device):
-            x_adv = fgsm_step(model, batch, adapter, bound)
-            with torch.no_grad():
-                logits = adapter.logits(model, {**batch, "x": x_adv})
-            labels.append(nearest_wrong_class(logits, batch["y"]).cpu())
-            ids.append(batch["ids"].cpu())
-            cost.record(passes=2 * len(batch["ids"]))  # the FGSM forward-backward and the forward at x'
-    finally:
-        model.train(was_training)
-    return LabelTable(torch.cat(ids).numpy(), torch.cat(labels))
 
 
 @register_method
@@ -90,8 +48,7 @@ class BoundaryShrink(GradientMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (math.isfinite(self.bound) and self.bound > 0):
-            raise ConfigError(f"boundary_shrink: bound (the FGSM step size, in input units) must be a finite number > 0, got {self.bound}.")
+        check_numbers(self, "bound", positive=True, note=" (the FGSM step size, in input units)")
 
     def objective(self, task: Task, refs: References) -> TableTargets:
         return TableTargets(NEIGHBOUR_LABELS, "forget", "neighbour_ce")
@@ -99,5 +56,3 @@ class BoundaryShrink(GradientMethod):
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         return {NEIGHBOUR_LABELS: neighbour_labels(model, task.forget, setup.adapter, self.bound, setup.device, self.train.batch_size)}, {}
 
-
-__all__ = ["BoundaryShrink", "fgsm_step", "nearest_wrong_class", "neighbour_labels"]

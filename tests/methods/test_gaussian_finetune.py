@@ -12,11 +12,11 @@ from scipy.stats import kstest
 
 from tests.conftest import state_equal
 from unlearnkit.adapters.regression import RegressionAdapter
+from unlearnkit.analysis.targets import GaussianFit, gaussian_draws
 from unlearnkit.data.forget import ForgetSpec, make_task
 from unlearnkit.data.sources import load_dataset
 from unlearnkit.errors import TaskError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.gaussian_finetune import GaussianFit
 from unlearnkit.objectives import NLL
 from unlearnkit.train import fit
 from unlearnkit.types import Split, TensorData
@@ -41,8 +41,7 @@ def half_forget_task():
 
 
 def test_replacement_targets_follow_the_fitted_gaussian(half_forget_task):
-    method = build_method("gaussian_finetune")
-    draws, gaussian = method.replacement_targets(half_forget_task, np.random.default_rng(0))
+    draws, gaussian = gaussian_draws(half_forget_task, np.random.default_rng(0), "gaussian_finetune")
     targets = half_forget_task.train.labels.astype(np.float64)
     assert gaussian.mean == pytest.approx(targets.mean()) and gaussian.std == pytest.approx(targets.std(ddof=1))
     n = len(half_forget_task.forget)
@@ -56,10 +55,9 @@ def test_replacement_targets_follow_the_fitted_gaussian(half_forget_task):
 
 
 def test_replacement_targets_are_deterministic_under_the_seed(half_forget_task):
-    method = build_method("gaussian_finetune")
-    a, _ = method.replacement_targets(half_forget_task, np.random.default_rng(7))
-    b, _ = method.replacement_targets(half_forget_task, np.random.default_rng(7))
-    c, _ = method.replacement_targets(half_forget_task, np.random.default_rng(8))
+    a, _ = gaussian_draws(half_forget_task, np.random.default_rng(7), "gaussian_finetune")
+    b, _ = gaussian_draws(half_forget_task, np.random.default_rng(7), "gaussian_finetune")
+    c, _ = gaussian_draws(half_forget_task, np.random.default_rng(8), "gaussian_finetune")
     assert np.array_equal(a, b) and not np.allclose(a, c)
 
 
@@ -79,7 +77,7 @@ def test_is_fine_tuning_on_the_relabelled_training_set(regression_task, regressi
     method = build_method("gaussian_finetune", {"steps": 10})
     out = method.unlearn(copy.deepcopy(regression_refs.original), regression_task, regression_refs, rng=np.random.default_rng(3))
     rng = np.random.default_rng(3)
-    draws, _ = method.replacement_targets(regression_task, rng)
+    draws, _ = gaussian_draws(regression_task, rng, "gaussian_finetune")
     train = regression_task.train
     y = train.data.y.clone()
     y[torch.as_tensor(train.positions_of(regression_task.forget.ids))] = torch.as_tensor(draws, dtype=y.dtype)
@@ -94,7 +92,7 @@ def test_forgets_the_forget_targets_and_keeps_the_retain_fit(regression_task, re
     method = build_method("gaussian_finetune")
     original = regression_refs.original
     out = method.unlearn(copy.deepcopy(original), regression_task, regression_refs, rng=np.random.default_rng(0))
-    draws, _ = method.replacement_targets(regression_task, np.random.default_rng(0))
+    draws, _ = gaussian_draws(regression_task, np.random.default_rng(0), "gaussian_finetune")
     forget, retain = regression_task.forget, regression_task.retain
     before, after = predictions(original, forget), predictions(out.model, forget)
     assert mse(after, draws) < 0.5 * mse(before, draws)  # it fits the replacement targets ...

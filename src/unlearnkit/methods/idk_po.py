@@ -1,8 +1,4 @@
-"""idk_po: DPO toward "I don't know" answers on the forget questions, plus retain NLL; reference log-probs cached once.
-
-Slightly longer than a recipe's 60 lines: it declares NPO's parameters itself (no recipe inherits another) and its
-docstring explains the DPO factor and the IDK variants.
-"""
+"""idk_po: DPO toward "I don't know" answers on the forget questions, plus retain NLL; reference log-probs cached once."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ..objectives import NLL, Weighted, weighted
-from ..objectives.lm import IDK_ANSWERS, IDK_REFERENCE, IdkDPO, Reference, idk_pairs, idk_reference_table, reference_tables
+from ..objectives.lm import IdkDPO, Reference, idk_tables
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
@@ -37,7 +33,7 @@ class IdkPO(GradientMethod):
     them up by example id; ``live`` keeps a frozen copy of the model instead.
 
     Has NPO's parameters (β = 0.1, weights 1, ``reference``; OpenUnlearning's TOFU idk config) and shares its reference
-    table of the true answers (``objectives.lm.reference_tables``), adding the IDK answers' table.
+    table of the true answers (``objectives.lm.reference_tables``), adding the IDK answers' table (``idk_tables``).
     """
 
     train: TrainConfig = LM_TRAIN
@@ -60,10 +56,5 @@ class IdkPO(GradientMethod):
         return weighted((self.forget_weight, IdkDPO("forget", self.beta)), (self.retain_weight, NLL("retain")))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
-        pairs = idk_pairs(task.forget)
-        size = self.train.batch_size
-        extra, info = reference_tables(model, task.forget, setup.adapter, reference=self.reference, batch_size=size, device=setup.device)
-        extra[IDK_ANSWERS] = pairs
-        if self.reference == "cached":
-            extra[IDK_REFERENCE] = idk_reference_table(model, task.forget, pairs, setup.adapter, batch_size=size, device=setup.device)
-        return extra, {**info, "idk_answers": len(pairs)}
+        return idk_tables(model, task.forget, setup.adapter, reference=self.reference, batch_size=self.train.batch_size,
+                          device=setup.device)

@@ -441,6 +441,18 @@ def idk_reference_table(model: nn.Module, forget: Split, pairs: PairedAnswers, a
     return ReferenceLogits(forget.ids, table)
 
 
+def idk_tables(model: nn.Module, forget: Split, adapter: Any, *, reference: Reference, batch_size: int,
+               device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """IdkDPO's ``ctx.extra`` entries and what to report: the NPO reference of the true answers (``reference_tables``),
+    the "I don't know" variants of ``forget`` and, with a cached reference, their table (``idk_reference_table``)."""
+    pairs = idk_pairs(forget)
+    extra, info = reference_tables(model, forget, adapter, reference=reference, batch_size=batch_size, device=device)
+    extra[IDK_ANSWERS] = pairs
+    if reference == "cached":
+        extra[IDK_REFERENCE] = idk_reference_table(model, forget, pairs, adapter, batch_size=batch_size, device=device)
+    return extra, {**info, "idk_answers": len(pairs)}
+
+
 def activations_table(model: nn.Module, split: Split, layer: int, *, batch_size: int, device: Any) -> torch.Tensor:
     """Decoder layer ``layer``'s hidden states on every example of ``split`` (eval mode, no gradient), zero-padded to
     the split's longest example: (n, L, hidden), in split order."""
@@ -475,6 +487,7 @@ __all__: Sequence[str] = [
     "frozen_copy",
     "idk_pairs",
     "idk_reference_table",
+    "idk_tables",
     "inverted_hinge",
     "layer_activations",
     "mean_token_probability",

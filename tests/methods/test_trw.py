@@ -10,7 +10,7 @@ import torch
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.trw import class_similarity, remaining_log_probs, tilted_log_targets
+from unlearnkit.analysis.targets import class_similarity, remaining_log_probs, tilted_log_targets
 from unlearnkit.objectives.classifier import TargetKL
 from unlearnkit.objectives import ReferenceLogits
 from unlearnkit.train import StepContext

@@ -1,17 +1,21 @@
 """Targets computed from data or a model before training: a Gaussian fit of regression targets, draws from it and
-the relabelled target table built from them."""
+the relabelled target table built from them (gaussian_finetune); the tilted, renormalised output distribution of a
+class-unlearning model (trw)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from .. import cost
 from ..errors import TaskError
 from ..objectives import ReferenceLogits
-from ..types import Task
+from ..types import Split, Task
 
 
 @dataclass(frozen=True)
@@ -55,4 +59,61 @@ def relabelled_targets(task: Task, draws: np.ndarray) -> ReferenceLogits:
     return ReferenceLogits(ids, torch.as_tensor(np.concatenate([draws, retain])))
 
 
-__all__ = ["GaussianFit", "gaussian_draws", "relabelled_targets"]
+def remaining_log_probs(logits: torch.Tensor, forgotten: list[int]) -> torch.Tensor:
+    """log p̃: the softmax of ``logits`` with the ``forgotten`` classes removed and the rest renormalised
+    (−inf at forgotten classes). Computed from logits, so it stays exact when p_c ≈ 1."""
+    kept = logits.double().clone()
+    kept[:, forgotten] = -math.inf
+    return torch.log_softmax(kept, dim=-1)
+
+
+def class_similarity(log_p: torch.Tensor, labels: torch.Tensor, forgotten: list[int]) -> torch.Tensor:
+    """Row c (c forgotten) = s_c: the mean over forget examples of class c of p̃_k(x), a distribution over
+    the remaining classes k (how much the original model confuses c with k). Rows of kept classes are 0."""
+    sim = torch.zeros(log_p.shape[1], log_p.shape[1], dtype=torch.float64)
+    for c in forgotten:
+        rows = labels == c
+        if not bool(rows.any()):
+            raise TaskError(f"trw: the forget set has no example of forgotten class {c}; its similarity cannot be estimated.")
+        sim[c] = log_p[rows].exp().mean(0)
+    return sim
+
+
+def tilted_log_targets(log_p: torch.Tensor, labels: torch.Tensor, sim: torch.Tensor, tilt: float) -> torch.Tensor:
+    """log q with q_k(x) ∝ p̃_k(x) · s_{y(x),k}^tilt over the remaining classes (q = 0 on forgotten ones)."""
+    log_sim = torch.log(sim[labels].clamp_min(torch.finfo(torch.float64).tiny))
+    tilted = log_p + tilt * log_sim if tilt != 0 else log_p
+    return torch.log_softmax(tilted, dim=-1)
+
+
+@torch.no_grad()
+def forget_logits(
+    model: nn.Module, split: Split, adapter: Any, device: str, batch_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The model's logits, labels and ids on ``split`` (eval mode), on the CPU."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        for batch in split.batches(batch_size, device=device):
+            logits.append(adapter.logits(model, batch).detach().cpu())
+            labels.append(batch["y"].detach().cpu())
+            cost.record(passes=len(batch["ids"]))
+    finally:
+        model.train(was_training)
+    return torch.cat(logits), torch.cat(labels).long(), split.ids
+
+
+def tilted_targets(model: nn.Module, forget: Split, forgotten: list[int], tilt: float, adapter: Any,
+                   device: str) -> tuple[ReferenceLogits, torch.Tensor]:
+    """The TRW target table (log q by forget id, from ``model`` as it is now) and the similarity matrix."""
+    logits, labels, ids = forget_logits(model, forget, adapter, device)
+    log_p = remaining_log_probs(logits, forgotten)
+    sim = class_similarity(log_p, labels, forgotten)
+    return ReferenceLogits(ids, tilted_log_targets(log_p, labels, sim, tilt)), sim
+
+
+__all__ = [
+    "GaussianFit", "class_similarity", "forget_logits", "gaussian_draws", "relabelled_targets", "remaining_log_probs",
+    "tilted_log_targets", "tilted_targets",
+]

@@ -4,7 +4,7 @@ import torch
 
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.errors import ConfigError, EmptySelection
-from unlearnkit.selectors import AllParameters, ByName, BySaliency, forget_gradient
+from unlearnkit.selectors import AllParameters, ByName, BySaliency, RMUParameters, forget_gradient
 
 
 def test_by_name(original, random_task):
@@ -40,3 +40,9 @@ def test_saliency_uses_signed_sum_not_sum_of_abs(original, random_task):
 def test_saliency_fraction_validated():
     with pytest.raises(ConfigError):
         BySaliency(0.0)
+
+
+def test_rmu_parameters_refuses_an_unknown_module():
+    assert RMUParameters(layer=0, module="down_proj").module == "down_proj"
+    with pytest.raises(ConfigError, match=r"rmu_parameters: module must be one of \['down_proj', 'mlp'\], got 'attn'"):
+        RMUParameters(layer=0, module="attn")

@@ -1,22 +1,19 @@
 """rmu: steer the forget answers' hidden states at one layer toward a fixed random direction, keep the retain ones.
 
-Longer than a recipe's 60 lines: its selector (the layers up to ℓ) and the start model's activation tables, with
-adaptive RMU's per-token norms, are this method's own.
+Longer than a recipe's 60 lines: its docstring records the WMDP recipe, adaptive RMU and what was inferred, and
+``prepare`` builds the start model's activation tables, with adaptive RMU's per-token norms. Its selector is
+``selectors.RMUParameters``; the random direction and the answer mask are in ``objectives.lm``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import numpy as np
-import torch
 from torch import nn
 
 from .. import cost
 from ..errors import ConfigError
-from ..lm.text import IGNORE
 from ..objectives import ReferenceLogits, Weighted, weighted
 from ..objectives.lm import (
     RMU_DIRECTION,
@@ -25,43 +22,15 @@ from ..objectives.lm import (
     ActivationMatch,
     RMUForget,
     activations_table,
+    forget_answer_mask,
+    random_direction,
     resolve_layer,
 )
 from ..references import References
-from ..selectors import DecoderLayers
+from ..selectors import RMU_MODULES, RMUParameters
 from ..train import TrainConfig
-from ..types import Mask, Task
-from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
-
-MODULES = {"mlp": "mlp", "down_proj": "mlp.down_proj"}
-
-
-@dataclass(frozen=True)
-class RMUParameters:
-    """The selector of ``rmu``: the ``module`` weights of decoder layers [ℓ−2, ℓ] (clipped at 0), ℓ resolved on the model."""
-
-    layer: int | None
-    module: str
-
-    def layers(self, model: nn.Module) -> tuple[int, ...]:
-        top = resolve_layer(model, self.layer)
-        return tuple(range(max(0, top - 2), top + 1))
-
-    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
-        return DecoderLayers(self.layers(model), MODULES[self.module])(model, task, adapter=adapter, rng=rng, device=device)
-
-
-def forget_answer_mask(split: Any, width: int) -> torch.Tensor:
-    """(n, width) True at the answer tokens of ``split``'s examples (the positions the RMU terms average over)."""
-    labels = split.data.labels[:, :width]
-    return torch.nn.functional.pad(labels != IGNORE, (0, width - labels.shape[1]))
-
-
-def random_direction(hidden: int, seed: int) -> torch.Tensor:
-    """u = r/‖r‖, r ~ Uniform[0, 1)^hidden (``torch.rand`` as in the WMDP code, so u lies in the positive orthant)."""
-    r = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
-    return r / r.norm()
-
+from ..types import Task
+from .base import LM_TRAIN, GradientMethod, Setup, check_numbers, check_weights, register_method
 
 @register_method
 @dataclass(frozen=True)
@@ -103,10 +72,9 @@ class RMU(GradientMethod):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weights(self)
-        if not (math.isfinite(self.steering_coeff) and self.steering_coeff >= 0):
-            raise ConfigError(f"rmu: steering_coeff must be a finite number >= 0, got {self.steering_coeff}.")
-        if self.module not in MODULES:
-            raise ConfigError(f"rmu: module must be one of {sorted(MODULES)}, got {self.module!r}.")
+        check_numbers(self, "steering_coeff")
+        if self.module not in RMU_MODULES:
+            raise ConfigError(f"rmu: module must be one of {sorted(RMU_MODULES)}, got {self.module!r}.")
 
     def selector(self) -> RMUParameters:
         return RMUParameters(self.layer, self.module)

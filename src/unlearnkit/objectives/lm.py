@@ -469,6 +469,18 @@ def activations_table(model: nn.Module, split: Split, layer: int, *, batch_size:
     return torch.cat([F.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows])
 
 
+def forget_answer_mask(split: Any, width: int) -> torch.Tensor:
+    """(n, width) True at the answer tokens of ``split``'s examples (the positions the RMU terms average over)."""
+    labels = split.data.labels[:, :width]
+    return torch.nn.functional.pad(labels != IGNORE, (0, width - labels.shape[1]))
+
+
+def random_direction(hidden: int, seed: int) -> torch.Tensor:
+    """u = r/‖r‖, r ~ Uniform[0, 1)^hidden (``torch.rand`` as in the WMDP code, so u lies in the positive orthant)."""
+    r = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
+    return r / r.norm()
+
+
 __all__: Sequence[str] = [
     "DIVERGENCES",
     "FLAT",
@@ -484,6 +496,7 @@ __all__: Sequence[str] = [
     "dpo_loss",
     "flat_loss",
     "flat_terms",
+    "forget_answer_mask",
     "frozen_copy",
     "idk_pairs",
     "idk_reference_table",
@@ -492,6 +505,7 @@ __all__: Sequence[str] = [
     "layer_activations",
     "mean_token_probability",
     "npo_loss",
+    "random_direction",
     "reference_tables",
     "resolve_layer",
     "simnpo_loss",

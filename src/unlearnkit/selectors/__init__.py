@@ -135,4 +135,31 @@ class DecoderLayers:
         return Mask(out).require_nonempty(f"decoder_layers(layers={list(self.layers)}, module={self.module!r})")
 
 
-__all__ = ["AllParameters", "ByName", "BySaliency", "DecoderLayers", "Extractor", "forget_gradient"]
+RMU_MODULES = {"mlp": "mlp", "down_proj": "mlp.down_proj"}  # rmu's ``module`` choices: the submodule path in a block
+
+
+@SELECTORS.register("rmu_parameters")
+@dataclass(frozen=True)
+class RMUParameters:
+    """RMU's trainable parameters (Li et al., The WMDP Benchmark, ICML 2024): the ``module`` weights (``mlp``: the whole
+    MLP; ``down_proj``: its down projection) of decoder layers [ℓ−2, ℓ] (clipped at 0), ℓ = ``layer`` resolved on the
+    model (None: the middle layer, n_layers // 2)."""
+
+    layer: int | None = None
+    module: str = "mlp"
+
+    def __post_init__(self) -> None:
+        if self.module not in RMU_MODULES:
+            raise ConfigError(f"rmu_parameters: module must be one of {sorted(RMU_MODULES)}, got {self.module!r}.")
+
+    def layers(self, model: nn.Module) -> tuple[int, ...]:
+        from ..objectives.lm import resolve_layer
+
+        top = resolve_layer(model, self.layer)
+        return tuple(range(max(0, top - 2), top + 1))
+
+    def __call__(self, model: nn.Module, task: Task, *, adapter: Any, rng: np.random.Generator, device: Any = "cpu") -> Mask:
+        return DecoderLayers(self.layers(model), RMU_MODULES[self.module])(model, task, adapter=adapter, rng=rng, device=device)
+
+
+__all__ = ["RMU_MODULES", "AllParameters", "ByName", "BySaliency", "DecoderLayers", "Extractor", "RMUParameters", "forget_gradient"]

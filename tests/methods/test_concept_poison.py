@@ -12,7 +12,7 @@ from sklearn.metrics import r2_score
 from unlearnkit.adapters import ClassifierAdapter
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
-from unlearnkit.methods.concept_poison import ConceptBottleneck, analyse, integrated_gradients, poison_labels
+from unlearnkit.analysis.concepts import ConceptBottleneck, analyse, integrated_gradients, poison_labels
 from unlearnkit.types import Split, TensorData
 
 ADAPTER = ClassifierAdapter(10)

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnkit.runs import Store
     from unlearnkit.runs.runner import run_experiment
     from unlearnkit.runs.summary import fmt_stat, metric_value, summarize
+    from unlearnkit.verdict import Verdict
 
     quick = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     tuned = {m.name: dict(m.params) for m in quick.methods}
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _, metric, key in ATTACK_COLUMNS:
                     v = metric_value(run, metric, key)
                     cells.append("—" if v is None else fmt_stat((v, 0.0, 1)))
-                lines.append("| " + " | ".join([name] + cells + [run["verdict"]["label"]]) + " |")
+                lines.append("| " + " | ".join([name] + cells + [Verdict.from_json(run["verdict"]).display]) + " |")
             lines.append("")
         out = Path(args.output)
         atomic_write_text(out, "\n".join(lines))

@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnkit.runs import Store
     from unlearnkit.executor import get_executor
     from unlearnkit.runs.runner import cpu_model, run_experiment
+    from unlearnkit.verdict import Verdict
 
     exp = build_experiment(args)
     with tempfile.TemporaryDirectory(prefix="uk-lm-bench-") as tmp:
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             cell(run, "forget_quality", "p_value", "{:.2e}"), cell(run, "model_utility", "model_utility"),
             cell(run, "min_k", "auc"), cell(run, "privleak", "privleak", "{:.1f}"), steps_cell(run),
             "—" if not cost else f"{cost['wall_seconds']:.1f}", "—" if not cost else f"{cost['peak_memory_mb']:.0f}",
-            run["verdict"]["label"]]) + " |")
+            Verdict.from_json(run["verdict"]).display]) + " |")
     lines += ["", "## Forget quality against forget-set size", "",
               "The KS p-value depends on the number of forget items as much as on the model. Below: each run's KS statistic "
               "D on its n forget items, its p-value, and the p-value the same D would have at TOFU's forget01/05/10 sizes "

@@ -441,7 +441,8 @@ class Evidence:
     evidence) or "utility is better" (for utility evidence): ``"higher"`` or ``"lower"``.
     ``floor`` is the smallest half-width the band may have; ``resolution`` is the smallest step the value can take (1/n
     for a fraction of n examples: one example more or less), and the band is never narrower than that either, so a
-    retrain that differs from the others by one example is not an alarm. ``strong`` marks evidence from attacks that
+    retrain that differs from the others by one example is not an alarm. ``bounds`` is the range the value can take
+    (a band is cut to it, and a band that covers all of it decides nothing). ``strong`` marks evidence from attacks that
     weak evaluation misses (per-example or shadow-model attacks, relearning, representation probes).
     By default the band comes from the retrained seeds (the noise floor); evidence that cannot be
     re-measured per retrained seed carries its own null distribution instead (``null_mean``,
@@ -457,6 +458,7 @@ class Evidence:
     null_mean: float | None = None
     null_sd: float | None = None
     resolution: float = 0.0
+    bounds: tuple[float, float] | None = None  # the values the evidence can take at all, e.g. (0, 1) for an AUC
 
     @property
     def min_half_width(self) -> float:
@@ -465,7 +467,8 @@ class Evidence:
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "value": self.value, "role": self.role, "remembers": self.remembers, "floor": self.floor,
-                "strong": self.strong, "null_mean": self.null_mean, "null_sd": self.null_sd, "resolution": self.resolution}
+                "strong": self.strong, "null_mean": self.null_mean, "null_sd": self.null_sd, "resolution": self.resolution,
+                "bounds": None if self.bounds is None else list(self.bounds)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Evidence:
@@ -475,7 +478,7 @@ class Evidence:
         value = d["value"]
         return cls(key=d["key"], value=float("nan") if value is None else float(value), role=d["role"], remembers=d["remembers"],
                    floor=float(d["floor"]), strong=bool(d.get("strong", False)), null_mean=num(d.get("null_mean")), null_sd=num(d.get("null_sd")),
-                   resolution=float(d.get("resolution", 0.0)))
+                   resolution=float(d.get("resolution", 0.0)), bounds=None if d.get("bounds") is None else tuple(map(float, d["bounds"])))
 
 
 @dataclass(frozen=True)

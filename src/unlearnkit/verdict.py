@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -75,6 +75,12 @@ class Band:
         half = max(z * sd, ev.min_half_width)
         return cls(ev.null_mean, sd, ev.null_mean - half, ev.null_mean + half, half, None, z, m, alpha, "null distribution")
 
+    def clipped(self, bounds: tuple[float, float] | None) -> Band:
+        """The band cut to the evidence's possible range (an AUC cannot leave [0, 1]); mean and half-width unchanged."""
+        if bounds is None:
+            return self
+        return replace(self, lo=max(self.lo, bounds[0]), hi=min(self.hi, bounds[1]))
+
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "sd": self.sd, "lo": self.lo, "hi": self.hi, "half_width": self.half_width, "R": self.R,
                 "t": self.t, "m": self.m, "alpha": self.alpha, "source": self.source}
@@ -98,17 +104,46 @@ class Verdict:
     strong_evidence: list[str] = field(default_factory=list)
     family: int = 0  # m: the number of bands in the Bonferroni family
     bands: dict[str, Band] = field(default_factory=dict)  # the family's bands, as the decision used them
+    also: list[str] = field(default_factory=list)  # failing aspects the label does not name (it names the first by precedence)
+    margin: float | None = None  # in band half-widths: removed, the smallest slack inside; otherwise how far out its evidence is
+    borderline: bool = False  # margin < BORDERLINE: one band edge away from another label
+
+    @property
+    def display(self) -> str:
+        """The label, marked when borderline, followed by every other failing aspect: what tables and the CLI print."""
+        text = self.label + (" (borderline)" if self.borderline else "")
+        return text + (f"; also: {', '.join(self.also)}" if self.also else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "reasons": self.reasons, "rows": self.rows, "missing": self.missing, "method": self.method,
                 "tests": self.tests, "strong_evidence": self.strong_evidence, "family": self.family,
-                "bands": {key: band.to_json() for key, band in self.bands.items()}}
+                "bands": {key: band.to_json() for key, band in self.bands.items()}, "also": self.also, "margin": self.margin,
+                "borderline": self.borderline}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Verdict:
-        return cls(d["label"], list(d["reasons"]), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""),
+        return cls(d["label"], list(d.get("reasons", [])), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""),
                    dict(d.get("tests", {})), list(d.get("strong_evidence", [])), int(d.get("family", 0)),
-                   {key: Band.from_json(b) for key, b in d.get("bands", {}).items()})
+                   {key: Band.from_json(b) for key, b in d.get("bands", {}).items()}, list(d.get("also", [])), d.get("margin"),
+                   bool(d.get("borderline", False)))
+
+
+BORDERLINE = 0.2  # a verdict this close to a band edge (in half-widths) could flip with the machine or the seed
+
+
+def margin_of(value: float, band: Band, bounds: tuple[float, float] | None) -> float | None:
+    """How far ``value`` is inside (> 0) or outside (< 0) its band, in half-widths, counting only edges that are not the
+    metric's own bounds (a value at an AUC's 1.0 is not near an edge it could cross). None: no such edge, the band
+    spans every value the evidence can take."""
+    lo_open = bounds is None or band.lo > bounds[0]
+    hi_open = bounds is None or band.hi < bounds[1]
+    if not (lo_open or hi_open) or band.half_width <= 0:
+        return None
+    if value < band.lo:
+        return (value - band.lo) / band.half_width
+    if value > band.hi:
+        return (band.hi - value) / band.half_width
+    return min(([value - band.lo] if lo_open else []) + ([band.hi - value] if hi_open else [])) / band.half_width
 
 
 def _direction(ev: Evidence, band: Band) -> Status:
@@ -153,10 +188,16 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
         if band is None or not math.isfinite(ev.value):
             missing.append(f"{ev.key} (no band)" if band is None else f"{ev.key} (not finite)")
             continue
+        band = bands[ev.key] = band.clipped(ev.bounds)
+        margin = margin_of(ev.value, band, ev.bounds)
+        status = _direction(ev, band) if margin is not None else "uninformative"
         rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi,
-                     "retrain_mean": band.mean, "status": _direction(ev, band), "remembers": ev.remembers, "strong": ev.strong,
-                     "band_from": band.source})
-    roles = {row["role"] for row in rows}
+                     "retrain_mean": band.mean, "status": status, "remembers": ev.remembers, "strong": ev.strong,
+                     "band_from": band.source, "margin": margin})
+    uninformative = [row["key"] for row in rows if row["status"] == "uninformative"]
+    if uninformative:
+        missing.append(f"{', '.join(uninformative)} (band spans every possible value: decides nothing at this size)")
+    roles = {row["role"] for row in rows if row["status"] != "uninformative"}
     for role in REQUIRED_ROLES:
         if role not in roles:
             missing.append(f"{role} evidence")
@@ -165,23 +206,37 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
         where = "retrain band" if row["band_from"] == "retrained seeds" else "band of its null distribution"
         return f"{row['key']} = {row['value']:.4f} outside the {where} [{row['lo']:.4f}, {row['hi']:.4f}]"
 
-    more_forget = [row for row in rows if row["role"] == "forget" and row["status"] == "more"]
-    less_forget = [row for row in rows if row["role"] == "forget" and row["status"] == "less"]
-    less_utility = [row for row in rows if row["role"] == "utility" and row["status"] == "less"]
-    more_robust = [row for row in rows if row["role"] == "robustness" and row["status"] == "more"]
+    def failing(role: str, status: str) -> list[dict[str, Any]]:
+        return [row for row in rows if row["role"] == role and row["status"] == status]
+
+    # every way a model can differ from retraining, in the label's order of precedence; a robustness value *below* the
+    # band (relearning slower than from a retrained model, a probe separating less) is a difference an attacker can see
+    # too, so it counts as forgetting past retraining
+    aspects: list[tuple[Label, str, list[dict[str, Any]]]] = [
+        ("not forgotten", "remembers more than retraining", failing("forget", "more")),
+        ("over-forgotten", "forgets past retraining", failing("forget", "less")),
+        ("over-forgotten", "utility below retraining", failing("utility", "less")),
+        ("over-forgotten", "resists relearning more than retraining", failing("robustness", "less")),
+        ("suppressed", "outputs look retrained, but recovers faster", failing("robustness", "more")),
+    ]
+    found = [(lab, what, bad) for lab, what, bad in aspects if bad]
     label: Label
-    if more_forget:
-        label, reasons = "not forgotten", [f"remembers more than retraining: {fmt(r)}" for r in more_forget]
-    elif less_forget or less_utility:
-        label = "over-forgotten"
-        reasons = [f"forgets past retraining: {fmt(r)}" for r in less_forget] + [f"utility below retraining: {fmt(r)}" for r in less_utility]
-    elif more_robust:
-        label, reasons = "suppressed", [f"outputs look retrained, but recovers faster: {fmt(r)}" for r in more_robust]
+    if found:
+        label = found[0][0]
+        deciding = [(what, row) for lab, what, bad in found if lab == label for row in bad]
+        reasons = [f"{what}: {fmt(row)}" for what, row in deciding]
+        also = [f"{what} ({', '.join(row['key'] for row in bad)})" for lab, what, bad in found if lab != label]
+        margin = max(-row["margin"] for _, row in deciding)
     elif "forget evidence" in missing or "utility evidence" in missing or "robustness evidence" in missing:
-        label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
+        label, reasons, also, margin = "inconclusive", [f"missing: {', '.join(missing)}"], [], None
     else:
-        label, reasons = "removed", ["every evidence inside its band"]
+        label, reasons, also = "removed", ["every evidence inside its band"], []
+        # the slack of the evidence inside its band (utility above the band is no failure and no edge to fear)
+        margin = min((row["margin"] for row in rows if row["status"] == "inside" and row["margin"] is not None), default=None)
+    borderline = margin is not None and margin < BORDERLINE
+    if borderline:
+        reasons.append(f"borderline: {margin:.2f} band half-widths from the nearest band edge that would change the verdict")
     strong = sorted({row["key"] for row in rows if row["strong"]})
     reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
                    "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
-    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m, bands)
+    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m, bands, also, margin, borderline)

@@ -175,3 +175,53 @@ def test_a_band_is_never_narrower_than_one_example_of_its_split(random_task):
         verdict = decide(results["fraction"].evidence, results["noise_floor"])
         assert verdict.bands["fraction"].half_width == pytest.approx(1 / 54)
         assert [row["status"] for row in verdict.rows] == [status]
+
+
+def test_rows_carry_their_margin_in_half_widths_and_a_near_edge_verdict_is_borderline():
+    nf = floor(f=(0.8, 1.0), u=(0.8, 1.0), r=(0.4, 0.6))  # centres 0.9 / 0.9 / 0.5, half-widths 0.1
+    v = decide(ev(f=0.9, u=0.99, r=0.5), nf)
+    margins = {row["key"]: row["margin"] for row in v.rows}
+    assert margins["f"] == pytest.approx(1.0) and margins["u"] == pytest.approx(0.1) and margins["r"] == pytest.approx(1.0)
+    assert v.label == "removed" and v.margin == pytest.approx(0.1) and v.borderline and v.display == "removed (borderline)"
+    firm = decide(ev(f=0.9, u=0.9, r=0.5), nf)
+    assert not firm.borderline and firm.display == "removed" and firm.margin == pytest.approx(1.0)
+    out = decide(ev(f=1.05, u=0.9, r=0.5), nf)  # half a half-width above the band
+    assert out.label == "not forgotten" and out.margin == pytest.approx(0.5) and not out.borderline
+    assert [row["margin"] for row in out.rows if row["key"] == "f"] == [pytest.approx(-0.5)]
+    assert Verdict.from_json(v.to_json()) == v
+
+
+def test_every_failing_aspect_is_listed_not_only_the_label():
+    v = decide(ev(f=0.99, u=0.5, r=0.9), NF)
+    assert v.label == "not forgotten"
+    assert v.also == ["utility below retraining (u)", "outputs look retrained, but recovers faster (r)"]
+    assert v.display == "not forgotten; also: utility below retraining (u), outputs look retrained, but recovers faster (r)"
+
+
+def test_relearning_slower_than_retraining_is_a_difference_from_retraining():
+    v = decide(ev(r=0.2), NF)  # relearns far slower than any retrained model
+    assert v.label == "over-forgotten" and v.reasons[0].startswith("resists relearning more than retraining: r = 0.2000")
+
+
+def test_bands_are_cut_to_the_evidence_range_and_a_band_spanning_it_decides_nothing():
+    nf = floor(f=(-0.2, 1.2), u=(0.85, 0.95), r=(0.4, 0.6), a=(0.9, 1.1))
+    evidence = [Evidence("f", 0.5, "forget", bounds=(0.0, 1.0)), Evidence("u", 0.9, "utility"), Evidence("r", 0.5, "robustness"),
+                Evidence("a", 1.0, "forget", bounds=(0.0, 1.0))]
+    v = decide(evidence, nf)
+    rows = {row["key"]: row for row in v.rows}
+    assert (rows["f"]["lo"], rows["f"]["hi"], rows["f"]["status"], rows["f"]["margin"]) == (0.0, 1.0, "uninformative", None)
+    assert rows["a"]["hi"] == 1.0 and rows["a"]["status"] == "inside" and rows["a"]["margin"] == pytest.approx(1.0)  # only its lower edge
+    assert any("band spans every possible value" in m and "f" in m for m in v.missing) and v.label == "removed"
+    alone = decide([evidence[0], evidence[1], evidence[2]], nf)  # the only forget evidence decides nothing
+    assert alone.label == "inconclusive" and "forget evidence" in alone.missing
+
+
+def test_a_method_row_states_agreement_borderline_seeds_and_other_failures():
+    from collections import Counter
+
+    from unlearnkit.runs.summary import MethodRow
+
+    runs = [{"verdict": {"label": "removed", "borderline": True}}, {"verdict": {"label": "removed"}},
+            {"verdict": {"label": "not forgotten", "also": ["utility below retraining (accuracy.test)"]}}]
+    row = MethodRow("m", "gradient", runs, verdicts=Counter(r["verdict"]["label"] for r in runs))
+    assert row.verdict == "removed 2/3, not forgotten 1/3 (1/3 borderline); also: utility below retraining 1/3"

@@ -36,10 +36,10 @@ class Accuracy(Metric):
             per_example[f"loss.{split}"] = (out["ids"], out["loss"])
         evidence = (
             Evidence(key="accuracy.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor,
-                     resolution=1 / len(task.forget)),
+                     resolution=1 / len(task.forget), bounds=(0.0, 1.0)),
             Evidence(key="accuracy.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor,
-                     resolution=1 / len(task.retain)),
+                     resolution=1 / len(task.retain), bounds=(0.0, 1.0)),
             Evidence(key="accuracy.test", value=values["test"], role="utility", remembers="higher", floor=self.floor,
-                     resolution=1 / len(task.test)),
+                     resolution=1 / len(task.test), bounds=(0.0, 1.0)),
         )
         return self.result(values, per_example=per_example, evidence=evidence)

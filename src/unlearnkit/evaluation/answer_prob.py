@@ -45,8 +45,8 @@ class AnswerProb(Metric):
             per_example[f"p.{name}"] = (split.ids, p)
         evidence = []
         if "forget" in values:
-            evidence.append(Evidence(key="answer_prob.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor))
+            evidence.append(Evidence(key="answer_prob.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         for name in ("retain", "neighbours"):
             if name in values:
-                evidence.append(Evidence(key=f"answer_prob.{name}", value=values[name], role="utility", remembers="higher", floor=self.floor))
+                evidence.append(Evidence(key=f"answer_prob.{name}", value=values[name], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         return self.result(values, per_example=per_example, evidence=tuple(evidence))

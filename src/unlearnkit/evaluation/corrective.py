@@ -72,7 +72,7 @@ class CleanAccuracy(Metric):
         ref_values, info = reference_figures(refs, accuracy)
         values.update(ref_values)
         info["corrective_task"] = manipulation_info(task) is not None
-        evidence = (Evidence(key="clean_accuracy", value=values["clean_accuracy"], role="utility", remembers="higher", floor=self.floor),)
+        evidence = (Evidence(key="clean_accuracy", value=values["clean_accuracy"], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)),)
         return self.result(values, per_example={"correct.test": (out["ids"], out["correct"])}, evidence=evidence, info=info)
 
 
@@ -116,7 +116,7 @@ class BackdoorSuccess(Metric):
         ref_values, info = reference_figures(refs, success)
         values.update(ref_values)
         info.update({"kind": setting["kind"], "target_class": target, "probe": split, "n_probe": len(ctx.split(split))})
-        evidence = (Evidence(key="backdoor_success", value=values["backdoor_success"], role="forget", remembers="higher", floor=self.floor),)
+        evidence = (Evidence(key="backdoor_success", value=values["backdoor_success"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)),)
         per_example = {f"hit.{split}": (ctx.outputs(model, split)["ids"], hits(model))}
         return self.result(values, per_example=per_example, evidence=evidence, info=info)
 

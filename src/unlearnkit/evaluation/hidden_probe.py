@@ -110,6 +110,6 @@ class HiddenProbe(Metric):
         values = {"auc": roc.values["auc"], "accuracy": accuracy, "tpr_at_1pct_fpr": roc.values["tpr_at_1pct_fpr"]}
         info = {"mode": sets.mode, "negatives": "retain" if sets.mode == "class" else "test", "n_per_side": len(pos),
                 "feature_dim": int(self.features(model, sets.positives, ctx).shape[1])}
-        evidence = (Evidence(key="hidden_probe.auc", value=values["auc"], role="robustness", remembers="higher", floor=self.floor, strong=True),)
+        evidence = (Evidence(key="hidden_probe.auc", value=values["auc"], role="robustness", remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
         return self.result(values, per_example={"probe_score.forget_probed": (sets.positives.ids, pos)}, curves={"roc": roc.curve},
                            evidence=evidence, info=info)

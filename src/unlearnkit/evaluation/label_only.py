@@ -81,7 +81,7 @@ class LabelOnly(Metric):
         null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
         values = {**roc.values, "mean_score.forget": float(scores[:n_pos].mean()), "mean_score.nonmember": float(scores[n_pos:].mean())}
         evidence = (Evidence(key="label_only.auc", value=values["auc"], role="forget", remembers="higher", floor=self.floor, strong=True,
-                             null_mean=0.5, null_sd=null_sd),)
+                             null_mean=0.5, null_sd=null_sd, bounds=(0.0, 1.0)),)
         return self.result(values,
                            per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
                            curves={"roc": roc.curve}, evidence=evidence,

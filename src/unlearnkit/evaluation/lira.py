@@ -233,7 +233,7 @@ def likelihood_ratio_attack(metric: LiRA | ULiRA, model: nn.Module, task: Task, 
     null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
     values = {**roc.values, "n_shadows": float(metric.n_shadows), "n_targets": float(n_pos)}
     evidence = (Evidence(key=f"{metric.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=metric.floor, strong=True,
-                         null_mean=0.5, null_sd=null_sd),)
+                         null_mean=0.5, null_sd=null_sd, bounds=(0.0, 1.0)),)
     return metric.result(
         values,
         per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},

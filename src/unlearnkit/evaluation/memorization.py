@@ -35,7 +35,7 @@ def token_memorization(metric: ExactMemorization | ExtractionStrength, score: Ca
         per_example[f"score.{name}"] = (split.ids, s)
     evidence = ()
     if "forget" in values:
-        evidence = (Evidence(key=f"{metric.name}.forget", value=values["forget"], role="forget", remembers="higher", floor=metric.floor),)
+        evidence = (Evidence(key=f"{metric.name}.forget", value=values["forget"], role="forget", remembers="higher", floor=metric.floor, bounds=(0.0, 1.0)),)
     return metric.result(values, per_example=per_example, evidence=evidence)
 
 
@@ -189,7 +189,7 @@ class VerbatimMemorization(Metric):
             curves["corpus"] = {"passage": [float(i) for i in range(len(f1))], "rouge_l_f1": f1.tolist()}
         evidence = ()
         if "forget" in values:
-            evidence = (Evidence(key="verbatim_memorization.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor),)
+            evidence = (Evidence(key="verbatim_memorization.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)),)
         info = {"prefix_fraction": self.prefix_fraction, "use_stemmer": self.use_stemmer}
         if self.corpus_path is not None:
             info["corpus"] = {"path": str(self.corpus_path), "passages": len(curves["corpus"]["passage"]),

@@ -63,6 +63,6 @@ class MIAEfficacy(Metric):
             per_example={"predicted_member.forget": (forget["ids"], pred.astype(np.float64))},
             curves={"roc": roc.curve},
             evidence=(Evidence(key="mia_efficacy.efficacy", value=efficacy, role="forget", remembers="lower", floor=self.floor,
-                               resolution=1 / len(forget["ids"])),),
+                               resolution=1 / len(forget["ids"]), bounds=(0.0, 1.0)),),
             info={"n_train_per_side": n, "auc_nonmembers": "held-out test" if len(held_out) else "all test (none held out)"},
         )

@@ -125,6 +125,6 @@ class MIANN(Metric):
         info = {"neighbour_classes": classes, "neighbour_mass": mass[classes].tolist(), "features": "log-probabilities" if self.log_probs
                 else "probabilities", "nonmembers": label, "n_members": len(member_scores), "n_nonmembers": len(nonmember_scores),
                 "n_retrained": len(refs.retrained_seeds)}
-        evidence = (Evidence(key="mia_nn.auc", value=values["auc"], role="forget", remembers="higher", floor=self.floor, strong=True),)
+        evidence = (Evidence(key="mia_nn.auc", value=values["auc"], role="forget", remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
         return self.result(values, per_example={"attack_score.forget": (members["ids"], member_scores)}, curves={"roc": roc.curve},
                            evidence=evidence, info=info)

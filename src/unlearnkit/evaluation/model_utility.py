@@ -64,7 +64,7 @@ class ModelUtility(Metric):
             per_example["prob_normalised.neighbours"] = (neighbours.ids, pn)
         values = {"model_utility": float(hmean(list(components.values()))), **components}
         evidence = (Evidence(key="model_utility.model_utility", value=values["model_utility"], role="utility", remembers="higher",
-                             floor=self.floor),)
+                             floor=self.floor, bounds=(0.0, 1.0)),)
         info = {"components": sorted(components)}
         if neighbours is None:
             info["note"] = "the task has no neighbours probe: the harmonic mean is over the retain components only"

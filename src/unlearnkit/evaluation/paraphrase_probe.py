@@ -89,6 +89,6 @@ class ParaphraseProbe(Metric):
             per_example[f"prob.{name}"] = (split.ids, own["prob"])
             per_example[f"rouge_l.{name}"] = (split.ids, own["rouge_l"])
         evidence = (Evidence(key="paraphrase_probe.forget_prob", value=values["forget_prob"], role="robustness", remembers="higher",
-                             floor=self.floor),)
+                             floor=self.floor, bounds=(0.0, 1.0)),)
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens})

@@ -156,7 +156,7 @@ class Relearn(Metric):
         heldout = len(task.forget) - len(self.slices(task, ctx.seed)[0])
         resolution = 1 / heldout if ctx.adapter.score_name == "accuracy" else 0.0  # one held-out example more or less
         evidence = (Evidence(key="relearn.auc", value=values["auc"], role="robustness", remembers="higher", floor=self.floor, strong=True,
-                             resolution=resolution),)
+                             resolution=resolution, bounds=None if ctx.adapter.score_name == "negative squared error" else (0.0, 1.0)),)
         return self.result(values, curves=curves, evidence=evidence,
                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
                                  "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),

@@ -54,6 +54,6 @@ class ResidualMIA(Metric):
             roc.values,
             per_example={"score.forget": (members["ids"], member_score(members))},
             curves={"roc": roc.curve},
-            evidence=(Evidence(key="residual_mia.auc", value=roc.values["auc"], role="forget", remembers="higher", floor=self.floor),),
+            evidence=(Evidence(key="residual_mia.auc", value=roc.values["auc"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)),),
             info={"nonmembers": self.nonmembers, "n_members": len(members["ids"]), "n_nonmembers": len(others["ids"])},
         )

@@ -54,8 +54,8 @@ class RougeL(Metric):
             examples[name] = [{"gold": g, "generated": p} for g, p in zip(gold[:3], gen[:3])]
         evidence = []
         if "forget" in values:
-            evidence.append(Evidence(key="rouge_l.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor))
+            evidence.append(Evidence(key="rouge_l.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         if "retain" in values:
-            evidence.append(Evidence(key="rouge_l.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor))
+            evidence.append(Evidence(key="rouge_l.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         return self.result(values, per_example=per_example, evidence=tuple(evidence),
                            info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples})

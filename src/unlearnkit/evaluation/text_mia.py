@@ -63,7 +63,7 @@ def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: References, ct
     ref_auc = float("nan") if reference is None else text_roc(attack, ctx, reference, task, refs, sample)[0].values["auc"]
     values = {**roc.values, "retrained_auc": ref_auc}
     per_example = {"score.forget": (members.ids, m), f"score.{attack.nonmembers}": (others.ids, n)}
-    evidence = (Evidence(key=f"{attack.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=attack.floor),)
+    evidence = (Evidence(key=f"{attack.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=attack.floor, bounds=(0.0, 1.0)),)
     info: dict[str, Any] = {"members": "forget", "nonmembers": attack.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
     if reference is None:
         info["note"] = no_reference

@@ -73,5 +73,5 @@ class ThresholdMIA(Metric):
             per_example[f"{score}.forget"] = (members["ids"], SCORES[score](members))
         evidence = []
         if "loss" in self.scores:
-            evidence.append(Evidence(key="threshold_mia.loss.auc", value=values["loss.auc"], role="forget", remembers="higher", floor=self.floor))
+            evidence.append(Evidence(key="threshold_mia.loss.auc", value=values["loss.auc"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         return self.result(values, per_example=per_example, curves=curves, evidence=tuple(evidence), info={"nonmembers": label})

@@ -121,7 +121,7 @@ class ForgetQuality(Metric):
         values["retrained_statistic"] = (float(ks_2samp(truth_ratios(ctx, seeds[1], forget), ref).statistic) if len(seeds) > 1
                                          else float("nan"))
         evidence = (Evidence(key="forget_quality.signed_statistic", value=values["signed_statistic"], role="forget", remembers="higher",
-                             floor=self.floor),)
+                             floor=self.floor, bounds=(-1.0, 1.0)),)
         return self.result(values, per_example={"tr.forget": (forget.ids, own), "retrained_tr.forget": (forget.ids, ref)},
                            evidence=evidence, info={"test": "scipy.stats.ks_2samp, two-sided, method auto (exact for small n)",
                                                     "n_retrained": len(seeds)})

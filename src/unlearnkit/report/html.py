@@ -12,6 +12,7 @@ from typing import Any
 from ..io import atomic_write_text
 from ..runs.store import Store
 from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, sanity_warning, summarize, verdict_bands
+from ..verdict import BORDERLINE, Verdict
 from . import plots
 
 CSS = """
@@ -47,7 +48,8 @@ def _facts(s: TaskSummary) -> str:
             rows.append((f"original model: train / test {facts['unit']}",
                          f"{facts['train']:.4f} / {facts['test']:.4f} — the original memorises its training data (gap {facts['gap']:+.4f}; "
                          f"forget set {facts['forget']:.4f}); membership evidence is meaningful only because of this gap"))
-        rows.append(("original model verdict", badge(o["verdict"]["label"]) + " (sanity check: must be “not forgotten”)"))
+        rows.append(("original model verdict", badge(o["verdict"]["label"]) + esc(Verdict.from_json(o["verdict"]).display.removeprefix(o["verdict"]["label"]))
+                     + " (sanity check: must be “not forgotten”)"))
     if s.noise_floor:
         info = s.noise_floor.get("info", {})
         _, m = verdict_bands(s)
@@ -70,11 +72,20 @@ def _main_table(s: TaskSummary) -> str:
                   f"<td>{'—' if c is None else c.example_passes}</td>", f"<td>{'—' if c is None else f'{c.peak_memory_mb:.0f}'}</td>"]
         ratio, speed = r.ratios.get("wall"), r.ratios.get("speedup")
         cells += [f"<td>{'—' if ratio is None else f'{ratio:.3f}'}</td>", f"<td>{'—' if speed is None else f'{speed:.1f}×'}</td>"]
-        verdicts = " ".join(badge(lab) + (f" {n}/{len(r.runs)}" if len(r.verdicts) > 1 else "") for lab, n in r.verdicts.most_common())
-        cells.append(f"<td class='l'>{verdicts}</td>")
+        verdicts = " ".join(badge(lab) + f" {n}/{len(r.runs)}" for lab, n in r.verdicts.most_common())
+        detail = r.verdict.partition(", ".join(f"{lab} {n}/{len(r.runs)}" for lab, n in r.verdicts.most_common()))[2]
+        cells.append(f"<td class='l'>{verdicts}{esc(detail)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "".join(out)
+
+
+def _margin(margin: float | None) -> str:
+    """A row's margin in band half-widths (— when its band spans every possible value), bold when borderline."""
+    if margin is None:
+        return "—"
+    text = f"{margin:+.2f}"
+    return f"<b>{text}</b>" if abs(margin) < BORDERLINE else text
 
 
 def _evidence_details(s: TaskSummary) -> str:
@@ -85,7 +96,7 @@ def _evidence_details(s: TaskSummary) -> str:
         rows = "".join(
             f"<tr><td class='l'>{esc(x['key'])}</td><td class='l'>{esc(x['role'])}</td><td>{x['value']:.4f}</td>"
             f"<td>[{x['lo']:.4f}, {x['hi']:.4f}]</td><td>{x['retrain_mean']:.4f}</td><td class='l'>{esc(x.get('band_from', 'retrained seeds'))}</td>"
-            f"<td class='l {x['status']}'>{esc(x['status'])}</td></tr>"
+            f"<td class='l {x['status']}'>{esc(x['status'])}</td><td>{_margin(x.get('margin'))}</td></tr>"
             for x in v.get("rows", [])
         )
         ks = v.get("tests", {}).get("ks_forget_loss")
@@ -98,9 +109,12 @@ def _evidence_details(s: TaskSummary) -> str:
         warn = run.get("unlearn_info", {}).get("warning")
         warn_txt = f"<p class='more'>training note: {esc(warn)}</p>" if warn else ""
         parts.append(
-            f"<details><summary><b>{esc(label)}</b> (seed {run['seed']}, run <code>{esc(run['run_id'])}</code>) {badge(v['label'])}</summary>"
+            f"<details><summary><b>{esc(label)}</b> (seed {run['seed']}, run <code>{esc(run['run_id'])}</code>) {badge(v['label'])}"
+            f"{esc(Verdict.from_json(v).display.removeprefix(v['label']))}</summary>"
             f"<ul>{reasons}</ul>{warn_txt}<table><tr><th class='l'>evidence</th><th class='l'>role</th><th>value</th><th>band</th>"
-            f"<th>band centre</th><th class='l'>band from</th><th class='l'>status</th></tr>{rows}</table>{ks_txt}{missing}"
+            f"<th>band centre</th><th class='l'>band from</th><th class='l'>status</th>"
+            f"<th title='distance to the nearest band edge, in band half-widths: inside &gt; 0, outside &lt; 0'>margin</th></tr>"
+            f"{rows}</table>{ks_txt}{missing}"
             f"<p class='muted'>{esc(v.get('method', ''))}</p><p class='muted'>params: <code>{esc(run['method'].get('params'))}</code>; "
             f"paper: {esc(run['method'].get('paper', ''))}</p></details>"
         )

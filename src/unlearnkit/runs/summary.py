@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..cost import Cost
-from ..verdict import Band
+from ..verdict import Band, Verdict
 from .references import mean_cost
 from .store import Store
 
@@ -92,13 +92,19 @@ class MethodRow:
 
     @property
     def verdict(self) -> str:
-        """The verdict across seeds: the common label, or "a k/n, b m/n" when seeds disagree."""
+        """The verdict across seeds with its agreement ("removed 3/3", "over-forgotten 2/3, removed 1/3"), how many seeds
+        were borderline, and every other failing aspect with its count ("also: utility below retraining 1/3")."""
         if not self.verdicts:
             return "—"
         n = sum(self.verdicts.values())
-        if len(self.verdicts) == 1:
-            return next(iter(self.verdicts))
-        return ", ".join(f"{lab} {c}/{n}" for lab, c in self.verdicts.most_common())
+        text = ", ".join(f"{lab} {c}/{n}" for lab, c in self.verdicts.most_common())
+        borderline = sum(bool(r["verdict"].get("borderline")) for r in self.runs)
+        if borderline:
+            text += f" ({borderline}/{n} borderline)"
+        also = Counter(a.split(" (")[0] for r in self.runs for a in r["verdict"].get("also", []))
+        if also:
+            text += "; also: " + ", ".join(f"{what} {c}/{n}" for what, c in also.most_common())
+        return text
 
     @property
     def verdict_label(self) -> str:
@@ -207,7 +213,7 @@ def format_tables(summaries: list[TaskSummary]) -> str:
         facts = original_facts(s.original, s.task) if s.original is not None else None
         if facts is not None and s.original is not None:
             lines.append(f"original model {facts['unit']}: train {facts['train']:.3f} (forget {facts['forget']:.3f}), test {facts['test']:.3f} — "
-                         f"memorisation gap {facts['gap']:+.3f}; verdict {s.original['verdict']['label']}")
+                         f"memorisation gap {facts['gap']:+.3f}; verdict {Verdict.from_json(s.original['verdict']).display}")
         if s.noise_floor is not None:
             bands, m = verdict_bands(s)
             if bands:

@@ -1,4 +1,5 @@
-"""Cost as a first-class result: wall seconds, optimizer steps, example passes, peak memory."""
+"""Cost as a first-class result: optimizer steps and example passes (the work, the same on any machine), CPU and wall
+seconds, peak memory."""
 
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ class Cost:
     example_passes: int
     peak_memory_mb: float
     device: str = "cpu"
+    cpu_seconds: float | None = None  # CPU time of this process (all its threads): unlike wall time, barely moved by other load
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Cost:
-        return cls(**{k: d[k] for k in ("wall_seconds", "optimizer_steps", "example_passes", "peak_memory_mb", "device")})
+        return cls(**{k: d[k] for k in ("wall_seconds", "optimizer_steps", "example_passes", "peak_memory_mb", "device")},
+                   cpu_seconds=d.get("cpu_seconds"))  # None in records written before CPU time was measured
 
     def ratios_to(self, ref: Cost) -> dict[str, float | None]:
         """This cost divided by a reference cost (retraining), field by field."""
@@ -40,6 +43,7 @@ class Cost:
             return a / b if b else None
 
         return {
+            "cpu": None if self.cpu_seconds is None or ref.cpu_seconds is None else div(self.cpu_seconds, ref.cpu_seconds),
             "wall": div(self.wall_seconds, ref.wall_seconds),
             "steps": div(self.optimizer_steps, ref.optimizer_steps),
             "example_passes": div(self.example_passes, ref.example_passes),
@@ -123,12 +127,14 @@ class CostMeter:
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         wall = time.perf_counter() - self._t0
+        cpu = time.process_time() - self._cpu0
         if self.device.type == "cuda":
             peak = max(torch.cuda.max_memory_allocated(self.device), self._peak) - self._start_rss
         else:
@@ -138,7 +144,7 @@ class CostMeter:
             peak = max(self._peak, _rss_bytes()) - self._start_rss
         if self._token is not None:
             _ACTIVE.reset(self._token)
-        self.cost = Cost(wall, self.steps, self.passes, max(peak, 0) / 2**20, str(self.device))
+        self.cost = Cost(wall, self.steps, self.passes, max(peak, 0) / 2**20, str(self.device), cpu)
 
 
 def record(steps: int = 0, passes: int = 0) -> None:

@@ -27,7 +27,7 @@ def test_run_store_and_summary(tmp_path):
     rows = store.runs()
     assert {r["method"] for r in rows} == {"original", "retrain", "finetune", "ssd"}
     run = store.load_run(record["tasks"][0]["runs"]["finetune"][0])
-    assert run["cost"]["optimizer_steps"] == 10 and run["cost"]["wall_seconds"] > 0
+    assert run["cost"]["optimizer_steps"] == 10 and run["cost"]["wall_seconds"] > 0 and run["cost"]["cpu_seconds"] > 0
     assert run["verdict"]["label"] in {"removed", "suppressed", "not forgotten", "over-forgotten", "inconclusive"}
     assert (tmp_path / "runs" / run["run_id"] / "model.safetensors").is_file()
     assert store.load_run_array(run["run_id"], "accuracy.correct.forget.values").shape == (run["task"]["splits"]["forget"]["n"],)
@@ -36,7 +36,12 @@ def test_run_store_and_summary(tmp_path):
     original = store.load_run(record["tasks"][0]["original_run"])
     assert original["kind"] == "reference" and original["cost"] is None and original["verdict"]["rows"]
     text = format_tables(summarize(store, record))
-    assert "finetune" in text and "× retrain time" in text
+    assert "finetune" in text and "passes × retrain" in text and "CPU × retrain" in text
+    summary = summarize(store, record)[0]
+    finetune = next(r for r in summary.rows if r.method == "finetune")
+    retrain_passes = summary.retrain_cost.example_passes
+    assert finetune.cost_cells[0] == f"{run['cost']['example_passes'] / retrain_passes:.3f}"  # the work, not the clock
+    assert len(finetune.cpu_ratios) == 1 and finetune.cpu_ratios[0] == run["cost"]["cpu_seconds"] / summary.retrain_cost.cpu_seconds
 
 
 def test_rerun_reuses_every_run(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..runs.store import Store
-from ..runs.summary import SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, sanity_warning, summarize, verdict_bands
+from ..runs.summary import COST_HEADER, SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, sanity_warning, summarize, verdict_bands
 from ..verdict import BORDERLINE, Verdict
 from . import plots
 
@@ -62,16 +62,16 @@ def _facts(s: TaskSummary) -> str:
 
 
 def _main_table(s: TaskSummary) -> str:
-    head = ["method", "kind", "seeds"] + [c[0] for c in s.columns] + ["wall s", "steps", "example passes", "peak MB", "× retrain time", "speed-up", "verdict"]
+    head = (["method", "kind", "seeds"] + [c[0] for c in s.columns] + ["steps", "example passes", "peak MB"] + list(COST_HEADER)
+            + ["verdict"])
     out = ["<table><tr>" + "".join(f"<th class='l'>{esc(h)}</th>" if i < 2 else f"<th>{esc(h)}</th>" for i, h in enumerate(head)) + "</tr>"]
     for r in s.rows:
         c = r.cost
         cells = [f"<td class='l'>{esc(r.method)}</td>", f"<td class='l'>{esc(r.kind)}</td>", f"<td>{len(r.runs)}</td>"]
         cells += [f"<td>{fmt_stat(r.stats.get(col[0]))}</td>" for col in s.columns]
-        cells += [f"<td>{'—' if c is None else f'{c.wall_seconds:.2f}'}</td>", f"<td>{'—' if c is None else c.optimizer_steps}</td>",
-                  f"<td>{'—' if c is None else c.example_passes}</td>", f"<td>{'—' if c is None else f'{c.peak_memory_mb:.0f}'}</td>"]
-        ratio, speed = r.ratios.get("wall"), r.ratios.get("speedup")
-        cells += [f"<td>{'—' if ratio is None else f'{ratio:.3f}'}</td>", f"<td>{'—' if speed is None else f'{speed:.1f}×'}</td>"]
+        cells += [f"<td>{'—' if c is None else c.optimizer_steps}</td>", f"<td>{'—' if c is None else c.example_passes}</td>",
+                  f"<td>{'—' if c is None else f'{c.peak_memory_mb:.0f}'}</td>"]
+        cells += [f"<td>{esc(x)}</td>" for x in r.cost_cells]
         verdicts = " ".join(badge(lab) + f" {n}/{len(r.runs)}" for lab, n in r.verdicts.most_common())
         detail = r.verdict.partition(", ".join(f"{lab} {n}/{len(r.runs)}" for lab, n in r.verdicts.most_common()))[2]
         cells.append(f"<td class='l'>{verdicts}{esc(detail)}</td>")
@@ -149,7 +149,7 @@ def _plots(s: TaskSummary) -> str:
         out.append("<h3>Relearning attack</h3><p class='muted'>Fine-tune on a small slice of the forget set; accuracy on the rest of "
                    "it. A method whose curve rises faster than the retrained models' suppressed rather than removed.</p>"
                    f"<img alt='relearning curves' src='data:image/png;base64,{plots.relearn_curves(rel, bands.get('relearn.auc'))}'>")
-    if any(r.ratios.get("wall") for r in s.rows):
+    if any(r.ratios.get("example_passes") for r in s.rows):
         column, label = ("KS stat", "forget-quality KS statistic vs the retain model") if s.modality == "causal_lm" else ("avg gap", "average gap to retrain")
         out.append(f"<h3>Cost vs. {esc(label)}</h3><img alt='cost vs gap' src='data:image/png;base64,{plots.cost_vs_gap(s.rows, column, label)}'>")
     return "".join(out)

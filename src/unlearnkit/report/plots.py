@@ -111,11 +111,12 @@ def relearn_curves(curves: Sequence[tuple[str, dict[str, list[float]]]], band: B
 
 
 def cost_vs_gap(rows: Sequence[Any], column: str = "avg gap", label: str = "average gap to retrain") -> str:
-    """Wall-time ratio to retraining vs a distance-to-retraining column of the summary (lower-left is better)."""
+    """Work relative to retraining (example passes: the same on any machine) vs a distance-to-retraining column of the
+    summary (lower-left is better)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for r in rows:
-        ratio = r.ratios.get("wall")
+        ratio = r.ratios.get("example_passes")
         gap = r.stats.get(column)
         if ratio is None or gap is None:
             continue
@@ -123,7 +124,7 @@ def cost_vs_gap(rows: Sequence[Any], column: str = "avg gap", label: str = "aver
         ax.errorbar(ratio, gap[0], yerr=gap[1], fmt="o", color=colour, capsize=3)
         ax.annotate(r.method, (ratio, gap[0]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("wall time / retraining wall time (log)")
+    ax.set_xlabel("example passes / retraining's (log)")
     ax.set_ylabel(label)
     ax.set_title("cost vs. closeness to retraining (lower-left is better)", fontsize=10)
     for label, colour in VERDICT_COLORS.items():

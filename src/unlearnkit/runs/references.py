@@ -133,4 +133,5 @@ def mean_cost(costs: Sequence[Mapping[str, Any]]) -> Cost | None:
         int(round(float(np.mean([c["example_passes"] for c in costs])))),
         float(np.mean([c["peak_memory_mb"] for c in costs])),
         costs[0].get("device", "cpu"),
+        None if any(c.get("cpu_seconds") is None for c in costs) else float(np.mean([c["cpu_seconds"] for c in costs])),
     )

@@ -89,6 +89,17 @@ class MethodRow:
     verdicts: Counter = field(default_factory=Counter)
     cost: Cost | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
+    cpu_ratios: list[float] = field(default_factory=list)  # per seed: CPU seconds / retraining's
+
+    @property
+    def cost_cells(self) -> list[str]:
+        """What the tables print about cost, the machine-independent work first: example passes relative to retraining,
+        CPU time relative to retraining (mean ± sd over seeds: CPU time barely moves with other load on the machine,
+        wall time does), and mean wall seconds."""
+        passes = self.ratios.get("example_passes")
+        cpu = fmt_stat((float(np.mean(self.cpu_ratios)), float(np.std(self.cpu_ratios, ddof=1)) if len(self.cpu_ratios) > 1 else 0.0,
+                        len(self.cpu_ratios))) if self.cpu_ratios else "—"
+        return ["—" if passes is None else f"{passes:.3f}", cpu, "—" if self.cost is None else f"{self.cost.wall_seconds:.1f}"]
 
     @property
     def verdict(self) -> str:
@@ -159,9 +170,15 @@ def summarize(store: Store, record: Mapping[str, Any]) -> list[TaskSummary]:
         for row in rows:
             if row.cost is not None and ref_cost is not None:
                 row.ratios = row.cost.ratios_to(ref_cost)
+            if ref_cost is not None and ref_cost.cpu_seconds:
+                row.cpu_ratios = [r["cost"]["cpu_seconds"] / ref_cost.cpu_seconds for r in row.runs
+                                  if r.get("cost") and r["cost"].get("cpu_seconds") is not None]
         nf = original["results"].get("noise_floor") if original else None
         out.append(TaskSummary(t["label"], t["task"], original, rows, ref_cost, source, nf, modality))
     return out
+
+
+COST_HEADER = ("passes × retrain", "CPU × retrain", "wall s")
 
 
 def sanity_warning(s: TaskSummary) -> str | None:
@@ -220,15 +237,11 @@ def format_tables(summaries: list[TaskSummary]) -> str:
                 r = next(iter(bands.values())).R
                 lines.append(f"retrain band (R={r} seeds, Bonferroni over {m} evidence bands): " + "; ".join(
                     f"{k} [{b.lo:.3f}, {b.hi:.3f}]" for k, b in bands.items()))
-        header = ["method", "seeds"] + [c[0] for c in s.columns] + ["wall s", "× retrain time", "speed-up", "verdict"]
+        header = ["method", "seeds"] + [c[0] for c in s.columns] + list(COST_HEADER) + ["verdict"]
         table = [header]
         for row in s.rows:
-            wall = row.cost.wall_seconds if row.cost else None
-            ratio = row.ratios.get("wall")
-            speed = row.ratios.get("speedup")
-            table.append([row.method, str(len(row.runs))] + [fmt_stat(row.stats.get(c[0])) for c in s.columns]
-                         + ["—" if wall is None else f"{wall:.1f}", "—" if ratio is None else f"{ratio:.3f}",
-                            "—" if speed is None else f"{speed:.1f}×", row.verdict])
+            table.append([row.method, str(len(row.runs))] + [fmt_stat(row.stats.get(c[0])) for c in s.columns] + row.cost_cells
+                         + [row.verdict])
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for i, r in enumerate(table):
             lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
@@ -237,6 +250,8 @@ def format_tables(summaries: list[TaskSummary]) -> str:
         if warning is not None:
             lines.append("!! the verdicts above are not meaningful: see the warning at the top of this table")
         if s.retrain_cost is not None:
-            lines.append(f"retraining cost: {s.retrain_cost.wall_seconds:.1f}s, {s.retrain_cost.optimizer_steps} steps "
+            c = s.retrain_cost
+            cpu = "" if c.cpu_seconds is None else f"{c.cpu_seconds:.1f} CPU s, "
+            lines.append(f"retraining cost: {c.optimizer_steps} steps, {c.example_passes} example passes, {cpu}{c.wall_seconds:.1f} wall s "
                          f"(from {s.retrain_cost_source})")
     return "\n".join(lines)

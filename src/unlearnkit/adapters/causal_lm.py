@@ -213,7 +213,7 @@ class CausalLMAdapter(AdapterBase):
                     pos = (cur_mask.cumsum(1) - 1).clamp(min=0)
                     o = model(input_ids=cur_ids if past is None else cur_ids[:, -1:], attention_mask=cur_mask,
                               position_ids=pos if past is None else pos[:, -1:], use_cache=True, **{cache_name: past}, **last_only)
-                    past = o[cache_name]
+                    past = getattr(o, cache_name)
                     nxt = o.logits[:, -1].argmax(-1)
                     nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
                     new.append(nxt)

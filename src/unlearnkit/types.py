@@ -447,6 +447,9 @@ class Evidence:
     By default the band comes from the retrained seeds (the noise floor); evidence that cannot be
     re-measured per retrained seed carries its own null distribution instead (``null_mean``,
     ``null_sd``), e.g. an attack AUC's 0.5 and its Mann–Whitney standard deviation.
+    ``reported_only`` (a reason) keeps evidence out of the verdict: it is shown next to its band, but it is no member of
+    the Bonferroni family and decides nothing — for evidence whose calibration or power was measured and found wanting
+    (benchmarks/verdict_calibration.py), so that it cannot raise false alarms or dilute the family for nothing.
     """
 
     key: str
@@ -459,6 +462,7 @@ class Evidence:
     null_sd: float | None = None
     resolution: float = 0.0
     bounds: tuple[float, float] | None = None  # the values the evidence can take at all, e.g. (0, 1) for an AUC
+    reported_only: str | None = None  # why this evidence is shown but does not feed the verdict; None: it decides
 
     @property
     def min_half_width(self) -> float:
@@ -468,7 +472,7 @@ class Evidence:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "value": self.value, "role": self.role, "remembers": self.remembers, "floor": self.floor,
                 "strong": self.strong, "null_mean": self.null_mean, "null_sd": self.null_sd, "resolution": self.resolution,
-                "bounds": None if self.bounds is None else list(self.bounds)}
+                "bounds": None if self.bounds is None else list(self.bounds), "reported_only": self.reported_only}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Evidence:
@@ -478,7 +482,8 @@ class Evidence:
         value = d["value"]
         return cls(key=d["key"], value=float("nan") if value is None else float(value), role=d["role"], remembers=d["remembers"],
                    floor=float(d["floor"]), strong=bool(d.get("strong", False)), null_mean=num(d.get("null_mean")), null_sd=num(d.get("null_sd")),
-                   resolution=float(d.get("resolution", 0.0)), bounds=None if d.get("bounds") is None else tuple(map(float, d["bounds"])))
+                   resolution=float(d.get("resolution", 0.0)), bounds=None if d.get("bounds") is None else tuple(map(float, d["bounds"])),
+                   reported_only=d.get("reported_only"))
 
 
 @dataclass(frozen=True)

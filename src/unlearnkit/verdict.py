@@ -164,6 +164,8 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     its band -> suppressed; a needed role without evidence -> inconclusive; otherwise removed.
     Every band is built here, once, for the one Bonferroni family of all of them: a band from the retrained seeds for
     each evidence the noise floor measured, and one from its own null distribution for evidence that carries one.
+    Evidence marked ``reported_only`` is shown with its band (status "reported only") but is not in the family and
+    decides nothing.
     """
     evidence = list(evidence)
     missing = list(missing)
@@ -175,7 +177,9 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     alpha = float(info.get("alpha", 0.05))
     spreads = {key: s for key, s in ((key, seed_spread(vals)) for key, vals in info["seed_values"].items()) if s is not None}
     null_keys = [ev.key for ev in evidence if ev.null_mean is not None and ev.key not in spreads]
-    m = len(spreads) + len(null_keys)
+    # reported-only evidence gets its band for display, but is no member of the family and decides nothing
+    reported = {ev.key: ev.reported_only for ev in evidence if ev.reported_only}
+    m = max(1, sum(key not in reported for key in spreads) + sum(key not in reported for key in null_keys))
     bands = {key: Band.from_seeds(s, info["floors"].get(key, 0.0), alpha, m) for key, s in spreads.items()}
     bands.update({ev.key: Band.from_null(ev, alpha, m) for ev in evidence if ev.key in null_keys})
     method = (f"prediction interval over R={r} retrained seeds, mean ± t·sd·√(1+1/R), two-sided with Bonferroni "
@@ -190,14 +194,14 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
             continue
         band = bands[ev.key] = band.clipped(ev.bounds)
         margin = margin_of(ev.value, band, ev.bounds)
-        status = _direction(ev, band) if margin is not None else "uninformative"
+        status = "reported only" if ev.reported_only else _direction(ev, band) if margin is not None else "uninformative"
         rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi,
                      "retrain_mean": band.mean, "status": status, "remembers": ev.remembers, "strong": ev.strong,
-                     "band_from": band.source, "margin": margin})
+                     "band_from": band.source, "margin": margin, "reported_only": ev.reported_only})
     uninformative = [row["key"] for row in rows if row["status"] == "uninformative"]
     if uninformative:
         missing.append(f"{', '.join(uninformative)} (band spans every possible value: decides nothing at this size)")
-    roles = {row["role"] for row in rows if row["status"] != "uninformative"}
+    roles = {row["role"] for row in rows if row["status"] not in ("uninformative", "reported only")}
     for role in REQUIRED_ROLES:
         if role not in roles:
             missing.append(f"{role} evidence")
@@ -236,7 +240,9 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     borderline = margin is not None and margin < BORDERLINE
     if borderline:
         reasons.append(f"borderline: {margin:.2f} band half-widths from the nearest band edge that would change the verdict")
-    strong = sorted({row["key"] for row in rows if row["strong"]})
+    if reported:
+        reasons.append("reported only, not deciding: " + "; ".join(f"{key} ({why})" for key, why in reported.items()))
+    strong = sorted({row["key"] for row in rows if row["strong"] and row["status"] != "reported only"})
     reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
                    "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
     return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m, bands, also, margin, borderline)

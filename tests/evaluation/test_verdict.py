@@ -225,3 +225,21 @@ def test_a_method_row_states_agreement_borderline_seeds_and_other_failures():
             {"verdict": {"label": "not forgotten", "also": ["utility below retraining (accuracy.test)"]}}]
     row = MethodRow("m", "gradient", runs, verdicts=Counter(r["verdict"]["label"] for r in runs))
     assert row.verdict == "removed 2/3, not forgotten 1/3 (1/3 borderline); also: utility below retraining 1/3"
+
+
+def test_reported_only_evidence_is_shown_but_decides_nothing_and_leaves_the_family():
+    """Evidence marked reported_only (powerless or miscalibrated, measured) gets its row and band, status 'reported only',
+    is no member of the Bonferroni family and cannot change the label; the reason is stated."""
+    nf = floor(f=(0.85, 0.95), u=(0.85, 0.95), r=(0.4, 0.6), p=(0.4, 0.6))
+    probe = Evidence("p", 0.99, "robustness", "higher", reported_only="no power on any planted case")
+    with_probe = decide(ev() + [probe], nf)
+    deciding = decide(ev() + [Evidence("p", 0.99, "robustness", "higher")], nf)
+    assert deciding.label == "suppressed"
+    assert with_probe.label == "removed" and (with_probe.family, deciding.family) == (3, 4)
+    row = next(r for r in with_probe.rows if r["key"] == "p")
+    assert row["status"] == "reported only" and row["reported_only"] == "no power on any planted case"
+    assert "p" in with_probe.bands and "p" not in with_probe.strong_evidence
+    assert any("reported only" in r and "no power" in r for r in with_probe.reasons)
+    only = decide([Evidence("f", 0.9, "forget"), Evidence("u", 0.9, "utility"), probe], nf)
+    assert only.label == "inconclusive" and "robustness evidence" in only.missing  # a reported-only row fills no role
+    assert Evidence.from_json(probe.to_json()) == probe

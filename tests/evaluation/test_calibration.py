@@ -22,3 +22,51 @@ def test_fresh_retrains_are_removed_and_original_is_not_forgotten(random_task, r
         labels.append(assess(model, random_task, random_refs, ctx=ctx).verdict.label)
     false_alarms = sum(label != "removed" for label in labels)
     assert false_alarms <= 1, labels
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The full battery, measured as benchmarks/verdict_calibration.py does (docs/results/verdict_calibration.md): 20 fresh
+# retrain seeds per setting, family-wise false alarms ≤ 5% (at most 1 of 20), and one instance of every planted case
+# with its known answer.
+
+def bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "verdict_calibration.py"
+    spec = importlib.util.spec_from_file_location("verdict_calibration", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["verdict_calibration"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def check(setting, allowed=1):
+    assert len(setting.fresh) == 20
+    labels = [label for label, _ in setting.fresh]
+    assert setting.alarms() <= allowed, labels
+    known = bench().CASES
+    for case, runs in setting.planted.items():
+        assert [label for label, _ in runs] == [known[case]], (case, runs)
+
+
+@pytest.mark.slow
+def test_full_classifier_battery_is_calibrated_and_finds_the_planted_cases_on_random_forgetting():
+    """digits, random 10%, R = 8: ~1.5 min on 2 cores."""
+    check(bench().classifier_setting("random", retrain_seeds=8, fresh=20, instances=1))
+
+
+@pytest.mark.slow
+def test_full_classifier_battery_is_calibrated_and_finds_the_planted_cases_on_class_forgetting():
+    """digits, class 3, R = 8; the bias-suppressed original is caught by relearning and the few-shot hidden probe."""
+    setting = bench().classifier_setting("class", retrain_seeds=8, fresh=20, instances=1)
+    check(setting)
+    (_, suppressed), = setting.planted["suppressed bias"]
+    assert suppressed["relearn.auc"] == "more" and suppressed["hidden_probe.few_shot_auc"] == "more"
+
+
+@pytest.mark.slow
+def test_lm_default_battery_is_calibrated_and_finds_the_planted_cases():
+    """tiny profiles, tiny Llama, R = 3: ~3 min on 2 cores."""
+    check(bench().lm_setting(retrain_seeds=3, fresh=20, instances=1))

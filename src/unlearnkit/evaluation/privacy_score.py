@@ -101,6 +101,12 @@ def worst_case_privacy(model_logits: np.ndarray, retrained_logits: np.ndarray, *
     return PairResult(min(per_score.values()), per_score, best, curves)
 
 
+DIRECTION_BLIND = ("direction-blind: a low score means the forget outputs are distinguishable from retraining's either way, "
+                   "so a model pushed past retraining scores as one that remembers (digits, gradient ascent past retraining: "
+                   "'remembers more' on every instance, turning over-forgotten into not forgotten; "
+                   "docs/results/verdict_calibration.md)")
+
+
 @register_metric
 @dataclass(frozen=True)
 class PrivacyScore(Metric):
@@ -130,6 +136,7 @@ class PrivacyScore(Metric):
     floor: float = 0.05
 
     name = "privacy_score"
+    version = "2"  # 2: its evidence is reported only (direction-blind), no longer deciding the verdict
     higher_is_better = True
     needs = frozenset({"retrained"})
     paper = "Lee et al., IEEE TVCG 2026 (Unlearning Comparator), arXiv 2508.12730"
@@ -162,5 +169,6 @@ class PrivacyScore(Metric):
         curves = {f"attack.{name}": curve for name, curve in pairs[worst].curves.items()}
         info = {"per_seed": per_seed, "worst_seed": worst, "strongest_attack": pairs[worst].best, "delta": self.delta,
                 "epsilon_cap": epsilon_cap(self.delta), "n_retrained": len(pairs)}
-        evidence = (Evidence(key="privacy_score.score", value=values["score"], role="forget", remembers="lower", floor=self.floor),)
+        evidence = (Evidence(key="privacy_score.score", value=values["score"], role="forget", remembers="lower", floor=self.floor,
+                             reported_only=DIRECTION_BLIND),)
         return self.result(values, per_example=per_example, curves=curves, evidence=evidence, info=info)

@@ -26,7 +26,7 @@ def test_fresh_retrains_are_removed_and_original_is_not_forgotten(random_task, r
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The full battery, measured as benchmarks/verdict_calibration.py does (docs/results/verdict_calibration.md): 20 fresh
-# retrain seeds per setting, family-wise false alarms ≤ 5% (at most 1 of 20), and one instance of every planted case
+# retrain seeds per setting, family-wise false alarms not significantly above 5%, and one instance of every planted case
 # with its known answer.
 
 def bench():
@@ -42,10 +42,15 @@ def bench():
     return module
 
 
-def check(setting, allowed=1):
+def check(setting):
+    """Calibrated: the false-alarm count of the 20 fresh retrains is not significantly above the 5% the bands promise
+    (one-sided binomial test at the 1% level: up to 4 of 20 pass; 2 of 20 is what a 5% rate gives 26% of the time, so
+    "at most 1" would fail a calibrated verdict one run in four). The benchmark's larger runs give the rate itself."""
+    from scipy.stats import binomtest
+
     assert len(setting.fresh) == 20
     labels = [label for label, _ in setting.fresh]
-    assert setting.alarms() <= allowed, labels
+    assert binomtest(setting.alarms(), 20, 0.05, alternative="greater").pvalue >= 0.01, labels
     known = bench().CASES
     for case, runs in setting.planted.items():
         assert [label for label, _ in runs] == [known[case]], (case, runs)

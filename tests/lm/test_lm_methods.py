@@ -431,7 +431,7 @@ def test_each_method_lowers_the_forget_answer_probability(name, params, causal_l
 
 
 def test_sam_is_skipped_where_its_inner_method_cannot_run(random_task):
-    from unlearnkit.methods import Setup, build_method
+    from unlearnkit.methods import build_method
     from unlearnkit.methods.base import method_not_applicable
 
     assert "inner method 'npo'" in method_not_applicable(build_method("sam"), random_task)

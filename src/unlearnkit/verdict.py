@@ -216,20 +216,22 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     # every way a model can differ from retraining, in the label's order of precedence; a robustness value *below* the
     # band (relearning slower than from a retrained model, a probe separating less) is a difference an attacker can see
     # too, so it counts as forgetting past retraining
-    aspects: list[tuple[Label, str, list[dict[str, Any]]]] = [
-        ("not forgotten", "remembers more than retraining", failing("forget", "more")),
-        ("over-forgotten", "forgets past retraining", failing("forget", "less")),
-        ("over-forgotten", "utility below retraining", failing("utility", "less")),
-        ("over-forgotten", "resists relearning more than retraining", failing("robustness", "less")),
-        ("suppressed", "outputs look retrained, but recovers faster", failing("robustness", "more")),
+    # (label, the aspect as listed after another label, the reason when it decides the label, the rows showing it)
+    aspects: list[tuple[Label, str, str, list[dict[str, Any]]]] = [
+        ("not forgotten", "remembers more than retraining", "remembers more than retraining", failing("forget", "more")),
+        ("over-forgotten", "forgets past retraining", "forgets past retraining", failing("forget", "less")),
+        ("over-forgotten", "utility below retraining", "utility below retraining", failing("utility", "less")),
+        ("over-forgotten", "resists relearning more than retraining", "resists relearning more than retraining",
+         failing("robustness", "less")),
+        ("suppressed", "recovers faster than retraining", "outputs look retrained, but recovers faster", failing("robustness", "more")),
     ]
-    found = [(lab, what, bad) for lab, what, bad in aspects if bad]
+    found = [(lab, what, why, bad) for lab, what, why, bad in aspects if bad]
     label: Label
     if found:
         label = found[0][0]
-        deciding = [(what, row) for lab, what, bad in found if lab == label for row in bad]
-        reasons = [f"{what}: {fmt(row)}" for what, row in deciding]
-        also = [f"{what} ({', '.join(row['key'] for row in bad)})" for lab, what, bad in found if lab != label]
+        deciding = [(why, row) for lab, _, why, bad in found if lab == label for row in bad]
+        reasons = [f"{why}: {fmt(row)}" for why, row in deciding]
+        also = [f"{what} ({', '.join(row['key'] for row in bad)})" for lab, what, _, bad in found if lab != label]
         margin = max(-row["margin"] for _, row in deciding)
     elif "forget evidence" in missing or "utility evidence" in missing or "robustness evidence" in missing:
         label, reasons, also, margin = "inconclusive", [f"missing: {', '.join(missing)}"], [], None

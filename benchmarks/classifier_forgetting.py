@@ -55,7 +55,8 @@ def markdown(summaries, record, elapsed: float, args: argparse.Namespace) -> str
              "Do not edit by hand.", "",
              "Cells are mean ± sd over seeds. Cost relative to the `retrain` method measured in this run: *passes × retrain* "
              "counts example passes (forward/backward passes over examples: the same work on any machine), *CPU × retrain* is "
-             "CPU time (mean ± sd over seeds; it moves little with other load, unlike wall time), *wall s* the mean wall seconds. "
+             "CPU time (mean ± sd over seeds; less load-dependent than wall time, but torch's threads spin on an oversubscribed "
+             "machine), *wall s* the mean wall seconds. "
              "Verdicts: agreement over seeds, how many seeds were borderline (within 0.2 band half-widths of an edge that "
              "would change the label) and every other failing aspect (decided against the retrain noise floor; see README).", ""]
     for s in summaries:

@@ -26,7 +26,9 @@ class Cost:
     example_passes: int
     peak_memory_mb: float
     device: str = "cpu"
-    cpu_seconds: float | None = None  # CPU time of this process (all its threads): unlike wall time, barely moved by other load
+    # CPU time of this process (all its threads): it leaves out waiting for a core, but torch's threads spin while waiting
+    # for each other, so it still grows on an oversubscribed machine; example_passes is the measure no load can move
+    cpu_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

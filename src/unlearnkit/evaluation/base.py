@@ -108,6 +108,20 @@ class EvalContext:
         return per_model[key]
 
 
+# Why membership attacks are shown but do not decide class forgetting (Evidence.reported_only); measured in
+# docs/results/verdict_calibration.md (benchmarks/verdict_calibration.py).
+CLASS_MEMBERSHIP_REPORTED_ONLY = (
+    "class forgetting: the attack separates forget examples from unseen test examples of the same class, so it measures the "
+    "model's generalisation gap on that class, not whether the class is forgotten (the original and retrained models both "
+    "score ≈ 0.5); on digits class 3 it detected none of the planted cases, the original included. accuracy.forget, "
+    "mia_efficacy, relearn and hidden_probe decide class forgetting")
+
+
+def class_membership_reported_only(task: Task) -> str | None:
+    """The reason a membership attack's evidence is reported only on ``task`` (class forgetting), None otherwise."""
+    return CLASS_MEMBERSHIP_REPORTED_ONLY if task.whole_classes() is not None else None
+
+
 FPR_POINTS = {"1pct": 0.01, "0.1pct": 0.001}  # name in the value keys -> false-positive rate
 
 

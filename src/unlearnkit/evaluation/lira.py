@@ -32,7 +32,7 @@ from ..references import References
 from ..version import code_version
 from ..seeding import derive_seed, np_rng
 from ..types import Evidence, MetricResult, Split, Task
-from .base import EvalContext, Metric, register_metric, roc_summary
+from .base import EvalContext, Metric, class_membership_reported_only, register_metric, roc_summary
 
 
 def auc_null_sd(n_pos: int, n_neg: int) -> float:
@@ -233,7 +233,7 @@ def likelihood_ratio_attack(metric: LiRA | ULiRA, model: nn.Module, task: Task, 
     null_sd = auc_null_sd(n_pos, len(targets.neg_ids))
     values = {**roc.values, "n_shadows": float(metric.n_shadows), "n_targets": float(n_pos)}
     evidence = (Evidence(key=f"{metric.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=metric.floor, strong=True,
-                         null_mean=0.5, null_sd=null_sd, bounds=(0.0, 1.0)),)
+                         null_mean=0.5, null_sd=null_sd, bounds=(0.0, 1.0), reported_only=class_membership_reported_only(task)),)
     return metric.result(
         values,
         per_example={"score.forget": (targets.pos_ids, scores[:n_pos]), "score.nonmember": (targets.neg_ids, scores[n_pos:])},
@@ -257,6 +257,7 @@ class LiRA(Metric):
     floor: float = 0.02
 
     name = "lira"
+    version = "2"  # 2: its evidence is reported only on class forgetting
     needs = SHADOW_NEEDS
     paper = "Carlini et al., S&P 2022"
     modalities = ("classifier",)
@@ -283,6 +284,7 @@ class ULiRA(Metric):
     floor: float = 0.02
 
     name = "u_lira"
+    version = "2"  # 2: its evidence is reported only on class forgetting
     needs = SHADOW_NEEDS
     paper = "Hayes et al., SaTML 2025"
     modalities = ("classifier",)

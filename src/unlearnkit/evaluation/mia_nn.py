@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, Metric, register_metric, roc_summary
+from .base import CLASS_MEMBERSHIP_REPORTED_ONLY, EvalContext, Metric, register_metric, roc_summary
 from .threshold_mia import nonmember_outputs
 
 
@@ -87,6 +87,7 @@ class MIANN(Metric):
     floor: float = 0.03
 
     name = "mia_nn"
+    version = "2"  # 2: its evidence is reported only (class forgetting: no power measured)
     needs = frozenset({"retrained"})
     paper = "Ebrahimpour-Boroojeny, Wang & Sundaram, arXiv 2506.20893"
     modalities = ("classifier",)
@@ -125,6 +126,7 @@ class MIANN(Metric):
         info = {"neighbour_classes": classes, "neighbour_mass": mass[classes].tolist(), "features": "log-probabilities" if self.log_probs
                 else "probabilities", "nonmembers": label, "n_members": len(member_scores), "n_nonmembers": len(nonmember_scores),
                 "n_retrained": len(refs.retrained_seeds)}
-        evidence = (Evidence(key="mia_nn.auc", value=values["auc"], role="forget", remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
+        evidence = (Evidence(key="mia_nn.auc", value=values["auc"], role="forget", remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0),
+                             reported_only=CLASS_MEMBERSHIP_REPORTED_ONLY),)
         return self.result(values, per_example={"attack_score.forget": (members["ids"], member_scores)}, curves={"roc": roc.curve},
                            evidence=evidence, info=info)

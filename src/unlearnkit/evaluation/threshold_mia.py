@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from .base import EvalContext, Metric, register_metric, roc_summary
+from .base import EvalContext, Metric, class_membership_reported_only, register_metric, roc_summary
 
 # each score oriented so that larger means "more likely a member"
 SCORES = {
@@ -52,6 +52,7 @@ class ThresholdMIA(Metric):
     floor: float = 0.02
 
     name = "threshold_mia"
+    version = "2"  # 2: its evidence is reported only on class forgetting
     paper = "Yeom et al., CSF 2018"
     modalities = ("classifier",)
 
@@ -73,5 +74,6 @@ class ThresholdMIA(Metric):
             per_example[f"{score}.forget"] = (members["ids"], SCORES[score](members))
         evidence = []
         if "loss" in self.scores:
-            evidence.append(Evidence(key="threshold_mia.loss.auc", value=values["loss.auc"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
+            evidence.append(Evidence(key="threshold_mia.loss.auc", value=values["loss.auc"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0),
+                                     reported_only=class_membership_reported_only(task)))
         return self.result(values, per_example=per_example, curves=curves, evidence=tuple(evidence), info={"nonmembers": label})

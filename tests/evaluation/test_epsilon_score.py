@@ -28,7 +28,7 @@ def test_identical_ensembles_give_zero_and_separated_give_cap():
         assert example_epsilon(s, s.copy(), search=search) == 0.0
         assert example_epsilon(rng.normal(size=16), rng.normal(size=16) + 100, search=search) == EPS_CAP
         assert example_epsilon(np.ones(16), rng.normal(size=16), search=search) == EPS_CAP  # degenerate spread
-        assert example_epsilon(rng.normal(size=16) * 0.009, rng.normal(size=16), search=search) == EPS_CAP  # ratio < 0.01
+        assert example_epsilon(s * 0.009, s, search=search) == EPS_CAP  # range ratio 0.009 < 0.01
     with pytest.raises(ConfigError, match="search"):
         example_epsilon(s, s, search="fine")
 

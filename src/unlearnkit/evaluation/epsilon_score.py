@@ -116,19 +116,20 @@ def example_epsilon(unlearned: np.ndarray, retrained: np.ndarray, delta: float =
     """Per-example ε from N unlearned and N retrained statistics (the challenge's ``metric.py``, Triantafillou et al.).
 
     Positive group: the unlearned one unless the retrained median is strictly larger. If the spreads are degenerate
-    (smaller range / larger range < ``spread_ratio``, or both ranges 0), ε is the cap, 50. Otherwise two rule families
-    are scored, as in the challenge's code: single thresholds, "positive if s ≥ t", and intervals, "the peakier group
-    (smaller range; the negative one on a tie) if l ≤ s ≤ r". Each rule's FPR/FNR give ``rule_epsilon``; ε is the
-    largest, capped at 50, and 0 if every rule is discarded (the reference stops with an assertion there).
+    (smaller range / larger range < ``spread_ratio``), ε is the cap, 50; so it is when both ranges are 0 (where the
+    reference's 0/0 passes that test and its rules are scored instead). Otherwise two rule families are scored, as in
+    the challenge's code: single thresholds, "positive if s ≥ t", and intervals, "the peakier group (smaller range;
+    the negative one on a tie) if l ≤ s ≤ r". Each rule's FPR/FNR give ``rule_epsilon``; ε is the largest, capped at
+    50, and 0 if every rule is discarded (the reference stops with an assertion there).
 
     ``search="grid"`` (default) is the challenge's fixed grid: ``grid_thresholds`` (⌈100·range⌉ thresholds over the
     pooled values) and ``grid_intervals`` (right edges within ±2 of the peakier group's maximum, widths within ±2 of
-    its range, both in steps of about 0.01). Gaps between the two groups narrower than the step can be missed, so
-    this is the number published scores are comparable with. ``search="exhaustive"`` scores every threshold and every
-    interval between the pooled sample points, i.e. every distinct FPR/FNR pair either family can give: never lower
-    than the grid (an upper bound on what any rule of the two families shows), but not comparable with published
-    scores. Rates and ε are computed in float64, where the reference uses float32: ε differs by < 2e-5, and for
-    N ≤ 128 and N = 256, 512, 1024 no (FPR, FNR) pair changes bucket for it (checked over all pairs).
+    its range, both in steps of about 0.01). It can miss a gap between the groups narrower than its step; it is what
+    published scores were computed with, so only its numbers compare with them. ``search="exhaustive"`` scores every
+    threshold and every interval between the pooled sample points, i.e. every distinct FPR/FNR pair either family can
+    give: never lower than the grid (an upper bound on what any rule of the two families shows), but not comparable
+    with published scores. Rates and ε are computed in float64, where the reference uses float32: ε differs by
+    < 2e-5, and for N ≤ 128 and N = 256, 512, 1024 no (FPR, FNR) pair changes bucket for it (checked over all pairs).
     """
     if search not in SEARCHES:
         raise ConfigError(f"epsilon_score: search must be one of {list(SEARCHES)}, got {search!r}.")

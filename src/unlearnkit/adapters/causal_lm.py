@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..lm.text import IGNORE
 from ..registry import ADAPTERS
 from ..types import Batch, Split, Task
@@ -106,6 +106,18 @@ class CausalLMAdapter(AdapterBase):
         """Length-normalised answer NLL: −(1/|y|) Σ_t log p(y_t | x, y_<t) (teacher forcing)."""
         total, n = self.sequence_logprob(model, batch, labels)
         return -total / n.clamp(min=1)
+
+    def batch_loss(self, model: nn.Module, batch: Batch, reduction: str = "example", labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's answer NLL. ``token``: Σ over every answer token of the batch of −log p(y_t | x, y_<t), divided by
+        the number of answer tokens in the batch: Hugging Face's causal-LM loss (``model(..., labels=...).loss``), so a
+        long answer weighs in proportion to its length. ``example``: the mean over the examples of the per-example
+        length-normalised NLL (``per_example_loss``), so every answer weighs the same."""
+        if reduction == "example":
+            return self.per_example_loss(model, batch, labels).mean()
+        if reduction != "token":
+            raise ConfigError(f"reduction must be 'token' or 'example', got {reduction!r}.")
+        total, n = self.sequence_logprob(model, batch, labels)
+        return -total.sum() / n.sum().clamp(min=1)
 
     def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Last hidden state averaged over the answer tokens (the representation a probe reads)."""

@@ -138,8 +138,9 @@ class CausalLMAdapter(AdapterBase):
                 "correct": placed(logp.argmax(-1) == target, mask), "mask": mask.float()}
 
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-        """Per example: answer NLL (mean over tokens), token count, and per-token arrays padded with NaN to the
-        split's longest answer (``token_logp``, ``token_mu``, ``token_sigma``, ``token_correct``)."""
+        """Per example: answer NLL (mean over its answer tokens, EOS included; NaN for an example without answer
+        tokens), token count, and per-token arrays padded with NaN to the split's longest answer (``token_logp``,
+        ``token_mu``, ``token_sigma``, ``token_correct``)."""
         batch_size = min(batch_size, 32)
         was_training = model.training
         model.eval()
@@ -165,7 +166,8 @@ class CausalLMAdapter(AdapterBase):
             out[f"token_{k}"] = arr
         n_tok = np.concatenate(lengths) if lengths else np.zeros(0)
         out["n_tokens"] = n_tok.astype(np.float64)
-        out["nll"] = -np.nansum(out["token_logp"], axis=1) / np.maximum(n_tok, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 = NaN: no answer token, no NLL (never a perfect 0)
+            out["nll"] = -np.nansum(out["token_logp"], axis=1) / n_tok
         labels = split.labels
         out["labels"] = labels if labels is not None else np.zeros(n, np.int64)
         return out

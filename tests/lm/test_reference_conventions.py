@@ -1,7 +1,8 @@
 """Conventions of the field's reference code, each checked on a hand-computed case: the retain NLL averaged over the
 batch's answer tokens (Hugging Face's loss, as OpenUnlearning and the NPO code) or per example; the LOSS and zlib
 text attacks over the answer tokens with the final EOS (OpenUnlearning's ``evaluate_probability``), zlib over the
-decoded answer text; answers with nothing to score left out of a metric with a count and a warning, never a crash."""
+decoded answer text; answers with nothing to score left out of a metric with a count and a warning, never a crash;
+and the truth ratio's ``prob_mean`` aggregate."""
 
 import dataclasses
 import math
@@ -17,6 +18,7 @@ from torch import nn
 from unlearnkit.adapters import get_adapter
 from unlearnkit.adapters.causal_lm import CausalLMAdapter
 from unlearnkit.data.forget import ForgetSpec, make_task
+from unlearnkit.data.profiles import n_perturbed, variant
 from unlearnkit.errors import ConfigError
 from unlearnkit.evaluation import EvalContext, assess, build_metric, default_battery
 from unlearnkit.lm.text import IGNORE, TokenData
@@ -217,3 +219,33 @@ def test_an_answer_without_tokens_has_no_probability(causal_lm_task, causal_lm_r
     p = r.per_example["p.forget"][1]
     assert r.info["n_excluded"]["forget"] == 1 and r.values["forget"] == pytest.approx(p[1:].mean())
 
+
+# ------------------------------------------------------------------------------------------------ truth ratio: prob_mean
+def test_prob_mean_aggregate_by_hand(causal_lm_task):
+    """prob_mean = mean_i P_correct / (P_correct + P_wrong), P_correct = P̄(paraphrased answer), P_wrong = the geometric mean
+    of the perturbed answers' P̄ (OpenUnlearning's ``prob_mean`` truth-ratio aggregate)."""
+    from unlearnkit.evaluation._lm import prob_mean_score, truth_ratio_from_nll
+
+    # item 1: NLL̄(para) = ln 2 (P = 1/2), perturbed NLL̄ ln 2 and 3 ln 2 → P_wrong = exp(−2 ln 2) = 1/4: share (1/2)/(3/4) = 2/3
+    # item 2: NLL̄(para) = 2 ln 2 (P = 1/4), perturbed 0 and 2 ln 2 → P_wrong = exp(−ln 2) = 1/2: share (1/4)/(3/4) = 1/3
+    tr = truth_ratio_from_nll(np.array([LN2, 2 * LN2]), np.array([[LN2, 0.0], [3 * LN2, 2 * LN2]]))
+    assert tr == pytest.approx([0.5, 2.0])
+    assert prob_mean_score(tr) == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert prob_mean_score(np.array([1.0])) == 0.5 and prob_mean_score(np.array([np.inf])) == 0.0
+
+
+def test_truth_ratio_reports_prob_mean_per_split(causal_lm_task, causal_lm_refs):
+    task, model = causal_lm_task, causal_lm_refs.original
+    ctx = EvalContext(task, get_adapter(task))
+    r = build_metric("truth_ratio").compute(model, task, References(), ctx)
+    for name in ("forget", "retain", "neighbours"):
+        split = task.splits()["probe:neighbours"] if name == "neighbours" else (task.forget if name == "forget" else None)
+        tr = r.per_example[f"tr.{name}"][1]
+        assert r.values[f"{name}_prob_mean"] == pytest.approx(np.mean(1 / (1 + tr)))
+        if split is not None:  # from the answer probabilities themselves: P_correct / (P_correct + P_wrong)
+            def out(s):
+                return get_adapter(task).outputs(model, s)["nll"]
+
+            correct = np.exp(-out(variant(split, "paraphrased_answer")))
+            wrong = np.exp(-np.mean([out(variant(split, "perturbed", j)) for j in range(n_perturbed(split))], 0))
+            assert r.values[f"{name}_prob_mean"] == pytest.approx(np.mean(correct / (correct + wrong)), rel=1e-6)

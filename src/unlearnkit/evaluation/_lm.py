@@ -216,6 +216,15 @@ def true_tr_score(tr: np.ndarray) -> float:
     return float(np.mean(np.maximum(0.0, 1.0 - tr)))
 
 
+def prob_mean_score(tr: np.ndarray) -> float:
+    """OpenUnlearning's ``prob_mean`` aggregate: mean_i P_correct / (P_correct + P_wrong), P_correct = P̄(paraphrased answer)
+    and P_wrong = the geometric mean of the perturbed answers' P̄, the two probabilities of the truth ratio
+    tr = P_wrong / P_correct, so each item's share is 1 / (1 + tr_i). OpenUnlearning adds 1e-10 to the denominator
+    against a division by zero; here there is none to guard (1/(1 + tr) is defined for every tr ≥ 0, 0 at tr = ∞),
+    and the guard would bias items whose two probabilities are both below ~1e-8."""
+    return float(np.mean(1.0 / (1.0 + np.asarray(tr, dtype=np.float64))))
+
+
 def normalised_prob(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
     """Per item, P̄(a) / (P̄(a) + Σ_j P̄(pert_j)): the answer probability normalised over the options
     (OpenUnlearning's ``probability_w_options``, used for real authors / world facts)."""
@@ -277,5 +286,5 @@ def answer_texts(split: Split) -> list[str]:
 
 __all__ = ["QA_FIELDS", "SPLITS", "answer_prob", "answer_texts", "check_splits", "eos_terminated", "exact_memorization",
            "extraction_strength", "finite_mean", "finite_rows", "forget_tr_score", "greedy", "greedy_answers", "min_k", "min_k_pp_z", "normalised_prob",
-           "outputs", "prompts_and_answers", "qa_records_missing", "rouge_l", "rouge_scorer", "task_split", "text_data",
+           "outputs", "prob_mean_score", "prompts_and_answers", "qa_records_missing", "rouge_l", "rouge_scorer", "task_split", "text_data",
            "token_rows", "true_tr_score", "truth_ratio_from_nll", "truth_ratios", "zlib_bytes"]

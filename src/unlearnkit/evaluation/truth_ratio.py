@@ -11,8 +11,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._lm import (answer_prob, check_splits, finite_mean, finite_rows, forget_tr_score, outputs, qa_records_missing, task_split,
-                  true_tr_score, truth_ratios)
+from ._lm import (answer_prob, check_splits, finite_mean, finite_rows, forget_tr_score, outputs, prob_mean_score, qa_records_missing,
+                  task_split, true_tr_score, truth_ratios)
 from .base import EvalContext, Metric, register_metric
 
 
@@ -25,8 +25,11 @@ class TruthRatio(Metric):
     the neighbour facts too (theirs equals the original answer). Reported: forget = mean min(tr, 1/tr) ("closer to 1
     is better"), retain / neighbours = mean max(0, 1 − tr) ("true is better"); per-item tr for every split.
 
-    Also reported: {split}_log_tr = mean_i log tr_i. Items without a truth ratio (an answer with no token) are left out
-    of every aggregate, counted in info["n_excluded"] and warned about. Evidence: the retain score (utility) only. The truth ratio
+    Also reported: {split}_log_tr = mean_i log tr_i, and {split}_prob_mean = mean_i P_correct / (P_correct + P_wrong)
+    = mean_i 1/(1 + tr_i), OpenUnlearning's ``prob_mean`` aggregate (its paper's "extent of knowledge": 1 = only the
+    correct answer is likely, ½ = as likely as the wrong ones), with P_correct = P̄_para and P_wrong = P̄_pert as in tr.
+    Items without a truth ratio (an answer with no token) are left out of every aggregate, counted in
+    info["n_excluded"] and warned about. Evidence: the retain score (utility) only. The truth ratio
     has no direction that means "remembers" in every regime: a pretrained model fine-tuned on the facts prefers the
     paraphrased true answer (tr < 1, TOFU), while a small model trained from scratch never saw the paraphrase and
     prefers the perturbed answers, which share the trained template (tr > 1); and min(tr, 1/tr) also drops when
@@ -39,6 +42,7 @@ class TruthRatio(Metric):
     name = "truth_ratio"
     higher_is_better = True
     paper = "Maini et al., TOFU, COLM 2024"
+    version = "2"  # bump when its numbers change (2: adds the prob_mean aggregates; unscored items left out, counted)
     modalities = ("causal_lm",)
 
     def __post_init__(self) -> None:
@@ -61,8 +65,9 @@ class TruthRatio(Metric):
             if len(scored):
                 values[name] = forget_tr_score(scored) if name == "forget" else true_tr_score(scored)
                 values[f"{name}_log_tr"] = float(np.mean(np.log(scored)))
+                values[f"{name}_prob_mean"] = prob_mean_score(scored)
             else:
-                values.update({name: float("nan"), f"{name}_log_tr": float("nan")})
+                values.update({name: float("nan"), f"{name}_log_tr": float("nan"), f"{name}_prob_mean": float("nan")})
             per_example[f"tr.{name}"] = (split.ids, tr)
         evidence = []
         if "retain" in values:

@@ -210,16 +210,18 @@ def test_text_mia_scores_by_hand(causal_lm_task, bigram):
     model, logp = bigram
     task = causal_lm_task
     ctx = ctx_for(task)
-    hand = [token_logps(logp, ids, n)[:-1] for ids, n in rows(task.forget)]  # the final EOS excluded
-    answers = [r.answer for r in task.forget.data.records]
+    with_eos = [token_logps(logp, ids, n) for ids, n in rows(task.forget)]  # LOSS and zlib: OpenUnlearning's avg_loss, EOS in
+    hand = [h[:-1] for h in with_eos]  # Min-K%, Min-K%++: the final EOS excluded
+    tok = task.forget.data.codec.tokenizer
+    texts = [tok.decode(ids[n:-1], skip_special_tokens=True) for ids, n in rows(task.forget)]  # the decoded answer tokens
     loss = compute("loss_mia", model, task, ctx=ctx)
-    assert loss.per_example["score.forget"][1] == pytest.approx([h.mean() for h in hand], rel=1e-4)
+    assert loss.per_example["score.forget"][1] == pytest.approx([h.mean() for h in with_eos], rel=1e-4)
     z = compute("zlib", model, task, ctx=ctx)
-    zbytes = [len(zlib.compress(a.encode("utf-8"))) for a in answers]
-    want = [h.mean() / zb for h, zb in zip(hand, zbytes)]  # −NLL̄ / zlib bytes (log-perplexity over zlib entropy)
+    zbytes = [len(zlib.compress(t.encode("utf-8"))) for t in texts]
+    want = [h.mean() / zb for h, zb in zip(with_eos, zbytes)]  # −NLL̄ / zlib bytes (log-perplexity over zlib entropy)
     assert z.per_example["score.forget"][1] == pytest.approx(want, rel=1e-4)
     total = compute("zlib", model, task, ctx=ctx, numerator="total")
-    assert total.per_example["score.forget"][1] == pytest.approx([h.sum() / zb for h, zb in zip(hand, zbytes)], rel=1e-4)
+    assert total.per_example["score.forget"][1] == pytest.approx([h.sum() / zb for h, zb in zip(with_eos, zbytes)], rel=1e-4)
     mk = compute("min_k", model, task, ctx=ctx)
     want = [np.sort(h)[: max(1, int(0.4 * len(h)))].mean() for h in hand]
     assert mk.per_example["score.forget"][1] == pytest.approx(want, rel=1e-4)

@@ -48,11 +48,12 @@ def test_method_params_are_flat_and_rebuild_the_method():
 
 @pytest.mark.parametrize("name, params, digest", [
     # sha256 of the method's share of every run key (name, flat params, version), computed before the settings were
-    # composed into one TrainConfig: stored runs keep their ids
+    # composed into one TrainConfig: stored runs keep their ids (npo, idk_po: new digests with version 2, whose retain
+    # NLL is averaged over the batch's answer tokens, and the retain_reduction parameter)
     ("salun", {"lr": 0.02}, "4a20a49fa03dda6f73cd"),
     ("scrub", {}, "f2878a81d55ff9dc7dcd"),
-    ("npo", {}, "9cf6f231b245eb8c87d2"),
-    ("idk_po", {"beta": 0.2}, "59b7b164231b46689072"),
+    ("npo", {}, "48ab6cc2f63ac6c6b4cb"),
+    ("idk_po", {"beta": 0.2}, "164c551d1c35029cfa4f"),
     ("flat", {}, "3e98fd4bf9d12a3330de"),
     ("blindspot", {"epochs": 2}, "49002fb583fbe8876c0b"),
     ("sam", {"method": "scrub", "params": {"lr": 0.001}}, "d31eb05b519aa7da870e"),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..lm.text import IGNORE
 from ..registry import ADAPTERS
 from ..types import Batch, Split, Task
@@ -107,6 +107,18 @@ class CausalLMAdapter(AdapterBase):
         total, n = self.sequence_logprob(model, batch, labels)
         return -total / n.clamp(min=1)
 
+    def batch_loss(self, model: nn.Module, batch: Batch, reduction: str = "example", labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's answer NLL. ``token``: Σ over every answer token of the batch of −log p(y_t | x, y_<t), divided by
+        the number of answer tokens in the batch: Hugging Face's causal-LM loss (``model(..., labels=...).loss``), so a
+        long answer weighs in proportion to its length. ``example``: the mean over the examples of the per-example
+        length-normalised NLL (``per_example_loss``), so every answer weighs the same."""
+        if reduction == "example":
+            return self.per_example_loss(model, batch, labels).mean()
+        if reduction != "token":
+            raise ConfigError(f"reduction must be 'token' or 'example', got {reduction!r}.")
+        total, n = self.sequence_logprob(model, batch, labels)
+        return -total.sum() / n.sum().clamp(min=1)
+
     def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Last hidden state averaged over the answer tokens (the representation a probe reads)."""
         hidden = _forward(model, batch, output_hidden_states=True).hidden_states[-1]
@@ -126,8 +138,9 @@ class CausalLMAdapter(AdapterBase):
                 "correct": placed(logp.argmax(-1) == target, mask), "mask": mask.float()}
 
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-        """Per example: answer NLL (mean over tokens), token count, and per-token arrays padded with NaN to the
-        split's longest answer (``token_logp``, ``token_mu``, ``token_sigma``, ``token_correct``)."""
+        """Per example: answer NLL (mean over its answer tokens, EOS included; NaN for an example without answer
+        tokens), token count, and per-token arrays padded with NaN to the split's longest answer (``token_logp``,
+        ``token_mu``, ``token_sigma``, ``token_correct``)."""
         batch_size = min(batch_size, 32)
         was_training = model.training
         model.eval()
@@ -153,7 +166,8 @@ class CausalLMAdapter(AdapterBase):
             out[f"token_{k}"] = arr
         n_tok = np.concatenate(lengths) if lengths else np.zeros(0)
         out["n_tokens"] = n_tok.astype(np.float64)
-        out["nll"] = -np.nansum(out["token_logp"], axis=1) / np.maximum(n_tok, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 = NaN: no answer token, no NLL (never a perfect 0)
+            out["nll"] = -np.nansum(out["token_logp"], axis=1) / n_tok
         labels = split.labels
         out["labels"] = labels if labels is not None else np.zeros(n, np.int64)
         return out

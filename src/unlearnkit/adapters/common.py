@@ -31,6 +31,11 @@ class AdapterBase:
         finally:
             model.train(was_training)
 
+    def batch_loss(self, model: nn.Module, batch: Batch, reduction: str = "example") -> torch.Tensor:
+        """The batch's mean loss. One target per example, so ``token`` (the mean over all targets of the batch) and
+        ``example`` (the mean of the per-example losses) are the same number: the mean of ``per_example_loss``."""
+        return self.per_example_loss(model, batch).mean()  # type: ignore[attr-defined, no-any-return]
+
     def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         if not hasattr(model, "features"):
             raise ModelError(f"{type(model).__name__} has no features(x) method; hidden-representation tools need one.")

@@ -3,10 +3,13 @@ tokens without the end-of-sequence token, greedy answers, ROUGE-L, truth ratios 
 
 Conventions every LM metric follows:
 
-* The codec ends every answer with EOS (``TextCodec.encode_pair``). Probabilities (answer probability, truth ratio)
-  are over all answer tokens *including* EOS, as in OpenUnlearning's ``evaluate_probability``; token-level
-  memorisation and membership scores (exact memorisation, extraction strength, the text MIAs) *exclude* the final
-  EOS position (OpenUnlearning PR #101: EOS leaking into those sequences gave wrong ES).
+* The codec ends every answer with EOS (``TextCodec.encode_pair``). Scores built on the mean answer NLL (answer
+  probability, truth ratio, and the LOSS, zlib and reference attacks) are over all answer tokens *including* EOS, as
+  OpenUnlearning's ``evaluate_probability`` (its ``avg_loss``); scores built on the per-token sequence (exact
+  memorisation, extraction strength, Min-K%, Min-K%++, gradient norm) *exclude* the final EOS position, as
+  OpenUnlearning's ``tokenwise_logprobs`` (PR #101: EOS leaking into those sequences gave wrong ES).
+* An answer with nothing to score (no answer token, or none besides the EOS a score leaves out) gets NaN, never a
+  made-up value; aggregates leave such items out, count them (``n_excluded``) and warn (``finite_mean``).
 * Outputs of the task's own splits go through ``EvalContext.outputs`` (shared with every metric); outputs of
   variant splits (paraphrased / perturbed answers, paraphrased questions) and greedy generations are cached per
   model object in the context, so a battery computes each once.
@@ -15,6 +18,7 @@ Conventions every LM metric follows:
 from __future__ import annotations
 
 import functools
+import warnings
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -96,6 +100,29 @@ def answer_prob(out: dict[str, np.ndarray]) -> np.ndarray:
     return np.exp(-out["nll"])
 
 
+# ------------------------------------------------------------------------------------------------- unscored items
+def finite_rows(values: np.ndarray, who: str, where: str, excluded: dict[str, int]) -> np.ndarray:
+    """The mask of the finite entries of ``values``. Non-finite ones are items with nothing to score (an answer without
+    tokens, or with only the EOS a score leaves out): their number goes into ``excluded[where]`` and, if any, a
+    warning names them, so they are left out of an aggregate instead of crashing it or entering as a made-up value."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    bad = int((~ok).sum())
+    excluded[where] = excluded.get(where, 0) + bad
+    if bad:
+        warnings.warn(f"{who}: {bad} of {len(v)} {where} items have no score (an empty answer, or none of the tokens this "
+                      "score counts) and are left out; see n_excluded in the result's info.", UserWarning, stacklevel=3)
+    return ok
+
+
+def finite_mean(values: np.ndarray, who: str, where: str, excluded: dict[str, int]) -> float:
+    """The mean of the finite entries of ``values`` (``finite_rows``: the others are counted and warned about); NaN
+    when none is finite."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = finite_rows(v, who, where, excluded)
+    return float(v[ok].mean()) if ok.any() else float("nan")
+
+
 # ------------------------------------------------------------------------------------------------- tokens
 def eos_terminated(split: Split) -> np.ndarray:
     """Per example: whether the last answer token is the tokenizer's EOS (always, for the codec's own pairs)."""
@@ -156,9 +183,11 @@ def rouge_scorer(use_stemmer: bool) -> Any:
 
 
 def rouge_l(golds: Sequence[str], preds: Sequence[str], stat: str = "recall", *, use_stemmer: bool = True) -> np.ndarray:
-    """Per pair, ROUGE-L ``stat`` (recall, precision or fmeasure) of ``pred`` against the reference ``gold`` (rouge_score)."""
+    """Per pair, ROUGE-L ``stat`` (recall, precision or fmeasure) of ``pred`` against the reference ``gold`` (rouge_score);
+    NaN for an empty (or blank) gold, where LCS/|gold| is 0/0 (rouge_score would report 0, a made-up "nothing recalled")."""
     scorer = rouge_scorer(bool(use_stemmer))
-    return np.asarray([getattr(scorer.score(g, p)["rougeL"], stat) for g, p in zip(golds, preds)], dtype=np.float64)
+    return np.asarray([getattr(scorer.score(g, p)["rougeL"], stat) if g.strip() else float("nan") for g, p in zip(golds, preds)],
+                      dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------- truth ratio
@@ -185,6 +214,15 @@ def forget_tr_score(tr: np.ndarray) -> float:
 def true_tr_score(tr: np.ndarray) -> float:
     """TOFU's retain / real-world aggregate ("true is better"): mean_i max(0, 1 − tr_i)."""
     return float(np.mean(np.maximum(0.0, 1.0 - tr)))
+
+
+def prob_mean_score(tr: np.ndarray) -> float:
+    """OpenUnlearning's ``prob_mean`` aggregate: mean_i P_correct / (P_correct + P_wrong), P_correct = P̄(paraphrased answer)
+    and P_wrong = the geometric mean of the perturbed answers' P̄, the two probabilities of the truth ratio
+    tr = P_wrong / P_correct, so each item's share is 1 / (1 + tr_i). OpenUnlearning adds 1e-10 to the denominator
+    against a division by zero; here there is none to guard (1/(1 + tr) is defined for every tr ≥ 0, 0 at tr = ∞),
+    and the guard would bias items whose two probabilities are both below ~1e-8."""
+    return float(np.mean(1.0 / (1.0 + np.asarray(tr, dtype=np.float64))))
 
 
 def normalised_prob(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
@@ -238,12 +276,15 @@ def zlib_bytes(text: str) -> int:
 
 
 def answer_texts(split: Split) -> list[str]:
-    """The answer strings the split's examples were tokenised from (the records' ``answer``)."""
+    """Per example, the text of its answer tokens (the labelled positions) decoded with special tokens skipped, not
+    stripped: the text the loss is over, without the EOS (OpenUnlearning's ``extract_target_texts_from_processed_data``,
+    which its zlib attack compresses)."""
     data = text_data(split)
-    return [str(r.answer).strip() for r in data.records]
+    tok = data.codec.tokenizer
+    return [str(tok.decode(row[row != IGNORE].tolist(), skip_special_tokens=True)) for row in data.labels]
 
 
 __all__ = ["QA_FIELDS", "SPLITS", "answer_prob", "answer_texts", "check_splits", "eos_terminated", "exact_memorization",
-           "extraction_strength", "forget_tr_score", "greedy", "greedy_answers", "min_k", "min_k_pp_z", "normalised_prob",
-           "outputs", "prompts_and_answers", "qa_records_missing", "rouge_l", "rouge_scorer", "task_split", "text_data",
+           "extraction_strength", "finite_mean", "finite_rows", "forget_tr_score", "greedy", "greedy_answers", "min_k", "min_k_pp_z", "normalised_prob",
+           "outputs", "prob_mean_score", "prompts_and_answers", "qa_records_missing", "rouge_l", "rouge_scorer", "task_split", "text_data",
            "token_rows", "true_tr_score", "truth_ratio_from_nll", "truth_ratios", "zlib_bytes"]

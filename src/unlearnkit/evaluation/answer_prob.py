@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from torch import nn
 
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._lm import answer_prob, check_splits, outputs, task_split
+from ._lm import answer_prob, check_splits, finite_mean, outputs, task_split
 from .base import EvalContext, Metric, register_metric
 
 
@@ -20,7 +19,8 @@ class AnswerProb(Metric):
     −log p(a_t | q, a_<t)), teacher-forced over the answer tokens including the final EOS; mean over the items of
     forget / retain / test (holdout profiles, never trained) / neighbours (real-world facts). Higher is better
     utility on retain and neighbours; on forget "better" means as the retrained models, so the verdict compares
-    the forget value with the retrain band (the noise floor over the retain models)."""
+    the forget value with the retrain band (the noise floor over the retain models). An item without answer tokens has
+    no probability (NaN): it is left out of the mean, counted in info["n_excluded"] and warned about."""
 
     splits: tuple[str, ...] = ("forget", "retain", "test", "neighbours")
     floor: float = 0.05  # smallest band half-width (tens of items per split)
@@ -36,12 +36,13 @@ class AnswerProb(Metric):
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         values: dict[str, float] = {}
         per_example = {}
+        excluded: dict[str, int] = {}
         for name in self.splits:
             split = task_split(task, name, required=name in ("forget", "retain", "test"))
             if split is None:
                 continue
             p = answer_prob(outputs(ctx, model, split))
-            values[name] = float(np.mean(p))
+            values[name] = finite_mean(p, self.name, name, excluded)
             per_example[f"p.{name}"] = (split.ids, p)
         evidence = []
         if "forget" in values:
@@ -49,4 +50,4 @@ class AnswerProb(Metric):
         for name in ("retain", "neighbours"):
             if name in values:
                 evidence.append(Evidence(key=f"answer_prob.{name}", value=values[name], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
-        return self.result(values, per_example=per_example, evidence=tuple(evidence))
+        return self.result(values, per_example=per_example, evidence=tuple(evidence), info={"n_excluded": excluded})

@@ -14,29 +14,31 @@ from torch import nn
 from ..errors import ConfigError
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._lm import (check_splits, exact_memorization, extraction_strength, greedy, outputs, prompts_and_answers, rouge_l, task_split,
-                  text_data, token_rows)
+from ._lm import (check_splits, exact_memorization, extraction_strength, finite_mean, greedy, outputs, prompts_and_answers, rouge_l,
+                  task_split, text_data, token_rows)
 from .base import EvalContext, Metric, register_metric
 
 
 def token_memorization(metric: ExactMemorization | ExtractionStrength, score: Callable[[np.ndarray], float], model: nn.Module,
                        task: Task, ctx: EvalContext) -> MetricResult:
     """A teacher-forced argmax memorisation score, ``score(correct)`` per item, on each of ``metric.splits``; the forget
-    mean is the evidence."""
+    mean is the evidence. An item with no answer token besides the final EOS has no score (NaN): it is left out of the
+    mean, counted in info["n_excluded"] and warned about."""
     values: dict[str, float] = {}
     per_example = {}
+    excluded: dict[str, int] = {}
     for name in metric.splits:
         split = task_split(task, name, required=name in ("forget", "retain", "test"))
         if split is None:
             continue
         rows = token_rows(outputs(ctx, model, split), "token_correct", split, drop_eos=True)
         s = np.asarray([score(c) for c in rows], dtype=np.float64)
-        values[name] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+        values[name] = finite_mean(s, metric.name, name, excluded)
         per_example[f"score.{name}"] = (split.ids, s)
     evidence = ()
     if "forget" in values:
         evidence = (Evidence(key=f"{metric.name}.forget", value=values["forget"], role="forget", remembers="higher", floor=metric.floor, bounds=(0.0, 1.0)),)
-    return metric.result(values, per_example=per_example, evidence=evidence)
+    return metric.result(values, per_example=per_example, evidence=evidence, info={"n_excluded": excluded})
 
 
 @register_metric

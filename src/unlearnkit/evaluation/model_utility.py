@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -10,8 +11,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._lm import (answer_prob, greedy_answers, normalised_prob, outputs, qa_records_missing, rouge_l, task_split,
-                  true_tr_score, truth_ratios)
+from ._lm import (answer_prob, finite_mean, finite_rows, greedy_answers, normalised_prob, outputs, qa_records_missing, rouge_l,
+                  task_split, true_tr_score, truth_ratios)
 from .base import EvalContext, Metric, register_metric
 
 
@@ -24,7 +25,8 @@ class ModelUtility(Metric):
     normalised over the options, mean_i P̄(a_i) / (P̄(a_i) + Σ_j P̄(pert_ij)), and their truth ratio uses the original
     answer as the correct one (it is their paraphrased answer too). ROUGE-L as in ``rouge_l`` (greedy,
     ``max_new_tokens``, stemmer on). Any component at 0 makes the harmonic mean 0. Without a neighbours probe the
-    retain components alone are used (noted in info)."""
+    retain components alone are used (noted in info). Items without a score (an empty answer has no ROUGE-L recall) are
+    left out of each component's mean, counted in info["n_excluded"] and warned about."""
 
     max_new_tokens: int = 32
     floor: float = 0.02
@@ -46,26 +48,32 @@ class ModelUtility(Metric):
 
         components: dict[str, float] = {}
         per_example = {}
+        excluded: dict[str, int] = {}
+
+        def tr_score(split_name: str, tr: np.ndarray) -> float:
+            ok = finite_rows(tr, self.name, f"{split_name} truth_ratio", excluded)
+            return true_tr_score(tr[ok]) if ok.any() else float("nan")
+
         retain = task_split(task, "retain")
         p = answer_prob(outputs(ctx, model, retain))
         gen, gold = greedy_answers(ctx, model, retain, self.max_new_tokens)
         r = rouge_l(gold, gen, "recall")
-        components["retain_prob"] = float(np.mean(p))
-        components["retain_rouge_l"] = float(np.mean(r))
-        components["retain_truth_ratio"] = true_tr_score(truth_ratios(ctx, model, retain))
+        components["retain_prob"] = finite_mean(p, self.name, "retain prob", excluded)
+        components["retain_rouge_l"] = finite_mean(r, self.name, "retain rouge_l", excluded)
+        components["retain_truth_ratio"] = tr_score("retain", truth_ratios(ctx, model, retain))
         neighbours = task_split(task, "neighbours", required=False)
         if neighbours is not None:
             pn = normalised_prob(ctx, model, neighbours)
             gen, gold = greedy_answers(ctx, model, neighbours, self.max_new_tokens)
             rn = rouge_l(gold, gen, "recall")
-            components["neighbours_prob_normalised"] = float(np.mean(pn))
-            components["neighbours_rouge_l"] = float(np.mean(rn))
-            components["neighbours_truth_ratio"] = true_tr_score(truth_ratios(ctx, model, neighbours))
+            components["neighbours_prob_normalised"] = finite_mean(pn, self.name, "neighbours prob_normalised", excluded)
+            components["neighbours_rouge_l"] = finite_mean(rn, self.name, "neighbours rouge_l", excluded)
+            components["neighbours_truth_ratio"] = tr_score("neighbours", truth_ratios(ctx, model, neighbours))
             per_example["prob_normalised.neighbours"] = (neighbours.ids, pn)
         values = {"model_utility": float(hmean(list(components.values()))), **components}
         evidence = (Evidence(key="model_utility.model_utility", value=values["model_utility"], role="utility", remembers="higher",
                              floor=self.floor, bounds=(0.0, 1.0)),)
-        info = {"components": sorted(components)}
+        info: dict[str, Any] = {"components": sorted(components), "n_excluded": excluded}
         if neighbours is None:
             info["note"] = "the task has no neighbours probe: the harmonic mean is over the retain components only"
         return self.result(values, per_example=per_example, evidence=evidence, info=info)

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..lm.text import TokenData
 from ..references import References
 from ..types import Evidence, MetricResult, Split, Task
-from ._lm import answer_prob, check_splits, greedy_answers, outputs, qa_records_missing, rouge_l, task_split, text_data
+from ._lm import answer_prob, check_splits, finite_mean, greedy_answers, outputs, qa_records_missing, rouge_l, task_split, text_data
 from .base import EvalContext, Metric, register_metric
 
 _CACHE: dict[str, Split] = {}
@@ -41,7 +41,8 @@ class ParaphraseProbe(Metric):
     Evidence (robustness, "higher" remembers): the forget P̄(a | q'). Next to answer_prob's forget evidence this is the
     "suppressed" pattern: plain questions inside the retrain band while the paraphrased question, above it, still
     brings the answer back. Inferred: the original (not the paraphrased) answer is scored, so both forms ask for the
-    same string."""
+    same string. Items without a score (an empty answer has no ROUGE-L recall) are left out of the means, counted in
+    info["n_excluded"] (the model's) and info["retrained_n_excluded"] and warned about."""
 
     splits: tuple[str, ...] = ("forget", "retain")
     max_new_tokens: int = 32
@@ -75,6 +76,8 @@ class ParaphraseProbe(Metric):
         refs.require("retrained", by="metric 'paraphrase_probe'")
         values: dict[str, float] = {}
         per_example = {}
+        excluded: dict[str, int] = {}
+        ref_excluded: dict[str, int] = {}
         for name in self.splits:
             split = task_split(task, name, required=name in ("forget", "retain", "test"))
             if split is None:
@@ -82,8 +85,9 @@ class ParaphraseProbe(Metric):
             own = self.scores(ctx, model, split)
             refs_scores = [self.scores(ctx, r, split) for r in refs.retrained_seeds]  # retrained = the first of them
             for key, v in own.items():
-                values[f"{name}_{key}"] = float(np.mean(v))
-                values[f"retrained_{name}_{key}"] = float(np.mean([np.mean(s[key]) for s in refs_scores]))
+                values[f"{name}_{key}"] = finite_mean(v, self.name, f"{name} {key}", excluded)
+                values[f"retrained_{name}_{key}"] = float(np.mean([finite_mean(s[key], self.name, f"{name} {key}", ref_excluded)
+                                                                   for s in refs_scores]))
             values[f"{name}_excess_prob"] = values[f"{name}_prob"] - values[f"retrained_{name}_prob"]
             values[f"{name}_excess_rouge_l"] = values[f"{name}_rouge_l"] - values[f"retrained_{name}_rouge_l"]
             per_example[f"prob.{name}"] = (split.ids, own["prob"])
@@ -91,4 +95,5 @@ class ParaphraseProbe(Metric):
         evidence = (Evidence(key="paraphrase_probe.forget_prob", value=values["forget_prob"], role="robustness", remembers="higher",
                              floor=self.floor, bounds=(0.0, 1.0)),)
         return self.result(values, per_example=per_example, evidence=evidence,
-                           info={"n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens})
+                           info={"n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens,
+                                 "n_excluded": excluded, "retrained_n_excluded": ref_excluded})

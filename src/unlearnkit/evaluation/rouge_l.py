@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._lm import check_splits, greedy_answers, rouge_l, task_split
+from ._lm import check_splits, finite_mean, greedy_answers, rouge_l, task_split
 from .base import EvalContext, Metric, register_metric
 
 
@@ -22,7 +21,8 @@ class RougeL(Metric):
     new tokens, cut at EOS) and the gold answer; mean over forget / retain / neighbours. OpenUnlearning generates
     up to 200 new tokens; 32 covers the profiles' one-sentence answers (a longer generation can only add words
     that recall ignores, unless the gold answer is cut). Gold = the decoded answer tokens (the same codec path as
-    the generation)."""
+    the generation). An item whose gold answer is empty has no recall (0/0, NaN): it is left out of the mean, counted in
+    info["n_excluded"] and warned about."""
 
     splits: tuple[str, ...] = ("forget", "retain", "neighbours")
     max_new_tokens: int = 32
@@ -43,13 +43,14 @@ class RougeL(Metric):
         values: dict[str, float] = {}
         per_example = {}
         examples: dict[str, list[dict[str, str]]] = {}
+        excluded: dict[str, int] = {}
         for name in self.splits:
             split = task_split(task, name, required=name in ("forget", "retain", "test"))
             if split is None:
                 continue
             gen, gold = greedy_answers(ctx, model, split, self.max_new_tokens)
             r = rouge_l(gold, gen, "recall", use_stemmer=self.use_stemmer)
-            values[name] = float(np.mean(r))
+            values[name] = finite_mean(r, self.name, name, excluded)
             per_example[f"recall.{name}"] = (split.ids, r)
             examples[name] = [{"gold": g, "generated": p} for g, p in zip(gold[:3], gen[:3])]
         evidence = []
@@ -58,4 +59,5 @@ class RougeL(Metric):
         if "retain" in values:
             evidence.append(Evidence(key="rouge_l.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         return self.result(values, per_example=per_example, evidence=tuple(evidence),
-                           info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples})
+                           info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples,
+                                 "n_excluded": excluded})

@@ -17,7 +17,7 @@ from ..lm.text import IGNORE
 from ..references import References
 from ..seeding import np_rng
 from ..types import Evidence, MetricResult, Split, Task
-from ._lm import answer_texts, eos_terminated, min_k, min_k_pp_z, outputs, task_split, token_rows, zlib_bytes
+from ._lm import answer_texts, eos_terminated, finite_rows, min_k, min_k_pp_z, outputs, task_split, token_rows, zlib_bytes
 from .base import ROC, EvalContext, Metric, register_metric, roc_summary
 
 Nonmembers = Literal["test", "holdout"]
@@ -32,8 +32,9 @@ def logp_rows(ctx: EvalContext, model: nn.Module, split: Split) -> list[np.ndarr
 
 
 def mean_logp(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndarray:
-    """−NLL̄ per example over the answer tokens without the final EOS."""
-    return np.asarray([float(r.mean()) if len(r) else float("nan") for r in logp_rows(ctx, model, split)])
+    """−NLL̄ per example: the mean log-probability over every answer token, the final EOS included (OpenUnlearning's
+    −avg_loss); NaN for an example without answer tokens."""
+    return -np.asarray(outputs(ctx, model, split)["nll"], dtype=np.float64)
 
 
 def check_k(metric: str, k: float) -> None:
@@ -41,17 +42,23 @@ def check_k(metric: str, k: float) -> None:
         raise ConfigError(f"{metric}: k must be in (0, 1], got {k}.")
 
 
-def text_roc(attack: TextMIA, ctx: EvalContext, model: nn.Module, task: Task, refs: References,
-             sample: Sample | None = None) -> tuple[ROC, Split, np.ndarray, Split, np.ndarray]:
+def text_roc(attack: TextMIA, ctx: EvalContext, model: nn.Module, task: Task, refs: References, sample: Sample | None = None,
+             excluded: dict[str, int] | None = None) -> tuple[ROC, Split, np.ndarray, Split, np.ndarray]:
     """ROC of ``attack.scores`` (oriented "higher = more member-like") of ``model`` on the forget answers (members) vs
-    ``attack.nonmembers``, each split passed through ``sample`` if given; and the two splits with their scores."""
+    ``attack.nonmembers``, each split passed through ``sample`` if given; and the two splits with their scores (NaN
+    kept). Non-finite scores (an answer with nothing to score) are left out of the ROC, counted per side in
+    ``excluded`` and warned about (``finite_rows``); a side left with no score is a ConfigError."""
     members, others = task_split(task, "forget"), task_split(task, attack.nonmembers)
     if sample is not None:
         members, others = sample(members, ctx), sample(others, ctx)
     m, n = attack.scores(ctx, model, members, refs), attack.scores(ctx, model, others, refs)
-    if not (np.isfinite(m).all() and np.isfinite(n).all()):
-        raise ConfigError(f"{attack.name}: non-finite scores (an answer without tokens besides EOS?).")
-    return roc_summary(m, n), members, m, others, n
+    counts: dict[str, int] = {} if excluded is None else excluded
+    ok_m = finite_rows(m, attack.name, "forget", counts)
+    ok_n = finite_rows(n, attack.name, attack.nonmembers, counts)
+    if not (ok_m.any() and ok_n.any()):
+        raise ConfigError(f"{attack.name}: no {'forget' if not ok_m.any() else attack.nonmembers} answer has a score (every one "
+                          "is empty or has no token besides the EOS this score leaves out).")
+    return roc_summary(m[ok_m], n[ok_n]), members, m, others, n
 
 
 def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: References, ctx: EvalContext, *, reference: nn.Module | None,
@@ -59,12 +66,17 @@ def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: References, ct
     """The text attacks' result: AUC and TPR at 1% / 0.1% FPR of forget (members) vs ``attack.nonmembers``, and the same
     AUC for ``reference`` as the reference point (NaN, with the note ``no_reference``, when there is none)."""
     attack.require_needs(refs)
-    roc, members, m, others, n = text_roc(attack, ctx, model, task, refs, sample)
-    ref_auc = float("nan") if reference is None else text_roc(attack, ctx, reference, task, refs, sample)[0].values["auc"]
+    excluded: dict[str, int] = {}
+    roc, members, m, others, n = text_roc(attack, ctx, model, task, refs, sample, excluded)
+    ref_excluded: dict[str, int] = {}
+    ref_auc = float("nan") if reference is None else text_roc(attack, ctx, reference, task, refs, sample, ref_excluded)[0].values["auc"]
     values = {**roc.values, "retrained_auc": ref_auc}
     per_example = {"score.forget": (members.ids, m), f"score.{attack.nonmembers}": (others.ids, n)}
     evidence = (Evidence(key=f"{attack.name}.auc", value=values["auc"], role="forget", remembers="higher", floor=attack.floor, bounds=(0.0, 1.0)),)
-    info: dict[str, Any] = {"members": "forget", "nonmembers": attack.nonmembers, "n_members": len(m), "n_nonmembers": len(n)}
+    info: dict[str, Any] = {"members": "forget", "nonmembers": attack.nonmembers, "n_members": len(m), "n_nonmembers": len(n),
+                            "n_excluded": excluded}
+    if reference is not None:
+        info["retrained_n_excluded"] = ref_excluded
     if reference is None:
         info["note"] = no_reference
     return attack.result(values, per_example=per_example, curves={"roc": roc.curve}, evidence=evidence, info=info)
@@ -73,14 +85,16 @@ def text_mia(attack: TextMIA, model: nn.Module, task: Task, refs: References, ct
 @register_metric
 @dataclass(frozen=True)
 class LossMIA(Metric):
-    """LOSS attack (Yeom et al., CSF 2018) on text: score = −NLL̄ = mean answer-token log p (final EOS excluded);
-    AUC of forget (members) vs holdout answers (non-members), TPR at 1% / 0.1% FPR, and the retain model's AUC."""
+    """LOSS attack (Yeom et al., CSF 2018) on text: score = −NLL̄ = the mean log p over the answer tokens including the
+    final EOS (OpenUnlearning's LOSS: −avg_loss of ``evaluate_probability``); AUC of forget (members) vs holdout answers
+    (non-members), TPR at 1% / 0.1% FPR, and the retain model's AUC."""
 
     nonmembers: Nonmembers = "test"
     floor: float = 0.05  # AUC on tens of items per side moves by ~1/n per item
 
     name = "loss_mia"
     paper = "Yeom et al., CSF 2018"
+    version = "2"  # bump when its numbers change (2: the final EOS counts, as in OpenUnlearning)
     modalities = ("causal_lm",)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
@@ -93,10 +107,11 @@ class LossMIA(Metric):
 @register_metric
 @dataclass(frozen=True)
 class ZlibMIA(Metric):
-    """zlib attack (Carlini et al., USENIX Sec 2021): score = −NLL̄ / len(zlib.compress(answer)), the log-perplexity
-    (mean NLL in nats over the answer tokens, final EOS excluded) divided by the zlib-compressed size in bytes of the
-    UTF-8 answer text (default level 6), as in the paper's code and OpenUnlearning. ``numerator="total"`` uses the
-    summed NLL instead (a length-dependent variant). AUC of forget vs holdout, and the retain model's AUC."""
+    """zlib attack (Carlini et al., USENIX Sec 2021): score = −NLL̄ / len(zlib.compress(text)), the log-perplexity
+    (mean NLL in nats over the answer tokens, the final EOS included) divided by the zlib-compressed size in bytes
+    (level 6) of the UTF-8 answer text, the answer tokens decoded with special tokens skipped: OpenUnlearning's ZLib
+    (avg_loss over the decoded target text). ``numerator="total"`` uses the summed NLL (EOS included) instead, a
+    length-dependent variant. AUC of forget vs holdout, and the retain model's AUC."""
 
     numerator: Literal["mean", "total"] = "mean"
     nonmembers: Nonmembers = "test"
@@ -104,15 +119,18 @@ class ZlibMIA(Metric):
 
     name = "zlib"
     paper = "Carlini et al., USENIX Security 2021"
-    version = "2"  # bump when its numbers change (2: the default numerator became NLL̄, was the summed NLL)
+    version = "3"  # bump when its numbers change (2: the default numerator became NLL̄, was the summed NLL; 3: the
+    # final EOS counts and the compressed text is the decoded answer tokens, as in OpenUnlearning)
     modalities = ("causal_lm",)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         return text_mia(self, model, task, refs, ctx, reference=refs.retrained)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
-        rows = logp_rows(ctx, model, split)
-        nll = np.asarray([-(r.sum() if self.numerator == "total" else r.mean()) if len(r) else np.nan for r in rows])
+        out = outputs(ctx, model, split)
+        nll = np.asarray(out["nll"], dtype=np.float64)
+        if self.numerator == "total":
+            nll = nll * out["n_tokens"]
         z = np.asarray([zlib_bytes(t) for t in answer_texts(split)], dtype=np.float64)
         return -nll / z
 
@@ -172,7 +190,7 @@ class MinKPlusPlus(Metric):
 @dataclass(frozen=True)
 class ReferenceMIA(Metric):
     """Reference-model attack (Carlini et al., USENIX Sec 2021; OpenUnlearning's "Reference"): score = NLL̄_ref − NLL̄_model
-    (final EOS excluded), with the retain model (refs.retrained) as the attacker's reference: it saw neither the
+    (mean NLL over the answer tokens, the final EOS included, as OpenUnlearning's avg_loss), with the retain model (refs.retrained) as the attacker's reference: it saw neither the
     forget nor the holdout answers, so it calibrates per-example difficulty without membership signal of its own.
     AUC of forget vs holdout. retrained_auc scores the second retain seed against the first (NaN with one seed; the
     first against itself would be a constant score)."""
@@ -183,6 +201,7 @@ class ReferenceMIA(Metric):
     name = "reference_mia"
     needs = frozenset({"retrained"})
     paper = "Carlini et al., USENIX Security 2021"
+    version = "2"  # bump when its numbers change (2: the final EOS counts, as in OpenUnlearning)
     modalities = ("causal_lm",)
 
     def scores(self, ctx: EvalContext, model: nn.Module, split: Split, refs: References) -> np.ndarray:
@@ -298,11 +317,14 @@ class PrivLeak(Metric):
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
         retrained = refs.require("retrained", by="metric 'privleak'")
         attack = MinK(k=self.k, nonmembers=self.nonmembers)
-        own, members, m, others, n = text_roc(attack, ctx, model, task, refs)
-        ref = text_roc(attack, ctx, retrained, task, refs)[0]
+        excluded: dict[str, int] = {}
+        ref_excluded: dict[str, int] = {}
+        own, members, m, others, n = text_roc(attack, ctx, model, task, refs, excluded=excluded)
+        ref = text_roc(attack, ctx, retrained, task, refs, excluded=ref_excluded)[0]
         auc_u, auc_r = own.values["auc"], ref.values["auc"]
         privleak = privleak_value(auc_u, auc_r, self.min_reference)
-        info: dict[str, Any] = {"attack": f"min_k (k={self.k})", "orientation": "AUC' = 1 - AUC(forget as member)"}
+        info: dict[str, Any] = {"attack": f"min_k (k={self.k})", "orientation": "AUC' = 1 - AUC(forget as member)",
+                                "n_excluded": excluded, "retrained_n_excluded": ref_excluded}
         if not math.isfinite(privleak):
             info["note"] = (f"the retain model's AUC' = 1 - {auc_r:.4f} is below min_reference={self.min_reference}: the relative "
                             "difference is undefined or unstable; see auc_gap")

@@ -127,7 +127,9 @@ retain batch of the same size (OpenUnlearning's forget-anchored pairing). AdamW,
 LoKU's recipe; full fine-tuning of billion-parameter models uses 1e-5, our models are small or LoRA-adapted), weight
 decay 0.01 and 10 epochs (OpenUnlearning's TOFU setting), batch size 8 (TOFU's forget sets have 40–400 items at an
 effective batch of 32; ours have 6–120, so 8 keeps several steps per epoch). Recipes with a retain term use retain NLL
-(length-normalised, per example) weighted by ``retain_weight``, and check every ``*_weight`` with ``check_weights``."""
+weighted by ``retain_weight`` and reduced by ``retain_reduction`` (default ``token``: summed over the batch's retain
+answer tokens and divided by their number, Hugging Face's loss as in OpenUnlearning and the NPO code; ``example``: the
+mean of per-example length-normalised NLLs), and check every ``*_weight`` with ``check_weights``."""
 
 
 @dataclass(frozen=True)

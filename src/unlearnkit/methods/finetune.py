@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..objectives import NLL
+from ..objectives import NLL, Reduction, check_reduction
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
@@ -15,15 +15,25 @@ from .base import GradientMethod, register_method
 @register_method
 @dataclass(frozen=True)
 class Finetune(GradientMethod):
-    """Fine-tune on the retain set (Warnecke et al., Machine Unlearning of Features and Labels, NDSS 2023; the FT baseline of SalUn)."""
+    """Fine-tune on the retain set (Warnecke et al., Machine Unlearning of Features and Labels, NDSS 2023; the FT baseline of SalUn).
+
+    The loss is the adapter's on the retain batch. ``retain_reduction`` (language models): ``token`` (default) = the
+    answer NLL summed over every answer token of the batch over their number, Hugging Face's loss; ``example`` = the
+    mean of per-example length-normalised NLLs (this method's version 1). With one target per example (classifiers,
+    regression) the two are the same number."""
 
     train: TrainConfig = TrainConfig(epochs=3.0, lr=0.05, schedule="cosine")
+    retain_reduction: Reduction = "token"
 
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "regression", "causal_lm")
     name: ClassVar[str] = "finetune"
     paper: ClassVar[str] = "Warnecke et al., NDSS 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: language models' retain NLL over the batch's answer tokens)
     epoch_stream: ClassVar[str] = "retain"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_reduction(self.retain_reduction, "finetune: retain_reduction")
+
     def objective(self, task: Task, refs: References) -> NLL:
-        return NLL("retain")
+        return NLL("retain", self.retain_reduction)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import ConfigError
-from ..objectives import NLL, Ascent, Weighted, weighted
+from ..objectives import NLL, Ascent, Reduction, Weighted, check_reduction, weighted
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
@@ -16,21 +16,29 @@ from .base import GradientMethod, register_method
 @register_method
 @dataclass(frozen=True)
 class GradDiff(GradientMethod):
-    """Gradient difference, loss = −forget_weight·L_forget + retain_weight·L_retain (NegGrad+, Kurmanji et al., NeurIPS 2023)."""
+    """Gradient difference, loss = −forget_weight·L_forget + retain_weight·L_retain (NegGrad+, Kurmanji et al., NeurIPS 2023).
+
+    L = the adapter's loss: cross-entropy for classifiers, answer NLL for language models. L_forget is the mean of the
+    per-example losses (for language models each answer's length-normalised NLL). L_retain's ``retain_reduction``:
+    ``token`` (default) = the retain NLL summed over every answer token of the batch over their number, Hugging Face's
+    loss as in OpenUnlearning's and the NPO code's GradDiff; ``example`` = the mean of per-example length-normalised
+    NLLs (this method's version 1). With one target per example (classifiers) the two are the same number."""
 
     train: TrainConfig = TrainConfig(epochs=3.0, lr=0.01, schedule="cosine")
     forget_weight: float = 0.5
     retain_weight: float = 1.0
+    retain_reduction: Reduction = "token"
 
     name: ClassVar[str] = "grad_diff"
     paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: retain NLL averaged over the batch's answer tokens)
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.forget_weight < 0 or self.retain_weight < 0:
             raise ConfigError("grad_diff: forget_weight and retain_weight must be >= 0.")
+        check_reduction(self.retain_reduction, "grad_diff: retain_reduction")
 
     def objective(self, task: Task, refs: References) -> Weighted:
-        return weighted((self.forget_weight, Ascent("forget")), (self.retain_weight, NLL("retain")))
+        return weighted((self.forget_weight, Ascent("forget")), (self.retain_weight, NLL("retain", self.retain_reduction)))

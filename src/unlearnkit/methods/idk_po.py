@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..objectives import NLL, Weighted, weighted
+from ..objectives import NLL, Reduction, Weighted, check_reduction, weighted
 from ..objectives.lm import IdkDPO, Reference, idk_tables
 from ..references import References
 from ..train import TrainConfig
@@ -32,7 +32,9 @@ class IdkPO(GradientMethod):
     of the true answers and of every IDK variant once before training (1 + K passes over the forget set) and looks
     them up by example id; ``live`` keeps a frozen copy of the model instead.
 
-    Has NPO's parameters (β = 0.1, weights 1, ``reference``; OpenUnlearning's TOFU idk config) and shares its reference
+    Has NPO's parameters (β = 0.1, weights 1, ``reference``, ``retain_reduction``: the retain NLL̄ over the batch's
+    retain answer tokens by default, Hugging Face's loss as in OpenUnlearning; ``example`` = the mean of per-example
+    NLL̄, this method's version 1; OpenUnlearning's TOFU idk config) and shares its reference
     table of the true answers (``objectives.lm.reference_tables``), adding the IDK answers' table (``idk_tables``).
     """
 
@@ -41,19 +43,21 @@ class IdkPO(GradientMethod):
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     reference: Reference = "cached"
+    retain_reduction: Reduction = "token"
 
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "idk_po"
     paper: ClassVar[str] = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, COLM 2024 (IdkDPO; DPO: Rafailov et al., NeurIPS 2023)"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: retain NLL averaged over the batch's answer tokens)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weights(self)
         IdkDPO(beta=self.beta)  # validates beta
+        check_reduction(self.retain_reduction, "idk_po: retain_reduction")
 
     def objective(self, task: Task, refs: References) -> Weighted:
-        return weighted((self.forget_weight, IdkDPO("forget", self.beta)), (self.retain_weight, NLL("retain")))
+        return weighted((self.forget_weight, IdkDPO("forget", self.beta)), (self.retain_weight, NLL("retain", self.retain_reduction)))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         return idk_tables(model, task.forget, setup.adapter, reference=self.reference, batch_size=self.train.batch_size,

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..analysis.fila import fisher_lora_init, lora_layers
 from ..errors import ConfigError
-from ..objectives import NLL, Weighted, weighted
+from ..objectives import NLL, Reduction, Weighted, check_reduction, weighted
 from ..objectives.lm import InvertedHinge
 from ..references import References
 from ..train import TrainConfig
@@ -27,7 +27,9 @@ class IHL(GradientMethod):
     """LoKU (Cha, Cho, Hwang & Lee, "Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs", ICLR 2025): inverted hinge loss + FILA.
 
     L = forget_weight · mean over forget answer tokens of max(0, 1 + p(y_t) − max_{v≠y_t} p(v)) + retain_weight · NLL̄_retain
-    (averaged per example, then over the batch). The hinge lowers the true token's probability by raising the
+    (the hinge averaged per example, then over the batch; NLL̄_retain by ``retain_reduction``: ``token``, the default,
+    over every retain answer token of the batch, Hugging Face's loss; ``example``, the mean of per-example NLL̄, this
+    method's version 2). The hinge lowers the true token's probability by raising the
     strongest other token's, so it is bounded (≤ 2) and keeps the output distribution fluent, unlike gradient ascent.
 
     ``fila: true`` (LoRA models only; a clear error otherwise) first initialises every LoRA adapter from the
@@ -44,21 +46,23 @@ class IHL(GradientMethod):
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     fila: bool = False
+    retain_reduction: Reduction = "token"
 
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "ihl"
     paper: ClassVar[str] = "Cha et al., Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs, ICLR 2025"
-    version: ClassVar[str] = "2"  # bump when its numbers change (2: FILA folds an existing adapter into the weight first)
+    version: ClassVar[str] = "3"  # bump when its numbers change (2: FILA folds an existing adapter into the weight first; 3: retain NLL over the batch's answer tokens)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weights(self)
+        check_reduction(self.retain_reduction, "ihl: retain_reduction")
         if self.fila and self.restrict_to is not None:
             raise ConfigError("ihl: fila=true re-initialises every LoRA layer (and its base weight), so it cannot be combined "
                               "with restrict_to, which promises that parameters outside the selection stay untouched.")
 
     def objective(self, task: Task, refs: References) -> Weighted:
-        return weighted((self.forget_weight, InvertedHinge("forget")), (self.retain_weight, NLL("retain")))
+        return weighted((self.forget_weight, InvertedHinge("forget")), (self.retain_weight, NLL("retain", self.retain_reduction)))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         if not self.fila:

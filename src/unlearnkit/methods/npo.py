@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..objectives import NLL, Weighted, weighted
+from ..objectives import NLL, Reduction, Weighted, check_reduction, weighted
 from ..objectives.lm import NPO as NPOLoss
 from ..objectives.lm import Reference, reference_tables
 from ..references import References
@@ -29,10 +29,13 @@ class NPO(GradientMethod):
     them up by example id, so no second model is held; ``live`` keeps a frozen copy and recomputes them every step
     (identical up to float noise; for the step-time and memory comparison).
 
+    The retain NLL̄ (``retain_reduction``): ``token`` (default) = the NLL summed over every retain answer token of the
+    batch over their number, the Hugging Face loss the NPO code and OpenUnlearning use; ``example`` = the mean of
+    the per-example length-normalised NLLs (this method's version 1).
+
     Defaults: β = 0.1, both weights 1 (NPO's TOFU config and OpenUnlearning); optimiser and budget from
-    ``LM_TRAIN`` (AdamW, lr 1e-4, weight decay 0.01, 10 epochs of batch 8). Inferred: the retain term is
-    the per-example length-normalised NLL averaged over the batch (the reference code's HF loss averages over all
-    retain tokens of the batch); one retain batch of the same size per forget batch.
+    ``LM_TRAIN`` (AdamW, lr 1e-4, weight decay 0.01, 10 epochs of batch 8); one retain batch of the same size per
+    forget batch.
     """
 
     train: TrainConfig = LM_TRAIN
@@ -40,19 +43,21 @@ class NPO(GradientMethod):
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     reference: Reference = "cached"
+    retain_reduction: Reduction = "token"
 
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     name: ClassVar[str] = "npo"
     paper: ClassVar[str] = "Zhang et al., Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning, COLM 2024"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: retain NLL averaged over the batch's answer tokens)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weights(self)
         NPOLoss(beta=self.beta)  # validates beta
+        check_reduction(self.retain_reduction, "npo: retain_reduction")
 
     def objective(self, task: Task, refs: References) -> Weighted:
-        return weighted((self.forget_weight, NPOLoss("forget", self.beta)), (self.retain_weight, NLL("retain")))
+        return weighted((self.forget_weight, NPOLoss("forget", self.beta)), (self.retain_weight, NLL("retain", self.retain_reduction)))
 
     def prepare(self, model: nn.Module, task: Task, setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         return reference_tables(model, task.forget, setup.adapter, reference=self.reference, batch_size=self.train.batch_size,

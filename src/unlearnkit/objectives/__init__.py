@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,19 +21,38 @@ from ..types import Batch
 from .base import Loss, ReferenceLogits, StepContext, reference_for
 
 
+Reduction = Literal["token", "example"]
+REDUCTIONS: tuple[str, ...] = ("token", "example")
+
+
+def check_reduction(reduction: Any, who: str) -> None:
+    """A clear error unless ``reduction`` is one of ``REDUCTIONS``."""
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"{who}: must be one of {list(REDUCTIONS)}, got {reduction!r}.")
+
+
 @OBJECTIVES.register("nll")
 @dataclass(frozen=True)
 class NLL:
-    """Mean negative log-likelihood (cross-entropy) of the stream's own labels: plain training."""
+    """Mean negative log-likelihood (cross-entropy) of the stream's own labels: plain training (Hugging Face's causal-LM
+    loss with ``reduction="token"``).
+
+    ``reduction`` (``adapter.batch_loss``): ``example`` (default) averages the per-example losses; ``token`` divides
+    the NLL summed over every target token of the batch by their number. They differ only for sequences (a language
+    model's answers of different lengths); with one target per example they are the same number."""
 
     stream: str = "retain"
+    reduction: Reduction = "example"
+
+    def __post_init__(self) -> None:
+        check_reduction(self.reduction, "nll: reduction")
 
     @property
     def streams(self) -> tuple[str, ...]:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        value = ctx.adapter.per_example_loss(model, batch[self.stream]).mean()
+        value = ctx.adapter.batch_loss(model, batch[self.stream], self.reduction)
         return Loss(value, {f"nll_{self.stream}": float(value.detach())})
 
 
@@ -171,4 +190,4 @@ def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
 
 from . import classifier, lm  # noqa: F401, E402  (registers the classifier and language-model objectives)
 
-__all__ = ["Loss", "StepContext", "NLL", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]
+__all__ = ["Loss", "StepContext", "NLL", "REDUCTIONS", "Reduction", "check_reduction", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.benchmark_files import ITEMS_PER_AUTHOR
 from unlearnkit.data.forget import ForgetSpec, make_task
 from unlearnkit.data.sources import load_dataset
 from unlearnkit.models import build_model
@@ -132,3 +133,79 @@ def causal_lm_task(profiles_source):
 def causal_lm_refs(profiles_source, causal_lm_task):
     """Target (fine-tuned on all profiles) and two retain models (the oracle), tiny Llama."""
     return build_references(causal_lm_task, tiny_llama_factory(profiles_source), LM_CONFIG, retrain_seeds=2)
+
+
+# ---------------------------------------------------------------------------- hub benchmarks (TOFU, MUSE, WMDP), local copies
+BENCH_CONFIG = TrainConfig(epochs=20, batch_size=8, optimizer="adam", lr=3e-3, schedule="cosine")  # a second or two per model
+
+
+@pytest.fixture(scope="session")
+def benchmark_files(tmp_path_factory):
+    """A few rows of TOFU, MUSE-News and WMDP in their hub schemas and layouts (tests/benchmark_files.py)."""
+    from tests.benchmark_files import write_muse, write_tofu, write_wmdp
+
+    root = tmp_path_factory.mktemp("hub")
+    questions, corpora = write_wmdp(root / "wmdp", root / "wmdp-corpora")
+    return {"tofu": write_tofu(root / "TOFU"), "muse": write_muse(root / "MUSE-News"), "wmdp": questions, "wmdp_corpora": corpora,
+            "cache": str(root / "datasets-cache")}
+
+
+BENCH_PARAMS = {
+    "tofu": lambda f: {"local": str(f["tofu"]), "items_per_author": ITEMS_PER_AUTHOR},
+    "muse": lambda f: {"local": str(f["muse"]), "chunk_tokens": 16, "max_length": 64},
+    "wmdp": lambda f: {"local": str(f["wmdp"]), "corpora_local": str(f["wmdp_corpora"]), "chunk_tokens": 4, "max_length": 64},
+}
+
+
+def _bench_source(name, files):
+    return load_dataset(name, cache_dir=files["cache"], **BENCH_PARAMS[name](files))
+
+
+def _bench_task(source):
+    return make_task(source.name, source.train, source.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
+                     modality=source.modality, probes=source.probes)
+
+
+@pytest.fixture(scope="session")
+def tofu_source(benchmark_files):
+    return _bench_source("tofu", benchmark_files)
+
+
+@pytest.fixture(scope="session")
+def tofu_task(tofu_source):
+    return _bench_task(tofu_source)
+
+
+@pytest.fixture(scope="session")
+def tofu_refs(tofu_source, tofu_task):
+    return build_references(tofu_task, tiny_llama_factory(tofu_source), BENCH_CONFIG, retrain_seeds=2)
+
+
+@pytest.fixture(scope="session")
+def muse_source(benchmark_files):
+    return _bench_source("muse", benchmark_files)
+
+
+@pytest.fixture(scope="session")
+def muse_task(muse_source):
+    return _bench_task(muse_source)
+
+
+@pytest.fixture(scope="session")
+def muse_refs(muse_source, muse_task):
+    return build_references(muse_task, tiny_llama_factory(muse_source), BENCH_CONFIG, retrain_seeds=2)
+
+
+@pytest.fixture(scope="session")
+def wmdp_source(benchmark_files):
+    return _bench_source("wmdp", benchmark_files)
+
+
+@pytest.fixture(scope="session")
+def wmdp_task(wmdp_source):
+    return _bench_task(wmdp_source)
+
+
+@pytest.fixture(scope="session")
+def wmdp_refs(wmdp_source, wmdp_task):
+    return build_references(wmdp_task, tiny_llama_factory(wmdp_source), BENCH_CONFIG, retrain_seeds=2)

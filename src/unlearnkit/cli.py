@@ -139,7 +139,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for name, fn in DATASETS.items():
             print(f"{name:20s} {first_line(fn)}")
         print("\nforget sets: {kind: random, fraction|count}, {kind: classes, classes: [...]}, {kind: ids, ids|file}, "
-              "{kind: corrupted, fraction} (poisoned data), {kind: profiles, fraction|ids} (whole people or chapters)")
+              "{kind: corrupted, fraction} (poisoned data), {kind: profiles, fraction|ids} (whole people or chapters), "
+              "{kind: benchmark} (the benchmark's own forget set: tofu, muse, wmdp)")
     elif args.what == "models":
         for name, fn in MODELS.items():
             print(f"{name:20s} {first_line(fn)}")

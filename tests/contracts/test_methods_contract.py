@@ -47,7 +47,7 @@ def test_defaults_build_and_document(name):
     assert cls.version, "a version that goes into every run key"
     assert cls.__module__.rsplit(".", 1)[-1] == name, "a method's file carries its registry name"
     assert cls.modalities, "the task modalities it supports"
-    assert cls.forget_kinds and set(cls.forget_kinds) <= {"random", "classes", "ids", "corrupted", "profiles"}
+    assert cls.forget_kinds and set(cls.forget_kinds) <= {"random", "classes", "ids", "corrupted", "profiles", "benchmark"}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -20,6 +20,7 @@ from unlearnkit.types import MetricResult
 
 NAMES = METRICS.names()
 BATTERY = ["accuracy", "threshold_mia", "mia_efficacy", "relearn"]
+BENCHMARKS = ("tofu", "muse", "wmdp")  # conftest fixtures <name>_task / <name>_refs from local copies of the hub data
 
 
 def setting(name, request):
@@ -28,6 +29,10 @@ def setting(name, request):
     modality = (cls.modalities or ("classifier",))[0]
     if modality == "classifier" and "random" not in (cls.forget_kinds or ("random",)):
         return request.getfixturevalue("class_task"), request.getfixturevalue("class_refs")
+    if modality == "causal_lm" and cls().why_not_applicable(request.getfixturevalue("causal_lm_task")) is not None:
+        for bench in BENCHMARKS:  # a metric of a hub benchmark's own sets: that benchmark's local copy
+            if cls().why_not_applicable(request.getfixturevalue(f"{bench}_task")) is None:
+                return request.getfixturevalue(f"{bench}_task"), request.getfixturevalue(f"{bench}_refs")
     return request.getfixturevalue(f"{modality}_task"), request.getfixturevalue(f"{modality}_refs")
 
 

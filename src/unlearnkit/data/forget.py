@@ -16,9 +16,9 @@ from ..registry import suggest
 from ..types import Split, Task
 from .corrective import manipulation_record
 
-Kind = Literal["random", "classes", "ids", "corrupted", "profiles"]
+Kind = Literal["random", "classes", "ids", "corrupted", "profiles", "benchmark"]
 _FIELDS = {"random": {"kind", "fraction", "count"}, "classes": {"kind", "classes", "fraction"}, "ids": {"kind", "ids", "file"},
-           "corrupted": {"kind", "fraction"}, "profiles": {"kind", "fraction", "ids"}}
+           "corrupted": {"kind", "fraction"}, "profiles": {"kind", "fraction", "ids"}, "benchmark": {"kind"}}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class ForgetSpec:
       fraction is the discovery rate of corrective unlearning (Goel et al., TMLR 2024); needs a training split from
       the ``poisoned`` source, which records the manipulated ids;
     - ``profiles``: every example of a ``fraction`` of the groups (the people of a fictitious-profile task; a
-      group is an example's label), or of the listed profile ``ids``.
+      group is an example's label), or of the listed profile ``ids``;
+    - ``benchmark``: the forget set a benchmark defines (TOFU's forget01/05/10, MUSE's forget corpus, WMDP's forget
+      corpus), as the data source marks it on its training records (``benchmark_forget``).
     """
 
     kind: Kind
@@ -85,6 +87,8 @@ class ForgetSpec:
             return f"class {','.join(map(str, self.classes))}{frac}"
         if self.kind == "corrupted":
             return f"corrupted {self.fraction:.0%}" if self.fraction is not None else "corrupted"
+        if self.kind == "benchmark":
+            return "benchmark"
         if self.kind == "profiles":
             return f"profiles {self.fraction:.0%}" if self.fraction is not None else f"profiles {','.join(map(str, self.ids))}"
         return f"ids ({Path(self.file).name if self.file else len(self.ids)})"
@@ -157,9 +161,23 @@ def select_profiles(train: Split, spec: ForgetSpec, rng: np.random.Generator) ->
     return np.sort(train.ids[np.isin(groups, chosen)])
 
 
+def select_benchmark(train: Split) -> np.ndarray:
+    """The ids of the training examples whose records the data source marked as the benchmark's forget set, sorted."""
+    records = getattr(train.data, "records", None)
+    if not records or not any(hasattr(r, "benchmark_forget") for r in records):
+        raise TaskError("forget (benchmark): this training data defines no forget set of its own; the benchmark data sources "
+                        "(tofu, muse, wmdp) do. Choose the forget set with kind random, ids or profiles instead.")
+    chosen = train.ids[np.asarray([bool(getattr(r, "benchmark_forget", False)) for r in records])]
+    if len(chosen) == 0:
+        raise EmptySelection("forget (benchmark): the data source marked no training example as forget data.")
+    return np.sort(chosen)
+
+
 def select_forget(train: Split, spec: ForgetSpec, rng: np.random.Generator, n_classes: int | None = None) -> np.ndarray:
     """The ids of the forget set chosen by ``spec`` from ``train``."""
     n = len(train)
+    if spec.kind == "benchmark":
+        return select_benchmark(train)
     if spec.kind == "profiles":
         return select_profiles(train, spec, rng)
     if spec.kind == "corrupted":
@@ -237,6 +255,12 @@ def make_task(
             raise ConfigError(f"make_task: probe name(s) {clash} are already used by the manipulated data's probes.")
         all_probes.update(record.probes)
     task = Task.from_forget_ids(name, train, test, ids, n_classes=n_classes, version=version, info=meta, modality=modality)
+    if RETAIN_EVAL in all_probes:  # a data source's own retain evaluation set (TOFU's retain_perturbed) must be retained data
+        leaked = np.intersect1d(all_probes[RETAIN_EVAL].ids, ids)
+        if len(leaked):
+            raise TaskError(f"make_task: the data's fixed retain evaluation set ({RETAIN_EVAL}) holds {len(leaked)} example(s) of the "
+                            f"forget set, e.g. ids {leaked[:5].tolist()}; forget the benchmark's own forget split "
+                            "(forget: {kind: benchmark}) or examples outside that set.")
     if eval_retain_groups is not None:
         if RETAIN_EVAL in all_probes:
             raise ConfigError(f"make_task: probe name {RETAIN_EVAL!r} is already used.")
@@ -263,4 +287,4 @@ def retain_eval_subset(retain: Split, k: int) -> Split | None:
     return retain.subset(np.flatnonzero(np.isin(groups, present[:k])), RETAIN_EVAL)
 
 
-__all__: Sequence[str] = ["ForgetSpec", "make_task", "read_id_file", "select_forget"]
+__all__: Sequence[str] = ["ForgetSpec", "make_task", "read_id_file", "select_benchmark", "select_forget"]

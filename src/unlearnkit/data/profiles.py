@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TaskError
 from ..lm.profiles import GENERATOR_VERSION, IDK_ANSWERS, all_items, generate_profiles, neighbour_items
 from ..lm.text import TextCodec, TokenData, word_tokenizer
 from ..registry import DATASETS
@@ -110,7 +110,12 @@ def _variant(split: Split, kind: str, k: int) -> Split:
     if key in _VARIANT_CACHE:
         return _VARIANT_CACHE[key]
     pairs = []
+    need = {"paraphrase": ("paraphrased_question", "paraphrased_answer"), "paraphrased_answer": ("paraphrased_answer",)}.get(kind, ())
     for i, r in enumerate(data.records):
+        lacking = [f for f in need if getattr(r, f, None) is None]
+        if lacking:
+            raise TaskError(f"Item {r.item_id} of split {split.name!r} has no {' or '.join(lacking)}: its source gives none for it "
+                            f"(TOFU has them only for its forget splits and retain_perturbed, the probe retain_eval).")
         if kind == "paraphrase":
             pairs.append((r.paraphrased_question, r.paraphrased_answer))
         elif kind == "paraphrased_answer":
@@ -130,8 +135,14 @@ def _variant(split: Split, kind: str, k: int) -> Split:
 
 
 def n_perturbed(split: Split) -> int:
+    """The number of perturbed answers every item of ``split`` has (the smallest count); an item with none is an error."""
     data: TokenData = split.data  # type: ignore[assignment]
-    return int(min(len(r.perturbed_answers) for r in data.records))
+    n = int(min(len(r.perturbed_answers) for r in data.records))
+    if n == 0:
+        bare = next(r.item_id for r in data.records if not r.perturbed_answers)
+        raise TaskError(f"Item {bare} of split {split.name!r} has no perturbed answers, which the truth ratio and the normalised "
+                        "probability need (TOFU has them only for its forget splits, retain_perturbed, real authors and world facts).")
+    return n
 
 
 __all__ = ["SCALES", "VARIANTS", "n_perturbed", "profiles", "tokenizer_for", "variant"]

@@ -33,7 +33,8 @@ from ..types import Split, Task
 from .base import EvalContext
 
 # short split names of the LM metrics -> the task's split names ("neighbours" is the probe of real-world facts)
-SPLITS = {"forget": "forget", "retain": "retain", "test": "test", "holdout": "holdout", "neighbours": "probe:neighbours"}
+SPLITS = {"forget": "forget", "retain": "retain", "test": "test", "holdout": "holdout", "neighbours": "probe:neighbours",
+          "real_authors": "probe:real_authors", "world_facts": "probe:world_facts"}  # the last two: TOFU's (data source tofu)
 
 
 def text_data(split: Split) -> TokenData:

@@ -39,7 +39,7 @@ class Method(Protocol):
     def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
 
 
-ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted", "profiles")
+ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted", "profiles", "benchmark")
 
 
 def check_forget_kind(method: Any, task: Task) -> None:

@@ -24,7 +24,7 @@ from unlearnkit.evaluation import EvalContext, assess, build_metric, default_bat
 from unlearnkit.lm.text import IGNORE, TokenData
 from unlearnkit.methods import build_method, describe_method, method_params
 from unlearnkit.models import build_model
-from unlearnkit.objectives import NLL
+from unlearnkit.objectives import NLL, Ascent
 from unlearnkit.references import References
 from unlearnkit.train import StepContext
 from unlearnkit.types import Split
@@ -105,6 +105,22 @@ def test_retain_reduction_is_a_method_parameter(name):
     sam = build_method("sam", {"method": name, "params": {"retain_reduction": "example"}})
     assert sam.inner().retain_reduction == "example"
 
+
+
+def test_ascent_reduction_by_hand_and_the_ga_methods_default_to_the_token_mean():
+    """OpenUnlearning's GradAscent / GradDiff forget term is −outputs.loss, the token mean: −1.5 ln 2 on the hand batch."""
+    adapter, model, batch = CausalLMAdapter(), ConstantLM(), two_answers()
+    ctx = step_ctx(adapter)
+    assert float(Ascent("forget", "token")(model, {"forget": batch}, ctx).value.detach()) == pytest.approx(-1.5 * LN2)
+    assert float(Ascent("forget")(model, {"forget": batch}, ctx).value.detach()) == pytest.approx(-4 / 3 * LN2)
+    for name in ("grad_ascent", "grad_diff"):
+        method = build_method(name)
+        ascent = method.objective(None, References())
+        ascent = ascent if isinstance(ascent, Ascent) else next(t for _, t in ascent.terms if isinstance(t, Ascent))
+        assert method.forget_reduction == ascent.reduction == "token"
+        assert build_method(name, {"forget_reduction": "example"}).forget_reduction == "example"
+        with pytest.raises(ConfigError, match="forget_reduction: must be one of"):
+            build_method(name, {"forget_reduction": "sum"})
 
 
 # ------------------------------------------------------------------------------------------------ LOSS and zlib

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..objectives import Ascent
+from ..objectives import Ascent, Reduction, check_reduction
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
@@ -15,14 +15,23 @@ from .base import GradientMethod, register_method
 @register_method
 @dataclass(frozen=True)
 class GradAscent(GradientMethod):
-    """Gradient ascent on the forget set (Thudi et al., Unrolling SGD, EuroS&P 2022; the GA baseline)."""
+    """Gradient ascent on the forget set (Thudi et al., Unrolling SGD, EuroS&P 2022; the GA baseline).
+
+    ``forget_reduction``: ``token`` (default) = the forget NLL over every answer token of the batch, the negated Hugging
+    Face loss of OpenUnlearning's and the NPO code's GradAscent; ``example`` = the mean of per-example length-normalised
+    NLLs (version 1). The same number for classifiers (one target per example)."""
 
     train: TrainConfig = TrainConfig(epochs=1.0, lr=0.0005)
+    forget_reduction: Reduction = "token"
 
     name: ClassVar[str] = "grad_ascent"
     paper: ClassVar[str] = "Thudi et al., EuroS&P 2022"
-    version: ClassVar[str] = "1"  # bump when its numbers change
+    version: ClassVar[str] = "2"  # bump when its numbers change (2: forget NLL averaged over the batch's answer tokens)
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_reduction(self.forget_reduction, "grad_ascent: forget_reduction")
+
     def objective(self, task: Task, refs: References) -> Ascent:
-        return Ascent("forget")
+        return Ascent("forget", self.forget_reduction)

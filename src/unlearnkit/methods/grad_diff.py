@@ -18,20 +18,21 @@ from .base import GradientMethod, register_method
 class GradDiff(GradientMethod):
     """Gradient difference, loss = −forget_weight·L_forget + retain_weight·L_retain (NegGrad+, Kurmanji et al., NeurIPS 2023).
 
-    L = the adapter's loss: cross-entropy for classifiers, answer NLL for language models. L_forget is the mean of the
-    per-example losses (for language models each answer's length-normalised NLL). L_retain's ``retain_reduction``:
+    L = the adapter's loss: cross-entropy for classifiers, answer NLL for language models. ``forget_reduction`` and
+    ``retain_reduction``:
     ``token`` (default) = the retain NLL summed over every answer token of the batch over their number, Hugging Face's
     loss as in OpenUnlearning's and the NPO code's GradDiff; ``example`` = the mean of per-example length-normalised
-    NLLs (this method's version 1). With one target per example (classifiers) the two are the same number."""
+    NLLs (this method's version 1 for both terms). With one target per example (classifiers) the two are the same number."""
 
     train: TrainConfig = TrainConfig(epochs=3.0, lr=0.01, schedule="cosine")
     forget_weight: float = 0.5
     retain_weight: float = 1.0
     retain_reduction: Reduction = "token"
+    forget_reduction: Reduction = "token"
 
     name: ClassVar[str] = "grad_diff"
     paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
-    version: ClassVar[str] = "2"  # bump when its numbers change (2: retain NLL averaged over the batch's answer tokens)
+    version: ClassVar[str] = "3"  # bump when its numbers change (2: retain NLL over the batch's answer tokens; 3: forget NLL too)
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
     def __post_init__(self) -> None:
@@ -39,6 +40,7 @@ class GradDiff(GradientMethod):
         if self.forget_weight < 0 or self.retain_weight < 0:
             raise ConfigError("grad_diff: forget_weight and retain_weight must be >= 0.")
         check_reduction(self.retain_reduction, "grad_diff: retain_reduction")
+        check_reduction(self.forget_reduction, "grad_diff: forget_reduction")
 
     def objective(self, task: Task, refs: References) -> Weighted:
-        return weighted((self.forget_weight, Ascent("forget")), (self.retain_weight, NLL("retain", self.retain_reduction)))
+        return weighted((self.forget_weight, Ascent("forget", self.forget_reduction)), (self.retain_weight, NLL("retain", self.retain_reduction)))

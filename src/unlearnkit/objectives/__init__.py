@@ -59,16 +59,21 @@ class NLL:
 @OBJECTIVES.register("ascent")
 @dataclass(frozen=True)
 class Ascent:
-    """Gradient ascent: the negated mean NLL of the stream (unbounded below; Golatkar et al. 2020 / Thudi et al. 2022)."""
+    """Gradient ascent: the negated mean NLL of the stream (unbounded below; Golatkar et al. 2020 / Thudi et al. 2022).
+    ``reduction`` as for ``NLL``: ``example`` (default) or ``token`` (OpenUnlearning's GradAscent: −``outputs.loss``)."""
 
     stream: str = "forget"
+    reduction: Reduction = "example"
+
+    def __post_init__(self) -> None:
+        check_reduction(self.reduction, "ascent: reduction")
 
     @property
     def streams(self) -> tuple[str, ...]:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        nll = ctx.adapter.per_example_loss(model, batch[self.stream]).mean()
+        nll = ctx.adapter.batch_loss(model, batch[self.stream], self.reduction)
         return Loss(-nll, {f"nll_{self.stream}": float(nll.detach())})
 
 

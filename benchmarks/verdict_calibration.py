@@ -26,7 +26,7 @@ import copy
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,22 @@ LEFT_OUT = {
     "u_lira": "without a method under test its shadows are not unlearned and it is LiRA itself (same AUC as lira); with "
               "one it unlearns all 16 shadows per method",
 }
+FLIPS = (
+    "Cross-machine flips of docs/results/classifiers.md (machine A: the file at 3b20f7a; machine B: f47eb05, where 3b20f7a's "
+    "code gave B's table, so the machine moved them, not the code). (a) concept_poison, class 0: over-forgotten on A "
+    "(retain 0.955, test 0.804) → removed on B (0.974, 0.825). The poisoned label is chosen once, from the original model's "
+    "concept attributions, and for T-shirt/top it is a near-tie: on an original trained here with one torch thread, Dress "
+    "(cosine 0.343) against Shirt (0.316). The original's bits depend on the machine's kernels and thread count, so the "
+    "choice can flip; forcing each target on that original gives retain/test 0.961/0.811 (Dress) and 0.973/0.825 (Shirt) "
+    "(two seeds each, sd ≤ 0.002) — the two machines' rows. Method seeds cannot move the choice, so the ± over 3 seeds "
+    "(0.001) hides it: an instability of the method, which each verdict judged correctly. (b) salun and random_label, "
+    "random 10% (over-forgotten → not forgotten) and (c) finetune and l1_sparse, class 0 (suppressed → not forgotten): these "
+    "models fail on two sides on both machines — the tables now say \"not forgotten 3/3; also: forgets past retraining, "
+    "utility below retraining\" and \"not forgotten 3/3; also: recovers faster than retraining\" — and the label's "
+    "precedence (not forgotten first) turned on one forget-side evidence near its band edge. The label now comes with every "
+    "failing aspect, its agreement over seeds and a borderline mark, so such a flip shows as a change of emphasis, not of "
+    "finding. Machine A's stored runs are not available (the run store is not in the repository), so (b) and (c) were "
+    "compared on the tables only.")
 CASES = {"original": "not forgotten", "suppressed bias": "suppressed", "gradient ascent past retraining": "over-forgotten",
          "fine-tuned on forget": "not forgotten"}
 ALPHA = 0.05
@@ -60,7 +76,15 @@ CHANGES = (
     "instance. (3) Evidence.reported_only: decide() shows such evidence with its band (status \"reported only\"), keeps it "
     "out of the Bonferroni family and the roles, and states the reason. (4) Bands need R: with R = 3 retrained seeds the "
     "prediction band's t quantile is ≈ 14 for a family of 10 (t_{1−0.05/20}(2)), so only gross differences leave a band; "
-    "the classifier settings here use R = 8 (t ≈ 4.0), which the few-shot probe needs to separate the original."
+    "the classifier settings here use R = 8 (t ≈ 4.0), which the few-shot probe needs to separate the original. "
+    "(5) Band draws: a prediction band's false-alarm rate is α on average over the draws of its R retrained seeds, not for "
+    "every draw. The previous version judged all 30 fresh retrains against one draw and found accuracy.test outside in 2/30 "
+    "on digits random 10%: that draw's 8 retrains had test accuracy 0.9705 ± 0.0026 while 30 fresh retrains had "
+    "0.9555–0.9733 (sd ≈ 0.0045) — a tight, high draw, not a miscalibrated rule. Fresh retrains are now judged against "
+    "several independent draws (column \"per band draw\"). (6) Reported only where measured powerless: label_only (no "
+    "planted case detected in either setting, the original included), and on class forgetting threshold_mia, lira, u_lira and "
+    "mia_nn, which compare forget examples with unseen examples of the same class and so measure the generalisation gap on "
+    "that class, not whether it is forgotten."
 )
 
 
@@ -71,6 +95,8 @@ class Setting:
     name: str
     retrain_seeds: int
     fresh: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (label, key -> status) per fresh retrain
+    fresh_band: list[int] = field(default_factory=list)  # which band draw judged each fresh retrain
+    bands: int = 1
     planted: dict[str, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
     seconds: float = 0.0
     train_seconds: float = 0.0
@@ -137,8 +163,11 @@ def push(model: Any, task: Any, adapter: Any, *, ascent: bool, steps: int, lr: f
 
 # ------------------------------------------------------------------------------------------------ one setting
 def run_setting(name: str, task: Any, refs: Any, metrics: Any, config: Any, *, fresh: int, instances: int,
-                ascent: tuple[int, float], finetune: tuple[int, float], progress: bool = False) -> Setting:
-    """Assess ``fresh`` fresh retrains and ``instances`` of every planted case on ``task`` against ``refs``."""
+                ascent: tuple[int, float], finetune: tuple[int, float], bands: int = 1, progress: bool = False) -> Setting:
+    """Assess ``fresh`` fresh retrains and ``instances`` of every planted case on ``task``, model i against band draw
+    i mod ``bands``: ``refs`` and ``bands - 1`` more sets of R retrained seeds (disjoint seeds, the same original).
+    A prediction band's false-alarm rate is α on average over the draws of its R retrained seeds, not for every draw:
+    judging every model against one draw measures that draw's luck as much as the rule."""
     from tqdm.auto import tqdm
 
     from unlearnkit.adapters import get_adapter
@@ -151,8 +180,8 @@ def run_setting(name: str, task: Any, refs: Any, metrics: Any, config: Any, *, f
     ctx = EvalContext(task, adapter)
     out = Setting(name, len(refs.retrained_seeds))
 
-    def judge(model: Any) -> tuple[str, dict[str, str]]:
-        verdict = assess(model, task, refs, metrics, ctx=ctx).verdict
+    def judge(model: Any, against: Any) -> tuple[str, dict[str, str]]:
+        verdict = assess(model, task, against, metrics, ctx=ctx).verdict
         return verdict.label, statuses(verdict)
 
     def train(split: Any, seed: int) -> Any:
@@ -161,30 +190,38 @@ def run_setting(name: str, task: Any, refs: Any, metrics: Any, config: Any, *, f
         out.train_seconds += time.perf_counter() - t
         return model.eval()
 
-    judge(refs.original)  # the noise floor runs once, before any timing matters
+    draws = [refs]
+    for b in range(1, bands):
+        seeds = [derive_seed("calibration-band", b, j) % 2**31 for j in range(len(refs.retrained_seeds))]
+        draws.append(replace(refs, retrained_seeds=tuple(train(task.retain, seed) for seed in seeds)))
+    out.bands = len(draws)
+    for r in draws:
+        judge(refs.original, r)  # each draw's noise floor runs once, before any timing matters
     retrains = []
     for i in tqdm(range(fresh), desc=f"{name}: fresh retrains", disable=not (progress and sys.stderr.isatty())):
         model = train(task.retain, derive_seed("fresh-calibration-seed", i) % 2**31)
-        out.fresh.append(judge(model))
+        out.fresh.append(judge(model, draws[i % len(draws)]))
+        out.fresh_band.append(i % len(draws))
         if i < instances:
             retrains.append(model)
     cases = {case: [] for case in CASES if case != "suppressed bias" or task.whole_classes() is not None}
     for i in tqdm(range(instances), desc=f"{name}: planted", disable=not (progress and sys.stderr.isatty())):
         original = refs.original if i == 0 else train(task.train, derive_seed("planted-original", i) % 2**31)
         retrained = retrains[i] if i < len(retrains) else train(task.retain, derive_seed("fresh-calibration-seed", i) % 2**31)
-        cases["original"].append(judge(original))
+        against = draws[i % len(draws)]
+        cases["original"].append(judge(original, against))
         if "suppressed bias" in cases:
-            cases["suppressed bias"].append(judge(suppress_bias(original, task, adapter)))
+            cases["suppressed bias"].append(judge(suppress_bias(original, task, adapter), against))
         cases["gradient ascent past retraining"].append(judge(push(retrained, task, adapter, ascent=True, steps=ascent[0],
-                                                                   lr=ascent[1], seed=i)))
+                                                                   lr=ascent[1], seed=i), against))
         cases["fine-tuned on forget"].append(judge(push(original, task, adapter, ascent=False, steps=finetune[0], lr=finetune[1],
-                                                        seed=i)))
+                                                        seed=i), against))
     out.planted = cases
     out.seconds = time.perf_counter() - t0
     return out
 
 
-def classifier_setting(kind: str, *, retrain_seeds: int, fresh: int, instances: int, epochs: float = 40,
+def classifier_setting(kind: str, *, retrain_seeds: int, fresh: int, instances: int, epochs: float = 40, bands: int = 1,
                        progress: bool = False) -> Setting:
     """sklearn digits, MLP 64-64 (as tests/conftest.py), random 10% or class 3 forget set, the full affordable battery."""
     import numpy as np
@@ -202,10 +239,10 @@ def classifier_setting(kind: str, *, retrain_seeds: int, fresh: int, instances: 
     refs = build_references(task, lambda: build_model("mlp", source.input_shape, 10, hidden=(64, 64)), config,
                             retrain_seeds=retrain_seeds)
     return run_setting(f"digits, {spec.label()}", task, refs, CLASSIFIER_BATTERY, config, fresh=fresh, instances=instances,
-                       ascent=(30, 1e-3), finetune=(20, 1e-3), progress=progress)
+                       ascent=(30, 1e-3), finetune=(20, 1e-3), bands=bands, progress=progress)
 
 
-def lm_setting(*, retrain_seeds: int, fresh: int, instances: int, epochs: float = 30, progress: bool = False) -> Setting:
+def lm_setting(*, retrain_seeds: int, fresh: int, instances: int, epochs: float = 30, bands: int = 1, progress: bool = False) -> Setting:
     """The tiny fictitious-profiles task (forget 10% of the profiles) with the tiny Llama, the causal_lm default battery."""
     import numpy as np
 
@@ -221,7 +258,7 @@ def lm_setting(*, retrain_seeds: int, fresh: int, instances: int, epochs: float 
     config = TrainConfig(epochs=epochs, batch_size=16, optimizer="adam", lr=3e-3, schedule="cosine")
     refs = build_references(task, lambda: build_model("tiny_llama", s.input_shape, s.n_outputs), config, retrain_seeds=retrain_seeds)
     return run_setting("tiny profiles (tiny Llama), forget 10%", task, refs, None, config, fresh=fresh, instances=instances,
-                       ascent=(20, 1e-3), finetune=(10, 1e-3), progress=progress)
+                       ascent=(20, 1e-3), finetune=(10, 1e-3), bands=bands, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -234,20 +271,25 @@ def clopper_pearson(k: int, n: int) -> tuple[float, float]:
 
 def calibration_table(s: Setting) -> list[str]:
     n = len(s.fresh)
-    lines = ["| evidence | outside its band | rate | 95% CI |", "|---|---|---|---|"]
+    lines = ["| evidence | outside its band | rate | 95% CI | per band draw |", "|---|---|---|---|---|"]
+
+    def per_band(bad: list[bool]) -> str:
+        return ", ".join(f"{sum(x for x, b in zip(bad, s.fresh_band) if b == d)}/{s.fresh_band.count(d)}" for d in range(s.bands))
     roles = {k: None for k in s.keys()}
     for key in roles:
         seen = [st[key] for _, st in s.fresh if key in st]
         if not seen:
             continue
-        bad = sum(v in ("more", "less") for v in seen)
+        outside = [st.get(key) in ("more", "less") for _, st in s.fresh]
+        bad = sum(outside)
         lo, hi = clopper_pearson(bad, len(seen))
         note = {"uninformative": " (band spans every value: decides nothing)", "reported only": " (reported only)"}
         extra = next((note[v] for v in seen if v in note), "")
-        lines.append(f"| {key}{extra} | {bad}/{len(seen)} | {bad / len(seen):.3f} | {lo:.3f}–{hi:.3f} |")
+        lines.append(f"| {key}{extra} | {bad}/{len(seen)} | {bad / len(seen):.3f} | {lo:.3f}–{hi:.3f} | {per_band(outside)} |")
     k = s.alarms()
     lo, hi = clopper_pearson(k, n)
-    lines.append(f"| **family-wise (verdict not \"removed\")** | **{k}/{n}** | **{k / n:.3f}** | **{lo:.3f}–{hi:.3f}** |")
+    fam = per_band([label != "removed" for label, _ in s.fresh])
+    lines.append(f"| **family-wise (verdict not \"removed\")** | **{k}/{n}** | **{k / n:.3f}** | **{lo:.3f}–{hi:.3f}** | **{fam}** |")
     return lines
 
 
@@ -289,13 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instances", type=int, default=5, help="instances of every planted case (classifiers)")
     p.add_argument("--lm-instances", type=int, default=3, help="instances of every planted case (LM)")
     p.add_argument("--epochs", type=float, default=40, help="training epochs of every digits model")
+    p.add_argument("--bands", type=int, default=3, help="independent draws of the R retrained seeds behind the bands (classifiers)")
+    p.add_argument("--lm-bands", type=int, default=2, help="band draws in the LM setting")
     p.add_argument("--settings", default="random,class,lm", help="comma-separated subset of random, class, lm")
     p.add_argument("--quick", action="store_true", help="toy size: 3 fresh seeds, 1 instance, R = 3, digits random only")
     p.add_argument("--output", default=str(ROOT / "docs" / "results" / "verdict_calibration.md"), help="markdown copy ('' for none)")
     args = p.parse_args(argv)
     if args.quick:
         args.fresh, args.lm_fresh, args.retrain_seeds, args.lm_retrain_seeds = 3, 3, 3, 2
-        args.instances, args.lm_instances, args.epochs = 1, 1, 10
+        args.instances, args.lm_instances, args.epochs, args.bands, args.lm_bands = 1, 1, 10, 2, 1
         if "--settings" not in (argv if argv is not None else sys.argv[1:]):
             args.settings = "random"
 
@@ -312,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind in chosen:
         if kind in ("random", "class"):
             settings.append(classifier_setting(kind, retrain_seeds=args.retrain_seeds, fresh=args.fresh, instances=args.instances,
-                                               epochs=args.epochs, progress=True))
+                                               epochs=args.epochs, bands=args.bands, progress=True))
         elif kind == "lm":
             settings.append(lm_setting(retrain_seeds=args.lm_retrain_seeds, fresh=args.lm_fresh, instances=args.lm_instances,
-                                       progress=True))
+                                       bands=args.lm_bands, progress=True))
         else:
             p.error(f"unknown setting {kind!r} (random, class, lm)")
     wall = time.perf_counter() - start
@@ -331,13 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     out.say("")
     out.say(CHANGES)
     out.say("")
+    out.say(FLIPS)
+    out.say("")
     out.say("Left out of the classifier battery: " + "; ".join(f"{k} — {v}" for k, v in LEFT_OUT.items()) + ".")
     status = 0
     for s in settings:
         out.say("")
         out.say(f"## {s.name}")
         out.say("")
-        out.say(f"R = {s.retrain_seeds} retrained seeds behind the bands; {len(s.fresh)} fresh retrains; "
+        out.say(f"R = {s.retrain_seeds} retrained seeds behind the bands, {s.bands} independent draw(s) of them (fresh retrain "
+                f"and planted instance i judged against draw i mod {s.bands}); {len(s.fresh)} fresh retrains; "
                 f"{max(len(v) for v in s.planted.values())} instance(s) per planted case; {s.seconds:.0f} s "
                 f"({s.train_seconds:.0f} s of it training).")
         out.say("")

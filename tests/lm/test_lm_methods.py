@@ -70,7 +70,8 @@ def test_gradient_ascent_nan_stops_and_restores_last_good_weights(causal_lm_task
     out = run("grad_ascent", {"steps": 200, "lr": 50.0, "batch_size": 64}, target, causal_lm_task)
     assert out.info["warning"].startswith("diverged")
     assert all(torch.isfinite(p).all() for p in out.model.parameters())
-    nll = float(get_adapter(causal_lm_task).outputs(out.model, causal_lm_task.forget)["nll"].mean())
+    o = get_adapter(causal_lm_task).outputs(out.model, causal_lm_task.forget)
+    nll = float((o["nll"] * o["n_tokens"]).sum() / o["n_tokens"].sum())  # grad_ascent's default: the token mean
     assert math.isclose(-nll, out.info["train"]["final_loss"], rel_tol=1e-4, abs_tol=1e-4)
 
 

@@ -9,6 +9,7 @@ float-order differences in near-zero gradient coordinates into differences of or
 
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from unlearnkit import distributed
 from unlearnkit.adapters import get_adapter
 from unlearnkit.data.forget import ForgetSpec, make_task
 from unlearnkit.data.sources import load_dataset
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods import build_method
 from unlearnkit.train import fit
 
@@ -111,3 +113,31 @@ def test_two_processes_match_one(tmp_path, profiles_source, monkeypatch):
                 np.testing.assert_allclose(got["outputs"][split][k], v, atol=1e-4, rtol=1e-4, equal_nan=True)
     for k, v in ranks[0]["state"].items():  # every rank holds the same model
         assert torch.equal(ranks[1]["state"][k], v)
+
+
+def _writer(rank: int, port: int, out_dir: str):
+    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+    @distributed.main_writes
+    def write(name):
+        with open(os.path.join(out_dir, "log"), "a") as f:
+            f.write(f"{name} by rank {distributed.rank()}\n")
+
+    write("first")
+    seen = Path(out_dir, "log").read_text()  # every rank returns only after rank 0's write
+    with open(os.path.join(out_dir, f"seen{rank}"), "w") as f:
+        f.write(seen)
+    torch.distributed.destroy_process_group()
+
+
+def test_only_rank_zero_writes_and_the_others_wait(tmp_path):
+    mp.start_processes(_writer, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    assert (tmp_path / "log").read_text() == "first by rank 0\n"
+    assert all((tmp_path / f"seen{r}").read_text() == "first by rank 0\n" for r in range(WORLD))
+
+
+def test_sharded_launches_are_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="FSDP"):
+        distributed.init()

@@ -57,11 +57,15 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .runs.runner import run_experiment
     from .runs.summary import format_tables, sanity_warning, summarize
 
+    from . import distributed
     from .device import resolve_device
+    from .errors import ConfigError
     from .executor import get_executor
 
     exp = load_experiment(path)
     resolve_device(args.device if args.device != "auto" else exp.device)  # a bad or missing device fails before the store is touched
+    if distributed.active() and args.executor != "local":  # the processes of an accelerate launch are the parallelism
+        raise ConfigError(f"Under a data-parallel launch ({distributed.world_size()} processes) use --executor local, not {args.executor!r}.")
     store = _store(args.store)
     executor = get_executor(args.executor, progress=_progress(args))
     print(f"Running experiment {exp.name!r} from {path} into {store.root}/ on the {executor.name} executor "

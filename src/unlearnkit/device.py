@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .distributed import local_device
 from .errors import ConfigError, UnlearnError
 
 HELP = "use cpu, cuda, cuda:N, mps or auto"
@@ -24,11 +25,12 @@ def check_device(device: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """The device to run on: ``auto`` picks cuda, then mps, then cpu; a named device must exist here."""
+    """The device to run on: ``auto`` picks cuda, then mps, then cpu; a named device must exist here. In a data-parallel
+    launch ``cuda`` is this rank's GPU, ``cuda:LOCAL_RANK`` (``distributed.local_device``)."""
     check_device(device)
     if device == "auto":
         if torch.cuda.is_available():
-            return "cuda"
+            return local_device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
@@ -42,4 +44,4 @@ def resolve_device(device: str) -> str:
         raise UnlearnError(f"Device {device!r} was requested but MPS is not available here; use --device cpu.")
     if kind.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"Device {device!r} is not supported: {HELP}.")
-    return device
+    return local_device(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import cost
+from . import cost, distributed
 from .errors import ConfigError, DivergenceError
 from .objectives import NLL
 from .objectives.base import Loss, StepContext
@@ -265,9 +266,11 @@ def loss_and_gradient(objective: Callable[..., Loss], model: nn.Module, batch: d
 
 
 def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[str, Batch], ctx: StepContext, guard: _MaskGuard,
-                  optimizer: torch.optim.Optimizer, rho: float, gen_state: torch.Tensor) -> float | None:
+                  optimizer: torch.optim.Optimizer, rho: float, gen_state: torch.Tensor, share: float | None = None) -> float | None:
     """Replace the (masked) gradient g at θ by the gradient at θ + ρ·g/‖g‖ on the same batch and the same draws from the
-    step's generator (dropout masks, from the seeded global RNG, are drawn afresh), then put θ back exactly. Returns the loss at the perturbed point, or None (plain step) when g is zero or not finite."""
+    step's generator (dropout masks, from the seeded global RNG, are drawn afresh), then put θ back exactly. Returns the loss at the perturbed point, or None (plain step) when g is zero or not finite.
+    In a data-parallel launch (``share``: this rank's share of the step's examples) both gradients and the loss are summed
+    over the ranks, so g, its norm and the perturbation are the global ones."""
     params = [p for p in guard.trainable if p.grad is not None]
     if not params:
         return None
@@ -282,13 +285,53 @@ def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[
     optimizer.zero_grad(set_to_none=True)
     ctx.generator.set_state(gen_state)
     try:
-        value = float(loss_and_gradient(objective, model, batch, ctx)[0].value)
+        if share is None:
+            value = float(loss_and_gradient(objective, model, batch, ctx)[0].value)
+        else:  # ``batch`` is this rank's shard, ``ctx`` carries its scales
+            value = float(loss_and_gradient(objective, model, batch, ctx)[0].value) if share > 0 else 0.0
+            distributed.reduce_gradients(params, share)
+            value = sum(distributed.gather(share * value))
     finally:
         with torch.no_grad():
             for p, start in zip(params, saved):
                 p.copy_(start)
     guard.mask_grads()
     return value
+
+
+def _shard_step(batch: dict[str, Batch], ctx: StepContext, n_examples: int) -> tuple[dict[str, Batch], float, StepContext]:
+    """This rank's shard of a step's batches, its share of the step's examples (0 when it holds no row of some stream)
+    and the step context carrying the shard scales (``distributed.step_scales``)."""
+    local = distributed.shard_batch_streams(batch)
+    if not all(len(b["ids"]) for b in local.values()):  # a batch shorter than the launch: this rank holds none of it
+        return local, 0.0, ctx
+    share = sum(len(b["ids"]) for b in local.values()) / n_examples
+    scales = distributed.step_scales(batch, local, share, getattr(ctx.adapter, "n_targets", None))
+    return local, share, dataclasses.replace(ctx, extra={**ctx.extra, distributed.SCALES: scales})
+
+
+def _parallel_loss_and_gradient(objective: Callable[..., Loss], model: nn.Module, local: dict[str, Batch], ctx: StepContext,
+                                trainable: Sequence[nn.Parameter], share: float) -> tuple[Loss, bool, float]:
+    """``loss_and_gradient`` in a data-parallel launch: this rank's loss and gradient on its shard of every stream's batch
+    (``_shard_step``), the gradient then weighted by the rank's ``share`` of the step's examples and summed over ranks
+    (``distributed.reduce_gradients``), and the loss and its parts combined the same way, so every rank holds the same
+    gradient, loss and decision. Returns them and this rank's weight in the sum."""
+    if share > 0:
+        loss, has_grad = loss_and_gradient(objective, model, local, ctx)
+        entry = (share, float(loss.value), {k: float(v) for k, v in loss.parts.items()}, has_grad)
+    else:
+        entry = (0.0, 0.0, {}, False)
+    entries = distributed.gather(entry)
+    total = sum(e[0] for e in entries)
+    if not any(e[3] for e in entries):
+        return Loss(torch.tensor(sum(e[0] * e[1] for e in entries) / total), _combine_parts(entries, total)), False, share
+    distributed.reduce_gradients(trainable, share / total)
+    return Loss(torch.tensor(sum(e[0] * e[1] for e in entries) / total), _combine_parts(entries, total)), True, share / total
+
+
+def _combine_parts(entries: list[tuple[float, float, dict[str, float], bool]], total: float) -> dict[str, float]:
+    keys = dict.fromkeys(k for e in entries for k in e[2])
+    return {k: sum(e[0] * e[2][k] for e in entries if k in e[2]) / total for k in keys}
 
 
 def fit(
@@ -335,6 +378,12 @@ def fit(
     n_steps = config.n_steps(len(streams[epoch_stream]))
     iters = {s: _cycle(streams[s], config.batch_size, torch_gen(rng), device) for s in needed}
     step_gen = torch_gen(rng, device if torch.device(device).type != "mps" else "cpu")
+    parallel = distributed.active()  # data-parallel launch: shards of every batch, gradients summed over ranks
+    if parallel:
+        distributed.init()  # joins the launch's process group (a clear error for a launch this loop cannot serve)
+    if parallel and config.batch_size < distributed.world_size():
+        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {distributed.world_size()} processes of the launch; "
+                          "every process needs a share of each batch.")
 
     guard = _MaskGuard(model, mask)
     optimizer = make_optimizer(guard.trainable, config) if guard.trainable else None
@@ -358,7 +407,8 @@ def fit(
     try:
         with torch_seed(derive_seed(step_gen.initial_seed(), "torch-global"), device):  # e.g. dropout masks; rng not advanced
             for step in range(n_steps):
-                if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
+                over_time = config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds
+                if over_time if not parallel else distributed.from_main(over_time):
                     stopped = f"time budget of {config.max_seconds}s reached at step {step}"
                     break
                 batch = {s: next(it) for s, it in iters.items()}
@@ -367,9 +417,13 @@ def fit(
                     group["lr"] = config.lr * lr_factor(config, step, n_steps)
                 gen_state = step_gen.get_state() if config.sam_rho > 0 else None  # SAM re-draws the same randomness
                 optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-                loss, has_grad = loss_and_gradient(objective, model, batch, ctx)
-                value = float(loss.value)
                 n_examples = sum(len(b["ids"]) for b in batch.values())
+                if parallel:
+                    local, share, ctx = _shard_step(batch, ctx, n_examples)
+                    loss, has_grad, share = _parallel_loss_and_gradient(objective, model, local, ctx, guard.trainable, share)
+                else:
+                    loss, has_grad = loss_and_gradient(objective, model, batch, ctx)
+                value = float(loss.value)
                 passes += n_examples
                 cost.record(steps=1, passes=n_examples)
                 if not math.isfinite(value) or abs(value) > loss_limit:
@@ -384,7 +438,8 @@ def fit(
                 if has_grad:
                     guard.mask_grads()
                     if config.sam_rho > 0:
-                        sam_value = _sam_gradient(model, objective, batch, ctx, guard, optimizer, config.sam_rho, gen_state)  # type: ignore[arg-type]
+                        sam_value = _sam_gradient(model, objective, local if parallel else batch, ctx, guard, optimizer,  # type: ignore[arg-type]
+                                                  config.sam_rho, gen_state, share if parallel else None)
                         passes += n_examples
                         cost.record(passes=n_examples)
                         if sam_value is not None and (not math.isfinite(sam_value) or abs(sam_value) > loss_limit):
@@ -397,6 +452,8 @@ def fit(
                     guard.restore(optimizer)  # type: ignore[arg-type]
                 history.append({"step": step, "loss": value, **loss.parts})
                 reason = callback(step, model) if callback is not None else None
+                if parallel:
+                    reason = distributed.from_main(reason)
                 history[-1]["elapsed"] = time.perf_counter() - t0  # seconds since the start, at the end of this step
                 if reason:
                     stopped = reason

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import ConfigError, ModelError
 from ..lm.text import IGNORE
 from ..registry import ADAPTERS
@@ -119,6 +120,10 @@ class CausalLMAdapter(AdapterBase):
         total, n = self.sequence_logprob(model, batch, labels)
         return -total.sum() / n.sum().clamp(min=1)
 
+    def n_targets(self, batch: Batch) -> int:
+        """The batch's answer tokens: what the ``token`` reduction of ``batch_loss`` divides by."""
+        return int((batch["labels"][:, 1:] != IGNORE).sum())
+
     def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Last hidden state averaged over the answer tokens (the representation a probe reads)."""
         hidden = _forward(model, batch, output_hidden_states=True).hidden_states[-1]
@@ -140,14 +145,17 @@ class CausalLMAdapter(AdapterBase):
     def outputs(self, model: nn.Module, split: Split, *, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
         """Per example: answer NLL (mean over its answer tokens, EOS included; NaN for an example without answer
         tokens), token count, and per-token arrays padded with NaN to the split's longest answer (``token_logp``,
-        ``token_mu``, ``token_sigma``, ``token_correct``)."""
+        ``token_mu``, ``token_sigma``, ``token_correct``). In a data-parallel launch each rank computes a contiguous
+        shard of the split and every rank receives all rows in the split's order (``distributed.gather_concat``)."""
         batch_size = min(batch_size, 32)
         was_training = model.training
         model.eval()
         rows: dict[str, list[np.ndarray]] = {"logp": [], "mu": [], "sigma": [], "correct": []}
         lengths: list[np.ndarray] = []
+        parallel = distributed.active()
+        part = split.subset(np.arange(*distributed.shard_positions(len(split)))) if parallel else split
         try:
-            for b in split.batches(batch_size, device=device):
+            for b in part.batches(batch_size, device=device):
                 stats = self.token_stats(model, b)
                 mask = stats["mask"].bool().cpu()
                 lengths.append(mask.sum(1).numpy())
@@ -156,6 +164,9 @@ class CausalLMAdapter(AdapterBase):
                     rows[k] += [v[i][mask[i]].numpy() for i in range(len(v))]
         finally:
             model.train(was_training)
+        if parallel:
+            rows = {k: distributed.gather_concat(v) for k, v in rows.items()}
+            lengths = distributed.gather_concat(lengths)
         n = len(split)
         width = max((len(r) for r in rows["logp"]), default=0)
         out: dict[str, np.ndarray] = {}

@@ -15,14 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..errors import ConfigError, TaskError
 from ..registry import OBJECTIVES
 from ..types import Batch
 from .base import Loss, ReferenceLogits, StepContext, reference_for
 
-
 Reduction = Literal["token", "example"]
 REDUCTIONS: tuple[str, ...] = ("token", "example")
+
+
+def shard_scaled(value: torch.Tensor, ctx: StepContext, stream: str, reduction: str) -> torch.Tensor:
+    """``value``, the mean over a shard of ``stream``'s batch, rescaled in a data-parallel step (``distributed.SCALES`` in
+    ``ctx.extra``) so that the ranks' share-weighted sum is the mean over the whole batch: over its examples, or over its
+    answer tokens for the ``token`` reduction (the batch's global token count). Unchanged outside one."""
+    scales = ctx.extra.get(distributed.SCALES)
+    return value if scales is None else value * scales[stream][reduction]
 
 
 def check_reduction(reduction: Any, who: str) -> None:
@@ -52,7 +60,7 @@ class NLL:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        value = ctx.adapter.batch_loss(model, batch[self.stream], self.reduction)
+        value = shard_scaled(ctx.adapter.batch_loss(model, batch[self.stream], self.reduction), ctx, self.stream, self.reduction)
         return Loss(value, {f"nll_{self.stream}": float(value.detach())})
 
 
@@ -73,7 +81,7 @@ class Ascent:
         return (self.stream,)
 
     def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
-        nll = ctx.adapter.batch_loss(model, batch[self.stream], self.reduction)
+        nll = shard_scaled(ctx.adapter.batch_loss(model, batch[self.stream], self.reduction), ctx, self.stream, self.reduction)
         return Loss(-nll, {f"nll_{self.stream}": float(nll.detach())})
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from .. import distributed
 from ..errors import StoreError
 from ..io import check_finite_state, load_array, load_model_weights, load_state, read_json, save_array, save_state, write_json
 
@@ -333,8 +334,10 @@ class Store:
         kernel releases when its holder dies, so a crashed writer never blocks anyone. If another process holds it,
         wait for it (so its entry is reused, not computed twice), unless this process holds other locks: waiting then
         could deadlock (two writers, each waiting for a key the other holds), so the caller computes the entry too and
-        the first commit wins, as without locks. Released by saving the entry or by ``release_locks``."""
-        if fcntl is None or final in self._held or final.resolve() in _HELD:
+        the first commit wins, as without locks. Released by saving the entry or by ``release_locks``. In a
+        data-parallel launch only rank 0 locks (it alone writes, ``distributed.main_writes``); the other ranks compute
+        what it computes."""
+        if fcntl is None or final in self._held or final.resolve() in _HELD or not distributed.is_main():
             return
         path = final.parent / ".locks" / f"{final.name}.lock"
         path.parent.mkdir(exist_ok=True)
@@ -394,6 +397,7 @@ class Store:
             return True
         return False
 
+    @distributed.main_writes
     def save_run(self, record: dict[str, Any], model: nn.Module | None = None, arrays: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write a run directory atomically and index it. ``record['run_id']`` names it."""
         run_id = record["run_id"]
@@ -454,6 +458,7 @@ class Store:
         return [r for r in rows if self.has_run(r["run_id"])]  # a directory deleted since it was indexed is gone
 
     # ----------------------------------------------------------------- experiments
+    @distributed.main_writes
     def save_experiment(self, record: dict[str, Any]) -> Path:
         """Write an experiment record (atomically) and index it. It names its writer (host and pid), so a "running"
         record whose writer died can be told from a live one (``experiment_gaps``)."""
@@ -556,6 +561,7 @@ class Store:
         arrays = {p.stem: load_array(p) for p in sorted((folder / "arrays").glob("*.npy"))}
         return models, arrays, meta
 
+    @distributed.main_writes
     def save_models(self, key: str, models: list[nn.Module], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         with self._staged(self.refs / key, MODELS_FILES) as tmp:
             state = {f"{k}/{name}": t for k, m in enumerate(models) for name, t in m.state_dict().items()}
@@ -566,6 +572,7 @@ class Store:
                 save_array(tmp / "arrays" / f"{_safe_name(name)}.npy", arr, make_parents=False)
             write_json(tmp / "meta.json", {**meta, "n_models": len(models)}, make_parents=False)
 
+    @distributed.main_writes
     def save_reference(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> None:
         with self._staged(self.refs / key, REFERENCE_FILES) as tmp:
             save_state(tmp / "model.safetensors", model.state_dict(), {"key": key}, make_parents=False)

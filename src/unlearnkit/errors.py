@@ -44,3 +44,7 @@ class StoreError(UnlearnError, RuntimeError):
 
 class DataUnavailable(UnlearnError, FileNotFoundError):
     """A dataset or model file is not on this machine; the message says how to get it."""
+
+
+class RequestRefused(UnlearnError, ValueError):
+    """A deletion request the model cannot honour as asked (e.g. it touches the data a frozen backbone was trained on)."""

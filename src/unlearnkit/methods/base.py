@@ -303,3 +303,41 @@ def check_numbers(method: Any, *names: str, positive: bool = False, note: str = 
         value = getattr(method, name)
         if not (isinstance(value, (int, float)) and np.isfinite(value) and (value > 0 if positive else value >= 0)):
             raise ConfigError(f"{method.name}: {name}{note} must be a finite number {'>' if positive else '>='} 0, got {value}.")
+
+
+@dataclass(frozen=True)
+class ExactMethod:
+    """Shared body of the exact regimes (``exact/``): ``build`` trains the regime's served model on the task's
+    training data (forget ∪ retain), then ``unlearn`` deletes the forget set from it and returns the receipt.
+
+    ``serve`` is the training half: it returns ``model`` itself when that is already this regime's served model (a
+    request stream passes the model of the previous request), else a newly built one. The runner calls it before
+    metering the run, so a run's cost is the deletion's alone and the regime's training cost sits in
+    ``info["training"]``. Subclasses define ``build(task, refs, *, seed, device, progress)``."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    version: ClassVar[str]
+    kind: ClassVar[str] = "exact"
+    needs: ClassVar[frozenset[str]] = frozenset({"train_config"})
+    modalities: ClassVar[tuple[str, ...]] = ("classifier",)
+    forget_kinds: ClassVar[tuple[str, ...]] = ("random", "classes", "ids", "corrupted")
+
+    def build(self, task: Task, refs: References, *, seed: int, device: str, progress: bool) -> Any:
+        raise TypeError(f"{type(self).__name__} must define build()")  # pragma: no cover
+
+    def serve(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu",
+              progress: bool = False) -> Any:
+        from ..exact import ExactModel
+
+        if isinstance(model, ExactModel) and model.regime == self.name:
+            return model
+        seed = int(rng.integers(0, 2**31 - 1))
+        return self.build(task, refs, seed=seed, device=device, progress=progress)
+
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned:
+        check_forget_kind(self, task)
+        served = self.serve(model, task, refs, rng=rng, device=device, progress=progress)
+        receipt = served.delete(task.forget.ids, progress=progress)
+        info = {"regime": served.describe(), "receipt": receipt.to_json(), "training": getattr(served, "training_info", {})}
+        return Unlearned(served, Mask.full(served), info)

@@ -55,7 +55,7 @@ def _progress(args: argparse.Namespace) -> bool:
 def cmd_run(args: argparse.Namespace, path: Path) -> int:
     from .experiment import load_experiment
     from .runs.runner import run_experiment
-    from .runs.summary import format_tables, sanity_warning, summarize
+    from .runs.summary import format_stream, format_tables, sanity_warning, stream_summary, summarize
 
     from . import distributed
     from .device import resolve_device
@@ -79,6 +79,8 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
             executor.shutdown()
     summaries = summarize(store, record)
     print(format_tables(summaries))
+    if record.get("stream"):
+        print(format_stream(stream_summary(store, record)))
     report = _write_report(store, record, args.report)
     for s in summaries:
         if (warning := sanity_warning(s)) is not None:
@@ -91,13 +93,14 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .data.forget import select_forget
+    from .data.forget import request_rng, select_forget, select_requests
     from .data.sources import load_dataset
     from .experiment import load_experiment
     from .seeding import np_rng
 
     exp = load_experiment(args.file)
-    print(f"{args.file}: experiment {exp.name!r} — {len(exp.methods)} method(s) × {len(exp.seeds)} seed(s) × {len(exp.forget)} forget set(s); "
+    sets = f"a stream of {len(exp.requests)} deletion request(s)" if exp.requests else f"{len(exp.forget)} forget set(s)"
+    print(f"{args.file}: experiment {exp.name!r} — {len(exp.methods)} method(s) × {len(exp.seeds)} seed(s) × {sets}; "
           f"metrics {'the standard battery of the data' if exp.metrics is None else [m.name for m in exp.metrics]}; "
           f"{exp.retrain_seeds} retrained reference seed(s).")
     if not args.no_data:
@@ -106,6 +109,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             ids = select_forget(source.train, spec, np_rng("validate"), source.n_classes)
             source.train.positions_of(ids)
             print(f"  forget {spec.label()}: {len(ids)} of {len(source.train)} training examples")
+        if exp.requests:  # drawn as the run draws them, so a request that clashes with an earlier one fails here
+            rngs = [request_rng(exp.task_seed, i, spec) for i, spec in enumerate(exp.requests)]
+            deleted = 0
+            for k, (spec, ids) in enumerate(zip(exp.requests, select_requests(source.train, exp.requests, rngs, source.n_classes))):
+                deleted += len(ids)
+                print(f"  request {k + 1}/{len(exp.requests)} {spec.label()}: {len(ids)} examples ({deleted} of {len(source.train)} "
+                      "deleted in all)")
         print(f"  model {exp.model.name}: {_check_model(exp, source)}")
     print("OK")
     return 0

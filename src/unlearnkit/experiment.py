@@ -1,5 +1,5 @@
-"""Experiment files: YAML (or a dict) naming the dataset, forget sets, model, training recipe,
-references, methods with parameters, metrics and seeds. Unknown keys and names are errors."""
+"""Experiment files: YAML (or a dict) naming the dataset, forget sets (or a stream of deletion requests), model, training
+recipe, references, methods with parameters, metrics and seeds. Unknown keys and names are errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data.forget import ForgetSpec
+from .data.forget import ForgetSpec, check_requests
 from .device import check_device
 from .errors import ConfigError
 from .io import canonical_json
@@ -19,7 +19,8 @@ from .registry import DATASETS, METHODS, METRICS, MODELS, suggest
 from .train import TrainConfig
 from .version import code_version
 
-TOP_KEYS = {"name", "description", "dataset", "forget", "model", "train", "references", "methods", "metrics", "seeds", "task_seed", "device"}
+TOP_KEYS = {"name", "description", "dataset", "forget", "requests", "model", "train", "references", "methods", "metrics", "seeds",
+            "task_seed", "device"}
 
 
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class Experiment:
     description: str = ""
     device: str = "auto"
     source: str | None = None
+    requests: tuple[ForgetSpec, ...] = ()  # a stream of deletion requests (then ``forget`` is empty): see ``parse_requests``
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> Experiment:
@@ -57,12 +59,18 @@ class Experiment:
         for key in d:
             if key not in TOP_KEYS:
                 raise ConfigError(f"Unknown key {key!r} at the top of the experiment.{suggest(str(key), TOP_KEYS)} Allowed: {sorted(TOP_KEYS)}.")
-        for key in ("name", "dataset", "forget", "model", "train", "methods"):
+        for key in ("name", "dataset", "model", "train", "methods"):
             if key not in d:
                 raise ConfigError(f"The experiment is missing {key!r}.")
-        forget_raw = d["forget"]
+        if "forget" in d and "requests" in d:
+            raise ConfigError("Give either forget: (forget sets, each unlearned from the original model) or requests: (one stream of "
+                              "deletion requests, applied in order, each to the model the previous one left), not both.")
+        if "forget" not in d and "requests" not in d:
+            raise ConfigError("The experiment is missing 'forget' (the forget sets), or 'requests' (a stream of deletion requests).")
+        requests = parse_requests(d["requests"]) if "requests" in d else ()
+        forget_raw = d.get("forget", ())
         forget_list = forget_raw if isinstance(forget_raw, Sequence) and not isinstance(forget_raw, (str, Mapping)) else [forget_raw]
-        if not forget_list:
+        if not forget_list and not requests:
             raise ConfigError("forget: give at least one forget set.")
         refs = _mapping(d.get("references"), "references", {"retrain_seeds", "original_seed"})
         retrain_seeds = check_retrain_seeds(coerce(refs.get("retrain_seeds", 3), int, "references.retrain_seeds"), minimum=2, why=(
@@ -86,6 +94,7 @@ class Experiment:
             description=str(d.get("description", "")),
             dataset=component(d["dataset"], "dataset", DATASETS),
             forget=tuple(ForgetSpec.from_dict(f) for f in forget_list),
+            requests=requests,
             model=component(d["model"], "model", MODELS),
             train=TrainConfig.from_dict(_mapping(d["train"], "train", set(TrainConfig.__dataclass_fields__)), "train"),
             methods=tuple(component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
@@ -132,7 +141,7 @@ class Experiment:
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset.to_dict(),
-            "forget": [f.to_dict() for f in self.forget],
+            **({"requests": [r.to_dict() for r in self.requests]} if self.requests else {"forget": [f.to_dict() for f in self.forget]}),
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
             "references": {"retrain_seeds": self.retrain_seeds, "original_seed": self.original_seed},
@@ -144,6 +153,28 @@ class Experiment:
 
     def exp_id(self) -> str:
         return self.name.replace(" ", "_")[:40] + "-" + hashlib.sha256(canonical_json({"spec": self.to_dict(), "code": code_version()}).encode()).hexdigest()[:10]
+
+
+def parse_requests(raw: Any) -> tuple[ForgetSpec, ...]:
+    """``requests:``, a list of forget specs applied in order (each may carry ``repeat: n``, for n requests alike),
+    checked as far as possible without the data (``check_requests``)."""
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, Mapping)):
+        raise ConfigError(f"requests: give a list of deletion requests (forget specs, applied in order), got {raw!r:.80}.")
+    specs: list[ForgetSpec] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"requests[{i}]: expected a mapping like {{kind: random, fraction: 0.01}}, got {entry!r:.80}.")
+        entry = dict(entry)
+        repeat = entry.pop("repeat", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ConfigError(f"requests[{i}]: repeat must be a whole number >= 1 (how many requests alike), got {repeat!r}.")
+        try:
+            spec = ForgetSpec.from_dict(entry)
+        except ConfigError as exc:
+            raise ConfigError(f"requests[{i}]: {exc}") from None
+        specs.extend([spec] * repeat)
+    check_requests(specs)
+    return tuple(specs)
 
 
 def load_experiment(path: str | Path) -> Experiment:

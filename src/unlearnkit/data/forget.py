@@ -1,5 +1,8 @@
 """Forget-set selection: a random fraction, listed classes, explicit ids (inline or from a file), or the identified part
-of manipulated training data (corrective unlearning)."""
+of manipulated training data (corrective unlearning); and streams of deletion requests (``select_requests``), each
+request chosen from the training data the earlier ones left.
+
+Longer than 60 lines: every kind of forget set has its own checks, and each bad selection its own error."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 from ..errors import ConfigError, EmptySelection, TaskError
 from ..params import coerce
 from ..registry import suggest
+from ..seeding import np_rng
 from ..types import Split, Task
 from .corrective import manipulation_record
 
@@ -245,7 +249,28 @@ def make_task(
     ``retain_eval``: every retained example of the k retained groups (profiles) with the smallest ids, a fixed subset
     the retain-side language-model metrics score instead of the whole retain set (TOFU's fixed retain evaluation set)."""
     ids = select_forget(train, spec, rng, n_classes)
-    meta = {"forget": spec.to_dict(), "forget_label": spec.label(), **dict(info or {})}
+    return task_from_ids(name, train, test, ids, forget_info=spec.to_dict(), forget_label=spec.label(), n_classes=n_classes,
+                         version=version, info=info, probes=probes, modality=modality, eval_retain_groups=eval_retain_groups)
+
+
+def task_from_ids(
+    name: str,
+    train: Split,
+    test: Split,
+    ids: np.ndarray,
+    *,
+    forget_info: Mapping[str, Any],
+    forget_label: str,
+    n_classes: int | None,
+    version: str = "1",
+    info: Mapping[str, Any] | None = None,
+    probes: Mapping[str, Split] | None = None,
+    modality: str = "classifier",
+    eval_retain_groups: int | None = None,
+) -> Task:
+    """``make_task`` for a forget set already chosen (``ids``), described by ``forget_info`` (the task's
+    ``info["forget"]``, which metrics and methods read: its ``kind``) and ``forget_label``."""
+    meta = {"forget": dict(forget_info), "forget_label": forget_label, **dict(info or {})}
     all_probes = dict(probes or {})
     record = manipulation_record(train)
     if record is not None:
@@ -270,6 +295,127 @@ def make_task(
     return replace(task, probes=all_probes) if all_probes else task
 
 
+# ------------------------------------------------------------------------------------ request streams
+STREAM_KINDS = ("random", "classes", "ids", "profiles")  # what a request of a stream may be
+
+
+def _request_where(i: int, n: int, spec: ForgetSpec) -> str:
+    return f"requests: request {i + 1} of {n} ({spec.label()})"
+
+
+def check_requests(specs: Sequence[ForgetSpec]) -> None:
+    """What can be checked of a stream of requests without the data: at least one request, kinds a request can be, and
+    no two requests naming the same ids, the same profiles or the same whole classes (the later one would delete
+    nothing, or data already deleted)."""
+    if not specs:
+        raise ConfigError("requests: give at least one deletion request, e.g. [{kind: random, fraction: 0.01}, ...].")
+    seen: dict[str, dict[int, int]] = {"ids": {}, "profiles": {}, "classes": {}}
+    for i, spec in enumerate(specs):
+        where = _request_where(i, len(specs), spec)
+        if spec.kind not in STREAM_KINDS:
+            raise ConfigError(f"{where}: a request of a stream is one of {list(STREAM_KINDS)}, not {spec.kind!r} (a {spec.kind} "
+                              "forget set is defined on the whole training data, not on what earlier requests left).")
+        named = ("ids", spec.ids) if spec.kind == "ids" else ("profiles", spec.ids) if spec.kind == "profiles" else \
+            ("classes", spec.classes) if spec.kind == "classes" and spec.fraction in (None, 1.0) else (None, ())
+        what, values = named
+        if what is None:
+            continue
+        again = sorted({int(v) for v in values} & set(seen[what]))
+        if again:
+            first = seen[what][again[0]]
+            raise ConfigError(f"{where}: {what} {again[:5]} already deleted by request {first + 1}; a request must name data "
+                              "not yet deleted.")
+        seen[what].update({int(v): i for v in values})
+
+
+def request_rng(task_seed: int, index: int, spec: ForgetSpec) -> np.random.Generator:
+    """The generator that draws request ``index`` (0-based) of a stream: from the task seed, the index and the spec."""
+    return np_rng("request", task_seed, index, spec.to_dict())
+
+
+def select_request(train: Split, deleted: np.ndarray, spec: ForgetSpec, rng: np.random.Generator,
+                   n_classes: int | None = None) -> np.ndarray:
+    """The ids one request deletes, sorted, chosen from the examples of ``train`` not in ``deleted``. A ``random``
+    fraction is of the whole training set (10 requests of 1% delete 10%), a ``profiles`` fraction of all its profiles;
+    ``classes`` takes the classes' examples still there; ``ids`` and listed profiles must name data still there."""
+    remaining = train.subset(np.flatnonzero(~np.isin(train.ids, deleted)), train.name)
+    if spec.kind == "random":
+        if (spec.fraction is None) == (spec.count is None):
+            raise ConfigError("give exactly one of fraction or count.")
+        if spec.fraction is not None and not 0.0 < spec.fraction < 1.0:
+            raise ConfigError(f"fraction must be in (0, 1), got {spec.fraction}.")
+        k = int(round(spec.fraction * len(train))) if spec.fraction is not None else int(spec.count or 0)
+        if k <= 0:
+            raise EmptySelection(f"selects 0 of {len(train)} examples.")
+        if k >= len(remaining):
+            raise EmptySelection(f"selects {k} examples, but only {len(remaining)} are not yet deleted; nothing would be retained.")
+        return np.sort(rng.choice(remaining.ids, size=k, replace=False))
+    if spec.kind == "profiles" and spec.fraction is not None:
+        groups, left = train.labels, remaining.labels
+        if groups is None or left is None:
+            raise TaskError("the training split has no group (profile) ids.")
+        if spec.ids:
+            raise ConfigError("give exactly one of fraction or ids.")
+        if not 0.0 < spec.fraction < 1.0:
+            raise ConfigError(f"fraction must be in (0, 1), got {spec.fraction}.")
+        present = np.unique(left)
+        k = max(1, int(round(spec.fraction * len(np.unique(groups)))))
+        if k >= len(present):
+            raise EmptySelection(f"selects {k} profiles, but only {len(present)} have examples not yet deleted; nothing would be retained.")
+        chosen = rng.choice(present, size=k, replace=False)
+        return np.sort(remaining.ids[np.isin(left, chosen)])
+    if spec.kind in ("ids", "profiles"):
+        ids = select_forget(train, spec, rng, n_classes)  # named data: checked against the whole training set
+        train.positions_of(ids)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if len(uniq) != len(ids):
+            raise TaskError(f"repeats ids, e.g. {uniq[counts > 1][:5].tolist()}.")
+        return np.sort(uniq)
+    if spec.kind == "classes":
+        return select_forget(remaining, spec, rng, n_classes)
+    raise ConfigError(f"a request of a stream is one of {list(STREAM_KINDS)}, not {spec.kind!r}.")
+
+
+def select_requests(train: Split, specs: Sequence[ForgetSpec], rngs: Sequence[np.random.Generator],
+                    n_classes: int | None = None) -> list[np.ndarray]:
+    """The ids each request of a stream deletes, in order; a ConfigError naming the request for one that selects
+    nothing, selects data an earlier request deleted, or would leave nothing retained. Nothing is run before this."""
+    check_requests(specs)
+    deleted = np.zeros(0, dtype=np.int64)
+    out = []
+    for i, (spec, rng) in enumerate(zip(specs, rngs, strict=True)):
+        where = _request_where(i, len(specs), spec)
+        try:
+            ids = select_request(train, deleted, spec, rng, n_classes)
+        except (ConfigError, TaskError, EmptySelection) as exc:
+            among = f" (among the {len(train) - len(deleted)} examples earlier requests left)" if len(deleted) else ""
+            raise ConfigError(f"{where}: {exc}{among}") from None
+        if len(ids) == 0:
+            raise ConfigError(f"{where}: selects nothing.")
+        gone = np.intersect1d(ids, deleted)
+        if len(gone):
+            raise ConfigError(f"{where}: {len(gone)} of its ids were already deleted by an earlier request, e.g. {gone[:5].tolist()}; "
+                              "a request must name data not yet deleted.")
+        deleted = np.union1d(deleted, ids)
+        if len(deleted) >= len(train):
+            raise ConfigError(f"{where}: after it every training example is deleted; nothing would be retained.")
+        out.append(np.asarray(ids, dtype=np.int64))
+    return out
+
+
+def stream_forget_info(specs: Sequence[ForgetSpec], ids: np.ndarray) -> dict[str, Any]:
+    """``info["forget"]`` of the task whose forget set is everything requests ``specs`` deleted (``ids``): their kind when
+    they share it (``classes`` with the classes when each deleted whole classes, so class-forgetting evidence applies),
+    else ``ids``, with the requests listed."""
+    kinds = {s.kind for s in specs}
+    out: dict[str, Any] = {"kind": "ids", "requests": [s.to_dict() for s in specs], "n": int(len(ids))}
+    if kinds == {"classes"} and all(s.fraction in (None, 1.0) for s in specs):
+        out.update(kind="classes", classes=sorted({int(c) for s in specs for c in s.classes}))
+    elif len(kinds) == 1 and kinds <= {"random", "profiles"}:
+        out["kind"] = kinds.pop()
+    return out
+
+
 RETAIN_EVAL = "retain_eval"
 
 
@@ -287,4 +433,5 @@ def retain_eval_subset(retain: Split, k: int) -> Split | None:
     return retain.subset(np.flatnonzero(np.isin(groups, present[:k])), RETAIN_EVAL)
 
 
-__all__: Sequence[str] = ["ForgetSpec", "make_task", "read_id_file", "select_benchmark", "select_forget"]
+__all__: Sequence[str] = ["STREAM_KINDS", "ForgetSpec", "check_requests", "make_task", "read_id_file", "request_rng", "select_benchmark",
+                          "select_forget", "select_request", "select_requests", "stream_forget_info", "task_from_ids"]

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ..runs.store import Store
-from ..runs.summary import COST_HEADER, SPLIT_EVIDENCE, TaskSummary, fmt_stat, metric_value, original_facts, sanity_warning, summarize, verdict_bands
+from ..runs.summary import (COST_HEADER, SPLIT_EVIDENCE, StreamSummary, TaskSummary, evidence_row, fmt_stat, metric_value, original_facts,
+                            sanity_warning, stream_summary, summarize, verdict_bands)
 from ..verdict import BORDERLINE, Verdict
 from . import plots
 
@@ -155,6 +156,74 @@ def _plots(s: TaskSummary) -> str:
     return "".join(out)
 
 
+def _step_band(chains: list[Any], original: dict[str, Any] | None, i: int, key: str) -> dict[str, Any] | None:
+    """The retrain band of evidence ``key`` at request ``i`` (0-based), as a method's verdict there used it (else the
+    original model's)."""
+    for c in chains:
+        if i < len(c.runs) and (row := evidence_row(c.runs[i], key)) is not None:
+            return row
+    return evidence_row(original, key)
+
+
+def _stream_section(s: StreamSummary) -> str:
+    """A stream of requests: what each deleted, the verdict of every method after each (against retraining without
+    everything deleted so far), its decisive evidence against each step's retrain band, and the cumulative cost."""
+    steps = [st.request for st in s.steps]
+    out = ["<h2>Request stream</h2>",
+           f"<p class='muted'>{len(steps)} deletion requests, applied in order: each method unlearns request k from the model it "
+           "left after request k−1, and is evaluated against models retrained without everything deleted by requests 1..k "
+           "(the per-request sections below give each evaluation in full).</p>",
+           "<table><tr><th>request</th><th class='l'>selection</th><th>deletes</th><th>deleted in all</th><th>retained</th>"
+           "<th>original model</th></tr>"]
+    for st in s.steps:
+        orig = badge(st.original["verdict"]["label"]) if st.original else "—"
+        out.append(f"<tr><td>{st.request}</td><td class='l'>{esc(st.label)}</td><td>{st.n}</td><td>{st.deleted}</td><td>{st.retained}</td>"
+                   f"<td>{orig}</td></tr>")
+    out.append("</table><h3>Verdict after each request</h3><table><tr><th class='l'>method</th><th>seed</th>"
+               + "".join(f"<th>request {k}</th>" for k in steps) + "<th>passes (cumulative)</th><th>wall s (cumulative)</th></tr>")
+    for c in (c for c in s.chains if c.runs):
+        cells = [f"<td>{badge(r['verdict']['label'])}</td>" for r in c.runs] + ["<td>stopped</td>"] * (len(steps) > len(c.runs))
+        cells += ["<td>—</td>"] * max(0, len(steps) - len(c.runs) - 1)
+        passes, wall = c.cumulative("example_passes"), c.cumulative("wall_seconds")
+        kind = f" ({esc(c.regime)} regime)" if c.regime else ""
+        out.append(f"<tr><td class='l'>{esc(c.method)}{kind}</td><td>{esc(c.seed)}</td>{''.join(cells)}"
+                   f"<td>{passes[-1]:.0f}</td><td>{wall[-1]:.2f}</td></tr>")
+    passes, wall = s.retrain_cumulative("example_passes"), s.retrain_cumulative("wall_seconds")
+    if passes and passes[-1] is not None and wall[-1] is not None:
+        out.append(f"<tr><td class='l'>retraining after each request</td><td>—</td>{'<td>—</td>' * len(steps)}"
+                   f"<td>{passes[-1]:.0f}</td><td>{wall[-1]:.2f}</td></tr>")
+    out.append("</table>")
+    for c in s.chains:
+        if (t := c.training_cost()) is not None:
+            out.append(f"<p class='muted'>{esc(c.method)} (seed {esc(c.seed)}): its {esc(c.regime or 'exact')} model was trained once "
+                       f"before the first request ({t['wall_seconds']:.2f} s, {t['example_passes']} example passes); the costs above are "
+                       "its deletions'.</p>")
+    keys = s.evidence_keys()
+    original = [{row["key"]: row for row in st.original["verdict"].get("rows", [])} if st.original else None for st in s.steps]
+    by_method: dict[str, list[Any]] = {}
+    for c in s.chains:
+        by_method.setdefault(c.method, []).append(c)
+    if keys:
+        out.append("<h3>Decisive evidence after each request</h3><p class='muted'>Bars: the retrain band at that request (it moves as "
+                   "more is deleted), with its centre; dots: the method's value, coloured by that request's verdict; crosses: the "
+                   "original model, which saw everything.</p>")
+    for method, chains in by_method.items():
+        series = [(c.seed, [{"label": r["verdict"]["label"], "rows": {row["key"]: row for row in r["verdict"].get("rows", [])}}
+                            for r in c.runs] + [None] * (len(steps) - len(c.runs))) for c in chains]
+        shown = [k for k in keys if any(r is not None and k in r["rows"] for _, runs in series for r in runs)]
+        if not shown:
+            continue
+        bands = {k: [_step_band(chains, s.steps[i].original, i, k) for i in range(len(steps))] for k in shown}
+        out.append(f"<img alt='{esc(method)}: evidence per request' src='data:image/png;base64,"
+                   f"{plots.stream_evidence(method, shown, steps, series, original, bands)}'>")
+    cost_series = [(f"{c.method}" + (f" (seed {c.seed})" if len(by_method[c.method]) > 1 else ""), c.cumulative("example_passes"),
+                    c.cumulative("wall_seconds")) for c in s.chains if c.runs]
+    if cost_series:
+        out.append("<h3>Cumulative cost</h3>"
+                   f"<img alt='cumulative cost per request' src='data:image/png;base64,{plots.stream_cost(steps, cost_series, (passes, wall))}'>")
+    return "".join(out)
+
+
 EVIDENCE_FAMILIES = {
     "classifier": "forget evidence (forget accuracy, membership AUC, MIA efficacy), utility (retain and test accuracy) and robustness "
                   "(relearning attack)",
@@ -184,8 +253,10 @@ def render_report(store: Store, record: Mapping[str, Any]) -> str:
     if record.get("skipped"):
         body.append("<p class='muted'>Not applicable (skipped): " + "; ".join(
             f"{esc(s['method'])} on {esc(s['task'])} — {esc(s['reason'])}" for s in record["skipped"]) + "</p>")
+    if (stream := stream_summary(store, record)) is not None:
+        body.append(_stream_section(stream))
     for s in summaries:
-        body.append(f"<h2>Forget set: {esc(s.label)}</h2>")
+        body.append(f"<h2>{'After' if stream is not None else 'Forget set:'} {esc(s.label)}</h2>")
         if (warning := sanity_warning(s)) is not None:
             body.append(f"<p class='alarm'><b>Not meaningful:</b> {esc(warning)}</p>")
         body.append(_facts(s))

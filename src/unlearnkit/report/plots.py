@@ -133,3 +133,70 @@ def cost_vs_gap(rows: Sequence[Any], column: str = "avg gap", label: str = "aver
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return _png(fig)
+
+
+def stream_evidence(method: str, keys: Sequence[str], steps: Sequence[int], chains: Sequence[tuple[str, Sequence[dict[str, Any] | None]]],
+                    original: Sequence[dict[str, Any] | None], bands: dict[str, Sequence[dict[str, Any] | None]]) -> str:
+    """One panel per decisive evidence: the method's value after each request (one line per seed, points coloured by
+    that step's verdict) against the retrain band of that step (a bar per request: the bands move as more is deleted),
+    with the original model's value (which saw everything) as crosses."""
+    plt = _plt()
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.0 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for x, band in zip(steps, bands.get(key, ())):
+            if band is not None:
+                ax.bar(x, band["hi"] - band["lo"], bottom=band["lo"], width=0.5, color="#90caf9", alpha=0.55)
+                ax.hlines(band["retrain_mean"], x - 0.25, x + 0.25, color="#1565c0", lw=1)
+        orig = [(x, row["value"]) for x, row in zip(steps, (o.get(key) if o else None for o in original)) if row is not None]
+        if orig:
+            ax.scatter(*zip(*orig), marker="x", color="#c62828", s=22, zorder=3)
+        for seed, runs in chains:
+            pts = [(x, r["rows"][key]["value"], r["label"]) for x, r in zip(steps, runs) if r is not None and key in r["rows"]]
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#444", lw=0.8, zorder=2)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=[VERDICT_COLORS.get(p[2], "#333") for p in pts], s=26, zorder=4,
+                       label=f"seed {seed}")
+        ax.set_title(key, fontsize=9)
+        ax.set_xticks(list(steps))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("request")
+    handles = [plt.Rectangle((0, 0), 1, 1, color="#90caf9", alpha=0.55, label="retrain band at that request"),
+               plt.Line2D([], [], marker="x", ls="", color="#c62828", label="original model")]
+    handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=lab) for lab, c in VERDICT_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(7, len(handles)), fontsize=7, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"{method}: decisive evidence after each request", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _png(fig)
+
+
+def stream_cost(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+                retrain: tuple[Sequence[float | None], Sequence[float | None]]) -> str:
+    """Cumulative example passes and wall seconds after each request, per method (and seed), next to retraining once
+    per request (dashed)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, passes, wall in series:
+        for ax, values in zip(axes, (passes, wall)):
+            ax.plot(list(steps)[: len(values)], values, marker="o", ms=3, lw=1.4, label=name)
+    for ax, values in zip(axes, retrain):
+        pts = [(x, v) for x, v in zip(steps, values) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), color="black", ls="--", lw=1.6, label="retraining after each request")
+    for ax, what in zip(axes, ("example passes", "wall seconds")):
+        positive = all(y > 0 for line in ax.get_lines() for y in line.get_ydata())  # an analytic deletion may cost 0 passes
+        if positive:
+            ax.set_yscale("log")
+        ax.set_xticks(list(steps))
+        ax.set_xlabel("request")
+        ax.set_ylabel(f"cumulative {what}" + (" (log)" if positive else ""))
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle("cumulative cost of the deletions", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

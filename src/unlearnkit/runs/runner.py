@@ -1,17 +1,26 @@
-"""Run an experiment: tasks -> references -> methods × seeds -> evidence -> verdict -> store.
+"""Run an experiment: tasks -> references -> methods × seeds -> evidence -> verdict -> store; or a stream of deletion
+requests, each applied to the model the previous one left and evaluated against retraining without everything deleted
+so far (``ExperimentRunner._run_stream``).
 
 Completed runs are found by their key and reused, so an interrupted experiment resumes where it
-stopped; a run is stored only when it is complete (atomic directory rename)."""
+stopped; a run is stored only when it is complete (atomic directory rename).
+
+Exact methods (``ExactMethod``: sharded, adapter or analytic-head regimes) return a model of their own architecture, not
+the original's: ``unlearn_job`` then returns that module rather than a state dict, and the run record says so
+(``model_identity``). Through the process or Ray executors the module crosses a process boundary by pickle, in memory
+(never from a file), as every job's arguments and results do.
+
+Longer than 60 lines: the grid of forget sets and the request stream share the job, key and storing code here."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,13 +29,14 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..cost import Cost, CostMeter
-from ..data.forget import make_task
+from ..data.forget import ForgetSpec, make_task, request_rng, select_requests, stream_forget_info, task_from_ids
 from ..device import resolve_device
 from ..data.sources import load_dataset
 from ..errors import UnlearnError
 from ..evaluation import EvalContext, assess, build_metric
+from ..exact.base import ids_fingerprint
 from ..experiment import Experiment
-from ..io import check_finite_state
+from ..io import canonical_json, check_finite_state
 from ..methods import build_method, describe_method
 from ..methods.base import method_not_applicable
 from ..models import build_model
@@ -85,7 +95,8 @@ def split_arrays(results: dict[str, MetricResult]) -> tuple[dict[str, Any], dict
 
 @dataclass(frozen=True)
 class UnlearnJob:
-    """One unlearning run (picklable, so any executor can run it)."""
+    """One unlearning run (picklable, so any executor can run it). ``start``: the model to unlearn from (None: the
+    original); ``request``: the request's index (from 1) in a stream, 0 outside one."""
 
     method: Any
     refs: References
@@ -93,21 +104,79 @@ class UnlearnJob:
     seed: int
     device: str
     progress: bool = False
+    start: nn.Module | None = None
+    request: int = 0
+
+
+def job_rng(job: UnlearnJob) -> np.random.Generator:
+    """The method's generator: from its name and seed (so a stream's first request draws as a plain run does), and the
+    request's index for the later requests of a stream."""
+    if job.request <= 1:
+        return np_rng("method", job.method.name, job.seed)
+    return np_rng("method", job.method.name, job.seed, "request", job.request)
+
+
+def same_architecture(model: nn.Module, original: nn.Module | None) -> bool:
+    """Whether ``model``'s weights load into the original's architecture (same class, same state names and shapes)."""
+    if original is None or type(model) is not type(original):
+        return False
+    a, b = model.state_dict(), original.state_dict()
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+
+
+def model_identity(model: nn.Module, original: nn.Module | None) -> dict[str, Any]:
+    """What a run's stored weights are: the original's architecture, or an exact regime's own model (its class, regime
+    and guarantee), which only its method can rebuild (``Store.load_run_model`` refuses it)."""
+    out: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                           "original_architecture": same_architecture(model, original)}
+    for attr in ("regime", "guarantee"):
+        if getattr(model, attr, None) is not None:
+            out[attr] = str(getattr(model, attr))
+    return out
 
 
 def unlearn_job(job: UnlearnJob) -> dict[str, Any]:
-    """Run the method on a copy of the original and measure its cost; errors of the method are returned,
-    not raised, so one failing run does not stop the grid."""
-    model = copy.deepcopy(job.refs.original)
+    """Run the method on a copy of the original (or of ``job.start``) and measure its cost; errors of the method are
+    returned, not raised, so one failing run does not stop the grid.
+
+    An exact method (one with ``serve``) first gets its served model, built by its regime from the task's training data
+    (or the ``start`` model itself, when that is already its served model: a stream's later requests): that training is
+    metered apart, as ``info["training_cost"]``, and the run's cost is the deletion's alone. Both draw from one
+    generator, in the order ``unlearn`` alone would. The result holds the state dict when the output has the original's
+    architecture, else the output module itself (``"model"``)."""
+    model = copy.deepcopy(job.start if job.start is not None else job.refs.original)
+    rng = job_rng(job)
+    training: dict[str, Any] | None = None
     try:
+        serve = getattr(job.method, "serve", None)
+        if callable(serve):
+            with CostMeter(job.device) as train_meter:
+                served = serve(model, job.task, job.refs, rng=rng, device=job.device, progress=job.progress)
+            assert train_meter.cost is not None
+            training = {"training_cost": train_meter.cost.to_json() if served is not model else None,
+                        "served": "built for this run" if served is not model else "the model the previous request left"}
+            model = served
         with CostMeter(job.device) as meter:
-            out = job.method.unlearn(model, job.task, job.refs, rng=np_rng("method", job.method.name, job.seed), device=job.device,
-                                     progress=job.progress)
+            out = job.method.unlearn(model, job.task, job.refs, rng=rng, device=job.device, progress=job.progress)
         check_finite_state(out.model.state_dict(), f"the model produced by method {job.method.name!r}")
     except UnlearnError as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     assert meter.cost is not None
-    return {"state": {k: v.detach().cpu() for k, v in out.model.state_dict().items()}, "info": out.info, "cost": meter.cost.to_json()}
+    result: dict[str, Any] = {"info": {**out.info, **(training or {})}, "cost": meter.cost.to_json()}
+    if same_architecture(out.model, job.refs.original):
+        result["state"] = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
+    else:
+        result["model"] = out.model
+    return result
+
+
+def result_model(out: Mapping[str, Any], original: nn.Module) -> nn.Module:
+    """The model of an ``unlearn_job`` result: its module, or its state loaded into a copy of the original."""
+    if "model" in out:
+        return out["model"]
+    model = copy.deepcopy(original)
+    model.load_state_dict(out["state"])
+    return model
 
 
 HEADLINES = (("retrain_gap", "avg_gap", "avg gap"), ("regression_gap", "avg_gap", "avg gap"), ("forget_quality", "statistic", "KS stat"))
@@ -128,6 +197,25 @@ def model_spec(model: Any, source: Any) -> dict[str, Any]:
     never reuses references trained from its earlier content."""
     return {**model.to_dict(), "input_shape": list(source.input_shape), "n_classes": source.n_classes,
             **weights_identity(model.name, model.params)}
+
+
+@dataclass(eq=False)
+class _Chain:
+    """One method × seed along a stream: its run ids in request order, the model its last step left (None when that
+    step was reused from the store, or the stream failed), and whether a step failed."""
+
+    method: Any
+    label: str
+    mdesc: dict[str, Any]
+    seed: int
+    runs: list[str] = field(default_factory=list)
+    model: nn.Module | None = None
+    failed: bool = False
+
+    def done(self, k: int, run_id: str, model: nn.Module | None) -> None:
+        assert len(self.runs) == k, (self.label, k, self.runs)
+        self.runs.append(run_id)
+        self.model = model
 
 
 class ExperimentRunner:
@@ -182,6 +270,8 @@ class ExperimentRunner:
         try:
             self.log(f"Loading dataset {exp.dataset.name} ...")
             source = load_dataset(exp.dataset.name, **exp.dataset.params)
+            if exp.requests:
+                self._run_stream(source, record)
             for spec in exp.forget:
                 self._run_task(source, spec, record)
             record["status"] = "failed" if record["failures"] else "complete"
@@ -248,8 +338,7 @@ class ExperimentRunner:
                     self.log(f"[{spec.label()}] {label} seed {seed} failed: {out['error']}")
                     record["failures"].append({"task": spec.label(), "method": label, "seed": seed, "error": out["error"]})
                     continue
-                model = copy.deepcopy(refs.original)
-                model.load_state_dict(out["state"])
+                model = result_model(out, refs.original)
                 cost = Cost.from_json(out["cost"])
                 run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", mdesc, seed, model, cost, out["info"],
                                                   exp_id=record["exp_id"], method=method)
@@ -268,9 +357,167 @@ class ExperimentRunner:
             for name, ids in task_rec["runs"].items():
                 task_rec["runs"][name] = sorted(ids, key=lambda r: rank.get(r, -1))
 
+    # ------------------------------------------------------------------------------------------ request streams
+    def stream_task(self, source: Any, specs: tuple[ForgetSpec, ...], requests: list[np.ndarray], k: int, *, for_method: bool) -> Task:
+        """Step ``k`` (0-based) of a stream. The method's task: forget request k, train everything not deleted before it
+        (so retain is everything not deleted after it). The evaluation's task: forget everything requests 1..k+1 deleted,
+        train the whole training set (what the original saw), so its references are retrained without all of it."""
+        train, n = source.train, len(specs)
+        common = {"n_classes": source.n_classes, "modality": source.modality, "probes": getattr(source, "probes", None) or None,
+                  "eval_retain_groups": source.info.get("eval_retain_groups")}
+        deleted = np.sort(np.concatenate(requests[: k + 1]))
+        info = {"dataset": self.exp.dataset.to_dict(), "stream": {"request": k + 1, "of": n, "deleted": int(len(deleted)),
+                                                                  "deleted_fingerprint": ids_fingerprint(deleted)}}
+        if for_method:
+            before = np.concatenate(requests[:k]) if k else np.zeros(0, dtype=np.int64)
+            left = train.subset(np.flatnonzero(~np.isin(train.ids, before)), train.name)
+            return task_from_ids(self.exp.dataset.name, left, source.test, requests[k], forget_info=specs[k].to_dict(),
+                                 forget_label=f"request {k + 1}/{n}: {specs[k].label()}", info=info, **common)
+        return task_from_ids(self.exp.dataset.name, train, source.test, deleted, forget_info=stream_forget_info(specs[: k + 1], deleted),
+                             forget_label=f"requests 1-{k + 1} of {n}" if k else f"request 1 of {n}", info=info, **common)
+
+    def _run_stream(self, source: Any, record: dict[str, Any]) -> None:
+        """Apply the experiment's requests in order. Every request is drawn (and checked) before anything is trained. At
+        step k each method (× seed) unlearns request k from the model it left at step k-1 (the original at the first);
+        the result is evaluated against references retrained without everything deleted so far, and stored as a run
+        whose key holds the request's index and the fingerprints of the requests so far. A failed step ends that
+        method's stream; a method that cannot take one of the requests is skipped."""
+        exp = self.exp
+        specs, n = exp.requests, len(exp.requests)
+        requests = select_requests(source.train, specs, [request_rng(exp.task_seed, i, s) for i, s in enumerate(specs)], source.n_classes)
+        method_tasks = [self.stream_task(source, specs, requests, k, for_method=True) for k in range(n)]
+        deleted = 0
+        stream: dict[str, Any] = {"requests": [], "runs": {}}
+        for k, (spec, ids) in enumerate(zip(specs, requests)):
+            deleted += len(ids)
+            stream["requests"].append({"request": k + 1, "label": spec.label(), "spec": spec.to_dict(), "n": int(len(ids)),
+                                       "fingerprint": ids_fingerprint(ids), "deleted": deleted,
+                                       "retained": int(len(source.train) - deleted)})
+        record["stream"] = stream
+        chains: list[_Chain] = []
+        for comp, label in zip(exp.methods, exp.method_labels()):
+            method = build_method(comp.name, comp.params)
+            reason = next((f"request {k + 1}: {why}" for k, t in enumerate(method_tasks) if (why := method_not_applicable(method, t))), None)
+            if reason is not None:
+                self.log(f"  {label:16s} skipped: {reason}")
+                record.setdefault("skipped", []).append({"task": "request stream", "method": label, "reason": reason})
+                continue
+            for seed in exp.seeds:
+                chains.append(_Chain(method, label, describe_method(method), seed))
+                stream["runs"].setdefault(label, {})[str(seed)] = chains[-1].runs
+        for k in range(n):
+            self._stream_step(source, specs, requests, method_tasks, k, chains, record)
+        for c in chains:
+            c.model = None
+
+    def _stream_step(self, source: Any, specs: tuple[ForgetSpec, ...], requests: list[np.ndarray], method_tasks: list[Task], k: int,
+                     chains: list[_Chain], record: dict[str, Any]) -> None:
+        exp, n = self.exp, len(specs)
+        task = self.stream_task(source, specs, requests, k, for_method=False)
+        where = f"request {k + 1}/{n}"
+        self.log(f"[{where}] {specs[k].label()}: deletes {len(requests[k])}, {len(task.forget)} deleted in all, retain {len(task.retain)}; "
+                 f"training or loading the original and {exp.retrain_seeds} retrained reference(s) on {self.device} ...")
+        refs = self.references(task, source)
+        metrics = [build_metric(m.name, m.params) for m in exp.metrics_for(task.modality)]
+        ctx = EvalContext(task, get_adapter(task), device=self.device, seed=exp.task_seed, store=self.store, progress=self.progress,
+                          executor=self.executor)
+        task_rec = {"label": f"{where}: {specs[k].label()}", "forget": task.info["forget"], "task": task.describe(), "references": refs.info,
+                    "runs": {}, "stream_request": k + 1}
+        record["tasks"].append(task_rec)
+        task_rec["original_run"] = self._evaluate_and_store(task, refs, ctx, metrics, "reference", {"name": "original", "params": {}},
+                                                            exp.original_seed, refs.original, None, {}, exp_id=record["exp_id"])
+        extra = {"stream": {"request": k + 1, "requests": [ids_fingerprint(r) for r in requests[: k + 1]],
+                            "deleted": ids_fingerprint(task.forget.ids)}}
+        pending, meta, plan = [], [], []
+        for c in chains:
+            if c.failed:
+                continue
+            run_id = run_key({**self.key_parts(task, refs, "unlearn", c.mdesc, c.seed), **extra})
+            plan.append(run_id)
+            if self.store.reusable_run(run_id):
+                rec = self.store.load_run(run_id)
+                self.log(f"  {c.label:16s} seed {c.seed}: {rec['verdict']['label']:15s} (cached run {run_id})")
+                c.done(k, run_id, None)
+                task_rec["runs"].setdefault(c.label, []).append(run_id)
+                record["runs"].append(run_id)
+                continue
+            try:
+                start = self._stream_start(c, k, source, specs, requests, method_tasks, refs)
+            except UnlearnError as exc:
+                self._stream_failed(c, k, f"{type(exc).__name__}: {exc}", record)
+                continue
+            pending.append(UnlearnJob(c.method, refs, method_tasks[k], c.seed, self.device, self.progress and self.executor.name == "local",
+                                      start=start, request=k + 1))
+            meta.append(c)
+        try:
+            for i, out in self.executor.imap(unlearn_job, pending, desc=f"unlearning runs ({where})"):
+                c = meta[i]
+                if "error" in out:
+                    self._stream_failed(c, k, out["error"], record)
+                    continue
+                model = result_model(out, refs.original)
+                cost = Cost.from_json(out["cost"])
+                run_id = self._evaluate_and_store(task, refs, ctx, metrics, "unlearn", c.mdesc, c.seed, model, cost, out["info"],
+                                                  exp_id=record["exp_id"], method=c.method, extra_key=extra)
+                c.done(k, run_id, model)
+                self.log(self._stream_line(c, self.store.load_run(run_id), out["info"]))
+                task_rec["runs"].setdefault(c.label, []).append(run_id)
+                record["runs"].append(run_id)
+                self.store.save_experiment(record)
+        finally:
+            rank = {r: i for i, r in enumerate(plan)}
+            for name, ids in task_rec["runs"].items():
+                task_rec["runs"][name] = sorted(ids, key=lambda r: rank.get(r, -1))
+
+    def _stream_failed(self, c: _Chain, k: int, error: str, record: dict[str, Any]) -> None:
+        self.log(f"[request {k + 1}/{len(self.exp.requests)}] {c.label} seed {c.seed} failed: {error}; its stream stops here")
+        record["failures"].append({"task": f"request {k + 1}/{len(self.exp.requests)}", "method": c.label, "seed": c.seed, "error": error})
+        c.failed, c.model = True, None
+
+    def _stream_start(self, c: _Chain, k: int, source: Any, specs: tuple[ForgetSpec, ...], requests: list[np.ndarray],
+                      method_tasks: list[Task], refs: References) -> nn.Module | None:
+        """The model request ``k`` starts from: None (the original) at the first; the model the previous step left; or, when
+        that step was reused from the store, its stored weights, or (an exact regime's model, whose state is more than its
+        weights) the method's steps so far run again, in this process, against their stored references."""
+        if k == 0:
+            return None
+        if c.model is not None:
+            return c.model
+        prev = self.store.load_run(c.runs[k - 1])
+        if (prev.get("model") or {}).get("original_architecture", True):
+            return self.store.load_run_model(prev["run_id"], copy.deepcopy(refs.original))
+        self.log(f"  {c.label:16s} seed {c.seed}: rebuilding its model of request {k} (requests 1-{k} again: an exact regime's "
+                 "state is more than its stored weights) ...")
+        model: nn.Module | None = None
+        for j in range(k):
+            refs_j = self.references(self.stream_task(source, specs, requests, j, for_method=False), source)
+            out = unlearn_job(UnlearnJob(c.method, refs_j, method_tasks[j], c.seed, self.device, False, start=model, request=j + 1))
+            if "error" in out:
+                raise UnlearnError(f"rebuilding request {j + 1}: {out['error']}")
+            model = result_model(out, refs_j.original)
+        return model
+
+    def _stream_line(self, c: _Chain, rec: dict[str, Any], info: Mapping[str, Any]) -> str:
+        """One log line of a step: verdict, headline, the deletion's cost and the stream's cumulative cost; for an exact
+        regime, what the deletion touched, and the one-time training when it was built."""
+        runs = [self.store.load_run(r) for r in c.runs]
+        wall = sum(r["cost"]["wall_seconds"] for r in runs if r.get("cost"))
+        passes = sum(r["cost"]["example_passes"] for r in runs if r.get("cost"))
+        cost = rec["cost"]
+        line = (f"  {c.label:16s} seed {c.seed}: {rec['verdict']['label']:15s} {headline(rec['results'])}, {cost['wall_seconds']:.2f}s, "
+                f"{cost['example_passes']} example passes (stream so far: {wall:.2f}s, {passes} passes)")
+        receipt = info.get("receipt")
+        if receipt:
+            touched = canonical_json(receipt.get("touched", {}))
+            line += f"; {rec['model'].get('regime', 'exact')}: deleted {receipt['n']}, touched {touched[:80]}"
+            if info.get("training_cost"):
+                line += f"; served model trained once: {info['training_cost']['wall_seconds']:.2f}s"
+        return line
+
     def _evaluate_and_store(self, task: Task, refs: References, ctx: EvalContext, metrics: list[Any], kind: str, mdesc: dict[str, Any],
-                            seed: int, model: nn.Module, cost: Any, info: dict[str, Any], *, exp_id: str, method: Any = None) -> str:
-        parts = self.key_parts(task, refs, kind, mdesc, seed)
+                            seed: int, model: nn.Module, cost: Any, info: dict[str, Any], *, exp_id: str, method: Any = None,
+                            extra_key: Mapping[str, Any] | None = None) -> str:
+        parts = {**self.key_parts(task, refs, kind, mdesc, seed), **dict(extra_key or {})}
         run_id = run_key(parts)
         if self.store.reusable_run(run_id):
             return run_id
@@ -286,6 +533,7 @@ class ExperimentRunner:
             "seed": seed, "results": results_json, "missing": assessment.missing, "verdict": assessment.verdict.to_json(),
             "cost": cost.to_json() if cost is not None else None, "eval_seconds": eval_seconds,
             "unlearn_info": info, "environment": environment(), "status": "complete",
+            "model": model_identity(model, refs.original),
         }
         self.store.save_run(record, model=model, arrays=arrays)
         return run_id

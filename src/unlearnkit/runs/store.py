@@ -434,7 +434,18 @@ class Store:
         return load_array(self.root / "runs" / record["run_id"] / rel)
 
     def load_run_model(self, run_id: str, model: nn.Module) -> nn.Module:
-        return load_model_weights(model, self.root / "runs" / self.resolve_run(run_id) / "model.safetensors")
+        """The weights of run ``run_id`` loaded into ``model`` (the experiment's architecture). A run of an exact method
+        stored its regime's own model (shards, adapters, an analytic head), whose weights do not fit that architecture:
+        refused with the reason (its record's ``model`` says what it is)."""
+        run_id = self.resolve_run(run_id)
+        identity = self.load_run(run_id).get("model") or {}
+        if identity.get("original_architecture") is False:
+            regime = f" (regime {identity['regime']!r})" if identity.get("regime") else ""
+            raise StoreError(f"Run {run_id} stored the weights of a {identity.get('class')}{regime}, an exact-unlearning regime's "
+                             f"own model, not of the experiment's architecture; they cannot be loaded into a {type(model).__name__}. "
+                             "Its state is more than its weights (which examples each part depends on): run its method again "
+                             "(the run is reproducible from its record) to get the model.")
+        return load_model_weights(model, self.root / "runs" / run_id / "model.safetensors")
 
     def resolve_run(self, prefix: str) -> str:
         if self.has_run(prefix):

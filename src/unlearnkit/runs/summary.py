@@ -255,3 +255,118 @@ def format_tables(summaries: list[TaskSummary]) -> str:
             lines.append(f"retraining cost: {c.optimizer_steps} steps, {c.example_passes} example passes, {cpu}{c.wall_seconds:.1f} wall s "
                          f"(from {s.retrain_cost_source})")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ request streams
+@dataclass
+class StreamStep:
+    """One request of a stream: what it deleted, the original model's run against this step's references (its verdict
+    holds the step's retrain bands) and the mean cost of one retraining without everything deleted so far."""
+
+    request: int
+    label: str
+    n: int
+    deleted: int
+    retained: int
+    original: dict[str, Any] | None
+    retrain_cost: Cost | None
+
+
+@dataclass
+class StreamChain:
+    """One method × seed along a stream: its runs in request order (fewer than the requests when a step failed)."""
+
+    method: str
+    seed: str
+    runs: list[dict[str, Any]]
+
+    @property
+    def kind(self) -> str:
+        return self.runs[0]["method"].get("kind", "") if self.runs else ""
+
+    @property
+    def regime(self) -> str | None:
+        return (self.runs[0].get("model") or {}).get("regime") if self.runs else None
+
+    def cumulative(self, what: str) -> list[float]:
+        """The running sum over requests of a cost field (``wall_seconds``, ``example_passes``)."""
+        return [float(x) for x in np.cumsum([(r.get("cost") or {}).get(what, 0.0) for r in self.runs])]
+
+    def training_cost(self) -> dict[str, Any] | None:
+        """An exact regime's one-time training (before its first deletion), or None."""
+        return self.runs[0].get("unlearn_info", {}).get("training_cost") if self.runs else None
+
+
+@dataclass
+class StreamSummary:
+    steps: list[StreamStep]
+    chains: list[StreamChain]
+
+    def retrain_cumulative(self, what: str) -> list[float | None]:
+        """Retraining after every request (one model per request, the references' mean cost): its running sum."""
+        out: list[float | None] = []
+        total: float | None = 0.0
+        for s in self.steps:
+            total = None if s.retrain_cost is None or total is None else total + float(getattr(s.retrain_cost, what))
+            out.append(total)
+        return out
+
+    def evidence_keys(self) -> list[str]:
+        """The decisive evidence (in the verdict's family: not reported only) of any run, in the order runs list it."""
+        keys: dict[str, None] = {}
+        for c in self.chains:
+            for r in c.runs:
+                keys.update({row["key"]: None for row in r["verdict"].get("rows", []) if not row.get("reported_only")})
+        return list(keys)
+
+
+def evidence_row(run: Mapping[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The verdict row of evidence ``key`` in ``run`` (value, band lo/hi/centre, status), or None."""
+    if run is None:
+        return None
+    return next((row for row in run["verdict"].get("rows", []) if row["key"] == key), None)
+
+
+def stream_summary(store: Store, record: Mapping[str, Any]) -> StreamSummary | None:
+    """The stream of an experiment record (``requests:``), or None for an experiment of independent forget sets."""
+    stream = record.get("stream")
+    if not stream:
+        return None
+    tasks = {t.get("stream_request"): t for t in record.get("tasks", []) if t.get("stream_request")}
+    steps = []
+    for req in stream["requests"]:
+        t = tasks.get(req["request"], {})
+        original = store.load_run(t["original_run"]) if t.get("original_run") and store.has_run(t["original_run"]) else None
+        steps.append(StreamStep(req["request"], req["label"], req["n"], req["deleted"], req["retained"], original,
+                                mean_cost(t.get("references", {}).get("costs", {}).get("retrain", []))))
+    chains = [StreamChain(method, seed, [store.load_run(r) for r in ids])
+              for method, seeds in stream.get("runs", {}).items() for seed, ids in seeds.items()]
+    return StreamSummary(steps, chains)
+
+
+def format_stream(s: StreamSummary | None) -> str:
+    """The verdict at every request of a stream, per method and seed, with its cumulative cost next to retraining's."""
+    if s is None:
+        return ""
+    lines = ["", f"== request stream: {len(s.steps)} requests — the verdict after each, against retraining without everything deleted so far =="]
+    lines += [f"request {st.request}: {st.label}, deletes {st.n} ({st.deleted} deleted in all, {st.retained} retained)" for st in s.steps]
+    header = ["method", "seed"] + [f"request {st.request}" for st in s.steps] + ["passes (cumulative)", "wall s (cumulative)"]
+    table = [header]
+    for c in s.chains:
+        cells = [r["verdict"]["label"] for r in c.runs] + ["stopped"] * (len(s.steps) > len(c.runs)) + \
+            ["—"] * max(0, len(s.steps) - len(c.runs) - 1)
+        passes, wall = c.cumulative("example_passes"), c.cumulative("wall_seconds")
+        table.append([c.method, c.seed] + cells + [f"{passes[-1]:.0f}" if passes else "—", f"{wall[-1]:.2f}" if wall else "—"])
+    passes, wall = s.retrain_cumulative("example_passes"), s.retrain_cumulative("wall_seconds")
+    if passes and passes[-1] is not None and wall[-1] is not None:
+        table.append(["retraining after each request", "—"] + ["—"] * len(s.steps) + [f"{passes[-1]:.0f}", f"{wall[-1]:.2f}"])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for i, r in enumerate(table):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for c in s.chains:
+        if (t := c.training_cost()) is not None:
+            lines.append(f"{c.method} (seed {c.seed}): its {c.regime or 'exact'} model was trained once before the first request "
+                         f"({t['wall_seconds']:.2f} s, {t['example_passes']} example passes), not counted above")
+    return "\n".join(lines)

@@ -1,5 +1,7 @@
 """Exact (and certified) unlearning by design: training regimes whose deletions are exact or certified and cheap."""
 
 from .base import GUARANTEES, Backbone, ExactModel, Receipt, ids_fingerprint, require_exact
+from .sisa import SisaModel, train_sisa
 
-__all__ = ["GUARANTEES", "Backbone", "ExactModel", "Receipt", "ids_fingerprint", "require_exact"]
+__all__ = ["GUARANTEES", "Backbone", "ExactModel", "Receipt", "ids_fingerprint", "require_exact",
+           "SisaModel", "train_sisa"]

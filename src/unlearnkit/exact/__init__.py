@@ -1,7 +1,8 @@
 """Exact (and certified) unlearning by design: training regimes whose deletions are exact or certified and cheap."""
 
+from .acu import AcuModel
 from .base import GUARANTEES, Backbone, ExactModel, Receipt, ids_fingerprint, require_exact
 from .sisa import SisaModel, train_sisa
 
-__all__ = ["GUARANTEES", "Backbone", "ExactModel", "Receipt", "ids_fingerprint", "require_exact",
-           "SisaModel", "train_sisa"]
+__all__ = ["GUARANTEES", "AcuModel", "Backbone", "ExactModel", "Receipt", "SisaModel",
+           "ids_fingerprint", "require_exact", "train_sisa"]

@@ -2,8 +2,9 @@
 
 from .acu import AcuModel
 from .base import GUARANTEES, Backbone, ExactModel, Receipt, ids_fingerprint, require_exact
+from .dp import DPModel
 from .s3t import S3tModel
 from .sisa import SisaModel, train_sisa
 
-__all__ = ["GUARANTEES", "AcuModel", "Backbone", "ExactModel", "Receipt", "S3tModel", "SisaModel",
+__all__ = ["GUARANTEES", "AcuModel", "Backbone", "DPModel", "ExactModel", "Receipt", "S3tModel", "SisaModel",
            "ids_fingerprint", "require_exact", "train_sisa"]

@@ -1,7 +1,14 @@
 """Small local copies of the hub benchmarks in their real schemas and file layouts (written by the tests, a few rows
 each): TOFU as JSON-lines files at the repository root (``{config}.json``), some as the hub's parquet conversion
-(``{config}/train/0000.parquet``); MUSE and WMDP as ``datasets.push_to_hub`` writes them
-(``{config}/{split}-00000-of-00001.parquet``). The loaders read them through ``datasets.load_dataset``."""
+(``{config}/train/0000.parquet``, the path the hub's parquet-converter commits for TOFU); MUSE and WMDP as
+``datasets.push_to_hub`` writes them (``{config}/{split}-00000-of-00001.parquet``, the files of muse-bench/MUSE-News,
+cais/wmdp and cais/wmdp-corpora). The loaders read them through ``datasets.load_dataset``.
+
+Where each schema comes from is cited in the loaders' module docstrings (``unlearnkit.data.tofu``, ``.muse``,
+``.wmdp``). The real-authors and world-facts rows are the first rows of TOFU's own files (locuslab/tofu
+``data/real_authors_perturbed.json``, ``data/world_facts_perturbed.json``); the perturbed TOFU rows carry 5 wrong
+answers as TOFU's forget/retain perturbed sets do, and a ``paraphrased_question`` (verified for forget10_perturbed;
+for retain_perturbed it is optional, see ``test_tofu_retain_perturbed_without_paraphrased_question``)."""
 
 from __future__ import annotations
 

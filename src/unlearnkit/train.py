@@ -6,6 +6,7 @@ import dataclasses
 import math
 import numbers
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -128,13 +129,15 @@ def _cycle(split: Split, batch_size: int, gen: torch.Generator, device: str | to
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW with PyTorch's fused kernels (the whole update in one pass over each tensor; on CPU ~3× faster
-    than ``foreach`` for Adam), or ``foreach`` where a device or dtype has no fused kernel."""
+    than ``foreach`` for Adam), or ``foreach`` where a device or dtype has no fused kernel and for FSDP shards."""
     kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "sgd":
         cls: type[torch.optim.Optimizer] = torch.optim.SGD
         kwargs["momentum"] = cfg.momentum
     else:
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    if any(hasattr(p, "placements") for p in params):  # FSDP shards (DTensors): no sharding rule for the fused kernels
+        return cls(params, foreach=True, **kwargs)
     try:
         return cls(params, fused=True, **kwargs)
     except (RuntimeError, ValueError):  # no fused kernel for this device/dtype
@@ -198,7 +201,7 @@ class _MaskGuard:
                 self.trainable.append(p)
             else:
                 self.trainable.append(p)
-                self.partial.append((p, m, p.detach().clone()))
+                self.partial.append((p, _like(m, p), p.detach().clone()))
         self._saved = [p.requires_grad for p in self.frozen]
         for p in self.frozen:
             p.requires_grad_(False)
@@ -220,6 +223,15 @@ class _MaskGuard:
     def release(self) -> None:
         for p, flag in zip(self.frozen, self._saved):
             p.requires_grad_(flag)
+
+
+def _like(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``mask`` laid out as the parameter ``p``: this rank's rows of it when ``p`` is an FSDP shard (a DTensor)."""
+    if hasattr(p, "device_mesh") and hasattr(p, "placements"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(mask, p.device_mesh, p.placements, src_data_rank=None)  # every rank holds the same mask
+    return mask
 
 
 class Snapshot:
@@ -246,8 +258,8 @@ class Snapshot:
             t.copy_(saved)
 
     def finite(self) -> bool:
-        """Whether every value training can change is finite."""
-        return all(bool(torch.isfinite(t).all()) for t in self.live if t.is_floating_point())
+        """Whether every value training can change is finite (of an FSDP shard, this rank's rows)."""
+        return all(bool(torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all()) for t in self.live if t.is_floating_point())
 
 
 def loss_and_gradient(objective: Callable[..., Loss], model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> tuple[Loss, bool]:
@@ -299,11 +311,15 @@ def _sam_gradient(model: nn.Module, objective: Callable[..., Loss], batch: dict[
     return value
 
 
-def _shard_step(batch: dict[str, Batch], ctx: StepContext, n_examples: int) -> tuple[dict[str, Batch], float, StepContext]:
+def _shard_step(batch: dict[str, Batch], ctx: StepContext, n_examples: int, sharded: bool = False) -> tuple[dict[str, Batch], float, StepContext]:
     """This rank's shard of a step's batches, its share of the step's examples (0 when it holds no row of some stream)
-    and the step context carrying the shard scales (``distributed.step_scales``)."""
+    and the step context carrying the shard scales (``distributed.step_scales``). A rank with share 0 of a ``sharded``
+    (FSDP) model still computes, on the first rows of the streams it lacks (weighted 0): every rank must take part in
+    every forward and backward of a sharded model."""
     local = distributed.shard_batch_streams(batch)
     if not all(len(b["ids"]) for b in local.values()):  # a batch shorter than the launch: this rank holds none of it
+        if sharded:
+            local = {s: b if len(b["ids"]) else distributed.first_rows(batch[s]) for s, b in local.items()}
         return local, 0.0, ctx
     share = sum(len(b["ids"]) for b in local.values()) / n_examples
     scales = distributed.step_scales(batch, local, share, getattr(ctx.adapter, "n_targets", None))
@@ -311,22 +327,32 @@ def _shard_step(batch: dict[str, Batch], ctx: StepContext, n_examples: int) -> t
 
 
 def _parallel_loss_and_gradient(objective: Callable[..., Loss], model: nn.Module, local: dict[str, Batch], ctx: StepContext,
-                                trainable: Sequence[nn.Parameter], share: float) -> tuple[Loss, bool, float]:
+                                trainable: Sequence[nn.Parameter], share: float, shards: distributed.ShardedModel | None = None,
+                                total: float | None = None) -> tuple[Loss, bool, float]:
     """``loss_and_gradient`` in a data-parallel launch: this rank's loss and gradient on its shard of every stream's batch
     (``_shard_step``), the gradient then weighted by the rank's ``share`` of the step's examples and summed over ranks
     (``distributed.reduce_gradients``), and the loss and its parts combined the same way, so every rank holds the same
-    gradient, loss and decision. Returns them and this rank's weight in the sum."""
-    if share > 0:
+    gradient, loss and decision. Returns them and this rank's weight in the sum. With ``shards`` (FSDP; ``total``: the
+    sum of every rank's share) the weight is set before the backward and FSDP's reduce-scatter makes the weighted sum,
+    each rank keeping its rows of the summed gradient; every rank computes, a rank of share 0 with weight 0."""
+    if shards is not None:
+        shards.weight = share / total  # type: ignore[operator]
+        loss, has_grad = loss_and_gradient(objective, model, local, ctx)
+        entry = (share, float(loss.value), {k: float(v) for k, v in loss.parts.items()}, has_grad)
+    elif share > 0:
         loss, has_grad = loss_and_gradient(objective, model, local, ctx)
         entry = (share, float(loss.value), {k: float(v) for k, v in loss.parts.items()}, has_grad)
     else:
         entry = (0.0, 0.0, {}, False)
     entries = distributed.gather(entry)
     total = sum(e[0] for e in entries)
+    weighted = [(e[0], e[1], e[2] if e[0] > 0 else {}, e[3]) for e in entries]
+    value = Loss(torch.tensor(sum(e[0] * e[1] for e in weighted) / total), _combine_parts(weighted, total))
     if not any(e[3] for e in entries):
-        return Loss(torch.tensor(sum(e[0] * e[1] for e in entries) / total), _combine_parts(entries, total)), False, share
-    distributed.reduce_gradients(trainable, share / total)
-    return Loss(torch.tensor(sum(e[0] * e[1] for e in entries) / total), _combine_parts(entries, total)), True, share / total
+        return value, False, share
+    if shards is None:
+        distributed.reduce_gradients(trainable, share / total)
+    return value, True, share / total
 
 
 def _combine_parts(entries: list[tuple[float, float, dict[str, float], bool]], total: float) -> dict[str, float]:
@@ -376,14 +402,47 @@ def fit(
             raise ConfigError(f"Data stream {s!r} is empty.")
     epoch_stream = epoch_stream or needed[0]
     n_steps = config.n_steps(len(streams[epoch_stream]))
-    iters = {s: _cycle(streams[s], config.batch_size, torch_gen(rng), device) for s in needed}
-    step_gen = torch_gen(rng, device if torch.device(device).type != "mps" else "cpu")
     parallel = distributed.active()  # data-parallel launch: shards of every batch, gradients summed over ranks
-    if parallel:
-        distributed.init()  # joins the launch's process group (a clear error for a launch this loop cannot serve)
     if parallel and config.batch_size < distributed.world_size():
         raise ConfigError(f"batch_size {config.batch_size} is smaller than the {distributed.world_size()} processes of the launch; "
                           "every process needs a share of each batch.")
+    settings = distributed.fsdp_settings()  # FSDP: the model trained as shards (None: whole on every process, or one process)
+    if settings is not None and config.sam_rho > 0:
+        raise ConfigError("SAM (sam_rho > 0) is not supported when FSDP shards the model: its perturbation needs the norm of "
+                          "the whole gradient; launch without FSDP (data-parallel) for SAM.")
+    if parallel:
+        distributed.init()  # joins the launch's process group (a clear error for a launch this loop cannot serve)
+    if settings is not None:  # the errors _fit_steps would raise, before the model's weights move into shards
+        if mask is not None:
+            mask.check_model(model)
+        if n_steps > 0 and not any(p.requires_grad and (mask is None or (name in mask and bool(mask[name].any())))
+                                   for name, p in model.named_parameters()):
+            raise ConfigError("Nothing to train: every parameter is frozen by the mask.")
+    shards = distributed.ShardedModel(model, device, settings) if settings is not None else None
+    trained = model if shards is None else shards.module  # what the steps train: the model, or its FSDP twin
+    try:
+        return _fit_steps(model, trained, shards, objective, streams, config, adapter=adapter, rng=rng, device=device, mask=mask,
+                          epoch_stream=epoch_stream, n_steps=n_steps, extra=extra, on_divergence=on_divergence, loss_limit=loss_limit,
+                          snapshot_every=snapshot_every, progress=progress, desc=desc, callback=callback)
+    except DivergenceError:  # raised after the weights were gathered back
+        raise
+    except BaseException:
+        if shards is not None:  # no collective here: another rank may be elsewhere, and waiting for it could hang the launch
+            warnings.warn("Training failed under FSDP: the model's weights stayed in the shards and are lost.", stacklevel=2)
+        raise
+
+
+def _fit_steps(outer: nn.Module, model: nn.Module, shards: distributed.ShardedModel | None, objective: Callable[..., Loss],
+               streams: Mapping[str, Split], config: TrainConfig, *, adapter: Any, rng: np.random.Generator, device: str | torch.device,
+               mask: Mask | None, epoch_stream: str, n_steps: int, extra: Mapping[str, Any] | None, on_divergence: str,
+               loss_limit: float, snapshot_every: int | None, progress: bool, desc: str,
+               callback: Callable[[int, nn.Module], str | None] | None) -> TrainResult:
+    """``fit``'s steps on ``model``: the caller's model ``outer``, or its FSDP twin ``shards.module``, whose whole weights go
+    back into ``outer`` at the end and around each ``callback``, which always sees ``outer``."""
+    parallel = distributed.active()
+    needed = tuple(getattr(objective, "streams", tuple(streams)))
+    iters = {s: _cycle(streams[s], config.batch_size, torch_gen(rng), device) for s in needed}
+    step_gen = torch_gen(rng, device if torch.device(device).type != "mps" else "cpu")
 
     guard = _MaskGuard(model, mask)
     optimizer = make_optimizer(guard.trainable, config) if guard.trainable else None
@@ -419,8 +478,9 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
                 n_examples = sum(len(b["ids"]) for b in batch.values())
                 if parallel:
-                    local, share, ctx = _shard_step(batch, ctx, n_examples)
-                    loss, has_grad, share = _parallel_loss_and_gradient(objective, model, local, ctx, guard.trainable, share)
+                    local, share, ctx = _shard_step(batch, ctx, n_examples, sharded=shards is not None)
+                    total = sum(distributed.rank_shares(batch)) if shards is not None else None
+                    loss, has_grad, share = _parallel_loss_and_gradient(objective, model, local, ctx, guard.trainable, share, shards, total)
                 else:
                     loss, has_grad = loss_and_gradient(objective, model, batch, ctx)
                 value = float(loss.value)
@@ -451,7 +511,13 @@ def fit(
                     optimizer.step()  # type: ignore[union-attr]
                     guard.restore(optimizer)  # type: ignore[arg-type]
                 history.append({"step": step, "loss": value, **loss.parts})
-                reason = callback(step, model) if callback is not None else None
+                reason = callback(step, model) if callback is not None and shards is None else None
+                if callback is not None and shards is not None:  # the callback sees the caller's model, whole
+                    shards.gather()
+                    try:
+                        reason = callback(step, outer)
+                    finally:
+                        shards.scatter()  # what the callback changed goes back into the shards
                 if parallel:
                     reason = distributed.from_main(reason)
                 history[-1]["elapsed"] = time.perf_counter() - t0  # seconds since the start, at the end of this step
@@ -464,7 +530,8 @@ def fit(
                     bar.update(1)
                     if step % 10 == 0:
                         bar.set_postfix(loss=f"{value:.4f}")
-        if not (stopped or "").startswith("diverged") and history and not snapshot.finite():  # the last update was never checked
+        finite = snapshot.finite() if shards is None else all(distributed.gather(snapshot.finite()))
+        if not (stopped or "").startswith("diverged") and history and not finite:  # the last update was never checked
             stopped = f"diverged at step {len(history) - 1}: non-finite weights; restored the weights of step {snapshot.step}"
     finally:
         if bar is not None:
@@ -475,6 +542,9 @@ def fit(
         snapshot.restore()
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)  # the diverging step's gradient, never applied
+    if shards is not None:
+        shards.gather()  # the trained (or restored) weights, whole, in the caller's model on every rank
+    if stopped is not None and stopped.startswith("diverged"):
         if on_divergence == "raise":
             raise DivergenceError(f"{desc}: {stopped}.")
     return TrainResult(len(history), passes, time.perf_counter() - t0, history, stopped)

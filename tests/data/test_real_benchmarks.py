@@ -160,6 +160,46 @@ def test_tofu_bad_files(benchmark_files, tmp_path):
         tofu(benchmark_files, local=str(root))
 
 
+def test_tofu_retain_perturbed_without_paraphrased_question(benchmark_files, tmp_path):
+    """TOFU's and OpenUnlearning's code read no paraphrased question from retain_perturbed, and none we could read shows
+    one: without the column the retain evaluation items keep their paraphrased and perturbed answers (what the model
+    utility reads) and have no paraphrased question; with it, it must be a string. forget10_perturbed must have it."""
+    root = copy_of(benchmark_files, tmp_path, "tofu")
+    path = root / "retain_perturbed" / "train" / "0000.parquet"
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    write_parquet(path, [{k: v for k, v in r.items() if k != "paraphrased_question"} for r in rows])
+    source = tofu(benchmark_files, local=str(root))
+    retain_eval = source.probes["retain_eval"]
+    assert [(r.paraphrased_question, r.paraphrased_answer, list(r.perturbed_answers)) for r in retain_eval.data.records] == [
+        (None, r["paraphrased_answer"], r["perturbed_answer"]) for r in rows]
+    assert variant(retain_eval, "paraphrased_answer").ids.tolist() == retain_eval.ids.tolist()
+    with pytest.raises(TaskError, match=r"Item 0 of split 'retain_eval' has no paraphrased_question"):
+        variant(retain_eval, "paraphrase")
+    write_parquet(path, [{**r, "paraphrased_question": 7} for r in rows])
+    with pytest.raises(TaskError, match=r"retain_perturbed: row 0, column 'paraphrased_question' must be a string"):
+        tofu(benchmark_files, local=str(root))
+    forget = rows_of(root / "forget10_perturbed.json")
+    write_parquet(path, rows)
+    write_jsonl(root / "forget10_perturbed.json", [{k: v for k, v in r.items() if k != "paraphrased_question"} for r in forget])
+    with pytest.raises(TaskError, match=r"forget10_perturbed: missing column 'paraphrased_question'"):
+        tofu(benchmark_files, local=str(root))
+
+
+def test_optional_columns_are_checked_only_where_present():
+    """Hand case: an optional column ("str?") may be absent; present, each value must be of its kind."""
+    from unlearnkit.data.hub import check_rows
+
+    columns = (("question", "str"), ("paraphrased_question", "str?"))
+    check_rows([{"question": "q"}], columns, "t")
+    check_rows([{"question": "q", "paraphrased_question": "p"}], columns, "t")
+    with pytest.raises(TaskError, match=r"t: row 1, column 'paraphrased_question' must be a string, got None"):
+        check_rows([{"question": "q", "paraphrased_question": "p"}, {"question": "r", "paraphrased_question": None}], columns, "t")
+    with pytest.raises(TaskError, match=r"t: missing column 'question'"):
+        check_rows([{"paraphrased_question": "p"}], columns, "t")
+
+
 def test_tofu_items_without_variants_are_refused_by_the_variant_metrics(tofu_task):
     with pytest.raises(TaskError, match=rf"Item {ITEMS_PER_AUTHOR} of split 'retain' has no paraphrased_answer: its source gives none"):
         variant(tofu_task.retain, "paraphrased_answer")

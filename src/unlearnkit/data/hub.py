@@ -137,18 +137,20 @@ def load_rows(source: HubSource, config: str | None, split: str) -> list[dict[st
     return [dict(row) for row in ds]
 
 
-Column = tuple[str, str]  # (name, kind): kind "str", "int", "str_list"
+Column = tuple[str, str]  # (name, kind): kind "str", "int", "str_list"; "str?" etc.: optional (checked where present)
 
 
 def check_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], where: str, *, min_rows: int = 1) -> None:
-    """Every row has ``columns`` with values of their kind (``str``, ``int``, ``str_list``); a clear TaskError naming
-    the table, the column and the row otherwise."""
+    """Every row has ``columns`` with values of their kind (``str``, ``int``, ``str_list``); a kind ending in ``?`` is
+    an optional column, checked only when the table has it. A clear TaskError naming the table, the column and the row
+    otherwise."""
     if len(rows) < min_rows:
         raise TaskError(f"{where}: {len(rows)} row(s); need at least {min_rows}.")
     have = set(rows[0]) if rows else set()
-    for name, _ in columns:
-        if name not in have:
+    for name, kind in columns:
+        if name not in have and not kind.endswith("?"):
             raise TaskError(f"{where}: missing column {name!r} (has {sorted(have)}).{suggest(name, have) if have else ''}")
+    columns = [(name, kind.rstrip("?")) for name, kind in columns if name in have]
     for i, row in enumerate(rows):
         for name, kind in columns:
             value = row.get(name)

@@ -2,15 +2,26 @@
 Hugging Face hub) as OpenUnlearning runs it: train on the raw forget corpus ∪ the retain corpus (``raw/retain1``)
 cut into chunks of 2,048 tokens, test = the raw holdout corpus (never trained), and the evaluation sets as probes.
 
-The hub's configs, splits and columns read (``CONFIGS``):
+The hub's configs, splits and columns read (``CONFIGS``), as the two dataset cards' ``dataset_info`` list them
+(huggingface.co/datasets/muse-bench/MUSE-News and .../MUSE-Books, README.md on ``main``; files
+``{config}/{split}-00000-of-00001.parquet``):
 
-* ``raw``: ``forget``, ``retain1`` (what unlearning may use), ``retain2``, ``holdout`` — ``text``;
-* ``verbmem``: ``forget`` — ``prompt``, ``gt`` (the passage's continuation);
-* ``knowmem``: ``forget_qa``, ``retain_qa`` and their in-context examples ``forget_qa_icl``, ``retain_qa_icl`` —
-  ``question``, ``answer``;
-* ``privleak``: ``forget``, ``retain``, ``holdout`` — ``text``;
-* News only: ``scal`` (``forget_1``..``forget_4``, growing forget sets) and ``sust`` (``forget_1``..``forget_4``,
-  successive requests) — ``text``.
+* ``raw``: ``forget``, ``retain1`` (what unlearning may use), ``retain2``, ``holdout`` — ``text`` (News 889 / 1,777 /
+  1,778 / 3,043 articles, Books 4 / 12 / 13 / 3 books);
+* ``verbmem``: ``forget`` — ``prompt``, ``gt`` (the passage's continuation; 100 rows);
+* ``knowmem``: ``forget_qa``, ``retain_qa`` (100 each) and their in-context examples ``forget_qa_icl``,
+  ``retain_qa_icl`` (10 each) — ``question``, ``answer``. Revisions before the cards' last update name the retain
+  splits ``retain2_qa`` / ``retain2_qa_icl`` (and privleak's ``retain2``); this loader reads the current names;
+* ``privleak``: ``forget``, ``retain``, ``holdout`` — ``text`` (100 each);
+* News only (the Books card lists five configs, raw, verbmem, knowmem, privleak and train): ``scal``
+  (``forget_1``..``forget_4``, growing forget sets of 889 to 3,554 articles) and ``sust`` (``forget_1``..``forget_4``,
+  successive requests of 889 / 889 / 889 / 887) — ``text``.
+
+The cards' ``train`` config (raw/retain1, raw/retain2 and, for News, scal/forget_4 as ``forget``) is not read. The
+configs OpenUnlearning reads are the same (open-unlearning ``configs/data/datasets/MUSE_forget.yaml``: raw/forget;
+``MUSE_retain.yaml``: raw/retain1; ``MUSE_forget_knowmem.yaml``: knowmem/forget_qa with forget_qa_icl shots;
+``MUSE_forget_verbmem.yaml``: verbmem/forget, prompt + " " + gt; ``MUSE_MIA.yaml``: privleak/forget and holdout;
+``MUSE_forget_scal.yaml``: scal/forget_4; ``MUSE_forget_sust.yaml``: sust/forget_1).
 
 Probes: ``verbmem_forget`` (prompt → gt), ``knowmem_forget`` / ``knowmem_retain`` (question → answer, prompted after
 the ``*_qa_icl`` examples), ``privleak_forget`` / ``privleak_retain`` / ``privleak_holdout`` (documents). The four

@@ -4,12 +4,28 @@ perturbed answers), train = forget ∪ retain, test = TOFU's holdout questions (
 non-members), and the probes OpenUnlearning evaluates on: ``retain_eval`` (the retain items of
 ``retain_perturbed``, TOFU's fixed retain evaluation set), ``real_authors`` and ``world_facts``.
 
-The hub's configs (each with the single split ``train``) and the columns read from them (``CONFIGS``):
+The hub's configs (each a JSON-lines file ``{config}.json`` at the repository root with the single split ``train``)
+and the columns read from them (``CONFIGS``), with where each fact was checked:
 
-* ``full``, ``forget01/05/10``, ``retain99/95/90``, ``holdout01/05/10``: ``question``, ``answer``;
-* ``forget01/05/10_perturbed``, ``retain_perturbed``: ``question``, ``answer``, ``paraphrased_question``,
-  ``paraphrased_answer``, ``perturbed_answer`` (a list of 5 wrong answers);
-* ``real_authors_perturbed``, ``world_facts_perturbed``: ``question``, ``answer``, ``perturbed_answer`` (3 options);
+* ``full``, ``forget01/05/10``, ``retain99/95/90``: ``question``, ``answer`` — the dataset card's ``configs`` list
+  (huggingface.co/datasets/locuslab/TOFU, README.md since commit 9772050; the same list names every config below but
+  the holdouts);
+* ``holdout01/05/10``: ``question``, ``answer`` — added after that card for OpenUnlearning, which reads
+  ``load_dataset("locuslab/TOFU", "holdout10", split="train")`` (open-unlearning ``configs/data/datasets/TOFU_MIA.yaml``);
+* ``forget01/05/10_perturbed``: ``question``, ``answer``, ``paraphrased_question``, ``paraphrased_answer``,
+  ``perturbed_answer`` (a list of 5 wrong answers). TOFU's own evaluation reads question/paraphrased_answer/
+  perturbed_answer from ``forget10_perturbed`` (locuslab/tofu ``config/eval_everything.yaml``), OpenUnlearning the
+  same (``configs/data/datasets/TOFU_QA_forget_para.yaml``, ``TOFU_QA_forget_pert.yaml``); ``paraphrased_question``
+  is read from ``load_dataset("locuslab/TOFU", name="forget10_perturbed")`` by public evaluation code, never by TOFU's
+  or OpenUnlearning's;
+* ``retain_perturbed``: the same, except that ``paraphrased_question`` is read when present: TOFU and OpenUnlearning
+  read only question/answer/paraphrased_answer/perturbed_answer from it (``eval_everything.yaml``,
+  ``TOFU_QA_retain_eval.yaml``, ``TOFU_QA_retain_para.yaml``, ``TOFU_QA_retain_pert.yaml``), and no source we could
+  read shows a paraphrased question in it; without one, ``retain_eval`` items have none (their paraphrased answer
+  and perturbed answers are what the model utility's truth ratio uses);
+* ``real_authors_perturbed``, ``world_facts_perturbed``: ``question``, ``answer``, ``perturbed_answer`` (3 wrong
+  options) — the files themselves (locuslab/tofu ``data/real_authors_perturbed.json``,
+  ``data/world_facts_perturbed.json``); OpenUnlearning reads both its ``ra``/``wf`` and ``*_pert`` sets from them;
 * ``real_authors``, ``world_facts``: ``question``, ``answer`` (their multiple-choice ``option1..4`` are not read).
 
 forgetNN is the last NN% of TOFU's 200 authors and goes with retain(100−NN), their complement; holdoutNN are as many
@@ -40,11 +56,13 @@ ITEMS_PER_AUTHOR = 20
 PROBE_IDS = {"real_authors": 10**6, "world_facts": 2 * 10**6}
 
 _QA: tuple[Column, ...] = (("question", "str"), ("answer", "str"))
-_PERTURBED: tuple[Column, ...] = _QA + (("paraphrased_question", "str"), ("paraphrased_answer", "str"), ("perturbed_answer", "str_list"))
+_VARIANTS: tuple[Column, ...] = (("paraphrased_answer", "str"), ("perturbed_answer", "str_list"))
+_PERTURBED: tuple[Column, ...] = _QA + (("paraphrased_question", "str"),) + _VARIANTS
+_RETAIN_PERTURBED: tuple[Column, ...] = _QA + (("paraphrased_question", "str?"),) + _VARIANTS  # see the module docstring
 _OPTIONS: tuple[Column, ...] = _QA + (("perturbed_answer", "str_list"),)
 CONFIGS: dict[str, tuple[Column, ...]] = {
     "full": _QA, **{f: _QA for f in RETAIN_OF}, **{r: _QA for r in RETAIN_OF.values()}, **{h: _QA for h in HOLDOUT_OF.values()},
-    **{f"{f}_perturbed": _PERTURBED for f in RETAIN_OF}, "retain_perturbed": _PERTURBED,
+    **{f"{f}_perturbed": _PERTURBED for f in RETAIN_OF}, "retain_perturbed": _RETAIN_PERTURBED,
     "real_authors_perturbed": _OPTIONS, "world_facts_perturbed": _OPTIONS, "real_authors": _QA, "world_facts": _QA,
 }
 
@@ -53,7 +71,8 @@ CONFIGS: dict[str, tuple[Column, ...]] = {
 class TofuItem:
     """One TOFU question–answer pair in the profiles' item structure. ``attribute`` names the hub config it came from;
     ``paraphrased_*`` are None and ``perturbed_answers`` empty for items TOFU gives no variants of (retain items outside
-    ``retain_perturbed``, holdout items). For real authors and world facts, ``paraphrased_answer`` is the answer itself:
+    ``retain_perturbed``, holdout items), and ``paraphrased_question`` is None where ``retain_perturbed`` has none.
+    For real authors and world facts, ``paraphrased_answer`` is the answer itself:
     their truth ratio compares the answer with the wrong options (OpenUnlearning's ``ra/wf_Truth_Ratio``).
     ``benchmark_forget``: the item is in TOFU's forget split (``forget: {kind: benchmark}`` selects these)."""
 
@@ -81,7 +100,7 @@ def tofu_config(config: str, source: HubSource | None = None) -> list[dict[str, 
 def _with_variants(variants: Mapping[str, Any] | None) -> dict[str, Any]:
     if variants is None:
         return {"paraphrased_question": None, "paraphrased_answer": None, "perturbed_answers": ()}
-    return {"paraphrased_question": variants["paraphrased_question"], "paraphrased_answer": variants["paraphrased_answer"],
+    return {"paraphrased_question": variants.get("paraphrased_question"), "paraphrased_answer": variants["paraphrased_answer"],
             "perturbed_answers": tuple(variants["perturbed_answer"])}
 
 

@@ -4,6 +4,15 @@ index of the right one)) and the unlearning corpora where public: ``cais/wmdp-co
 ``cyber-forget-corpus``, ``cyber-retain-corpus``, ``bio-retain-corpus``, split ``train``: ``text``) and, for the bio
 forget corpus, the gated ``cais/wmdp-bio-forget-corpus`` (split ``train``: ``text``; request access on the hub).
 
+Where the schema was checked: the ``cais/wmdp`` card (huggingface.co/datasets/cais/wmdp, README.md: one split,
+``test``, per config — 1,273 bio, 408 chem, 1,987 cyber questions since the 2024-04-23 update; files
+``wmdp-*/test-00000-of-00001.parquet``; the ``train`` files of the first upload were deleted on 2024-03-08, so
+OpenUnlearning's ``configs/data/datasets/WMDP_QA_*.yaml``, which name split ``train``, do not load the current
+hub). The ``cais/wmdp-corpora`` card (README.md: 60,887 /
+1,000 / 4,473 ``text`` rows in split ``train``, as OpenUnlearning's ``WMDP_Corpora_*.yaml`` read them); the bio
+forget corpus is requested through the card's form, and public code reads it as
+``load_dataset("cais/wmdp-bio-forget-corpus", split="train")["text"]`` (it also has ``title`` and ``abstract``).
+
 Train = the ``domain``'s forget corpus ∪ its retain corpus, chunked as OpenUnlearning's WMDP experiment does
 (blank-line joined, 2,048-token chunks); test = a seeded ``test_fraction`` of the retain chunks, held out of
 training. Probes ``wmdp_bio`` / ``wmdp_chem`` / ``wmdp_cyber``: each question as lm-evaluation-harness prompts it

@@ -311,7 +311,8 @@ class ExactMethod:
     training data (forget ∪ retain), then ``unlearn`` deletes the forget set from it and returns the receipt.
 
     ``serve`` is the training half: it returns ``model`` itself when that is already this regime's served model (a
-    request stream passes the model of the previous request), else a newly built one. The runner calls it before
+    request stream passes the model of the previous request), else (after checking that ``model`` fits the task) a
+    newly built one. The runner calls it before
     metering the run, so a run's cost is the deletion's alone and the regime's training cost sits in
     ``info["training"]``. Subclasses define ``build(task, refs, *, seed, device, progress)``."""
 
@@ -332,6 +333,9 @@ class ExactMethod:
 
         if isinstance(model, ExactModel) and model.regime == self.name:
             return model
+        # the input is the model a deletion request is made against: it must fit the task even though the regime
+        # trains its own (a wrong output size or NaN weights there means the request names the wrong model)
+        get_adapter(task).check(model, task, device)
         seed = int(rng.integers(0, 2**31 - 1))
         return self.build(task, refs, seed=seed, device=device, progress=progress)
 

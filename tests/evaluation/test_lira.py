@@ -164,3 +164,17 @@ def test_epsilon_score_and_klom_share_their_retrained_ensembles(noise, monkeypat
     assert trained == ["retrained ensemble"] * 2 + ["klom original ensemble"]
     build_metric("klom", {"n_models": 5, "n_examples": 30}).compute(refs.original, task, refs, ctx)  # another size: its own
     assert trained[3:] == ["retrained ensemble"] * 2 + ["klom original ensemble"]
+
+
+def test_u_lira_runs_on_an_exact_regime_that_serves_its_own_architecture(noise):
+    """An exact method (SISA) serves an ensemble, not the shadow's architecture: each shadow is rebuilt in the regime
+    and its part of U deleted. Deletion there is exact, so U-LiRA cannot tell its forget set from non-members."""
+    from unlearnkit.exact import SisaModel
+
+    task, refs = noise
+    ctx = EvalContext(task, get_adapter(task))
+    ctx.method = build_method("sisa", {"shards": 2, "slices": 1})
+    out = build_metric("u_lira", {"n_shadows": 8, "n_targets": 80}).compute(refs.retrained, task, refs, ctx)
+    key = next(k for k in ctx.shared if k[0] == "u_lira-shadows")
+    assert all(isinstance(m, SisaModel) for m in ctx.shared[key])
+    assert abs(out.values["auc"] - 0.5) < 4 * auc_null_sd(80, 80)

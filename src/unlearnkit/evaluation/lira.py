@@ -145,6 +145,9 @@ def unlearned_shadows(shadows: ShadowSet, targets: Targets, task: Task, refs: Re
         executor = ctx.executor or LocalExecutor()
         models = []
         for state, model in zip(executor.map(shadow_unlearn_job, jobs, desc="unlearning shadows"), shadows.models):
+            if isinstance(state, nn.Module):
+                models.append(state)
+                continue
             victim = copy.deepcopy(model)
             victim.load_state_dict(state)
             models.append(victim.eval())
@@ -162,11 +165,14 @@ class ShadowJob:
     device: str
 
 
-def shadow_unlearn_job(job: ShadowJob) -> dict[str, torch.Tensor]:
-    """The shadow's weights after the method unlearned its part of U (picklable job for any executor)."""
+def shadow_unlearn_job(job: ShadowJob) -> dict[str, torch.Tensor] | nn.Module:
+    """The shadow's weights after the method unlearned its part of U (picklable job for any executor); the whole
+    model when the method serves its own architecture (an exact regime: a SISA ensemble has no shadow-shaped weights)."""
     victim = copy.deepcopy(job.model)
     if job.task is not None:
         victim = job.method.unlearn(victim, job.task, job.refs, rng=np.random.default_rng(job.seed), device=job.device).model
+    if getattr(job.method, "kind", "") == "exact":
+        return victim.cpu().eval()
     return {k: v.detach().cpu() for k, v in victim.state_dict().items()}
 
 

@@ -96,6 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .data.forget import request_rng, select_forget, select_requests
     from .data.sources import load_dataset
     from .experiment import load_experiment
+    from .runs.runner import stream_public
     from .seeding import np_rng
 
     exp = load_experiment(args.file)
@@ -112,7 +113,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if exp.requests:  # drawn as the run draws them, so a request that clashes with an earlier one fails here
             rngs = [request_rng(exp.task_seed, i, spec) for i, spec in enumerate(exp.requests)]
             deleted = 0
-            for k, (spec, ids) in enumerate(zip(exp.requests, select_requests(source.train, exp.requests, rngs, source.n_classes))):
+            public = stream_public(exp, source)
+            if public is not None:
+                print(f"  public (non-deletable): {len(public)} of {len(source.train)} training examples")
+            for k, (spec, ids) in enumerate(zip(exp.requests, select_requests(source.train, exp.requests, rngs, source.n_classes,
+                                                                               public=public))):
                 deleted += len(ids)
                 print(f"  request {k + 1}/{len(exp.requests)} {spec.label()}: {len(ids)} examples ({deleted} of {len(source.train)} "
                       "deleted in all)")

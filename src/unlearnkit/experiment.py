@@ -20,7 +20,7 @@ from .train import TrainConfig
 from .version import code_version
 
 TOP_KEYS = {"name", "description", "dataset", "forget", "requests", "model", "train", "references", "methods", "metrics", "seeds",
-            "task_seed", "device"}
+            "task_seed", "device", "public"}
 
 
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -51,6 +51,7 @@ class Experiment:
     device: str = "auto"
     source: str | None = None
     requests: tuple[ForgetSpec, ...] = ()  # a stream of deletion requests (then ``forget`` is empty): see ``parse_requests``
+    public_fraction: float | None = None  # ``public: {fraction: f}``: a stream's non-deletable portion of the training set
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> Experiment:
@@ -68,6 +69,18 @@ class Experiment:
         if "forget" not in d and "requests" not in d:
             raise ConfigError("The experiment is missing 'forget' (the forget sets), or 'requests' (a stream of deletion requests).")
         requests = parse_requests(d["requests"]) if "requests" in d else ()
+        public_fraction = None
+        if "public" in d:
+            if not requests:
+                raise ConfigError("public: declares the non-deletable part of the training data of a request stream (requests:); an "
+                                  "experiment of forget sets draws each forget set from all the training data. Use requests:, or "
+                                  "drop public:.")
+            public = _mapping(d["public"], "public", {"fraction"})
+            fraction = public.get("fraction")
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+                raise ConfigError(f"public.fraction (the share of the training data declared non-deletable) must lie strictly between "
+                                  f"0 and 1, got {fraction!r}.")
+            public_fraction = float(fraction)
         forget_raw = d.get("forget", ())
         forget_list = forget_raw if isinstance(forget_raw, Sequence) and not isinstance(forget_raw, (str, Mapping)) else [forget_raw]
         if not forget_list and not requests:
@@ -95,6 +108,7 @@ class Experiment:
             dataset=component(d["dataset"], "dataset", DATASETS),
             forget=tuple(ForgetSpec.from_dict(f) for f in forget_list),
             requests=requests,
+            public_fraction=public_fraction,
             model=component(d["model"], "model", MODELS),
             train=TrainConfig.from_dict(_mapping(d["train"], "train", set(TrainConfig.__dataclass_fields__)), "train"),
             methods=tuple(component(m, f"methods[{i}]", METHODS) for i, m in enumerate(methods_raw)),
@@ -142,6 +156,7 @@ class Experiment:
             "description": self.description,
             "dataset": self.dataset.to_dict(),
             **({"requests": [r.to_dict() for r in self.requests]} if self.requests else {"forget": [f.to_dict() for f in self.forget]}),
+            **({"public": {"fraction": self.public_fraction}} if self.public_fraction is not None else {}),
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
             "references": {"retrain_seeds": self.retrain_seeds, "original_seed": self.original_seed},

@@ -283,6 +283,9 @@ class Task:
     modality: str = "classifier"
     info: Mapping[str, Any] = field(default_factory=dict)
     train_split: Split | None = None  # forget ∪ retain as one split, if the caller has it
+    # training ids declared non-deletable (an experiment's ``public:``): no request selects them, and the regimes with a
+    # frozen backbone (S3T, ACU) train it on them; they must lie in the retain set
+    public_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.forget) == 0:
@@ -314,6 +317,17 @@ class Task:
                         f"Task {self.name!r}: split {split.name!r} has labels outside [0, {self.n_classes}), "
                         f"e.g. {np.unique(labels[bad])[:5].tolist()}."
                     )
+        if self.public_ids is not None:
+            public = np.asarray(self.public_ids, dtype=np.int64)
+            touched = np.intersect1d(public, self.forget.ids)
+            if len(touched):
+                raise TaskError(f"Task {self.name!r}: the forget set holds {len(touched)} id(s) declared public (non-deletable), "
+                                f"e.g. {touched[:5].tolist()}.")
+            outside = np.setdiff1d(public, self.retain.ids)
+            if len(outside) or len(public) == 0:
+                raise TaskError(f"Task {self.name!r}: the declared public ids must be a non-empty part of the retain set; "
+                                f"{len(outside)} are not training ids of this task, e.g. {outside[:5].tolist()}.")
+            object.__setattr__(self, "public_ids", np.unique(public))
         if self.train_split is not None:
             want = np.sort(np.concatenate([self.forget.ids, self.retain.ids]))
             if not np.array_equal(np.sort(self.train_split.ids), want):
@@ -361,6 +375,8 @@ class Task:
         parts = [self.name, self.version, self.modality, str(self.n_classes)]
         parts += [f"{k}={v.fingerprint}" for k, v in sorted(self.splits().items())]
         parts += [f"{k}:records={v.data.records_fingerprint}" for k, v in sorted(self.splits().items()) if hasattr(v.data, "records_fingerprint")]
+        if self.public_ids is not None:
+            parts.append("public=" + _hash(np.asarray(self.public_ids, dtype=np.int64).tobytes()))
         return _hash(*parts)
 
     def describe(self) -> dict[str, Any]:
@@ -373,6 +389,8 @@ class Task:
             "train_fingerprint": self.train.fingerprint,
             "splits": {k: {"n": len(v), "fingerprint": v.fingerprint} for k, v in self.splits().items()},
             "info": dict(self.info),
+            **({} if self.public_ids is None else {"public": {"n": int(len(self.public_ids)),
+                                                              "fingerprint": _hash(np.asarray(self.public_ids, dtype=np.int64).tobytes())}}),
         }
 
     @classmethod

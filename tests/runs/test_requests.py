@@ -295,3 +295,69 @@ def test_bundled_requests_experiment_validates(capsys):
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"a stream of {len(exp.requests)} deletion request(s)" in out and f"request {len(exp.requests)}/{len(exp.requests)}" in out
+
+
+# ------------------------------------------------------------------------------------------------ public: (non-deletable)
+def test_public_is_a_streams_declaration_with_a_fraction():
+    exp = Experiment.from_dict({**_spec(), "public": {"fraction": 0.25}})
+    assert exp.public_fraction == 0.25 and exp.to_dict()["public"] == {"fraction": 0.25}
+    assert "public" not in Experiment.from_dict(_spec()).to_dict()  # experiments without it keep their ids
+    for bad in (0, 1, 1.5, True, "x", None):
+        with pytest.raises(ConfigError, match="public.fraction .* strictly between 0 and 1"):
+            Experiment.from_dict({**_spec(), "public": {"fraction": bad}})
+    with pytest.raises(ConfigError, match=r"Unknown key 'ids' in public"):
+        Experiment.from_dict({**_spec(), "public": {"ids": [1]}})
+    forget = {k: v for k, v in _spec().items() if k != "requests"}
+    with pytest.raises(ConfigError, match="public: declares the non-deletable part .* of a request stream"):
+        Experiment.from_dict({**forget, "forget": [{"kind": "random", "fraction": 0.1}], "public": {"fraction": 0.2}})
+
+
+def test_requests_are_drawn_outside_the_public_portion_and_may_not_name_it(digits):
+    from unlearnkit.data.forget import ForgetSpec, draw_public, select_requests
+
+    train = digits.train
+    public = draw_public(train, 0.3, np.random.default_rng(0))
+    assert len(public) == round(0.3 * len(train)) and np.isin(public, train.ids).all()
+    specs = [ForgetSpec("random", fraction=0.1)] * 5
+    got = select_requests(train, specs, [np.random.default_rng(i) for i in range(5)], 10, public=public)
+    assert sum(map(len, got)) == 5 * round(0.1 * len(train)) and not np.isin(np.concatenate(got), public).any()
+    with pytest.raises(ConfigError, match=r"request 1 of 1 \(ids \(2\)\): 1 of its ids are declared public .* e.g. \[%d\]" % public[0]):
+        select_requests(train, [ForgetSpec("ids", ids=(int(public[0]), int(np.setdiff1d(train.ids, public)[0])))],
+                        [np.random.default_rng(0)], 10, public=public)
+    with pytest.raises(ConfigError, match=r"request 1 of 1 \(class 3\): the declared public portion holds examples of the class"):
+        select_requests(train, [ForgetSpec("classes", classes=(3,))], [np.random.default_rng(0)], 10, public=public)
+    with pytest.raises(ConfigError, match="selects .* outside the declared public portion"):
+        select_requests(train, [ForgetSpec("random", fraction=0.8)], [np.random.default_rng(0)], 10, public=public)
+    with pytest.raises(ConfigError, match="nothing would be deletable"):
+        draw_public(train, 0.99999, np.random.default_rng(0))
+
+
+def test_a_task_refuses_a_forget_set_inside_its_public_portion(random_task):
+    from unlearnkit.errors import TaskError
+
+    with pytest.raises(TaskError, match="forget set holds 1 id\\(s\\) declared public"):
+        replace(random_task, public_ids=random_task.forget.ids[:1])
+    with pytest.raises(TaskError, match="non-empty part of the retain set"):
+        replace(random_task, public_ids=np.array([10**9]))
+    task = replace(random_task, public_ids=random_task.retain.ids[:50])
+    assert task.fingerprint != random_task.fingerprint and task.describe()["public"]["n"] == 50
+
+
+def test_frozen_backbone_regimes_run_a_whole_random_stream_on_the_declared_public_portion(tmp_path, digits):
+    """Without public:, random requests may hit the examples an ACU backbone was trained on (refused, its stream stops);
+    with it, requests are drawn outside that portion, the backbone is trained on exactly it, and every request is served."""
+    spec = {**_spec(requests=[{"kind": "random", "fraction": 0.05, "repeat": 3}]), "public": {"fraction": 0.3},
+            "methods": [{"name": "acu", "params": {"buffer": 64}}]}
+    store = Store(tmp_path)
+    record = run_experiment(Experiment.from_dict(spec), store, device="cpu", progress=False, log=lambda m: None)
+    s = stream_summary(store, record)
+    (chain,) = s.chains
+    assert len(chain.runs) == 3 and not record.get("failures")
+    assert record["stream"]["public"]["n"] == round(0.3 * len(digits.train))
+    backbone = chain.runs[0]["unlearn_info"]["regime"]["backbone"]
+    assert backbone["n_protected"] == record["stream"]["public"]["n"]
+    assert backbone["protected_fingerprint"] == record["stream"]["public"]["fingerprint"]
+    bare = {k: v for k, v in spec.items() if k != "public"}
+    record = run_experiment(Experiment.from_dict(bare), Store(tmp_path / "bare"), device="cpu", progress=False, log=lambda m: None)
+    (failure,) = record["failures"]
+    assert failure["method"] == "acu" and "RequestRefused" in failure["error"] and "frozen backbone was trained on" in failure["error"]

@@ -267,9 +267,11 @@ def task_from_ids(
     probes: Mapping[str, Split] | None = None,
     modality: str = "classifier",
     eval_retain_groups: int | None = None,
+    public_ids: np.ndarray | None = None,
 ) -> Task:
     """``make_task`` for a forget set already chosen (``ids``), described by ``forget_info`` (the task's
-    ``info["forget"]``, which metrics and methods read: its ``kind``) and ``forget_label``."""
+    ``info["forget"]``, which metrics and methods read: its ``kind``) and ``forget_label``; ``public_ids``: training ids
+    declared non-deletable (``Task.public_ids``)."""
     meta = {"forget": dict(forget_info), "forget_label": forget_label, **dict(info or {})}
     all_probes = dict(probes or {})
     record = manipulation_record(train)
@@ -280,6 +282,8 @@ def task_from_ids(
             raise ConfigError(f"make_task: probe name(s) {clash} are already used by the manipulated data's probes.")
         all_probes.update(record.probes)
     task = Task.from_forget_ids(name, train, test, ids, n_classes=n_classes, version=version, info=meta, modality=modality)
+    if public_ids is not None:
+        task = replace(task, public_ids=np.asarray(public_ids, dtype=np.int64))
     if RETAIN_EVAL in all_probes:  # a data source's own retain evaluation set (TOFU's retain_perturbed) must be retained data
         leaked = np.intersect1d(all_probes[RETAIN_EVAL].ids, ids)
         if len(leaked):
@@ -376,19 +380,42 @@ def select_request(train: Split, deleted: np.ndarray, spec: ForgetSpec, rng: np.
     raise ConfigError(f"a request of a stream is one of {list(STREAM_KINDS)}, not {spec.kind!r}.")
 
 
+def draw_public(train: Split, fraction: float, rng: np.random.Generator, *, by_group: bool = False) -> np.ndarray:
+    """The sorted ids of a random ``fraction`` of ``train`` declared public (non-deletable: an experiment's ``public:``),
+    at least one example and never all; ``by_group`` draws whole groups (a language-model task's profiles, its labels),
+    so no person is half public."""
+    if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise ConfigError(f"public: fraction must lie strictly between 0 and 1, got {fraction!r}.")
+    if by_group and train.labels is not None:
+        groups = np.unique(train.labels)
+        k = max(1, int(round(fraction * len(groups))))
+        if k >= len(groups):
+            raise ConfigError(f"public: a fraction of {fraction} declares all {len(groups)} profiles public; nothing would be deletable.")
+        return np.sort(train.ids[np.isin(train.labels, rng.choice(groups, size=k, replace=False))])
+    k = max(1, int(round(fraction * len(train))))
+    if k >= len(train):
+        raise ConfigError(f"public: a fraction of {fraction} declares all {len(train)} examples public; nothing would be deletable.")
+    return np.sort(rng.choice(train.ids, size=k, replace=False))
+
+
 def select_requests(train: Split, specs: Sequence[ForgetSpec], rngs: Sequence[np.random.Generator],
-                    n_classes: int | None = None) -> list[np.ndarray]:
+                    n_classes: int | None = None, *, public: np.ndarray | None = None) -> list[np.ndarray]:
     """The ids each request of a stream deletes, in order; a ConfigError naming the request for one that selects
-    nothing, selects data an earlier request deleted, or would leave nothing retained. Nothing is run before this."""
+    nothing, selects data an earlier request deleted, names data declared ``public`` (non-deletable; random and
+    profile requests are drawn outside it, and a class request may not leave part of its class behind in it), or would
+    leave nothing retained. Nothing is run before this."""
     check_requests(specs)
     deleted = np.zeros(0, dtype=np.int64)
+    public = np.zeros(0, dtype=np.int64) if public is None else np.asarray(public, dtype=np.int64)
     out = []
     for i, (spec, rng) in enumerate(zip(specs, rngs, strict=True)):
         where = _request_where(i, len(specs), spec)
         try:
-            ids = select_request(train, deleted, spec, rng, n_classes)
+            ids = select_request(train, np.union1d(deleted, public), spec, rng, n_classes)
         except (ConfigError, TaskError, EmptySelection) as exc:
-            among = f" (among the {len(train) - len(deleted)} examples earlier requests left)" if len(deleted) else ""
+            left = len(train) - len(deleted) - len(public)
+            among = (f" (among the {left} examples earlier requests left outside the declared public portion)" if len(public) else
+                     f" (among the {left} examples earlier requests left)" if len(deleted) else "")
             raise ConfigError(f"{where}: {exc}{among}") from None
         if len(ids) == 0:
             raise ConfigError(f"{where}: selects nothing.")
@@ -396,6 +423,16 @@ def select_requests(train: Split, specs: Sequence[ForgetSpec], rngs: Sequence[np
         if len(gone):
             raise ConfigError(f"{where}: {len(gone)} of its ids were already deleted by an earlier request, e.g. {gone[:5].tolist()}; "
                               "a request must name data not yet deleted.")
+        kept = np.intersect1d(ids, public)
+        if len(kept):
+            raise ConfigError(f"{where}: {len(kept)} of its ids are declared public (non-deletable, public:), e.g. {kept[:5].tolist()}.")
+        if spec.kind == "classes" and len(public) and train.labels is not None:
+            labels = train.labels[train.positions_of(public)]
+            held = {int(c): int((labels == c).sum()) for c in spec.classes if (labels == c).any()}
+            if held:
+                raise ConfigError(f"{where}: the declared public portion holds examples of the class(es) it deletes ({held}: class -> "
+                                  "examples), which no request may delete; a class request must delete its whole class. Request the "
+                                  "class's other examples by ids, or declare no public portion.")
         deleted = np.union1d(deleted, ids)
         if len(deleted) >= len(train):
             raise ConfigError(f"{where}: after it every training example is deleted; nothing would be retained.")

@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..seeding import torch_seed
 from ..train import TrainConfig, train_model
-from ..types import Split
+from ..types import Split, Task
 from .base import Backbone
 
 
@@ -23,6 +23,14 @@ def public_portion(split: Split, fraction: float, rng: np.random.Generator) -> S
     if n >= len(split):
         raise ConfigError(f"A public fraction of {fraction} takes all {len(split)} examples; nothing would be deletable.")
     return split.subset(np.sort(rng.choice(len(split), size=n, replace=False)), "public")
+
+
+def declared_or_drawn_public(task: Task, fraction: float, rng: np.random.Generator) -> Split:
+    """The retain examples the task declares public (``task.public_ids``, an experiment's ``public:``: a request stream
+    never selects them), else a random ``fraction`` of the retain set drawn with ``rng``."""
+    if task.public_ids is None:
+        return public_portion(task.retain, fraction, rng)
+    return task.retain.subset(np.flatnonzero(np.isin(task.retain.ids, task.public_ids)), "public")
 
 
 def trained_backbone(public: Split, factory: Callable[[], nn.Module], config: TrainConfig, *, adapter: object, seed: int,

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..exact.acu import AcuModel, check_settings
-from ..exact.backbone import public_portion, random_backbone, trained_backbone
+from ..exact.backbone import declared_or_drawn_public, random_backbone, trained_backbone
 from ..references import References
 from ..seeding import derive_seed, np_rng
 from ..types import Task
@@ -22,7 +22,7 @@ class Acu(ExactMethod):
     """ACU, analytic continual unlearning (Tang, Zhuang et al., arXiv 2505.12239): a ridge head on frozen features, deleted from exactly in closed form.
 
     ``backbone="public"`` trains the original's architecture and recipe on a ``public_fraction`` of the retain set,
-    which becomes non-deletable; ``"random"`` keeps a seeded random initialisation that saw no data. The head (ridge
+    which becomes non-deletable (or on the task's declared public portion, an experiment's ``public:``, when it has one); ``"random"`` keeps a seeded random initialisation that saw no data. The head (ridge
     penalty ``gamma``, optional random ReLU buffer of ``buffer`` dimensions) is fitted on the whole training set.
 
     The buffer defaults to 1024 (ACIL's expansion of small features): measured with the test MLP backbones, it lifts
@@ -55,7 +55,7 @@ class Acu(ExactMethod):
         start = time.perf_counter()
         if self.backbone == "public":
             config = refs.require("train_config", by=by)
-            public = public_portion(task.retain, self.public_fraction, np_rng("acu public portion", seed))
+            public = declared_or_drawn_public(task, self.public_fraction, np_rng("acu public portion", seed))
             net, provenance = trained_backbone(public, lambda: refs.fresh_model(seed, by=by), config, adapter=get_adapter(task), seed=seed,
                                                device=device, progress=progress)
         else:

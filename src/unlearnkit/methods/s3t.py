@@ -13,7 +13,7 @@ import numpy as np
 
 from ..adapters import get_adapter
 from ..errors import ConfigError
-from ..exact.backbone import public_portion, random_backbone, trained_backbone
+from ..exact.backbone import declared_or_drawn_public, random_backbone, trained_backbone
 from ..exact.s3t import S3tModel, attach_adapters, plan_slices, rotations, stage_config, target_layers
 from ..exact.s3t_lm import ATTENTION, S3tCausalLM, pretrained_backbone
 from ..references import References
@@ -28,7 +28,8 @@ class S3t(ExactMethod):
     """S3T (Chowdhury et al., arXiv 2406.16257): per shard, chains of low-rank adapters trained on growing slice prefixes in several orderings; deleting from slice j deactivates the adapters from j's position on.
 
     Defaults per modality (``None``): classifiers get 4 shards, a backbone of the task's architecture trained on a
-    public (non-deletable) ``public_fraction`` of the retain set, adapters on every Linear layer (the output layer
+    public (non-deletable) ``public_fraction`` of the retain set (or the task's declared public portion, an
+    experiment's ``public:``), adapters on every Linear layer (the output layer
     included), one example per unit; causal LMs get 1 shard, the pretrained model (``refs.fresh_model``) as backbone,
     adapters on the attention projections, and one group (a profile's items) per unit, so a person's deletion touches one
     slice. ``orderings`` cyclic rotations of the slices (default: all R). Each adapter trains ``steps``, else ``epochs`` over
@@ -88,7 +89,7 @@ class S3t(ExactMethod):
         stage = stage_config(config, self.slices, epochs=self.epochs, steps=self.steps, lr=self.lr, batch_size=self.batch_size)
         adapter = get_adapter(task)
         data = task.train
-        public = public_portion(task.retain, self.public_fraction, np_rng("s3t-public", seed)) if backbone == "public" else None
+        public = declared_or_drawn_public(task, self.public_fraction, np_rng("s3t-public", seed)) if backbone == "public" else None
         public_ids = np.zeros(0, np.int64) if public is None else public.ids
         plan = plan_slices(data, public_ids, shards, self.slices, self.unit or ("group" if lm else "example"), np_rng("s3t-slices", seed))
         fresh = refs.fresh_model(derive_seed(seed, "s3t-backbone"), by="method 's3t'")

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..cost import Cost, CostMeter
-from ..data.forget import ForgetSpec, make_task, request_rng, select_requests, stream_forget_info, task_from_ids
+from ..data.forget import ForgetSpec, draw_public, make_task, request_rng, select_requests, stream_forget_info, task_from_ids
 from ..device import resolve_device
 from ..data.sources import load_dataset
 from ..errors import UnlearnError
@@ -231,6 +231,7 @@ class ExperimentRunner:
         self.progress = progress
         self.executor = executor or LocalExecutor()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.public: np.ndarray | None = None  # a request stream's declared non-deletable ids (public:)
 
     def build_task(self, source: Any, spec: Any) -> Task:
         return make_task(
@@ -364,7 +365,7 @@ class ExperimentRunner:
         train the whole training set (what the original saw), so its references are retrained without all of it."""
         train, n = source.train, len(specs)
         common = {"n_classes": source.n_classes, "modality": source.modality, "probes": getattr(source, "probes", None) or None,
-                  "eval_retain_groups": source.info.get("eval_retain_groups")}
+                  "eval_retain_groups": source.info.get("eval_retain_groups"), "public_ids": self.public}
         deleted = np.sort(np.concatenate(requests[: k + 1]))
         info = {"dataset": self.exp.dataset.to_dict(), "stream": {"request": k + 1, "of": n, "deleted": int(len(deleted)),
                                                                   "deleted_fingerprint": ids_fingerprint(deleted)}}
@@ -384,10 +385,14 @@ class ExperimentRunner:
         method's stream; a method that cannot take one of the requests is skipped."""
         exp = self.exp
         specs, n = exp.requests, len(exp.requests)
-        requests = select_requests(source.train, specs, [request_rng(exp.task_seed, i, s) for i, s in enumerate(specs)], source.n_classes)
+        self.public = stream_public(exp, source)
+        requests = select_requests(source.train, specs, [request_rng(exp.task_seed, i, s) for i, s in enumerate(specs)], source.n_classes,
+                                   public=self.public)
         method_tasks = [self.stream_task(source, specs, requests, k, for_method=True) for k in range(n)]
         deleted = 0
         stream: dict[str, Any] = {"requests": [], "runs": {}}
+        if self.public is not None:
+            stream["public"] = {"fraction": exp.public_fraction, "n": int(len(self.public)), "fingerprint": ids_fingerprint(self.public)}
         for k, (spec, ids) in enumerate(zip(specs, requests)):
             deleted += len(ids)
             stream["requests"].append({"request": k + 1, "label": spec.label(), "spec": spec.to_dict(), "n": int(len(ids)),
@@ -537,6 +542,14 @@ class ExperimentRunner:
         }
         self.store.save_run(record, model=model, arrays=arrays)
         return run_id
+
+
+def stream_public(exp: Experiment, source: Any) -> np.ndarray | None:
+    """The ids a request stream declares public (``public: {fraction}``), drawn from the task seed (whole profiles for
+    language-model data), or None."""
+    if exp.public_fraction is None:
+        return None
+    return draw_public(source.train, exp.public_fraction, np_rng("public", exp.task_seed), by_group=source.modality != "classifier")
 
 
 def run_experiment(exp: Experiment, store: Store, *, device: str = "auto", progress: bool = True, log: Log | None = None,

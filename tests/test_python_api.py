@@ -48,3 +48,20 @@ def test_from_dataset_rejects_bad_items():
 
     with pytest.raises(uk.TaskError, match="not an \\(x, y\\) pair"):
         uk.TensorData.from_dataset([torch.zeros(3)])
+
+
+def test_readme_exact_deletion_flow(random_task, random_refs):
+    """The README's exact-unlearning snippet: build a SISA model, delete two ids through ``exact.delete``, read the receipt."""
+    import pytest
+
+    from unlearnkit.exact import delete
+
+    task = random_task
+    model = uk.build_method("sisa", {"shards": 4, "slices": 2}).build(task, random_refs, seed=0, device="cpu", progress=False)
+    ids = [int(i) for i in task.forget.ids[:2]]
+    receipt = delete(model, ids, train_fingerprint=task.train.fingerprint)
+    got = receipt.to_json()
+    assert got["ids"] == sorted(ids) and got["guarantee"] == "exact" and got["live_after"] == len(task.train) - 2
+    assert model.describe()["requests"] == 1 and model.describe()["regime"] == "sisa"
+    with pytest.raises(uk.TaskError, match="already deleted"):
+        delete(model, ids, train_fingerprint=task.train.fingerprint)

@@ -157,12 +157,12 @@ class ExactModel(nn.Module):
         if len(clash):
             raise TaskError(f"{len(clash)} id(s) of the addition are already in this model's data, e.g. {clash[:5].tolist()}; "
                             "ids are stable, give new ones. Nothing was added.")
-        with CostMeter(self._device()) as meter:
-            touched = self._add(split, progress=progress)
         from ..types import TensorData
 
         if not (isinstance(self.data.data, TensorData) and isinstance(split.data, TensorData)):
-            raise TaskError("Additions need in-memory (TensorData) splits.")  # pragma: no cover - regimes check earlier
+            raise TaskError("Additions need in-memory (TensorData) splits; nothing was added.")
+        with CostMeter(self._device()) as meter:
+            touched = self._add(split, progress=progress)
         merged = Split.create(self.data.name, TensorData.concat([self.data.data, split.data]), np.concatenate([self.data.ids, split.ids]))
         self.data = merged
         self._live = np.concatenate([self._live, np.ones(len(split), dtype=bool)])
@@ -184,6 +184,12 @@ class ExactModel(nn.Module):
     def _device(self) -> str:
         p = next(self.parameters(), None)
         return "cpu" if p is None else str(p.device)
+
+
+def delete(model: Any, ids: Any, *, train_fingerprint: str | None = None, progress: bool = False) -> Receipt:
+    """Honour a deletion request on a model trained by an exact regime: its receipt, or a clear error (nothing changed)
+    for a model trained the usual way and for every bad request ``ExactModel.check_request`` names."""
+    return require_exact(model, "An exact deletion").delete(ids, train_fingerprint=train_fingerprint, progress=progress)
 
 
 def require_exact(model: Any, who: str) -> ExactModel:

@@ -308,8 +308,8 @@ def section_stream(b: Bench) -> None:
           "construction, what training that regime without the deleted data gives; where its verdict is not 'removed', the "
           "evidence measured the regime's difference from the monolithic model, not leftover knowledge: a sharded, "
           "frozen-backbone or DP-fine-tuned model fits its training data less (retain accuracy below the band: "
-          "'over-forgotten'), and a population MIA fitted on the model's own retain-vs-test confidences (MIA efficacy) misreads "
-          "a model whose retain and test confidences barely differ ('not forgotten'). Judging an exact regime against retrains "
+          "'over-forgotten'), and population MIAs whose bands come from monolithic retrains (threshold MIA, MIA efficacy) misread "
+          "a model whose loss and confidence distributions differ from theirs ('not forgotten', here at a band's edge). Judging an exact regime against retrains "
           "of the same regime is the fair test of the regime itself; this table is the price of exactness measured on the "
           "common ground.\n")
 

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import cost
-from ..errors import ConfigError, RequestRefused, TaskError
+from ..errors import ConfigError, ModelError, RequestRefused, TaskError
 from ..seeding import torch_seed
 from ..types import Split, TensorData
 from .base import Backbone, ExactModel
@@ -52,13 +52,15 @@ class AcuModel(ExactModel):
 
     ``net`` must expose ``features(x)`` (the MLP and small_cnn models do); it is frozen and never changes. The buffer,
     when ``buffer`` > 0, is a fixed Gaussian projection (std 1/√d_in, seeded by ``seed``) to ``buffer`` dimensions
-    followed by ``activation``. ``forward(x)`` gives float32 logits φ(x)·W on the model's device."""
+    followed by ``activation``. ``forward(x)`` gives float32 logits φ(x)·W on the model's device. ``head`` = (R, W) serves
+    an already fitted head instead of fitting one on ``data`` (how a saved model is restored)."""
 
     regime = "acu"
     guarantee = "exact_above_backbone"
 
     def __init__(self, data: Split, net: nn.Module, *, backbone: Backbone, n_classes: int, gamma: float = 1.0, buffer: int = 0,
-                 activation: Activation = "relu", seed: int = 0, device: str = "cpu", progress: bool = False) -> None:
+                 activation: Activation = "relu", seed: int = 0, device: str = "cpu", progress: bool = False,
+                 head: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         check_settings(gamma, buffer, activation)
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
             raise ConfigError(f"ACU is a classifier head: n_classes must be an integer >= 2, got {n_classes!r}.")
@@ -85,7 +87,14 @@ class AcuModel(ExactModel):
         self.register_buffer("R", torch.zeros(self.dim, self.dim, dtype=torch.float64, device=device))
         self.register_buffer("W", torch.zeros(self.dim, n_classes, dtype=torch.float64, device=device))
         start = time.perf_counter()
-        self.R, self.W = self.fit_head(data, progress=progress)
+        if head is None:
+            self.R, self.W = self.fit_head(data, progress=progress)
+        else:  # a fitted head served as it is (``exact.persist`` restoring a saved model): no pass over the data
+            R, W = head
+            if tuple(R.shape) != (self.dim, self.dim) or tuple(W.shape) != (self.dim, n_classes):
+                raise ModelError(f"ACU's head must be R {(self.dim, self.dim)} and W {(self.dim, n_classes)} for this backbone and "
+                                 f"buffer, got R {tuple(R.shape)} and W {tuple(W.shape)}.")
+            self.R, self.W = R.to(device, torch.float64), W.to(device, torch.float64)
         self.training_info: dict[str, Any] = {"head": {"n": len(data), "dims": self.dim, "backbone_dims": int(d_in),
                                                        "gamma": self.gamma, "buffer": int(buffer), "activation": activation,
                                                        "fit_seconds": time.perf_counter() - start}}

@@ -234,7 +234,8 @@ class SisaModel(ExactModel):
         live = self._live if live is None else live
         for k, slices in which.items():
             for r in slices:
-                save_state(self.checkpoint_dir / _ckpt_name(k, r), self.checkpoints[k][r], {"regime": "sisa", "shard": str(k), "slice": str(r)})
+                # one metadata key: safetensors writes several in a random order, and the file's bytes would vary
+                save_state(self.checkpoint_dir / _ckpt_name(k, r), self.checkpoints[k][r], {"unlearnkit": f"sisa shard {k} slice {r}"})
         entries = []
         for k in range(len(self.parts)):
             parts = self.live_slices(k, live)

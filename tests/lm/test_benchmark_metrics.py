@@ -127,7 +127,8 @@ LM_METHODS = [n for n in METHODS.names() if "causal_lm" in getattr(METHODS.get(n
 
 @pytest.mark.parametrize("name", LM_METHODS)
 def test_every_lm_method_runs_on_tofu(name, tofu_task, tofu_refs):
-    params = {"method": "npo", "params": {"steps": 2}} if name == "sam" else ({} if name == "retrain" else {"steps": 2})
+    special = {"sam": {"method": "npo", "params": {"steps": 2}}, "retrain": {}, "dp2unlearning": {"dp_epochs": 1, "finetune_epochs": 1}}
+    params = special.get(name, {"steps": 2})
     method = build_method(name, params)
     out = method.unlearn(copy.deepcopy(tofu_refs.original), tofu_task, tofu_refs, rng=np.random.default_rng(0))
     assert all(torch.isfinite(p).all() for p in out.model.parameters())

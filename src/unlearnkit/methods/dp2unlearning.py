@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..exact.dp import check_privacy, train_dp2unlearning
 from ..references import References
 from ..types import Task
-from .base import ExactMethod, check_numbers, register_method
+from .base import ALL_FORGET_KINDS, ExactMethod, check_numbers, register_method
 
 
 @register_method
@@ -29,7 +29,7 @@ class Dp2unlearning(ExactMethod):
                             "Framework for LLMs, arXiv 2504.13774, 2025")
     version: ClassVar[str] = "1"
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")
-    forget_kinds: ClassVar[tuple[str, ...]] = ("random", "classes", "ids", "corrupted", "profiles")
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS  # a deletion is of ids, whatever chose them
 
     epsilon: float = 8.0
     delta: float | None = None

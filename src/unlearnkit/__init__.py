@@ -58,6 +58,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "ledger":  # the deletion ledger (uk.ledger.Ledger): a subpackage, imported on first use
+        return importlib.import_module("unlearnkit.ledger")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'unlearnkit' has no attribute {name!r}")

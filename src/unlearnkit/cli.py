@@ -1,4 +1,4 @@
-"""Command line: ``unlearnkit demo | run | validate | ls | report | check``."""
+"""Command line: ``unlearnkit demo | run | validate | ls | report | check | keygen | forget | verify | ledger``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from .errors import UnlearnError
 
 DEFAULT_STORE = os.environ.get("UNLEARNKIT_STORE", "unlearnkit-runs")
+DEFAULT_LEDGER = os.environ.get("UNLEARNKIT_LEDGER", "unlearnkit-ledger.sqlite")
 EXECUTOR_HELP = ("local (default), process (each run in a fresh process: its own memory peak, crashes contained; "
                  "process:N for N at a time), ray (a local Ray instance), ray:auto or ray://host:port")
 
@@ -221,6 +222,85 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
+# ---------------------------------------------------------------------------------------------- the deletion ledger
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .ledger import keygen
+
+    private, public, fingerprint = keygen(args.path)
+    print(f"private key: {private} (mode 0600; keep it secret)\npublic key:  {public}\nfingerprint: {fingerprint}")
+    return 0
+
+
+def _ledger(args: argparse.Namespace, *, key: str | None = None, create: bool = False):  # noqa: ANN202
+    from .ledger import Ledger
+
+    return Ledger(args.ledger, key=key, files=args.files, create=create)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    import json
+
+    from .device import resolve_device
+    from .errors import ConfigError
+
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--params must be a JSON object, e.g. '{{\"epochs\": 2}}': {exc}") from None
+    device = resolve_device(args.device)
+    with _ledger(args, key=args.key, create=True) as ledger:
+        cert = ledger.forget(args.model, args.ids, method=args.method, params=params, requester=args.requester,
+                             request_id=args.request_id, evidence=args.evidence, store=args.store, device=device,
+                             progress=_progress(args))
+        path = ledger.cert_path(cert["entry_hash"])
+    g = cert["guarantee"]
+    verdict = f", verdict {g['verdict']}" if g.get("verdict") else ""
+    print(f"entry {cert['seq']}: request {cert['request']['id']} deleted {cert['forget_set']['n']} example(s) with "
+          f"{cert['method']['name']} (guarantee: {g['type']}{verdict})\nmodel after: {cert['model']['after']}\ncertificate: {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .ledger import ledger_of
+
+    if args.ledger is None:
+        if args.cert is None:
+            raise ConfigError("Give a certificate to verify, or --ledger L to verify a whole ledger.")
+        args.ledger = ledger_of(args.cert)
+        if args.ledger is None:
+            raise ConfigError(f"{args.cert} is not inside a ledger's files folder; name its ledger with --ledger.")
+    with _ledger(args) as ledger:
+        result = ledger.verify(args.cert, public_key=args.public_key, deep=args.deep, device=args.device)
+    print(result.text())
+    return 0 if result.ok else 1
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    import json
+
+    with _ledger(args) as ledger:
+        if args.action == "show":
+            if args.ref is None:
+                from .errors import ConfigError
+
+                raise ConfigError("`unlearnkit ledger show` needs an entry: its number, request id or entry hash.")
+            print(json.dumps(ledger.certificate(args.ref), indent=2, sort_keys=True))
+            return 0
+        rows = ledger.entries()
+        if not rows:
+            print(f"No entries in ledger {args.ledger}.")
+        for r in rows:
+            print(f"{r['seq']:4d}  {r['time']}  {r['request_id']:28s} {r['requester'] or '-':12s} {r['method']:14s} "
+                  f"n={r['n']:<5d} {r['guarantee']:22s} {r['state']}")
+        orphans = ledger.orphans()
+        if orphans:
+            print(f"{len(orphans)} orphan file(s) of requests that did not complete (harmless; resubmitting the request reuses them):")
+            for p in orphans:
+                print(f"  {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unlearnkit", description="Make a model forget chosen data, and prove it against retraining.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -259,6 +339,41 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="check the store: digests of every run and reference, the index, experiment records, reports")
     common(chk)
     chk.add_argument("--repair", action="store_true", help="fix what can be fixed safely (damaged entries are removed, to be recomputed)")
+
+    def ledger_args(sp: argparse.ArgumentParser, default: str | None = DEFAULT_LEDGER) -> None:
+        sp.add_argument("--ledger", default=default, help=f"SQLite file or postgresql:// URL (default {DEFAULT_LEDGER}, or $UNLEARNKIT_LEDGER)")
+        sp.add_argument("--files", default=None, help="folder of the ledger's models and certificates (default: <ledger>-files; "
+                                                      "required for PostgreSQL)")
+
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing certificates (private key 0600, public key PATH.pub)")
+    kg.add_argument("path", help="where to write the private key")
+
+    fg = sub.add_parser("forget", help="carry out a deletion request and record it in a ledger with a certificate")
+    ledger_args(fg)
+    fg.add_argument("--model", required=True, help="a model directory (model.json + weights), a run id (with --store), or a "
+                                                   "model digest of the ledger; requests apply to the newest model of its lineage")
+    fg.add_argument("--store", default=None, help="run store holding the --model run")
+    fg.add_argument("--ids", required=True, help="id file: JSON list, {\"ids\": [...], \"train_fingerprint\": ...}, or one id per line")
+    fg.add_argument("--method", required=True, help="a registered method (`unlearnkit ls methods`)")
+    fg.add_argument("--params", default=None, help="method parameters as a JSON object")
+    fg.add_argument("--requester", default=None, help="who asked for the deletion")
+    fg.add_argument("--request-id", default=None, help="the request's id (resubmitting it is idempotent); default: a hash of the request")
+    fg.add_argument("--evidence", default="none", choices=["none", "outputs", "retrain"], help="evidence tier (default none)")
+    fg.add_argument("--key", default=None, help="Ed25519 private key to sign the certificate (`unlearnkit keygen`)")
+    fg.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
+    fg.add_argument("--no-progress", action="store_true")
+
+    vf = sub.add_parser("verify", help="verify a certificate (signature, chain, model files) or a whole ledger")
+    vf.add_argument("cert", nargs="?", default=None, help="certificate file (default: the whole --ledger)")
+    ledger_args(vf, default=None)
+    vf.add_argument("--public-key", default=None, help="the public key the certificates must be signed with (default: the ledger's)")
+    vf.add_argument("--deep", action="store_true", help="replay the deletion from the stored model and compare bytes")
+    vf.add_argument("--device", default="cpu")
+
+    lg = sub.add_parser("ledger", help="list the entries of a ledger (ls) or show one certificate (show REF)")
+    lg.add_argument("action", choices=["ls", "show"])
+    lg.add_argument("ref", nargs="?", default=None, help="entry number, request id or entry hash (show)")
+    ledger_args(lg)
     return p
 
 
@@ -279,6 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.cmd == "check":
             return cmd_check(args)
+        if args.cmd == "keygen":
+            return cmd_keygen(args)
+        if args.cmd == "forget":
+            return cmd_forget(args)
+        if args.cmd == "verify":
+            return cmd_verify(args)
+        if args.cmd == "ledger":
+            return cmd_ledger(args)
     except UnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,3 +48,7 @@ class DataUnavailable(UnlearnError, FileNotFoundError):
 
 class RequestRefused(UnlearnError, ValueError):
     """A deletion request the model cannot honour as asked (e.g. it touches the data a frozen backbone was trained on)."""
+
+
+class LedgerError(UnlearnError, RuntimeError):
+    """A deletion ledger is unusable (not a ledger, damaged, locked) or a request cannot be recorded in it."""

@@ -286,3 +286,19 @@ def test_verifying_a_certificate_reruns_its_outputs_evidence(ledger_copy):
         result = ledger.verify(cert)
     assert (1, "evidence.metrics") in {(p.entry, p.field) for p in result.problems}, result.text()
     assert "accuracy.forget" in result.text()
+
+
+def _open_ledger(path: str) -> str:
+    with Ledger(path) as opened:
+        return opened.id
+
+
+def test_processes_creating_one_ledger_at_once_all_open_the_same_one(tmp_path):
+    """Creating a ledger is serialised: without the opening lock, a process that looked while another was creating the
+    tables saw a half-made database and called it 'not a ledger'."""
+    import multiprocessing
+
+    path = str(tmp_path / "new.sqlite")
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        ids = pool.map(_open_ledger, [path] * 12)
+    assert len(set(ids)) == 1

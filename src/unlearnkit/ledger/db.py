@@ -27,6 +27,7 @@ from .chain import INSTALL
 FORMAT = "unlearnkit.ledger"
 SCHEMA = 1
 LOCK_KEY = 0x756E6C6B  # PostgreSQL advisory lock key ("unlk")
+OPEN_LOCK_KEY = LOCK_KEY + 1  # held only while a ledger is opened (created)
 
 
 def _sa() -> Any:
@@ -104,7 +105,24 @@ class Database:
         except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
             raise ConfigError(f"Cannot open ledger {target!r}: {exc}. PostgreSQL needs pip install 'unlearnkit[ledger-pg]'.") from None
         self.meta, self.ledger_meta, self.entries, self.keys = tables(sa)
-        self.info = self._open(create)
+        with self._opening():  # two processes creating one ledger at once: the second waits, then reads a whole ledger
+            self.info = self._open(create)
+
+    @contextmanager
+    def _opening(self) -> Iterator[None]:
+        """Serialise opening (and creating) the ledger across processes, apart from the request lock, so reading a
+        ledger never waits for a request to finish."""
+        if self.path is not None:
+            with _file_lock(self.path.with_name(self.path.name + ".open.lock"), "opening", quiet=True):
+                yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(self.sa.text("SELECT pg_advisory_lock(:k)"), {"k": OPEN_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(self.sa.text("SELECT pg_advisory_unlock(:k)"), {"k": OPEN_LOCK_KEY})
+                conn.commit()
 
     def _open(self, create: bool) -> dict[str, str]:
         sa = self.sa
@@ -155,7 +173,7 @@ class Database:
 
 
 @contextmanager
-def _file_lock(path: Path, what: str) -> Iterator[None]:
+def _file_lock(path: Path, what: str, *, quiet: bool = False) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -165,7 +183,8 @@ def _file_lock(path: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another request on {path.with_suffix('')} to finish ({what}) ...", file=sys.stderr, flush=True)
+            if not quiet:
+                print(f"waiting for another request on {path.with_suffix('')} to finish ({what}) ...", file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield

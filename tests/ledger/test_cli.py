@@ -115,13 +115,14 @@ def test_kill_9_at_random_points_leaves_entries_complete_or_absent(model_dir, tm
                    capture_output=True, timeout=120)
     full = time.perf_counter() - start
     assert _invariants(ledger) == 1
-    kills, orphaned, seen = 0, 0, set()
-    for k in range(1, 21):
+    kills, orphaned, seen, k = 0, 0, set(), 0
+    while kills < 20 and k < 30:  # until 20 processes were killed mid-request (a kill after a request finished does not count)
+        k += 1
         ids = [2 * k + 1, 2 * k + 2]
         (tmp_path / f"ids{k}.json").write_text(json.dumps(ids))
         proc = subprocess.Popen(_cli("forget", *base, "--ids", str(tmp_path / f"ids{k}.json"), "--request-id", f"q{k}"), env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(0.2, 1.1)) * full)
+        time.sleep(float(rng.uniform(0.2, 1.0)) * full)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
@@ -135,12 +136,12 @@ def test_kill_9_at_random_points_leaves_entries_complete_or_absent(model_dir, tm
             cert = opened.forget(model_dir, ids, method="retrain", request_id=f"q{k}")
             assert cert["seq"] == k + 1 and cert["forget_set"]["n"] == 2
         assert _invariants(ledger) == k + 1
-    print(f"kill -9: {kills} of 20 requests killed, {orphaned} of them after writing their model folder or certificate "
+    print(f"kill -9: {kills} of {k} requests killed, {orphaned} of them after writing their model folder or certificate "
           "but before committing")
-    assert kills >= 15, f"only {kills} of 20 processes were still running when killed (a request took {full:.1f}s)"
+    assert kills >= 20, f"only {kills} of {k} processes were still running when killed (a request took {full:.1f}s)"
     with Ledger(ledger) as opened:
-        last = opened.model_path(opened.certificate(21)["model"]["after"])
-        assert len(json.loads((last / "model.json").read_text())["excluded_ids"]) == 41
+        last = opened.model_path(opened.certificate(k + 1)["model"]["after"])
+        assert len(json.loads((last / "model.json").read_text())["excluded_ids"]) == 2 * k + 1
         assert opened.verify(deep=False).ok
 
 

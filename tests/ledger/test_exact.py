@@ -76,3 +76,37 @@ def test_stored_sisa_model_deleted_verified_and_replayed(sisa_dir, tmp_path):
         weights.write_bytes(bytes(data))
         result = ledger.verify()
         assert (2, "model.after") in {(p.entry, p.field) for p in result.problems} and "exact/weights.safetensors" in result.text()
+
+
+OTHER = {"acu": {"backbone": "public", "buffer": 64}, "s3t": {"shards": 2, "slices": 2, "steps": 5},
+         "dp2unlearning": {"epsilon": 8.0, "dp_epochs": 1, "finetune_epochs": 1}}
+GUARANTEE = {"acu": "exact_above_backbone", "s3t": "exact_above_backbone", "dp2unlearning": "certified_dp"}
+
+
+@pytest.mark.parametrize("method", sorted(OTHER))
+def test_every_stored_exact_regime_is_deleted_from_certified_and_replayed(method, tmp_path):
+    """ACU, S3T and DP2Unlearning saved by exact.persist: a request goes through the regime, the certificate states its
+    guarantee (the backbone's provenance; ε and δ), and ``--deep`` replays the deletion to the same bytes."""
+    pytest.importorskip("opacus") if method == "dp2unlearning" else None
+    folder = train_model_dir(tmp_path / method, dataset={"name": "digits"}, model=MODEL, train=TRAIN, seed=0, method=method,
+                             params=OTHER[method])
+    loaded = load_model_dir(folder)
+    protected = loaded.module.backbone.protected_ids if loaded.module.backbone is not None else np.zeros(0, dtype=np.int64)
+    ids = [int(i) for i in np.setdiff1d(loaded.module.live_ids(), protected)[:3]]
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        if len(protected):
+            with pytest.raises(Exception, match="frozen backbone was trained on"):
+                ledger.forget(folder, [int(protected[0])], method=method, params=OTHER[method], request_id="refused")
+            assert ledger.entries() == []
+        cert = ledger.forget(folder, ids, method=method, params=OTHER[method], request_id="r1")
+        assert cert["guarantee"]["type"] == GUARANTEE[method]
+        if method == "dp2unlearning":
+            g = cert["guarantee"]  # group privacy for the 3 records deleted: (3ε, 3·e^(2ε)·δ)
+            assert g["per_record_epsilon"] <= 8.0 + 1e-6 and g["epsilon"] == pytest.approx(3 * g["per_record_epsilon"])
+            assert g["delta"] == pytest.approx(min(1.0, 3 * np.exp(2 * g["per_record_epsilon"]) * g["per_record_delta"]))  # vacuous here
+        else:
+            assert cert["guarantee"]["backbone"]["n_protected"] == len(protected) > 0
+        after = load_model_dir(ledger.model_path(cert["model"]["after"]))
+        assert not np.isin(ids, after.module.live_ids()).any()
+        result = ledger.verify(ledger.cert_path(cert["entry_hash"]), deep=True)
+        assert result.ok and any("bit-identical" in c for c in result.checked), result.text()

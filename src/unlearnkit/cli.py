@@ -1,4 +1,4 @@
-"""Command line: ``unlearnkit demo | run | validate | ls | report | check | keygen | forget | verify | ledger``."""
+"""Command line: ``unlearnkit demo | run | validate | ls | report | check | serve | keygen | forget | verify | ledger``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UnlearnError
+from .errors import ConfigError, UnlearnError
 
 DEFAULT_STORE = os.environ.get("UNLEARNKIT_STORE", "unlearnkit-runs")
 DEFAULT_LEDGER = os.environ.get("UNLEARNKIT_LEDGER", "unlearnkit-ledger.sqlite")
@@ -223,6 +223,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- the deletion ledger
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the comparator (``unlearnkit.web``) on the store with uvicorn; 127.0.0.1 unless ``--host`` is given."""
+    try:
+        import uvicorn
+
+        from .web import create_app
+        app = create_app(args.store)
+    except ImportError as exc:
+        raise ConfigError(f"`unlearnkit serve` needs the web extra ({exc}): pip install 'unlearnkit[web]'.") from None
+    print(f"unlearnkit comparator on {args.store}: open http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .ledger import keygen
 
@@ -340,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(chk)
     chk.add_argument("--repair", action="store_true", help="fix what can be fixed safely (damaged entries are removed, to be recomputed)")
 
+    srv = sub.add_parser("serve", help="start the comparator: a web app to look inside the store's runs, side by side")
+    common(srv)
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+
     def ledger_args(sp: argparse.ArgumentParser, default: str | None = DEFAULT_LEDGER) -> None:
         sp.add_argument("--ledger", default=default, help=f"SQLite file or postgresql:// URL (default {DEFAULT_LEDGER}, or $UNLEARNKIT_LEDGER)")
         sp.add_argument("--files", default=None, help="folder of the ledger's models and certificates (default: <ledger>-files; "
@@ -383,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "demo":
             from .experiment import bundled_experiment
 
-            return cmd_run(args, bundled_experiment("quickstart"))
+            rc = cmd_run(args, bundled_experiment("quickstart"))
+            print(f"Compare the runs side by side: unlearnkit serve --store {args.store}  (needs the web extra)")
+            return rc
         if args.cmd == "run":
             return cmd_run(args, Path(args.file))
         if args.cmd == "validate":
@@ -394,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.cmd == "check":
             return cmd_check(args)
+        if args.cmd == "serve":
+            return cmd_serve(args)
         if args.cmd == "keygen":
             return cmd_keygen(args)
         if args.cmd == "forget":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,18 +26,21 @@ def _umask() -> int:
 NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp's temporary files are 0600)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, make_parents: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename. The file gets the mode an
-    existing ``path`` had, else the usual new-file mode (0666 minus the umask), not the temporary file's 0600.
+def atomic_write_bytes(path: str | Path, data: bytes, *, make_parents: bool = True, mode: int | None = None,
+                       exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename. The file gets ``mode``, else the
+    mode an existing ``path`` had, else the usual new-file mode (0666 minus the umask), not the temporary file's 0600.
 
     ``make_parents=False`` refuses to create a missing folder (FileNotFoundError naming it): writers filling a
-    temporary folder use it, so a folder removed under them fails loudly instead of being recreated half-empty."""
+    temporary folder use it, so a folder removed under them fails loudly instead of being recreated half-empty.
+    ``exclusive=True`` never replaces an existing ``path`` (FileExistsError): the filled file is hard-linked into place."""
     path = Path(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot write {path}: its folder {path.parent} does not exist (it is not recreated).")
-    mode = path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE
+    if mode is None:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, mode)
@@ -44,10 +48,21 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, make_parents: bool = Tr
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if exclusive:
+            os.link(tmp, path)  # fails if path exists
+        else:
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone after a replace; the extra name after a link
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str, *, make_parents: bool = True) -> None:

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..cost import Cost
 from ..errors import ConfigError, ModelError, TaskError, UnlearnError
-from ..io import canonical_json, check_finite_state, load_state, save_state, to_jsonable, write_json
+from ..io import canonical_json, check_finite_state, load_state, save_state, sha256_file, to_jsonable, write_json
 from ..models import build_model
 from ..registry import ADAPTERS
 from ..seeding import torch_seed
@@ -471,12 +471,7 @@ def _files(root: Path) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file
 
 
 def _checksum(manifest: Mapping[str, Any]) -> str:

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, LedgerError
-from ..io import canonical_json, to_jsonable
+from ..io import atomic_write_bytes, canonical_json, to_jsonable
 
 GENESIS = "0" * 64  # the previous hash of the first entry
 UNHASHED = ("entry_hash", "signature")  # the fields an entry hash does not cover
@@ -78,18 +77,8 @@ def public_pem(public_key: Any) -> str:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new file ``path`` (refusing to replace one) with ``mode``, atomically: a temporary file
-    (created 0600) is filled, synced, then hard-linked to ``path``, which fails if ``path`` exists."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write ``data`` to a new file ``path`` (refusing to replace one) with ``mode``, atomically."""
+    atomic_write_bytes(path, data, make_parents=False, mode=mode, exclusive=True)
 
 
 def keygen(path: str | Path) -> tuple[Path, Path, str]:

@@ -33,7 +33,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError, LedgerError, ModelError
-from ..io import canonical_json, load_model_weights, read_json, save_state, write_json
+from ..io import canonical_json, load_model_weights, read_json, save_state, sha256_file, write_json
 
 FORMAT = "unlearnkit.model"
 SPEC_FILE, WEIGHTS_FILE, EXACT_DIR = "model.json", "model.safetensors", "exact"
@@ -43,12 +43,6 @@ by design, so ``verify --deep`` compares every other file (weights, checkpoints,
 KINDS = ("weights", "exact")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_digests(folder: Path) -> dict[str, str]:

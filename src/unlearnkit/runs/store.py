@@ -8,7 +8,6 @@ entry: a second process that needs an entry being written waits for it and reuse
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from torch import nn
 from .. import distributed
 from ..errors import StoreError
 from ..io import check_finite_state, load_array, load_model_weights, load_state, read_json, save_array, save_state, write_json
+from ..io import sha256_file as io_sha256_file
 
 try:
     import fcntl
@@ -149,14 +149,10 @@ def _complete(folder: Path, old_files: tuple[str, ...]) -> bool:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        return io_sha256_file(path)
     except OSError as exc:
         raise StoreError(f"Cannot read {path} to check its digest: {exc}") from None
-    return digest.hexdigest()
 
 
 def damaged_files(folder: Path, manifest: Mapping[str, str | None]) -> list[str]:

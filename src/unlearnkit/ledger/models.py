@@ -200,10 +200,8 @@ def run_spec(store: Any, run_id: str) -> tuple[dict[str, Any], nn.Module]:
     original model (kind "reference") depends on the task's whole training split; an unlearning run's model on the task's
     retain set (its forget set, rebuilt from the experiment and checked against the recorded fingerprint, is excluded).
     Runs of exact regimes, of request streams and of data sources with a declared public portion are refused."""
-    from ..data.forget import ForgetSpec
-    from ..experiment import Experiment
     from ..models import build_model
-    from ..runs.runner import ExperimentRunner
+    from ..runs.runner import rebuild_run_task
 
     record = store.load_run(run_id)
     where = f"run {record['run_id']}"
@@ -211,18 +209,7 @@ def run_spec(store: Any, run_id: str) -> tuple[dict[str, Any], nn.Module]:
     if identity.get("original_architecture") is False:
         raise ConfigError(f"{where} stored an exact regime's model ({identity.get('regime')}), whose state is more than its "
                           "weights; give a stored exact model directory (kind 'exact') instead.")
-    task_rec = record.get("task") or {}
-    if (task_rec.get("info") or {}).get("stream") or task_rec.get("public"):
-        raise ConfigError(f"{where} belongs to a request stream; give the run of its original model or a model directory.")
-    if not record.get("experiment"):
-        raise ConfigError(f"{where} has no experiment record, so its training data cannot be rebuilt.")
-    exp = Experiment.from_dict(store.load_experiment(record["experiment"])["spec"])
-    source = load_source({"dataset": exp.dataset.to_dict()})
-    runner = ExperimentRunner(exp, store, device="cpu", progress=False, log=lambda _: None)
-    task = runner.build_task(source, ForgetSpec.from_dict(task_rec["info"]["forget"]))
-    if task.fingerprint != task_rec.get("fingerprint"):
-        raise LedgerError(f"{where}: its task rebuilt from experiment {record['experiment']} has fingerprint {task.fingerprint[:12]}…, "
-                          f"the record says {str(task_rec.get('fingerprint'))[:12]}… (the data or code changed); refusing to guess its training data.")
+    exp, source, task = rebuild_run_task(store, record)  # a ConfigError (RebuildError) naming the run when it cannot
     if len(task.train) != len(source.train):
         raise ConfigError(f"{where}: its task trains on {len(task.train)} of the source's {len(source.train)} examples; only tasks "
                           "over the whole train split can be turned into a model directory.")

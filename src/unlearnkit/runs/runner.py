@@ -32,7 +32,7 @@ from ..cost import Cost, CostMeter
 from ..data.forget import ForgetSpec, draw_public, make_task, request_rng, select_requests, stream_forget_info, task_from_ids
 from ..device import resolve_device
 from ..data.sources import load_dataset
-from ..errors import UnlearnError
+from ..errors import ConfigError, UnlearnError
 from ..evaluation import EvalContext, assess, build_metric
 from ..exact.base import ids_fingerprint
 from ..experiment import Experiment
@@ -542,6 +542,32 @@ class ExperimentRunner:
         }
         self.store.save_run(record, model=model, arrays=arrays)
         return run_id
+
+
+class RebuildError(ConfigError):
+    """A stored run whose task cannot be rebuilt from its experiment (no experiment, a request stream, changed data)."""
+
+
+def rebuild_run_task(store: Store, record: Mapping[str, Any]) -> tuple[Experiment, Any, Task]:
+    """The experiment, data source and task of the stored run ``record``, rebuilt from its experiment record and checked
+    against the task fingerprint it recorded; a RebuildError naming the run for a run without an experiment, of a
+    request stream (its tasks depend on the requests before it), or whose rebuilt task differs (the data or code changed)."""
+    where = f"run {record['run_id']}"
+    task_rec = record.get("task") or {}
+    if (task_rec.get("info") or {}).get("stream") or task_rec.get("public"):
+        raise RebuildError(f"{where} belongs to a request stream; its task depends on the requests before it and is not rebuilt "
+                           "on its own.")
+    if not record.get("experiment"):
+        raise RebuildError(f"{where} has no experiment record, so its task (and training data) cannot be rebuilt.")
+    exp = Experiment.from_dict(store.load_experiment(record["experiment"])["spec"])
+    source = load_dataset(exp.dataset.name, **exp.dataset.params)
+    runner = ExperimentRunner(exp, store, device="cpu", progress=False, log=lambda _: None)
+    task = runner.build_task(source, ForgetSpec.from_dict(task_rec["info"]["forget"]))
+    if task.fingerprint != task_rec.get("fingerprint"):
+        raise RebuildError(f"{where}: its task rebuilt from experiment {record['experiment']} has fingerprint {task.fingerprint[:12]}…, "
+                           f"the record says {str(task_rec.get('fingerprint'))[:12]}… (the data or code changed); refusing to guess "
+                           "its training data.")
+    return exp, source, task
 
 
 def stream_public(exp: Experiment, source: Any) -> np.ndarray | None:

@@ -155,29 +155,19 @@ def experiment_task(store: Store, record: Mapping[str, Any]) -> dict[str, Any]:
 def task_context(store: Store, record: Mapping[str, Any], device: str = "cpu") -> TaskContext:
     """Rebuild the task of ``record`` from its experiment (checked against the recorded fingerprint) and load its
     references from the store's cache (never trained here: a missing reference is simply absent)."""
-    from ..data.forget import ForgetSpec
-    from ..data.sources import load_dataset
-    from ..experiment import Experiment
     from ..models import build_model
-    from ..runs.runner import ExperimentRunner
+    from ..runs.runner import RebuildError, rebuild_run_task
 
     where = f"run {record['run_id']}"
     task_rec = record.get("task") or {}
-    if (task_rec.get("info") or {}).get("stream") or task_rec.get("public"):
-        raise AnalysisUnavailable(f"{where} belongs to a request stream; the comparator analyses independent forget sets only "
-                                  "in this version.")
     if task_rec.get("modality", "classifier") != "classifier":
         raise AnalysisUnavailable(f"{where} is a {task_rec.get('modality')} run; the comparator's class, instance and layer views "
                                   "cover classifiers in this version (language models: not yet).")
+    try:
+        exp, source, task = rebuild_run_task(store, record)
+    except RebuildError as exc:
+        raise AnalysisUnavailable(f"{exc} The comparator analyses runs whose task it can rebuild.") from None
     found = experiment_task(store, record)
-    exp = Experiment.from_dict(found["experiment"]["spec"])
-    source = load_dataset(exp.dataset.name, **exp.dataset.params)
-    runner = ExperimentRunner(exp, store, device="cpu", progress=False, log=lambda _: None)
-    task = runner.build_task(source, ForgetSpec.from_dict(task_rec["info"]["forget"]))
-    if task.fingerprint != task_rec.get("fingerprint"):
-        raise AnalysisUnavailable(f"{where}: its task rebuilt from experiment {record['experiment']} has fingerprint "
-                                  f"{task.fingerprint[:12]}…, the record says {str(task_rec.get('fingerprint'))[:12]}… (the data or code "
-                                  "changed); refusing to analyse other data than the run's.")
     factory = functools.partial(build_model, exp.model.name, tuple(source.input_shape), source.n_outputs, **exp.model.params)
     keys = {k: list(v) for k, v in (found["task"].get("references", {}).get("keys") or {}).items()}
     loaded = {kind: [m for m in (store.load_reference(k, factory, device) for k in keys.get(kind, [])) if m is not None]

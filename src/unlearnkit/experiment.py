@@ -93,6 +93,8 @@ class Experiment:
         if not isinstance(methods_raw, Sequence) or isinstance(methods_raw, str) or not methods_raw:
             raise ConfigError("methods: give a non-empty list of methods.")
         metrics_raw = d.get("metrics")
+        if metrics_raw == "default":  # what to_dict writes for the standard battery: a stored experiment reads back
+            metrics_raw = None
         if metrics_raw is not None and (not isinstance(metrics_raw, Sequence) or isinstance(metrics_raw, str)):
             raise ConfigError("metrics: give a list of metrics (or leave it out for the standard battery).")
         seeds = d.get("seeds", [0])

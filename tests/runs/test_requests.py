@@ -361,3 +361,11 @@ def test_frozen_backbone_regimes_run_a_whole_random_stream_on_the_declared_publi
     record = run_experiment(Experiment.from_dict(bare), Store(tmp_path / "bare"), device="cpu", progress=False, log=lambda m: None)
     (failure,) = record["failures"]
     assert failure["method"] == "acu" and "RequestRefused" in failure["error"] and "frozen backbone was trained on" in failure["error"]
+
+
+def test_an_experiment_reads_back_what_to_dict_wrote():
+    """A stored experiment (its to_dict) must parse again: the standard battery is written as "default"."""
+    for spec in (_spec(), {k: v for k, v in _spec().items() if k != "metrics"}, {**_spec(), "public": {"fraction": 0.2}}):
+        exp = Experiment.from_dict(spec)
+        again = Experiment.from_dict(exp.to_dict())
+        assert again.to_dict() == exp.to_dict() and again.exp_id() == exp.exp_id()

@@ -207,6 +207,8 @@ def test_attack_rates_match_sklearn_roc_curve(client, store_dir, ids):
     test = np.array([x["loss"] for x in base["instances"]["test"]])
     store = Store(store_dir, tidy=False)
     assert forget == pytest.approx(store.load_run_array(rid, "accuracy.loss.forget.values"), abs=1e-5)  # the metric's own losses
+    # class forgetting: the non-members are the test examples of the forgotten class, not every test example
+    assert base["non_members"] == "test examples of the forgotten class(es) [3]" and base["n"]["test"] == len(test) < 100
     y = np.r_[np.ones(len(forget)), np.zeros(len(test))]
     fpr, tpr, thr = roc_curve(y, -np.r_[forget, test])
     picks = np.unique(np.linspace(1, len(thr) - 1, 12).astype(int))

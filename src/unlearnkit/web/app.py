@@ -160,8 +160,17 @@ class Comparator:
 
 def _attack(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray], threshold: float | None, record: Mapping[str, Any]) -> dict[str, Any]:
     """The loss-threshold membership attack of forget (members) vs test (non-members): an example is called a member
-    when its loss is <= the threshold. TPR = members called members, FPR = non-members called members."""
+    when its loss is <= the threshold. TPR = members called members, FPR = non-members called members. When the task
+    forgets whole classes the non-members are the test examples of those classes (as the battery's class-forgetting
+    attacks use them): other classes' test examples would separate from the forget set by class, not by membership."""
     member, other = arrays["forget.loss"], arrays["test.loss"]
+    test_ids = arrays["test.ids"]
+    spec = ((record.get("task") or {}).get("info") or {}).get("forget") or {}
+    classes = spec.get("classes") if spec.get("kind") == "classes" and spec.get("fraction") in (None, 1.0) else None
+    if classes:
+        same = np.isin(arrays["test.labels"], np.asarray(classes, dtype=np.int64))
+        if same.any():
+            other, test_ids = other[same], test_ids[same]
     both = np.r_[member, other]
     candidates = np.unique(both)
     tpr_all = (member[None, :] <= candidates[:, None]).mean(1) if len(candidates) <= 20000 else None
@@ -187,12 +196,13 @@ def _attack(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray], thresh
         "score": "loss (cross-entropy of the true class)", "rule": "member when loss <= threshold",
         "threshold": threshold, "tpr": tpr, "fpr": fpr, "advantage": tpr - fpr, "auc": auc,
         "n": {"forget": int(len(member)), "test": int(len(other))},
+        "non_members": f"test examples of the forgotten class(es) {list(classes)}" if classes else "test examples",
         "histogram": {"edges": edges.tolist(), "forget": np.histogram(np.clip(member, 0, edges[-1]), edges)[0].tolist(),
                       "test": np.histogram(np.clip(other, 0, edges[-1]), edges)[0].tolist()},
         "instances": {"forget": [{"id": int(i), "loss": float(v), "member": bool(v <= threshold)}
                                  for i, v in zip(arrays["forget.ids"][:cap], member[:cap])],
                       "test": [{"id": int(i), "loss": float(v), "member": bool(v <= threshold)}
-                               for i, v in zip(arrays["test.ids"][:cap], other[:cap])],
+                               for i, v in zip(test_ids[:cap], other[:cap])],
                       "truncated_to": cap},
         "privacy_score": None if privacy is None else {"values": privacy.get("values"), "strongest_attack": (privacy.get("info") or {}).get("strongest_attack"),
                                                        "paper": "Unlearning Comparator (Lee et al., IEEE TVCG 2026)"},

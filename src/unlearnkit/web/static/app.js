@@ -25,7 +25,7 @@ const badge = label => h("span", {class: `v ${String(label || "").replace(/ /g, 
 // ------------------------------------------------------------------ screening
 const COLUMNS = [
   ["A/B", null], ["experiment", r => r.experiment], ["task", r => r.task], ["method", r => r.method], ["params", r => JSON.stringify(r.params)],
-  ["seed", r => r.seed], ["verdict", r => r.verdict], ["passes × retrain", r => r.cost_ratio.example_passes],
+  ["seed", r => r.seed === null || r.seed === undefined ? null : String(r.seed)], ["verdict", r => r.verdict], ["passes × retrain", r => r.cost_ratio.example_passes],
   ["CPU × retrain", r => r.cost_ratio.cpu_seconds],
 ];
 
@@ -167,7 +167,7 @@ const VIEWS = {
         const frac = arr => { const n = arr.reduce((s, v) => s + v, 0) || 1; return arr.map(v => v / n); };
         return h("div", {class: `attack-${tag}`},
           histogram(x.histogram.edges, [{label: "forget (members)", colour: PALETTE.forget, frac: frac(x.histogram.forget)},
-                                        {label: "test (non-members)", colour: PALETTE.test, frac: frac(x.histogram.test)}],
+                                        {label: `non-members: ${x.non_members}`, colour: PALETTE.test, frac: frac(x.histogram.test)}],
                     x.threshold, `${tag.toUpperCase()}: membership score distributions`, "loss (cross-entropy, nats)"),
           h("p", {class: "big"}, `TPR `, h("span", {class: "tpr"}, fmt(x.tpr)), `  FPR `, h("span", {class: "fpr"}, fmt(x.fpr)),
             `  (attack advantage ${fmt(x.advantage)}, AUC ${fmt(x.auc)})`),

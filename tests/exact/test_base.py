@@ -102,3 +102,12 @@ def test_describe_states_the_guarantee_and_the_backbone(model):
     assert d["statement"] == GUARANTEES["exact"] and d["live"] == 12 and d["backbone"]["n_protected"] == 2
     assert d["backbone"]["protected_fingerprint"] == ids_fingerprint([101, 100])  # order-free
     assert d["train_fingerprint"] == _split().fingerprint
+
+
+def test_a_regime_without_a_deletion_cannot_be_built():
+    class _NoDelete(ExactModel):
+        regime: ClassVar[str] = "none"
+        guarantee: ClassVar[str] = "exact"
+
+    with pytest.raises(TypeError, match="abstract"):
+        _NoDelete(_split())

@@ -11,6 +11,7 @@ Longer than 60 lines: the request checks are the one place every regime's bad-in
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class Backbone:
                 "protected_fingerprint": ids_fingerprint(self.protected_ids)}
 
 
-class ExactModel(nn.Module):
+class ExactModel(nn.Module, abc.ABC):
     """A servable model trained by a regime that makes deletion exact or certified.
 
     Subclasses set ``regime`` and ``guarantee``, call ``super().__init__(data)`` with the split they were trained on
@@ -168,8 +169,9 @@ class ExactModel(nn.Module):
         self._live = np.concatenate([self._live, np.ones(len(split), dtype=bool)])
         return self._receipt("add", np.asarray(split.ids, dtype=np.int64), touched, meter)
 
+    @abc.abstractmethod
     def _delete(self, ids: np.ndarray, *, progress: bool) -> dict[str, Any]:
-        raise NotImplementedError  # pragma: no cover - every regime implements it
+        """Remove the (checked) ids from the regime's state; return what was touched. A regime without it cannot be built."""
 
     def _add(self, split: Split, *, progress: bool) -> dict[str, Any]:
         raise ConfigError(f"A {self.regime} model does not take additions (requests to learn new data).")

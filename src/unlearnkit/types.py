@@ -376,8 +376,13 @@ class Task:
         parts += [f"{k}={v.fingerprint}" for k, v in sorted(self.splits().items())]
         parts += [f"{k}:records={v.data.records_fingerprint}" for k, v in sorted(self.splits().items()) if hasattr(v.data, "records_fingerprint")]
         if self.public_ids is not None:
-            parts.append("public=" + _hash(np.asarray(self.public_ids, dtype=np.int64).tobytes()))
+            parts.append("public=" + self.public_fingerprint)
         return _hash(*parts)
+
+    @property
+    def public_fingerprint(self) -> str | None:
+        """A digest of the declared public ids (None when the task declares none)."""
+        return None if self.public_ids is None else _hash(np.asarray(self.public_ids, dtype=np.int64).tobytes())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -389,8 +394,7 @@ class Task:
             "train_fingerprint": self.train.fingerprint,
             "splits": {k: {"n": len(v), "fingerprint": v.fingerprint} for k, v in self.splits().items()},
             "info": dict(self.info),
-            **({} if self.public_ids is None else {"public": {"n": int(len(self.public_ids)),
-                                                              "fingerprint": _hash(np.asarray(self.public_ids, dtype=np.int64).tobytes())}}),
+            **({} if self.public_ids is None else {"public": {"n": int(len(self.public_ids)), "fingerprint": self.public_fingerprint}}),
         }
 
     @classmethod

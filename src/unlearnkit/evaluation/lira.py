@@ -167,11 +167,11 @@ class ShadowJob:
 
 def shadow_unlearn_job(job: ShadowJob) -> dict[str, torch.Tensor] | nn.Module:
     """The shadow's weights after the method unlearned its part of U (picklable job for any executor); the whole
-    model when the method serves its own architecture (an exact regime: a SISA ensemble has no shadow-shaped weights)."""
+    model when the method returns another architecture than the shadow's (e.g. an exact regime's SISA ensemble)."""
     victim = copy.deepcopy(job.model)
     if job.task is not None:
         victim = job.method.unlearn(victim, job.task, job.refs, rng=np.random.default_rng(job.seed), device=job.device).model
-    if getattr(job.method, "kind", "") == "exact":
+    if type(victim) is not type(job.model):  # its weights would not load into the shadow's architecture
         return victim.cpu().eval()
     return {k: v.detach().cpu() for k, v in victim.state_dict().items()}
 

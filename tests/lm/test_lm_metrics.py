@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from scipy.stats import hmean, ks_2samp
 from torch import nn
@@ -432,7 +433,27 @@ def test_default_battery_on_the_target(causal_lm_task, causal_lm_refs, lm_ctx):
     assert not a.missing
     assert a.verdict.label == "not forgotten"
     keys = {row["key"] for row in a.verdict.rows}
-    assert {"answer_prob.forget", "min_k.auc", "relearn.auc", "paraphrase_probe.forget_prob", "model_utility.model_utility"} <= keys
+    assert {"answer_prob.forget", "min_k.auc", "relearn.auc", "paraphrase_probe.forget_prob", "model_utility.retain_utility"} <= keys
+    # The tiny Llama is trained from scratch: it does not know the real-world neighbour facts, so evidence on them is
+    # shown but cannot decide (and model utility decides on the retain components).
+    rows = {row["key"]: row for row in a.verdict.rows}
+    assert rows["answer_prob.neighbours"]["status"] == "reported only"
+    assert "does not know the neighbour facts" in rows["answer_prob.neighbours"]["reported_only"]
+    mu = a.results["model_utility"]
+    assert mu.values["retain_utility"] == pytest.approx(
+        scipy.stats.hmean([v for k, v in mu.values.items() if k.startswith("retain_") and k != "retain_utility"]))
+
+
+def test_ranks_true_first_is_a_one_sided_binomial_test():
+    from unlearnkit.evaluation._lm import ranks_true_first
+
+    wrong = np.array([[0.1, 0.5, 0.2, 0.3], [0.2, 0.1, 0.6, 0.1], [0.3, 0.2, 0.1, 0.05]])  # 3 options × 4 items
+    top, n, chance, p = ranks_true_first(np.array([0.4, 0.4, 0.4, 0.4]), wrong)
+    assert (top, n, chance) == (2, 4, 0.25)  # items 0 and 3: 0.4 beats 0.3 and 0.3; items 1, 2: 0.5 and 0.6 beat it
+    assert p == pytest.approx(scipy.stats.binom.sf(1, 4, 0.25))  # P(K >= 2)
+    assert ranks_true_first(np.full(16, 0.9), np.full((3, 16), 0.1))[3] < 1e-9
+    with pytest.raises(ConfigError, match="items"):
+        ranks_true_first(np.ones(3), np.ones((3, 4)))
 
 
 def test_missing_and_bad_parameters(causal_lm_task, causal_lm_refs):

@@ -236,6 +236,44 @@ def normalised_prob(ctx: EvalContext, model: nn.Module, split: Split) -> np.ndar
     return p / (p + wrong)
 
 
+def ranks_true_first(p: np.ndarray, wrong: np.ndarray) -> tuple[int, int, float, float]:
+    """(k, n, chance, p-value): on how many of n items the true answer's probability ``p`` exceeds every wrong option's
+    (``wrong``: options × items), the chance rate 1/(1 + options), and the one-sided binomial test of k against it."""
+    from scipy.stats import binomtest
+
+    p, wrong = np.asarray(p, np.float64), np.atleast_2d(np.asarray(wrong, np.float64))
+    if wrong.shape[1] != p.shape[0] or p.size == 0:
+        raise ConfigError(f"ranks_true_first: {p.shape[0]} items but wrong options of shape {wrong.shape}.")
+    top, n = int(np.sum(p > wrong.max(0))), int(p.size)
+    chance = 1.0 / (1 + wrong.shape[0])
+    return top, n, chance, float(binomtest(top, n, chance, alternative="greater").pvalue)
+
+
+def neighbours_unknown(ctx: EvalContext, original: nn.Module | None, neighbours: Split | None) -> str | None:
+    """Why evidence on the neighbour facts cannot decide anything, or None: it can when the *original* model knows
+    them, i.e. ranks the true answer above all of its perturbed options on more items than chance would (one-sided
+    binomial test at 0.05 against 1/(1 + n_perturbed)). A model never pretrained (the tiny Llama trained from scratch
+    on the profiles) does not, and then neither forgetting past retraining nor keeping them can show on them:
+    measured in docs/results/verdict_calibration.md (no power on any planted case). Without the original or the
+    neighbours probe there is nothing to test (None)."""
+    if original is None or neighbours is None:
+        return None
+
+    def test() -> str | None:
+        from ..data.profiles import n_perturbed, variant
+
+        m = n_perturbed(neighbours)
+        p = answer_prob(outputs(ctx, original, neighbours))
+        wrong = np.stack([answer_prob(outputs(ctx, original, variant(neighbours, "perturbed", j))) for j in range(m)])
+        top, n, chance, pvalue = ranks_true_first(p, wrong)
+        if pvalue < 0.05:
+            return None
+        return (f"the original model does not know the neighbour facts (it ranks the true answer first on {top}/{n} items, chance "
+                f"{chance:.2f}, binomial p = {pvalue:.2f}), so no model can show on them whether it kept or lost them")
+
+    return ctx.memo(original, ("lm.neighbours_unknown", neighbours.fingerprint), test)
+
+
 # ------------------------------------------------------------------------------------------------- memorisation
 def extraction_strength(correct: np.ndarray) -> float:
     """ES = 1 − k*/|y|, k* the smallest k with argmax preds[k:] == labels[k:] (teacher forcing). k* = |y| when even the

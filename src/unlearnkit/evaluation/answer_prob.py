@@ -8,7 +8,7 @@ from torch import nn
 
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._lm import answer_prob, check_splits, finite_mean, outputs, task_split
+from ._lm import answer_prob, check_splits, finite_mean, neighbours_unknown, outputs, task_split
 from .base import EvalContext, Metric, register_metric
 
 
@@ -20,7 +20,8 @@ class AnswerProb(Metric):
     forget / retain / test (holdout profiles, never trained) / neighbours (real-world facts). Higher is better
     utility on retain and neighbours; on forget "better" means as the retrained models, so the verdict compares
     the forget value with the retrain band (the noise floor over the retain models). An item without answer tokens has
-    no probability (NaN): it is left out of the mean, counted in info["n_excluded"] and warned about."""
+    no probability (NaN): it is left out of the mean, counted in info["n_excluded"] and warned about. The neighbours
+    evidence is reported only when the original model does not know the neighbour facts (``neighbours_unknown``)."""
 
     splits: tuple[str, ...] = ("forget", "retain", "test", "neighbours")
     floor: float = 0.05  # smallest band half-width (tens of items per split)
@@ -47,7 +48,12 @@ class AnswerProb(Metric):
         evidence = []
         if "forget" in values:
             evidence.append(Evidence(key="answer_prob.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
+        info: dict = {"n_excluded": excluded}
         for name in ("retain", "neighbours"):
             if name in values:
-                evidence.append(Evidence(key=f"answer_prob.{name}", value=values[name], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
-        return self.result(values, per_example=per_example, evidence=tuple(evidence), info={"n_excluded": excluded})
+                unknown = neighbours_unknown(ctx, refs.original, task_split(task, name)) if name == "neighbours" else None
+                if unknown:
+                    info["neighbours_reported_only"] = unknown
+                evidence.append(Evidence(key=f"answer_prob.{name}", value=values[name], role="utility", remembers="higher", floor=self.floor,
+                                         bounds=(0.0, 1.0), reported_only=unknown))
+        return self.result(values, per_example=per_example, evidence=tuple(evidence), info=info)

@@ -180,8 +180,8 @@ class EpsilonScore(Metric):
     past retraining).
 
     Unlearned ensemble: the method under test applied N times (seeds) to the original; retrained ensemble:
-    N models trained on the retain set (vectorised, cached). For ``retrain`` itself, a second independent
-    retrained ensemble. With no method (the original), N copies of the original (degenerate: ε capped).
+    N models trained on the retain set (vectorised, cached). For ``retrain`` itself, a third independent retrained
+    ensemble (not the reference's second one: that would score retraining against itself, an excess of exactly 0). With no method (the original), N copies of the original (degenerate: ε capped).
     Differences from the challenge's setup: ``n_examples`` forget examples are sampled (the challenge scores all of
     them), and s is computed from the logits in float64 (the challenge exponentiates float32 logits and adds 1e-45
     inside the logs, so its s saturates at about ±103.6)."""
@@ -197,7 +197,8 @@ class EpsilonScore(Metric):
     higher_is_better = True
     needs = frozenset({"original", "train_config", "model_factory"})
     paper = "Triantafillou et al., arXiv 2406.09073"
-    version = "3"  # bump when its numbers change (2: the interval rule predicts the peakier distribution inside; 3: the challenge's grid by default)
+    version = "4"  # bump when its numbers change (2: the interval rule predicts the peakier distribution inside; 3: the challenge's grid
+    # by default; 4: retrain is judged with a third retrained ensemble, independent of the reference pair)
     modalities = ("classifier",)
     noise_floor_skip = True
 
@@ -214,7 +215,7 @@ class EpsilonScore(Metric):
         if method is None:
             return [refs.original] * self.n_models
         if getattr(method, "name", "") == "retrain":
-            return retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=1)
+            return retrained_ensemble(ctx, refs, task, self.n_models, self.seed, which=2)
         key = ("eps-unlearned", repr(method), self.n_models, self.seed, id(refs.original))
         if key not in ctx.shared:
             ctx.shared[key] = [method.unlearn(copy.deepcopy(refs.original), task, refs, rng=np_rng("eps-unlearn", self.seed, i),

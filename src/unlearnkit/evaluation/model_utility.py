@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import (answer_prob, finite_mean, finite_rows, greedy_answers, normalised_prob, outputs, qa_records_missing, rouge_l,
-                  task_split, true_tr_score, truth_ratios)
+                  neighbours_unknown, task_split, true_tr_score, truth_ratios)
 from .base import EvalContext, Metric, register_metric
 
 
@@ -26,7 +26,9 @@ class ModelUtility(Metric):
     answer as the correct one (it is their paraphrased answer too). ROUGE-L as in ``rouge_l`` (greedy,
     ``max_new_tokens``, stemmer on). Any component at 0 makes the harmonic mean 0. Without a neighbours probe the
     retain components alone are used (noted in info). Items without a score (an empty answer has no ROUGE-L recall) are
-    left out of each component's mean, counted in info["n_excluded"] and warned about."""
+    left out of each component's mean, counted in info["n_excluded"] and warned about. When the original model does not
+    know the neighbour facts (``neighbours_unknown``) the verdict's evidence is ``retain_utility``, the harmonic mean of
+    the retain components (the value ``model_utility`` keeps TOFU's definition)."""
 
     max_new_tokens: int = 32
     floor: float = 0.02
@@ -71,9 +73,18 @@ class ModelUtility(Metric):
             components["neighbours_truth_ratio"] = tr_score("neighbours", truth_ratios(ctx, model, neighbours))
             per_example["prob_normalised.neighbours"] = (neighbours.ids, pn)
         values = {"model_utility": float(hmean(list(components.values()))), **components}
-        evidence = (Evidence(key="model_utility.model_utility", value=values["model_utility"], role="utility", remembers="higher",
-                             floor=self.floor, bounds=(0.0, 1.0)),)
         info: dict[str, Any] = {"components": sorted(components), "n_excluded": excluded}
+        unknown = neighbours_unknown(ctx, refs.original, neighbours)
+        if unknown:
+            # A harmonic mean with components near chance for every model is pinned there: it cannot move when the retain
+            # set is damaged (measured: no power on any planted case). The verdict then decides on the retain components.
+            values["retain_utility"] = float(hmean([v for k, v in components.items() if k.startswith("retain_")]))
+            info["neighbours_left_out"] = unknown
+            evidence = (Evidence(key="model_utility.retain_utility", value=values["retain_utility"], role="utility", remembers="higher",
+                                 floor=self.floor, bounds=(0.0, 1.0)),)
+        else:
+            evidence = (Evidence(key="model_utility.model_utility", value=values["model_utility"], role="utility", remembers="higher",
+                                 floor=self.floor, bounds=(0.0, 1.0)),)
         if neighbours is None:
             info["note"] = "the task has no neighbours probe: the harmonic mean is over the retain components only"
         return self.result(values, per_example=per_example, evidence=evidence, info=info)

@@ -7,7 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-DEBS    := dataset-fashion-mnist bible-kjv-text bible-kjv
+# chromium: Debian's browser for the comparator's browser tests and benchmark (Playwright drives /usr/bin/chromium;
+# no browser is downloaded)
+DEBS    := dataset-fashion-mnist bible-kjv-text bible-kjv chromium
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast data setup clean
@@ -25,8 +27,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 data:
-	@if [ ! -f $(FASHION) ] || ! command -v bible >/dev/null 2>&1; then \
-	  echo "Installing Fashion-MNIST and the KJV text (Debian packages $(DEBS)) ..."; \
+	@if [ ! -f $(FASHION) ] || ! command -v bible >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then \
+	  echo "Installing Fashion-MNIST, the KJV text and Chromium (Debian packages $(DEBS)) ..."; \
 	  $(SUDO) apt-get install -y --no-install-recommends $(DEBS) >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y --no-install-recommends $(DEBS)); \
 	fi

@@ -172,13 +172,10 @@ def _attack(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray], thresh
         if same.any():
             other, test_ids = other[same], test_ids[same]
     both = np.r_[member, other]
-    candidates = np.unique(both)
-    tpr_all = (member[None, :] <= candidates[:, None]).mean(1) if len(candidates) <= 20000 else None
-    if threshold is None:  # default: the threshold of the largest TPR − FPR (Youden's J)
-        if tpr_all is None:
-            candidates = np.quantile(both, np.linspace(0, 1, 2001))
-            tpr_all = (member[None, :] <= candidates[:, None]).mean(1)
-        fpr_all = (other[None, :] <= candidates[:, None]).mean(1)
+    if threshold is None:  # default: the threshold of the largest TPR − FPR (Youden's J) over every distinct score
+        candidates = np.unique(both)  # counts at each candidate by binary search in the sorted scores: O(n log n)
+        tpr_all = np.searchsorted(np.sort(member), candidates, side="right") / max(len(member), 1)
+        fpr_all = np.searchsorted(np.sort(other), candidates, side="right") / max(len(other), 1)
         threshold = float(candidates[int(np.argmax(tpr_all - fpr_all))])
     tpr, fpr = float((member <= threshold).mean()), float((other <= threshold).mean())
     hi = float(np.quantile(both, 0.99)) if len(both) else 1.0

@@ -2,6 +2,14 @@
 "use strict";
 const state = {runs: [], sort: {key: "experiment", dir: 1}, a: null, b: null, view: "classes", split: "forget", brushed: null};
 const $ = id => document.getElementById(id);
+// Readiness hook for the browser tests and the benchmark: window.uk.ready is false while the table, a view or a
+// threshold redraw is loading; window.uk.timings lists how long each took in the page (ms).
+window.uk = {ready: false, pending: 0, view: null, timings: []};
+function busy() { window.uk.pending++; window.uk.ready = false; return performance.now(); }
+function idle(t0, what) {
+  window.uk.timings.push({what, ms: performance.now() - t0});
+  if (--window.uk.pending === 0) window.uk.ready = true;
+}
 
 function h(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -87,6 +95,7 @@ async function show(view) {
   const out = $("view");
   if (!state.a) { out.replaceChildren(h("p", {class: "muted"}, "Choose run A (and B) in the table above.")); return; }
   $("status").textContent = "loading … (the first view of a run computes its analysis once; later views read the cache)";
+  const t0 = busy();
   try {
     const a = state.a, b = state.b && runById(state.b) && runById(state.a).task_fingerprint === runById(state.b).task_fingerprint ? state.b : null;
     const nodes = await VIEWS[view](a, b);
@@ -95,6 +104,9 @@ async function show(view) {
   } catch (e) {
     out.replaceChildren(h("p", {class: "err"}, e.message));
     $("status").textContent = "";
+  } finally {
+    window.uk.view = view;
+    idle(t0, view);
   }
 }
 
@@ -161,23 +173,26 @@ const VIEWS = {
     const hi = first.histogram.edges[first.histogram.edges.length - 1];
     const wrap = h("div", {}), shown = h("span", {id: "threshold-value"}, fmt(first.threshold, 4));
     const slider = h("input", {type: "range", id: "threshold", min: 0, max: hi, step: hi / 400, value: Math.min(first.threshold, hi)});
+    let latest = 0;
     const redraw = async t => {
+      const seq = ++latest;
       const [xa, xb] = await Promise.all([api(`/api/runs/${a}/attack?threshold=${t}`), b ? api(`/api/runs/${b}/attack?threshold=${t}`) : null]);
+      if (seq !== latest) return;  // a later move of the slider is already on its way: never show an older threshold's numbers
       const panel = (x, tag) => {
         const frac = arr => { const n = arr.reduce((s, v) => s + v, 0) || 1; return arr.map(v => v / n); };
         return h("div", {class: `attack-${tag}`},
           histogram(x.histogram.edges, [{label: "forget (members)", colour: PALETTE.forget, frac: frac(x.histogram.forget)},
-                                        {label: `non-members: ${x.non_members}`, colour: PALETTE.test, frac: frac(x.histogram.test)}],
+                                        {label: "non-members", colour: PALETTE.test, frac: frac(x.histogram.test)}],
                     x.threshold, `${tag.toUpperCase()}: membership score distributions`, "loss (cross-entropy, nats)"),
           h("p", {class: "big"}, `TPR `, h("span", {class: "tpr"}, fmt(x.tpr)), `  FPR `, h("span", {class: "fpr"}, fmt(x.fpr)),
             `  (attack advantage ${fmt(x.advantage)}, AUC ${fmt(x.auc)})`),
-          h("p", {class: "muted"}, `${x.rule}; forget members called members: ${Math.round(x.tpr * x.n.forget)} of ${x.n.forget}. ` +
+          h("p", {class: "muted"}, `Non-members: ${x.non_members}. ${x.rule}; forget members called members: ${Math.round(x.tpr * x.n.forget)} of ${x.n.forget}. ` +
             (x.privacy_score ? `Comparator privacy score (stored): ${fmt(x.privacy_score.values.score)} (1 = indistinguishable from retraining).` : "No stored privacy score.")));
       };
       wrap.replaceChildren(panel(xa, "a"), ...(xb ? [panel(xb, "b")] : []));
       shown.textContent = fmt(xa.threshold, 4);
     };
-    slider.oninput = () => redraw(slider.value);
+    slider.oninput = () => { const t0 = busy(); redraw(slider.value).finally(() => idle(t0, "threshold")); };
     await redraw(first.threshold);
     return [h("label", {}, "threshold (loss) ", slider, " ", shown),
       h("p", {class: "muted"}, "Starts at the threshold of the largest TPR − FPR for A."), wrap];
@@ -208,6 +223,7 @@ function relearnChart(e) {
 async function main() {
   document.querySelectorAll("#tabs button").forEach(b => b.onclick = () => show(b.dataset.view));
   $("filter").oninput = renderTable;
+  const t0 = busy();
   try {
     state.runs = (await api("/api/runs")).runs;
     renderTable();
@@ -218,6 +234,8 @@ async function main() {
     if (q.get("a") && runById(q.get("a"))) choose("a", q.get("a"));
   } catch (e) {
     $("count").textContent = e.message;
+  } finally {
+    idle(t0, "runs");
   }
 }
 main();

@@ -104,7 +104,7 @@ function heatmap(matrix, title, signed) {
 function histogram(edges, series, threshold, title, xLabel) {
   const f = frame(560, 250, {l: 50, r: 120, t: 24, b: 42});
   el("text", {x: f.x0, y: 14}, f.svg, title);
-  const top = Math.max(1, ...series.flatMap(s => s.frac));
+  const top = Math.max(1e-9, ...series.flatMap(s => s.frac));  // fractions: the tallest bar reaches the top
   const sx = linear(edges[0], edges[edges.length - 1], f.x0, f.x1), sy = linear(0, top, f.y0, f.y1);
   for (const s of series) {
     s.frac.forEach((v, i) => el("rect", {x: sx(edges[i]), width: Math.max(0.5, sx(edges[i + 1]) - sx(edges[i]) - 0.5), y: sy(v),

@@ -35,3 +35,21 @@ def test_comparator_benchmark_measures_every_phase(store_dir, tmp_path):
     assert sorted(p.name for p in shots.glob("*.png")) == [f"comparator_{v}.png" for v in
                                                            ("attack", "classes", "evidence", "instances", "layers", "screening")]
     assert sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if "analysis" not in p.parts) == before
+
+
+def test_without_store_the_benchmark_builds_one_from_an_experiment(tmp_path, capsys):
+    """Without --store the benchmark runs the experiment (the demo's by default; here a tiny digits one) into a new store."""
+    import yaml
+
+    from unlearnkit.io import Transcript
+    from unlearnkit.runs import Store
+
+    from .conftest import OTHER
+
+    spec = {**OTHER, "train": {**OTHER["train"], "epochs": 1}, "references": {"retrain_seeds": 2}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    seconds = load("comparator").build_store(tmp_path / "store", str(path), Transcript())
+    runs = list(Store(tmp_path / "store", tidy=False).runs())
+    assert seconds > 0 and sorted(r["method"] for r in runs) == ["original", "retrain"]
+    assert "built the store: experiment tiny.yaml" in capsys.readouterr().out

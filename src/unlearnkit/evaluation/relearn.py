@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..lm.guard import bare_model, is_guard
 from ..objectives import NLL, weighted
 from ..references import References
 from ..seeding import np_rng
@@ -41,7 +42,11 @@ class Relearn(Metric):
     class-bias reason above does not apply to generated answers — min_examples 4 (a forget set of a few profiles
     has tens of answers) and the same Adam lr 3e-4 (inferred: LM relearning papers use 1e-5 over 50–150 steps at
     batch 4 on 7B models; 40 CPU steps of a small model need a larger step — on the tiny test Llama, 1e-4 barely
-    moves a gradient-ascent model in 40 steps, 3e-4 brings it back past the retain models' end point)."""
+    moves a gradient-ascent model in 40 steps, 3e-4 brings it back past the retain models' end point).
+
+    Weight-level evidence: an inference-time guard (``lm.guard``) is attacked through its bare weights (its inner
+    model, untouched by the guard), since whoever obtains the weights relearns without the guard; a guard whose
+    outputs look retrained but whose weights relearn the data fast comes out "suppressed"."""
 
     fraction: float = 0.1
     min_examples: int | None = None
@@ -113,7 +118,7 @@ class Relearn(Metric):
         """Held-out forget accuracy before and every ``eval_every`` steps of the attack. If the attack's
         own training stops (non-finite loss), the remaining points repeat the restored model's accuracy."""
         attack, heldout, mix = self.slices(task, ctx.seed)
-        victim = copy.deepcopy(model)
+        victim = copy.deepcopy(bare_model(model))  # the weights: an inference-time guard's inner model, which an attacker fine-tunes
         points: list[float] = []
 
         @torch.no_grad()
@@ -160,4 +165,5 @@ class Relearn(Metric):
         return self.result(values, curves=curves, evidence=evidence,
                            info={"slice": len(self.slices(task, ctx.seed)[0]), "retain_mix": self.setting(task, "retain_mix"),
                                  "lr": self.setting(task, "lr"), "score": getattr(ctx.adapter, "score_name", "accuracy"),
-                                 "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped})
+                                 "n_retrained": len(refs.retrained_seeds), "attack_stopped": stopped,
+                                 **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -40,6 +40,7 @@ from ..io import canonical_json, check_finite_state
 from ..methods import build_method, describe_method
 from ..methods.base import method_not_applicable
 from ..models import build_model
+from ..lm.guard import is_guard
 from ..models.causal_lm import weights_identity
 from ..references import References
 from .references import build_references
@@ -132,6 +133,8 @@ def model_identity(model: nn.Module, original: nn.Module | None) -> dict[str, An
     for attr in ("regime", "guarantee"):
         if getattr(model, attr, None) is not None:
             out[attr] = str(getattr(model, attr))
+    if is_guard(model):  # an inference-time guard: the original's weights, untouched, and the guard's own state
+        out.update({"guard": model.guard_name, "original_architecture": False, "weights": "the original's (untouched)"})
     return out
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import distributed
 from ..errors import StoreError
+from ..lm.guard import is_guard, load_guard
 from ..io import check_finite_state, load_array, load_model_weights, load_state, read_json, save_array, save_state, write_json
 from ..io import sha256_file as io_sha256_file
 
@@ -399,7 +400,10 @@ class Store:
         run_id = record["run_id"]
         final = self.root / "runs" / run_id
         with self._staged(final, RUN_FILES) as tmp:
-            if model is not None:
+            if model is not None and is_guard(model):  # a guard has no unlearned weights: its own state (classifier, strength, ...)
+                tensors, meta = model.guard_state()
+                save_state(tmp / "model.safetensors", tensors, {"run_id": run_id, **meta}, make_parents=False)
+            elif model is not None:
                 save_state(tmp / "model.safetensors", model.state_dict(), {"run_id": run_id}, make_parents=False)
             names = {}
             if arrays:
@@ -435,6 +439,11 @@ class Store:
         refused with the reason (its record's ``model`` says what it is)."""
         run_id = self.resolve_run(run_id)
         identity = self.load_run(run_id).get("model") or {}
+        if identity.get("guard"):
+            raise StoreError(f"Run {run_id} is an inference-time guard ({identity['guard']!r}): it has no unlearned weights. Its model's "
+                             "weights are the original's, untouched; the run stored the guard's own state (prompt classifier, "
+                             "threshold, strength or forbidden tokens). Load it around the original with "
+                             "Store.load_run_guard(run_id, original, codec).")
         if identity.get("original_architecture") is False:
             regime = f" (regime {identity['regime']!r})" if identity.get("regime") else ""
             raise StoreError(f"Run {run_id} stored the weights of a {identity.get('class')}{regime}, an exact-unlearning regime's "
@@ -442,6 +451,23 @@ class Store:
                              "Its state is more than its weights (which examples each part depends on): run its method again "
                              "(the run is reproducible from its record) to get the model.")
         return load_model_weights(model, self.root / "runs" / run_id / "model.safetensors")
+
+    def load_run_guard(self, run_id: str, original: nn.Module, codec: Any = None) -> nn.Module:
+        """The inference-time guard of run ``run_id`` rebuilt around ``original`` (the untouched model it guarded) from its
+        stored state; ``codec`` (the task's text codec) is needed by guards that decode tokens (GUARD's semantic
+        matching). A StoreError for a run that is not a guard's."""
+        from safetensors import safe_open
+
+        run_id = self.resolve_run(run_id)
+        identity = self.load_run(run_id).get("model") or {}
+        if not identity.get("guard"):
+            raise StoreError(f"Run {run_id} is not an inference-time guard's; load its weights with Store.load_run_model.")
+        path = self.root / "runs" / run_id / "model.safetensors"
+        tensors = load_state(path)
+        check_finite_state(tensors, f"guard state in {path}")
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_guard(original, tensors, meta, codec)
 
     def resolve_run(self, prefix: str) -> str:
         if self.has_run(prefix):

@@ -1,0 +1,142 @@
+"""eco: Embedding-COrrupted prompts — a prompt classifier and, on flagged prompts, corrupted prompt embeddings whose
+strength is tuned by zeroth-order search so the forget answers score as on the retrained model; no weight changes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..adapters import get_adapter
+from ..errors import ConfigError
+from ..lm.guard import EmbeddingCorruptionGuard, prompt_end_marker
+from ..references import References
+from ..seeding import torch_gen
+from ..types import Mask, Task, Unlearned
+from ._guards import check_guard_params, fit_classifier, measure_overhead, split_prompts
+from .base import ALL_FORGET_KINDS, check_forget_kind, register_method
+
+
+@register_method
+@dataclass(frozen=True)
+class ECO:
+    """Embedding-Corrupted Prompts (Liu, Yao, Jia, Casper, Baracaldo & Liu, Large Language Model Unlearning via Embedding-Corrupted Prompts, NeurIPS 2024).
+
+    A guard (kind ``guard``): the model's weights are untouched; the returned model is an ``EmbeddingCorruptionGuard``
+    wrapping it, which the metrics score and generate with.
+
+    1. Prompt classifier: logistic regression on the model's own mean last hidden state over the prompt tokens,
+       forget prompts vs retain prompts, fitted on all but ``holdout_fraction`` of each; the threshold is
+       ``threshold`` or, when None, the one maximising TPR − FPR on the held-out prompts. ``info["classifier"]``
+       reports its rates, including the false-positive rate on retain and on neighbour prompts.
+    2. Corruption of a flagged prompt's question embeddings (``corruption``): ``noise`` adds σ·s·ε (s the embedding
+       matrix's s.d., ε fixed Gaussian noise per position, drawn from the run's generator) on the first ``dims``
+       dimensions (None = all; ECO's ``rand_noise_first_n``); ``zero`` zeroes the round(σ·dims) largest-magnitude
+       ones (ECO's ``zero_out_top_k``).
+    3. Strength σ by zeroth-order optimisation of f(σ) = |P̄_forget(σ) − P̄_forget(retrained)|, P̄ the mean
+       length-normalised answer probability of the forget set with every forget prompt corrupted, and the
+       retrained models' mean as target (ECO matches the corrupted model's forget metrics to the retain model's):
+       ``zo_steps`` two-point estimates g = (f(e^{s+μu}) − f(e^{s−μu}))/(2μ)·u, u = ±1, in s = log σ, each followed
+       by a signed step s ← s − η_k·sign(g), η_k = ``zo_lr``·0.7^k; the best σ evaluated is kept.
+
+    Approximations (stated): ECO's TOFU classifier is a fine-tuned RoBERTa and its corruption is placed on entity
+    tokens chosen by a NER model; here the classifier reads the model's own hidden states and every question token is
+    corrupted. ECO's ZO search is over σ against its unlearning objective; we use the signed two-point estimator with a
+    decaying step on log σ, and the retrained models' forget answer probability as the objective's target.
+    ``info["overhead"]``: latency per generated token of the guard vs the bare model (greedy, measured).
+    """
+
+    threshold: float | None = None
+    holdout_fraction: float = 0.3
+    C: float = 1.0
+    corruption: Literal["noise", "zero"] = "noise"
+    dims: int | None = None
+    zo_steps: int = 12
+    zo_init: float = 1.0
+    zo_mu: float = 0.3
+    zo_lr: float = 1.0
+    latency_tokens: int = 16
+
+    name: ClassVar[str] = "eco"
+    kind: ClassVar[str] = "guard"
+    paper: ClassVar[str] = "Liu et al., Large Language Model Unlearning via Embedding-Corrupted Prompts, NeurIPS 2024"
+    version: ClassVar[str] = "1"
+    needs: ClassVar[frozenset[str]] = frozenset({"retrained"})
+    modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
+
+    def __post_init__(self) -> None:
+        check_guard_params(self)
+        if self.corruption not in ("noise", "zero"):
+            raise ConfigError(f"eco: corruption must be 'noise' or 'zero', got {self.corruption!r}.")
+        if self.dims is not None and not (isinstance(self.dims, int) and self.dims >= 1):
+            raise ConfigError(f"eco: dims must be None (all) or an integer >= 1, got {self.dims!r}.")
+        if not (isinstance(self.zo_steps, int) and self.zo_steps >= 0):
+            raise ConfigError(f"eco: zo_steps must be an integer >= 0, got {self.zo_steps!r}.")
+        for field in ("zo_init", "zo_mu", "zo_lr"):
+            v = getattr(self, field)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"eco: {field} must be a finite number > 0, got {v!r}.")
+        if self.corruption == "zero" and self.zo_init > 1:
+            raise ConfigError(f"eco: with corruption 'zero', zo_init is the fraction of dimensions zeroed, in (0, 1]; got {self.zo_init}.")
+
+    def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu",
+                progress: bool = False) -> Unlearned:
+        check_forget_kind(self, task)
+        refs.require("retrained", by="method 'eco'")
+        adapter = get_adapter(task)
+        adapter.check(model, task, device)
+        codec = task.forget.data.codec
+        width = int(model.get_input_embeddings().weight.shape[1])
+        if self.dims is not None and self.dims > width:
+            raise ConfigError(f"eco: dims={self.dims} but the model's embeddings have {width} dimensions.")
+        marker = prompt_end_marker(split_prompts(task.forget) + split_prompts(task.retain))
+        clf, report = fit_classifier(model, task, rng=rng, threshold=self.threshold, holdout_fraction=self.holdout_fraction, C=self.C,
+                                     who="eco", device=device, pad_id=codec.pad_id)
+        longest = max(int(s.data.attention_mask.sum(1).max()) for s in task.splits().values())
+        noise = torch.randn(longest, width, generator=torch_gen(rng))
+        emb_scale = float(model.get_input_embeddings().weight.detach().float().std())
+        guard = EmbeddingCorruptionGuard(model, marker, torch.as_tensor(clf.weight), clf.bias, clf.threshold, strength=self.zo_init,
+                                         corruption=self.corruption, dims=self.dims or width, noise=noise, emb_scale=emb_scale,
+                                         config={"method": "eco"})
+
+        def forget_prob(m: nn.Module) -> float:
+            return float(np.exp(-adapter.outputs(m, task.forget, device=device)["nll"]).mean())
+
+        target = float(np.mean([forget_prob(r) for r in refs.retrained_seeds]))
+        guard.force = True
+        evaluated: list[dict[str, float]] = []
+
+        def f(s: float) -> float:
+            sigma = min(math.exp(s), 1.0) if self.corruption == "zero" else math.exp(s)
+            guard.strength.fill_(sigma)
+            p = forget_prob(guard)
+            evaluated.append({"strength": sigma, "forget_prob": p, "gap": abs(p - target)})
+            return abs(p - target)
+
+        s = math.log(self.zo_init)
+        f(s)
+        for k in range(self.zo_steps):
+            u = float(rng.choice([-1.0, 1.0]))
+            g = (f(s + self.zo_mu * u) - f(s - self.zo_mu * u)) / (2 * self.zo_mu) * u
+            if g == 0:
+                continue
+            s -= self.zo_lr * 0.7**k * math.copysign(1.0, g)
+            s = min(max(s, math.log(1e-3)), math.log(1e3))
+        best = min(evaluated, key=lambda e: e["gap"])
+        guard.strength.fill_(best["strength"])
+        guard.force = None
+        info: dict[str, Any] = {
+            "guard": guard.describe(), "classifier": report, "prompt_end": codec.decode(marker) or str(marker),
+            "strength": {"value": best["strength"], "corruption": self.corruption, "dims": self.dims or width,
+                         "target_forget_prob": target, "forget_prob": best["forget_prob"],
+                         "forget_prob_uncorrupted": forget_prob(guard.inner), "evaluations": len(evaluated),
+                         "search": evaluated},
+            "overhead": measure_overhead(guard, task, adapter, device=device, max_new_tokens=self.latency_tokens),
+            "weights": "unchanged (inference-time guard: weight-level evidence is measured on the bare model)",
+        }
+        return Unlearned(guard, Mask.full(guard, False), info)

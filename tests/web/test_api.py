@@ -322,3 +322,95 @@ def test_serve_prints_its_address_and_serves(store_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ example images
+def test_changed_most_rows_show_each_examples_image(client, ids):
+    from io import BytesIO
+
+    Image = pytest.importorskip("PIL.Image")
+    from sklearn.datasets import load_digits
+
+    body = client.get(f"/api/runs/{ids['finetune']}/confidence-changes?against={ids['original']}&split=forget&k=4").json()
+    assert body["images"] is True
+    raw = load_digits().images  # 0..16 per pixel; the digits source keeps train positions sorted(perm[449:]) (seed 0)
+    train_rows = np.sort(np.random.default_rng(0).permutation(len(raw))[449:])
+    for row in body["rows"]:
+        assert row["image"] == f"/api/runs/{ids['finetune']}/examples/forget/{row['id']}.png"
+        r = client.get(row["image"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        img = np.asarray(Image.open(BytesIO(r.content)))
+        assert img.shape == (8, 8) and img.dtype == np.uint8
+        px = raw[train_rows[row["id"]]]
+        want = np.rint((px - px.min()) / (px.max() - px.min()) * 255)
+        assert np.array_equal(img, want.astype(np.uint8)), row["id"]
+
+
+def test_png_encoder_on_a_hand_case():
+    from io import BytesIO
+
+    Image = pytest.importorskip("PIL.Image")
+    png = an.png_grey(np.array([[0.0, 1.0, 2.0], [4.0, 3.0, 4.0]]))
+    assert np.array_equal(np.asarray(Image.open(BytesIO(png))), [[0, 64, 128], [255, 191, 255]])
+    assert np.array_equal(np.asarray(Image.open(BytesIO(an.png_grey(np.full((2, 2), 5.0))))), np.full((2, 2), 128))
+
+
+def test_bad_example_requests_are_404(client, ids, store_dir):
+    rid = ids["finetune"]
+    test_id = int(Store(store_dir, tidy=False).load_run_array(rid, "accuracy.correct.retain.ids")[0])  # not in forget
+    for path in (f"/api/runs/{rid}/examples/holdout/1.png", f"/api/runs/{rid}/examples/forget/abc.png",
+                 f"/api/runs/{rid}/examples/forget/-1.png", f"/api/runs/{rid}/examples/forget/999999.png",
+                 f"/api/runs/{rid}/examples/forget/{test_id}.png",
+                 f"/api/runs/nope/examples/forget/1.png", f"/api/runs/{rid}/examples/..%2f/1.png"):
+        r = client.get(path)
+        assert r.status_code == 404 and "error" in r.json(), (path, r.status_code, r.text[:200])
+
+
+def test_tabular_rows_have_no_image(tmp_path):
+    from unlearnkit.experiment import Experiment
+    from unlearnkit.runs.runner import run_experiment
+
+    spec = {"name": "blobs", "dataset": {"name": "gaussian_blobs", "params": {"n_train": 200, "n_test": 100, "n_features": 6}},
+            "forget": [{"kind": "random", "fraction": 0.1}], "model": {"name": "mlp", "params": {"hidden": [16]}},
+            "train": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 0.01}, "references": {"retrain_seeds": 2},
+            "metrics": ["accuracy"], "methods": ["retrain"], "seeds": [0]}
+    run_experiment(Experiment.from_dict(spec), Store(tmp_path / "s"), device="cpu", progress=False, log=lambda m: None)
+    c = TestClient(create_app(tmp_path / "s"))
+    rows = {r["method"]: r["run_id"] for r in c.get("/api/runs").json()["runs"]}
+    body = c.get(f"/api/runs/{rows['retrain']}/confidence-changes?against={rows['original']}&k=3").json()
+    assert body["images"] is False and all(r["image"] is None for r in body["rows"])
+    assert c.get(f"/api/runs/{rows['retrain']}/examples/forget/{body['rows'][0]['id']}.png").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------ UMAP
+@pytest.mark.slow
+def test_umap_projection_is_seeded_cached_and_equals_umap_learn(store_dir, tmp_path, monkeypatch, ids):
+    import shutil
+
+    umap = pytest.importorskip("umap")
+    root = tmp_path / "store"
+    shutil.copytree(store_dir, root, ignore=shutil.ignore_patterns("analysis"))
+    client = TestClient(create_app(root))
+    rid = ids["finetune"]
+    pca = client.get(f"/api/runs/{rid}/embedding").json()
+    assert pca["projection"] == "pca" and pca["method"] == "PCA"
+    calls = []
+    real = an.umap_2d
+    monkeypatch.setattr(an, "umap_2d", lambda f, *a, **k: calls.append(len(f)) or real(f, *a, **k))
+    body = client.get(f"/api/runs/{rid}/embedding?projection=umap").json()
+    assert body["projection"] == "umap" and body["method"] == "UMAP" and body["seed"] == 0 and calls == [734]
+    assert [(p["split"], p["id"]) for p in body["points"]] == [(p["split"], p["id"]) for p in pca["points"]]
+    # the same features through umap-learn directly give the same coordinates
+    source = load_dataset("digits")
+    x = torch.stack([(source.test if p["split"] == "test" else source.train).data.x[
+        (source.test if p["split"] == "test" else source.train).positions_of([p["id"]])[0]] for p in body["points"]]).float()
+    with torch.no_grad():
+        feats = model_of(store_dir, rid).features(x).numpy()
+    want = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, init="pca").fit_transform(feats)
+    got = np.array([[p["x"], p["y"]] for p in body["points"]])
+    assert np.allclose(got, want, atol=1e-3)
+    # cached per run: a restarted app reads it; the PCA view is unchanged
+    again = TestClient(create_app(root)).get(f"/api/runs/{rid}/embedding?projection=umap").json()
+    assert calls == [734] and [p["x"] for p in again["points"]] == [p["x"] for p in body["points"]]
+    assert (root / "analysis" / rid / "projection-umap.json").is_file()
+    assert client.get(f"/api/runs/{rid}/embedding?projection=tsne").status_code == 400

@@ -36,7 +36,9 @@ PIECES = st.one_of(st.sampled_from(NASTY), st.text(min_size=0, max_size=12))
 IDS = st.lists(PIECES, min_size=1, max_size=4).map("".join)
 TEMPLATES = ["/api/runs/{x}", "/api/runs/{x}/classes", "/api/runs/{x}/embedding", "/api/runs/{x}/cka", "/api/runs/{x}/attack",
              "/api/runs/{x}/evidence", "/api/runs/{ok}/confidence-changes?against={x}", "/api/compare?a={x}&b={ok}",
-             "/api/runs/{ok}/attack?threshold={x}", "/static/{x}", "/{x}"]
+             "/api/runs/{ok}/attack?threshold={x}", "/api/runs/{ok}/attack?score={x}", "/api/runs/{ok}/embedding?projection={x}",
+             "/api/runs/{x}/examples/forget/1.png", "/api/runs/{ok}/examples/{x}/1.png", "/api/runs/{ok}/examples/forget/{x}.png",
+             "/api/runs/{ok}/examples/forget/{x}", "/static/{x}", "/{x}"]
 
 
 @pytest.fixture(scope="module")

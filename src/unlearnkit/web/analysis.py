@@ -10,7 +10,10 @@ from, so a changed run or a damaged file is recomputed, never served)."""
 from __future__ import annotations
 
 import functools
+import struct
 import time
+import warnings
+import zlib
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from ..runs.store import RUN_FILES, Store, listed_files, sha256_file
 from ..seeding import np_rng
 from ..types import Split, Task
 
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"  # 2: the sample's features are kept (for UMAP), language-model and request-stream runs
 SPLITS = ("forget", "retain", "test")
 SAMPLE_PER_SPLIT = 300  # examples per split in the embedding and CKA sample (same ids for every run of a task)
 
@@ -84,6 +87,90 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, list[float]]:
     if n_comp < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - n_comp)))
     return coords.astype(np.float32), [float(v) for v in pca.explained_variance_ratio_]
+
+
+PROJECTIONS = ("pca", "umap")  # the embedding view's 2-D projections (PCA is computed with the analysis; UMAP on demand)
+UMAP_SEED = 0
+
+
+def umap_2d(features: np.ndarray, seed: int = UMAP_SEED) -> tuple[np.ndarray, dict[str, Any]]:
+    """UMAP (McInnes et al. 2018, ``umap-learn``) of ``features`` to 2-D, seeded (``random_state``: single-threaded and
+    deterministic), PCA-initialised; 15 neighbours (fewer for a tiny sample), min_dist 0.1."""
+    try:
+        import umap
+    except ImportError:
+        raise AnalysisUnavailable("The UMAP projection needs umap-learn (pip install 'unlearnkit[web]'); PCA works without it.") from None
+    x = np.asarray(features, dtype=np.float32)
+    if len(x) < 5:
+        raise AnalysisUnavailable(f"UMAP needs at least 5 examples in the sample, got {len(x)}; use PCA.")
+    neighbours = int(min(15, len(x) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, min_dist=0.1, random_state=seed, init="pca")
+    with warnings.catch_warnings():  # "n_jobs overridden to 1 by setting random_state": deterministic is what we ask for
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    return coords, {"method": "UMAP", "n_neighbors": neighbours, "min_dist": 0.1, "seed": seed, "explained_variance": None,
+                    "feature_dim": int(x.shape[1])}
+
+
+def cached_projection(store: Store, run_id: str, name: str, features: np.ndarray, base: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``name`` projection (``umap``) of the cached sample features of ``run_id``, from
+    ``<store>/analysis/<run_id>/projection-<name>.json`` when it was made from the same analysis arrays and seed, else
+    computed and written there (atomically)."""
+    if name != "umap":
+        raise AnalysisUnavailable(f"Unknown projection {name!r}; known: {list(PROJECTIONS)}.")
+    meta = _meta(store, run_id) or {}
+    digest = meta.get("arrays_sha256")
+    path = cache_dir(store, run_id) / f"projection-{name}.json"
+    with suppress(OSError, StoreError, KeyError, TypeError, ValueError):
+        cached = read_json(path)
+        if (cached.get("version") == ANALYSIS_VERSION and cached.get("arrays_sha256") == digest and digest is not None
+                and cached.get("seed") == UMAP_SEED and len(cached["coords"]) == len(features)):
+            return np.asarray(cached["coords"], dtype=np.float32).reshape(-1, 2), cached["meta"]
+    coords, info = umap_2d(features)
+    info = {**info, "features": base.get("features", "penultimate features")}
+    if digest is not None:
+        write_json(path, {"version": ANALYSIS_VERSION, "run_id": run_id, "arrays_sha256": digest, "seed": UMAP_SEED,
+                          "coords": coords.astype(np.float64).tolist(), "meta": info})
+    return coords, info
+
+
+# ------------------------------------------------------------------------------------------ example images
+IMAGE_SHAPES = {"digits": (8, 8), "fashion_mnist": (28, 28)}  # greyscale image datasets (stored flat or as 1×H×W)
+
+
+def image_shape(dataset: str) -> tuple[int, int] | None:
+    """(height, width) of the examples of ``dataset`` when they are greyscale images, else None (tabular, text)."""
+    return IMAGE_SHAPES.get(dataset)
+
+
+def png_grey(pixels: np.ndarray) -> bytes:
+    """A greyscale 8-bit PNG of ``pixels`` (H×W, any real values), scaled so that the image's minimum is black and its
+    maximum white (a constant image is mid-grey). Written by hand (zlib + CRC): no imaging library needed."""
+    v = np.asarray(pixels, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"png_grey: expected an H×W array, got shape {v.shape}.")
+    lo, hi = float(v.min()), float(v.max())
+    grey = np.full(v.shape, 128, np.uint8) if hi <= lo else np.rint((v - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    raw = b"".join(b"\0" + row.tobytes() for row in grey)  # filter type 0 (none) per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", v.shape[1], v.shape[0], 8, 0, 0, 0, 0)  # width, height, 8-bit, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def example_png(task: Task, split: str, example_id: int) -> bytes:
+    """The PNG of example ``example_id`` of ``split`` of an image task (read from the rebuilt task's own data)."""
+    shape = image_shape(task.name)
+    if shape is None:
+        raise AnalysisUnavailable(f"Task {task.name!r} is not an image dataset; its examples have no picture.")
+    part = task.splits()[split]
+    pos = part.positions_of([example_id])  # an unknown id raises, naming it
+    x = part.data.subset(pos).x[0].detach().float().cpu().numpy()
+    if x.size != shape[0] * shape[1]:
+        raise AnalysisUnavailable(f"Task {task.name!r}: an example has {x.size} values, not a {shape[0]}×{shape[1]} image.")
+    return png_grey(x.reshape(shape))
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -152,6 +239,44 @@ def experiment_task(store: Store, record: Mapping[str, Any]) -> dict[str, Any]:
     raise AnalysisUnavailable(f"{where}: its experiment {record['experiment']} lists no task with fingerprint {fp[:12]}….")
 
 
+def rebuild_stream_task(store: Store, record: Mapping[str, Any]) -> tuple[Any, Any, Task]:
+    """The experiment, data source and evaluation task of a request-stream run: step k's task forgets everything the
+    requests 1..k deleted (drawn again from the experiment's seed, exactly as the runner drew them) and is checked
+    against the fingerprint the run recorded."""
+    from ..data.forget import request_rng, select_requests
+    from ..data.sources import load_dataset
+    from ..experiment import Experiment
+    from ..runs.runner import ExperimentRunner, stream_public
+
+    where = f"run {record['run_id']}"
+    if not record.get("experiment"):
+        raise AnalysisUnavailable(f"{where} has no experiment record, so its request stream cannot be rebuilt.")
+    exp = Experiment.from_dict(store.load_experiment(record["experiment"])["spec"])
+    k = int(((record["task"].get("info") or {}).get("stream") or {}).get("request", 0)) - 1
+    if not exp.requests or not 0 <= k < len(exp.requests):
+        raise AnalysisUnavailable(f"{where}: its experiment {record['experiment']} has no request {k + 1}.")
+    source = load_dataset(exp.dataset.name, **exp.dataset.params)
+    runner = ExperimentRunner(exp, store, device="cpu", progress=False, log=lambda _: None)
+    runner.public = stream_public(exp, source)
+    specs = exp.requests
+    requests = select_requests(source.train, specs, [request_rng(exp.task_seed, i, s) for i, s in enumerate(specs)], source.n_classes,
+                               public=runner.public)
+    task = runner.stream_task(source, specs, requests, k, for_method=False)
+    if task.fingerprint != record["task"].get("fingerprint"):
+        raise AnalysisUnavailable(f"{where}: request {k + 1} of its stream rebuilt with fingerprint {task.fingerprint[:12]}…, the record "
+                                  f"says {str(record['task'].get('fingerprint'))[:12]}… (the data or code changed).")
+    return exp, source, task
+
+
+def stream_request(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """{"request": k, "of": n, "deleted": count} of a request-stream run, else None."""
+    info = ((record.get("task") or {}).get("info") or {}).get("stream")
+    return None if not info else {"request": int(info.get("request", 0)), "of": int(info.get("of", 0)), "deleted": info.get("deleted")}
+
+
+MODALITIES = ("classifier", "causal_lm")  # what the class, instance and layer views cover
+
+
 def task_context(store: Store, record: Mapping[str, Any], device: str = "cpu") -> TaskContext:
     """Rebuild the task of ``record`` from its experiment (checked against the recorded fingerprint) and load its
     references from the store's cache (never trained here: a missing reference is simply absent)."""
@@ -160,13 +285,17 @@ def task_context(store: Store, record: Mapping[str, Any], device: str = "cpu") -
 
     where = f"run {record['run_id']}"
     task_rec = record.get("task") or {}
-    if task_rec.get("modality", "classifier") != "classifier":
-        raise AnalysisUnavailable(f"{where} is a {task_rec.get('modality')} run; the comparator's class, instance and layer views "
-                                  "cover classifiers in this version (language models: not yet).")
-    try:
-        exp, source, task = rebuild_run_task(store, record)
-    except RebuildError as exc:
-        raise AnalysisUnavailable(f"{exc} The comparator analyses runs whose task it can rebuild.") from None
+    modality = task_rec.get("modality", "classifier")
+    if modality not in MODALITIES:
+        raise AnalysisUnavailable(f"{where} is a {modality} run; the comparator's class, instance and layer views cover "
+                                  f"{' and '.join(MODALITIES)} runs in this version.")
+    if stream_request(record) is not None:
+        exp, source, task = rebuild_stream_task(store, record)
+    else:
+        try:
+            exp, source, task = rebuild_run_task(store, record)
+        except RebuildError as exc:
+            raise AnalysisUnavailable(f"{exc} The comparator analyses runs whose task it can rebuild.") from None
     found = experiment_task(store, record)
     factory = functools.partial(build_model, exp.model.name, tuple(source.input_shape), source.n_outputs, **exp.model.params)
     keys = {k: list(v) for k, v in (found["task"].get("references", {}).get("keys") or {}).items()}
@@ -190,14 +319,18 @@ def _inputs(split: Split, positions: np.ndarray, device: str) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ the analysis
 def compute_analysis(store: Store, run_id: str, ctx: TaskContext, *, device: str = "cpu") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The analysis of run ``run_id`` as (JSON summary, arrays)."""
+    """The analysis of run ``run_id`` as (JSON summary, arrays); a language-model run's is ``web.lm``'s."""
+    if ctx.task.modality == "causal_lm":
+        from .lm import compute_lm_analysis
+
+        return compute_lm_analysis(store, run_id, ctx, sample_size=SAMPLE_PER_SPLIT, cka=linear_cka, project=pca_2d, device=device)
     record = store.load_run(run_id)
     model = store.load_run_model(run_id, ctx.factory()).to(device).eval()
     task, adapter = ctx.task, get_adapter(ctx.task)
     n_classes = int(task.n_classes or 0)
     splits = task.splits()
     arrays: dict[str, np.ndarray] = {}
-    summary: dict[str, Any] = {"n_classes": n_classes, "splits": {}, "retrain": {}, "original": {}}
+    summary: dict[str, Any] = {"modality": "classifier", "n_classes": n_classes, "splits": {}, "retrain": {}, "original": {}}
 
     def fit(m: nn.Module, split: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         out = adapter.outputs(m, splits[split], device=device)
@@ -229,8 +362,9 @@ def compute_analysis(store: Store, run_id: str, ctx: TaskContext, *, device: str
                 "retrain": [representations(r, x)[1] for r in ctx.retrained]}
         cka_parts[split] = {name: {kind: [linear_cka(rep, other[name]) for other in reps]
                                    for kind, reps in refs.items()} for name, rep in layers.items()}
-    coords, variance = pca_2d(np.concatenate(feats))
-    arrays["sample.coords"] = coords
+    features = np.concatenate(feats).astype(np.float32)
+    coords, variance = pca_2d(features)
+    arrays["sample.coords"], arrays["sample.features"] = coords, features
     summary["embedding"] = {"method": "PCA", "explained_variance": variance, "feature_dim": int(feats[0].shape[1])}
     summary["cka"] = {"layers": list(next(iter(cka_parts.values())).keys()), "per_split": cka_parts,
                       "n_sample": {s: int(len(sample_indices(task, s))) for s in SPLITS}}
@@ -294,7 +428,7 @@ def cached_seconds(store: Store, run_id: str) -> float | None:
 
 def remove_cached(store: Store, run_id: str) -> None:
     """Drop the cached analysis of ``run_id`` (its JSON first: without it the arrays are never read)."""
-    for name in ("analysis.json", "arrays.safetensors"):
+    for name in ("analysis.json", "arrays.safetensors", *(f"projection-{p}.json" for p in PROJECTIONS)):
         with suppress(FileNotFoundError):
             (cache_dir(store, run_id) / name).unlink()
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import StoreError, UnlearnError
+from ..errors import StoreError, TaskError, UnlearnError
 from ..runs.store import Store
 from ..runs.summary import columns, metric_value, summarize
 from ..verdict import Verdict
@@ -32,6 +32,7 @@ from . import analysis as an
 
 STATIC = Path(__file__).parent / "static"
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+EXAMPLE_ID = re.compile(r"[0-9]{1,18}")
 STRONG = ("u_lira", "lira", "relearn", "epsilon_score", "privacy_score", "klom")  # stored strong evidence shown with the bands
 TASK_CACHE = 4  # rebuilt tasks (with their references) kept in memory
 
@@ -86,7 +87,7 @@ class Comparator:
         raise ApiError(404, f"No {what} {run_id!r} in this store (GET /api/runs lists them).")
 
     # ----------------------------------------------------------------- analysis
-    def _context(self, record: Mapping[str, Any]) -> an.TaskContext:
+    def context(self, record: Mapping[str, Any]) -> an.TaskContext:
         key = (record.get("experiment") or "", record["task"]["fingerprint"])
         with self._guard:
             if key in self._tasks:
@@ -106,7 +107,17 @@ class Comparator:
             if force:
                 an.remove_cached(self.store, run_id)
             try:
-                return an.analysis(self.store, run_id, context=self._context, device=self.device)
+                return an.analysis(self.store, run_id, context=self.context, device=self.device)
+            except an.AnalysisUnavailable as exc:
+                raise ApiError(422, str(exc)) from None
+
+    def projection(self, run_id: str, name: str, summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+        """A cached 2-D projection other than the analysis's PCA (UMAP), computed once per run under the run's lock."""
+        with self._guard:
+            lock = self._locks.setdefault(run_id, threading.Lock())
+        with lock:
+            try:
+                return an.cached_projection(self.store, run_id, name, arrays["sample.features"], summary.get("embedding") or {})
             except an.AnalysisUnavailable as exc:
                 raise ApiError(422, str(exc)) from None
 
@@ -154,21 +165,70 @@ class Comparator:
             "verdict": verdict.get("label"), "verdict_display": Verdict.from_json(verdict).display if verdict else None,
             "borderline": bool(verdict.get("borderline")), "cost_ratio": ratio, "wall_seconds": cost.get("wall_seconds"),
             "evidence": {label: metric_value(run, metric, key) for label, metric, key in columns(modality)},
-            "analysed": False,
+            "analysed": False, "stream": an.stream_request(run),
         })
 
 
-def _attack(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray], threshold: float | None, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The loss-threshold membership attack of forget (members) vs test (non-members): an example is called a member
-    when its loss is <= the threshold. TPR = members called members, FPR = non-members called members. When the task
-    forgets whole classes the non-members are the test examples of those classes (as the battery's class-forgetting
-    attacks use them): other classes' test examples would separate from the forget set by class, not by membership."""
-    member, other = arrays["forget.loss"], arrays["test.loss"]
-    test_ids = arrays["test.ids"]
+def _band(values: list[Any]) -> dict[str, Any] | None:
+    vals = [v for v in values if v is not None]
+    return None if not vals else {"min": min(vals), "max": max(vals), "mean": float(np.mean(vals)), "n": len(vals)}
+
+
+def _lm_groups(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A language-model run's class level: per profile of each split, answer probability and ROUGE-L recall of the run,
+    the original and the min–max band over the retrained references."""
+    out: dict[str, Any] = {"modality": "causal_lm", "unit": "profile", "scores": {k: summary["scores"][k] for k in ("answer_prob", "rouge_l")},
+                           "splits": {}}
+    for split, s in summary["splits"].items():
+        seeds = summary["retrain"][split]
+        out["splits"][split] = {**s, "original": summary["original"][split],
+                                "retrain_band": {key: [_band([seed[key][i] for seed in seeds]) for i in range(len(s["groups"]))]
+                                                 for key in ("answer_prob", "rouge_l")},
+                                "n_retrained": len(seeds)}
+    return out
+
+
+def _compared_with(summary: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run's views compare it with, in words, and which references the store had when the analysis ran."""
+    refs = summary.get("references") or {}
+    n_retrained, original = int(refs.get("retrained", 0)), bool(refs.get("original"))
+    stream = an.stream_request(record)
+    if stream:
+        what = (f"the model after request {stream['request']} of {stream['of']} against models retrained without everything requests "
+                f"1–{stream['request']} deleted ({stream['deleted']} examples), and against the original (trained on all of it)")
+    else:
+        what = "this run against the models retrained without its forget set, and against the original"
+    notes = []
+    if n_retrained == 0:
+        notes.append("no retrained reference of this task is in the store: no retrain band and no CKA against retraining")
+    if not original:
+        notes.append("the original model is not in the store: no original values and no CKA against the original")
+    return {"text": what + (f" ({n_retrained} retrained seed{'s' if n_retrained != 1 else ''})" if n_retrained else ""),
+            "retrained": n_retrained, "original": original, "missing": notes, "stream": stream}
+
+
+ATTACK_SCORES = {"classifier": {"loss": "loss (cross-entropy of the true class)"},
+                 "causal_lm": {"loss": "loss (answer NLL, nats per token)", "min_k": "Min-K% NLL (−mean of the lowest 40% answer-token log-probs)"}}
+
+
+def _attack(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray], threshold: float | None, record: Mapping[str, Any],
+            score: str = "loss") -> dict[str, Any]:
+    """The score-threshold membership attack of forget (members) vs test (non-members): an example is called a member
+    when its score (loss; for language models also Min-K% NLL) is <= the threshold. TPR = members called members, FPR =
+    non-members called members. When the task forgets whole classes the non-members are the test examples of those
+    classes (as the battery's class-forgetting attacks use them): other classes' test examples would separate from the
+    forget set by class, not by membership. A language model's non-members are its holdout profiles; items without a
+    score (no answer token) are left out."""
+    modality = summary.get("modality", "classifier")
+    member, other = arrays[f"forget.{score}"], arrays[f"test.{score}"]
+    member_ids, test_ids = arrays["forget.ids"], arrays["test.ids"]
+    ok_m, ok_o = np.isfinite(member), np.isfinite(other)
+    member, member_ids, other, test_ids = member[ok_m], member_ids[ok_m], other[ok_o], test_ids[ok_o]
+    test_labels = arrays["test.labels"][ok_o]
     spec = ((record.get("task") or {}).get("info") or {}).get("forget") or {}
     classes = spec.get("classes") if spec.get("kind") == "classes" and spec.get("fraction") in (None, 1.0) else None
     if classes:
-        same = np.isin(arrays["test.labels"], np.asarray(classes, dtype=np.int64))
+        same = np.isin(test_labels, np.asarray(classes, dtype=np.int64))
         if same.any():
             other, test_ids = other[same], test_ids[same]
     both = np.r_[member, other]
@@ -189,16 +249,18 @@ def _attack(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray], thresh
     auc = float((ranks[:len(member)].sum() - len(member) * (len(member) + 1) / 2) / (len(member) * len(other))) if len(member) and len(other) else None
     privacy = (record.get("results") or {}).get("privacy_score")
     cap = 2000
+    key = "loss" if score == "loss" else "score"
     return _finite({
-        "score": "loss (cross-entropy of the true class)", "rule": "member when loss <= threshold",
+        "score": ATTACK_SCORES[modality][score], "score_name": score, "rule": f"member when {'loss' if score == 'loss' else 'Min-K% NLL'} <= threshold",
         "threshold": threshold, "tpr": tpr, "fpr": fpr, "advantage": tpr - fpr, "auc": auc,
         "n": {"forget": int(len(member)), "test": int(len(other))},
-        "non_members": f"test examples of the forgotten class(es) {list(classes)}" if classes else "test examples",
+        "non_members": (f"test examples of the forgotten class(es) {list(classes)}" if classes
+                        else "holdout profiles (never trained)" if modality == "causal_lm" else "test examples"),
         "histogram": {"edges": edges.tolist(), "forget": np.histogram(np.clip(member, 0, edges[-1]), edges)[0].tolist(),
                       "test": np.histogram(np.clip(other, 0, edges[-1]), edges)[0].tolist()},
-        "instances": {"forget": [{"id": int(i), "loss": float(v), "member": bool(v <= threshold)}
-                                 for i, v in zip(arrays["forget.ids"][:cap], member[:cap])],
-                      "test": [{"id": int(i), "loss": float(v), "member": bool(v <= threshold)}
+        "instances": {"forget": [{"id": int(i), key: float(v), "member": bool(v <= threshold)}
+                                 for i, v in zip(member_ids[:cap], member[:cap])],
+                      "test": [{"id": int(i), key: float(v), "member": bool(v <= threshold)}
                                for i, v in zip(test_ids[:cap], other[:cap])],
                       "truncated_to": cap},
         "privacy_score": None if privacy is None else {"values": privacy.get("values"), "strongest_attack": (privacy.get("info") or {}).get("strongest_attack"),
@@ -271,7 +333,10 @@ def create_app(store_dir: str | Path, *, read_only: bool = True, device: str = "
     @app.get("/api/runs/{run_id}/classes")
     def classes(run_id: str) -> Any:
         rid, summary, _ = run_and_analysis(run_id)
-        out: dict[str, Any] = {"run_id": rid, "n_classes": summary["n_classes"], "splits": {}}
+        if summary.get("modality") == "causal_lm":
+            return _finite({"run_id": rid, **_lm_groups(summary), "compared_with": _compared_with(summary, comp.store.load_run(rid))})
+        out: dict[str, Any] = {"run_id": rid, "modality": "classifier", "n_classes": summary["n_classes"], "splits": {},
+                               "compared_with": _compared_with(summary, comp.store.load_run(rid))}
         for split, s in summary["splits"].items():
             seeds = summary["retrain"][split]
             band = []
@@ -282,37 +347,80 @@ def create_app(store_dir: str | Path, *, read_only: bool = True, device: str = "
         return _finite(out)
 
     @app.get("/api/runs/{run_id}/embedding")
-    def embedding(run_id: str) -> Any:
+    def embedding(run_id: str, projection: str = Query("pca")) -> Any:
+        if projection not in an.PROJECTIONS:
+            raise ApiError(400, f"projection must be one of {list(an.PROJECTIONS)}, got {projection!r}.")
         rid, summary, arr = run_and_analysis(run_id)
+        lm = summary.get("modality") == "causal_lm"
+        if projection == "pca":
+            coords, meta = arr["sample.coords"], summary["embedding"]
+        else:
+            coords, meta = comp.projection(rid, projection, summary, arr)
         points = []
-        coords = arr["sample.coords"]
         k = 0
         for split in an.SPLITS:
             for pos in arr[f"sample.{split}.pos"]:
-                points.append({"id": int(arr[f"{split}.ids"][pos]), "split": split, "label": int(arr[f"{split}.labels"][pos]),
-                               "pred": int(arr[f"{split}.pred"][pos]), "p_true": float(arr[f"{split}.p_true"][pos]),
-                               "x": float(coords[k, 0]), "y": float(coords[k, 1])})
+                label = int(arr[f"{split}.labels"][pos])
+                point = {"id": int(arr[f"{split}.ids"][pos]), "split": split, "label": label,
+                         "pred": None if lm else int(arr[f"{split}.pred"][pos]), "p_true": float(arr[f"{split}.p_true"][pos]),
+                         "x": float(coords[k, 0]), "y": float(coords[k, 1])}
+                if lm:
+                    point["group"] = f"profile {label}"
+                points.append(point)
                 k += 1
-        return _finite({"run_id": rid, **summary["embedding"], "points": points})
+        return _finite({"run_id": rid, "modality": summary.get("modality", "classifier"), **meta, "projection": projection,
+                        "confidence": "answer probability" if lm else "probability of the true class", "points": points})
 
     @app.get("/api/runs/{run_id}/confidence-changes")
     def confidence_changes(run_id: str, against: str = Query(...), split: str = Query("forget"), k: int = Query(20, ge=1, le=500)) -> Any:
         if split not in an.SPLITS:
             raise ApiError(400, f"split must be one of {list(an.SPLITS)}, got {split!r}.")
         rid, other = comp.resolve(run_id), comp.resolve(against, "run to compare against")
-        same_task(rid, other)
-        _, _, a = run_and_analysis(rid)
-        _, _, b = run_and_analysis(other)
+        record, _ = same_task(rid, other)
+        sa, a = run_and_analysis(rid)[1:]
+        sb, b = run_and_analysis(other)[1:]
         ids_a, ids_b = a[f"{split}.ids"], b[f"{split}.ids"]
         if not np.array_equal(ids_a, ids_b):
             raise ApiError(422, f"Runs {rid} and {other} list the examples of {split} differently; their analyses do not line up.")
         delta = a[f"{split}.p_true"] - b[f"{split}.p_true"]
-        top = np.argsort(-np.abs(delta), kind="stable")[:k]
-        return _finite({"run_id": rid, "against": other, "split": split, "measure": "probability of the true class (run − against)",
+        top = np.argsort(-np.abs(np.nan_to_num(delta, nan=0.0)), kind="stable")[:k]
+        if sa.get("modality") == "causal_lm":
+            ta, tb = sa["texts"][split], sb["texts"][split]
+            rows = [{"id": int(ids_a[i]), "label": int(a[f"{split}.labels"][i]), "group": f"profile {int(a[f'{split}.labels'][i])}",
+                     "question": ta["question"][i], "gold": ta["gold"][i], "answer": ta["generated"][i], "answer_against": tb["generated"][i],
+                     "rouge_l": float(a[f"{split}.rouge_l"][i]), "rouge_l_against": float(b[f"{split}.rouge_l"][i]),
+                     "p_true": float(a[f"{split}.p_true"][i]), "p_true_against": float(b[f"{split}.p_true"][i]), "delta": float(delta[i]),
+                     "loss": float(a[f"{split}.loss"][i]), "loss_against": float(b[f"{split}.loss"][i])} for i in top]
+            return _finite({"run_id": rid, "against": other, "split": split, "modality": "causal_lm",
+                            "measure": "answer probability (run − against)", "rows": rows})
+        image = an.image_shape(record["task"]["name"]) is not None
+        return _finite({"run_id": rid, "against": other, "split": split, "modality": "classifier",
+                        "measure": "probability of the true class (run − against)", "images": image,
                         "rows": [{"id": int(ids_a[i]), "label": int(a[f"{split}.labels"][i]), "pred": int(a[f"{split}.pred"][i]),
                                   "pred_against": int(b[f"{split}.pred"][i]), "p_true": float(a[f"{split}.p_true"][i]),
                                   "p_true_against": float(b[f"{split}.p_true"][i]), "delta": float(delta[i]),
-                                  "loss": float(a[f"{split}.loss"][i]), "loss_against": float(b[f"{split}.loss"][i])} for i in top]})
+                                  "loss": float(a[f"{split}.loss"][i]), "loss_against": float(b[f"{split}.loss"][i]),
+                                  "image": f"/api/runs/{rid}/examples/{split}/{int(ids_a[i])}.png" if image else None} for i in top]})
+
+    @app.get("/api/runs/{run_id}/examples/{split}/{example}.png")
+    def example_image(run_id: str, split: str, example: str) -> Any:
+        """The picture of one example of an image task (digits, Fashion-MNIST), read from the run's rebuilt task: the
+        split is one of forget / retain / test and the example an id of that split; nothing else names what is read."""
+        rid = comp.resolve(run_id)
+        if split not in an.SPLITS:
+            raise ApiError(404, f"No split {split!r}: examples are in one of {list(an.SPLITS)}.")
+        if not EXAMPLE_ID.fullmatch(example):
+            raise ApiError(404, f"No example {example!r}: example ids are non-negative integers.")
+        record = comp.store.load_run(rid)
+        if an.image_shape(record["task"]["name"]) is None:
+            raise ApiError(404, f"Run {rid} is of task {record['task']['name']!r}, whose examples are not images.")
+        try:
+            png = an.example_png(comp.context(record).task, split, int(example))
+        except TaskError:
+            raise ApiError(404, f"No example {example} in the {split} split of run {rid}'s task.") from None
+        except an.AnalysisUnavailable as exc:
+            raise ApiError(422, str(exc)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/runs/{run_id}/cka")
     def cka(run_id: str) -> Any:
@@ -321,16 +429,21 @@ def create_app(store_dir: str | Path, *, read_only: bool = True, device: str = "
         per_split = {split: [{"layer": layer, "original": (v["original"] or [None])[0],
                               "retrain_mean": float(np.nanmean(v["retrain"])) if v["retrain"] and not np.all(np.isnan(np.asarray(v["retrain"], dtype=float))) else None,
                               "retrain": v["retrain"]} for layer, v in layers.items()] for split, layers in c["per_split"].items()}
-        return _finite({"run_id": rid, "measure": "linear CKA (Kornblith et al. 2019) of each layer's output on a fixed sample",
+        return _finite({"run_id": rid, "compared_with": _compared_with(summary, comp.store.load_run(rid)),
+                        "measure": "linear CKA (Kornblith et al. 2019) of each layer's output on a fixed sample",
                         "retrain": "mean of the CKA against each retrained reference", "layers": c["layers"], "n_sample": c["n_sample"],
                         "splits": per_split})
 
     @app.get("/api/runs/{run_id}/attack")
-    def attack(run_id: str, threshold: float | None = Query(None)) -> Any:
+    def attack(run_id: str, threshold: float | None = Query(None), score: str = Query("loss")) -> Any:
         if threshold is not None and not math.isfinite(threshold):
             raise ApiError(400, f"threshold must be a finite number, got {threshold}.")
         rid, summary, arr = run_and_analysis(run_id)
-        return {"run_id": rid, **_attack(summary, arr, threshold, comp.store.load_run(rid))}
+        lm = summary.get("modality") == "causal_lm"
+        allowed = ("loss", "min_k") if lm else ("loss",)
+        if score not in allowed:
+            raise ApiError(400, f"score must be one of {list(allowed)} for this run, got {score!r}.")
+        return {"run_id": rid, "scores": list(allowed), **_attack(summary, arr, threshold, comp.store.load_run(rid), score)}
 
     @app.get("/api/runs/{run_id}/evidence")
     def evidence(run_id: str) -> Any:

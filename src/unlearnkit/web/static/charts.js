@@ -53,7 +53,7 @@ function legend(svg, x, y, items) {
 }
 
 // per-class accuracy of A and B with the retrain band (min–max over retrained seeds) per class
-function classBars(classes, a, b, band, title) {
+function classBars(classes, a, b, band, title, xLabel = "true class", yLabel = "accuracy (fraction correct)") {
   const f = frame(620, 280, {l: 50, r: 110, t: 24, b: 42});
   el("text", {x: f.x0, y: 14, class: "title"}, f.svg, title);
   const n = classes.length, w = (f.x1 - f.x0) / n;
@@ -65,10 +65,10 @@ function classBars(classes, a, b, band, title) {
     [[a[i], PALETTE.a, 0.2], [b ? b[i] : null, PALETTE.b, 0.52]].forEach(([v, colour, off]) => {
       if (v === null || v === undefined) return;
       const r = el("rect", {x: sx(i) + w * off, width: w * 0.28, y: sy(v), height: sy(0) - sy(v), fill: colour}, f.svg);
-      el("title", {}, r, `class ${c}: ${v.toFixed(3)}`);
+      el("title", {}, r, `${xLabel} ${c}: ${v.toFixed(3)}`);
     });
   });
-  axes(f, i => sx(i) + w / 2, sy, classes.map((_, i) => i), ticks(0, 1, 5), "true class", "accuracy (fraction correct)",
+  axes(f, i => sx(i) + w / 2, sy, classes.map((_, i) => i), ticks(0, 1, 5), xLabel, yLabel,
        i => classes[i], v => v.toFixed(1));
   legend(f.svg, f.x1 + 10, 40, [["A", PALETTE.a], ["B", PALETTE.b], ["retrain band", PALETTE.band]]);
   return f.svg;
@@ -119,20 +119,22 @@ function histogram(edges, series, threshold, title, xLabel) {
 }
 
 // scatter of the embedding; onBrush(set of "split:id" keys or null) is called when a rectangle is drawn
-function scatter(points, title, selected, onBrush) {
+function scatter(points, title, selected, onBrush, axisName = "PC") {
   const f = frame(420, 380, {l: 40, r: 14, t: 24, b: 40});
   el("text", {x: f.x0, y: 14}, f.svg, title);
   const xs = points.map(p => p.x), ys = points.map(p => p.y);
   const pad = (lo, hi) => [lo - (hi - lo) * 0.04 - 1e-9, hi + (hi - lo) * 0.04 + 1e-9];
   const [xl, xh] = pad(Math.min(...xs), Math.max(...xs)), [yl, yh] = pad(Math.min(...ys), Math.max(...ys));
   const sx = linear(xl, xh, f.x0, f.x1), sy = linear(yl, yh, f.y0, f.y1);
-  axes(f, sx, sy, ticks(xl, xh, 4), ticks(yl, yh, 4), "PC 1", "PC 2", v => v.toFixed(1), v => v.toFixed(1));
+  axes(f, sx, sy, ticks(xl, xh, 4), ticks(yl, yh, 4), `${axisName} 1`, `${axisName} 2`, v => v.toFixed(1), v => v.toFixed(1));
   const shape = {forget: "forget", retain: "retain", test: "test"};
   for (const p of points) {
     const key = `${p.split}:${p.id}`, on = !selected || selected.has(key);
     const c = el("circle", {cx: sx(p.x), cy: sy(p.y), r: on && selected ? 3.6 : 2.6, fill: PALETTE[shape[p.split]],
                             "fill-opacity": on ? 0.85 : 0.12, "data-key": key}, f.svg);
-    el("title", {}, c, `${p.split} #${p.id}: class ${p.label}, predicted ${p.pred}, p(true) ${p.p_true.toFixed(3)}`);
+    el("title", {}, c, p.group !== undefined
+      ? `${p.split} #${p.id}: ${p.group}, answer probability ${p.p_true === null ? "—" : p.p_true.toFixed(3)}`
+      : `${p.split} #${p.id}: class ${p.label}, predicted ${p.pred}, p(true) ${p.p_true.toFixed(3)}`);
   }
   legend(f.svg, f.x1 - 60, f.y1 + 10, [["forget", PALETTE.forget], ["retain", PALETTE.retain], ["test", PALETTE.test]]);
   let start = null, rect = null;

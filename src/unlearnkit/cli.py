@@ -1,4 +1,4 @@
-"""Command line: ``unlearnkit demo | run | validate | ls | report | check | serve | keygen | forget | verify | ledger``."""
+"""Command line: ``unlearnkit demo | run | tune | validate | ls | report | check | serve | keygen | forget | verify | ledger``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,54 @@ def cmd_run(args: argparse.Namespace, path: Path) -> int:
     if record["failures"]:
         print(f"{len(record['failures'])} run(s) failed; see above and the report.", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune one method on each forget setting of an experiment (on validation forget sets drawn from the retain data),
+    then evaluate the chosen setting once on the real forget set; prints the Pareto front and the evaluation."""
+    from .executor import get_executor
+    from .experiment import load_experiment
+    from .runs.summary import format_tables, summarize
+    from .tuning import tune
+
+    exp = load_experiment(args.file)
+    space = None
+    if args.space:
+        import yaml
+
+        path = Path(args.space)
+        if not path.is_file():
+            raise ConfigError(f"Search space file {path} does not exist.")
+        try:
+            space = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}.") from None
+    store = _store(args.store)
+    executor = get_executor(args.executor, progress=_progress(args))
+    parallel = args.parallel if args.parallel is not None else getattr(executor, "workers", 1)
+    print(f"Tuning {args.method!r} on experiment {exp.name!r} into {store.root}/: {args.trials} trial(s) per forget setting, "
+          f"{parallel} at a time on the {executor.name} executor (a study resumes where it stopped; Ctrl-C is safe).", file=sys.stderr)
+    try:
+        result = tune(exp, store, args.method, trials=args.trials, budget_seconds=args.budget_seconds, seed=args.seed, space=space,
+                      executor=executor, parallel=parallel, device=args.device, progress=_progress(args))
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
+    for study, record in zip(result.studies, result.experiments):
+        done = [t for t in study["trials"] if t["state"] == "complete"]
+        print(f"\n== {study['label']}: study {study['study']} ({len(done)} completed trial(s)"
+              + (f"; {study['stopped']}" if study["stopped"] else "") + ")")
+        print(f"validation forget set: {study['validation']['label']}, {study['validation']['n_forget']} examples")
+        print("Pareto front (distance to the retrain band in half-widths vs example passes):")
+        for t in sorted((t for t in done if t["number"] in study["pareto"]), key=lambda t: t["example_passes"]):
+            mark = " <- chosen" if study["chosen"] and t["number"] == study["chosen"]["number"] else ""
+            print(f"  trial {t['number']:3d}: distance {t['band_distance']:.3f}, {t['example_passes']} passes, {t['verdict']}, "
+                  f"{t['params']}{mark}")
+        if record is not None:
+            print(format_tables(summarize(store, record)))
+            report = _write_report(store, record, None)
+            print(f"experiment {record['exp_id']}: {record['status']}; HTML report: {report}")
     return 0
 
 
@@ -337,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--executor", default="local", help=EXECUTOR_HELP)
 
+    tn = sub.add_parser("tune", help="tune a method's hyperparameters on a validation forget set drawn from the retain data "
+                                     "(never the real one), then evaluate the chosen setting once on the real forget set")
+    tn.add_argument("file", help="the experiment file (its data, model, references, metrics and forget settings)")
+    tn.add_argument("--method", required=True, help="the method to tune (its declared search space, or --space)")
+    tn.add_argument("--trials", type=int, default=20, help="trials per forget setting (default 20)")
+    tn.add_argument("--budget-seconds", type=float, default=None, help="stop starting new trials after this many seconds")
+    tn.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    tn.add_argument("--space", default=None, help="a YAML search space replacing the declared one: {param: {low:, high:, log:}, "
+                                                   "param: {options: [...]}}")
+    tn.add_argument("--parallel", type=int, default=None, help="trials run at once (default: the executor's workers, else 1)")
+    common(tn)
+    tn.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: the file's, else auto)")
+    tn.add_argument("--no-progress", action="store_true")
+    tn.add_argument("--executor", default="local", help=EXECUTOR_HELP)
+
     val = sub.add_parser("validate", help="check an experiment file without running it")
     val.add_argument("file")
     val.add_argument("--no-data", action="store_true", help="do not load the dataset to check the forget sets")
@@ -407,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rc
         if args.cmd == "run":
             return cmd_run(args, Path(args.file))
+        if args.cmd == "tune":
+            return cmd_tune(args)
         if args.cmd == "validate":
             return cmd_validate(args)
         if args.cmd == "ls":

@@ -197,6 +197,9 @@ class GradientMethod:
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     epoch_stream: ClassVar[str] = "forget"
     flattened: ClassVar[dict[str, tuple[str, ...]]] = {"train": TRAIN_PARAMS}
+    # the ranges and choices `unlearnkit tune` searches (``searchspace``: FloatRange, IntRange, Choice per parameter); None:
+    # none declared, the tuner then needs one given explicitly
+    search_space: ClassVar[Mapping[str, Any] | None] = None
 
     def __post_init__(self) -> None:
         if self.train.epochs is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, check_numbers, register_method
+from ..searchspace import FloatRange
 
 NEIGHBOUR_LABELS = "neighbour_labels"  # key of the label table in ctx.extra
 
@@ -45,6 +47,8 @@ class BoundaryShrink(GradientMethod):
     name: ClassVar[str] = "boundary_shrink"
     paper: ClassVar[str] = "Chen et al., Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the Decision Space, CVPR 2023"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-4, 0.03, log=True), "epochs": FloatRange(0.1, 5.0, log=True),
+                                                      "bound": FloatRange(0.01, 0.5, log=True)}  # what `unlearnkit tune` searches (classifiers)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..objectives import NLL, Ascent, Reduction, Weighted, check_reduction, weighted
@@ -11,6 +12,7 @@ from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
+from ..searchspace import FloatRange
 
 
 @register_method
@@ -33,6 +35,8 @@ class GradDiff(GradientMethod):
     name: ClassVar[str] = "grad_diff"
     paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
     version: ClassVar[str] = "3"  # bump when its numbers change (2: retain NLL over the batch's answer tokens; 3: forget NLL too)
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.1, log=True), "epochs": FloatRange(0.1, 5.0, log=True),
+                                                      "forget_weight": FloatRange(0.05, 2.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 
     def __post_init__(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -14,6 +16,7 @@ from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
+from ..searchspace import FloatRange
 
 
 @register_method
@@ -41,6 +44,8 @@ class L1Sparse(GradientMethod):
     name: ClassVar[str] = "l1_sparse"
     paper: ClassVar[str] = "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.2, log=True), "epochs": FloatRange(0.05, 5.0, log=True),
+                                                      "alpha": FloatRange(1e-6, 1e-3, log=True)}  # what `unlearnkit tune` searches (classifiers)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..errors import TaskError
 from ..objectives import NLL, RandomLabels, Weighted, weighted
@@ -11,6 +12,7 @@ from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
+from ..searchspace import FloatRange
 
 
 def random_label_objective(task: Task, retain_weight: float) -> Weighted:
@@ -31,6 +33,8 @@ class RandomLabel(GradientMethod):
     name: ClassVar[str] = "random_label"
     paper: ClassVar[str] = "Golatkar et al., CVPR 2020"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.1, log=True), "epochs": FloatRange(0.05, 2.0, log=True),
+                                                      "retain_weight": FloatRange(0.5, 10.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
     epoch_stream: ClassVar[str] = "retain"  # an epoch is a pass over the retain set, as in SalUn's code
 
     def objective(self, task: Task, refs: References) -> Weighted:

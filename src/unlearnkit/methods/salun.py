@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -10,6 +11,7 @@ from ..selectors import BySaliency
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, register_method
+from ..searchspace import FloatRange
 from .random_label import random_label_objective
 
 
@@ -28,6 +30,8 @@ class SalUn(GradientMethod):
     name: ClassVar[str] = "salun"
     paper: ClassVar[str] = "Fan et al., SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency, ICLR 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.1, log=True), "epochs": FloatRange(0.05, 2.0, log=True),
+                                                      "retain_weight": FloatRange(0.5, 10.0, log=True), "saliency_fraction": FloatRange(0.05, 0.9)}  # what `unlearnkit tune` searches (classifiers)
 
     def __post_init__(self) -> None:
         super().__post_init__()

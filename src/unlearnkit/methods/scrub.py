@@ -6,6 +6,8 @@ is a phase per max- and min-pass.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from ..references import References
 from ..train import TrainConfig, lr_factor
 from ..types import Task
 from .base import GradientMethod, Phase, Setup, register_method
+from ..searchspace import FloatRange, IntRange
 
 
 def teacher_logits(model: nn.Module, task: Task, adapter: Any, device: str) -> ReferenceLogits:
@@ -70,6 +73,7 @@ class SCRUB(GradientMethod):
     name: ClassVar[str] = "scrub"
     paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-4, 1e-2, log=True), "epochs": IntRange(1, 5), "alpha": FloatRange(0.1, 2.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
 
     def __post_init__(self) -> None:
         super().__post_init__()

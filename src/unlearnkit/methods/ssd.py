@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from ..errors import ConfigError
 from ..references import References
 from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
+from ..searchspace import FloatRange
 
 
 @register_method
@@ -40,6 +42,7 @@ class SSD:
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = "Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening, AAAI 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"alpha": FloatRange(1.0, 100.0, log=True), "lambda_": FloatRange(0.1, 2.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
 
     def __post_init__(self) -> None:
         if self.alpha <= 0 or self.lambda_ <= 0:

@@ -1,5 +1,6 @@
 """The HTML report of an experiment: per forget setting, the verdict table with its evidence, the
-accuracy-vs-retrain-band plot, membership ROC curves, relearning curves and cost vs gap."""
+accuracy-vs-retrain-band plot, membership ROC curves, relearning curves and cost vs gap; for a tuned setting's
+experiment, the tuning study (validation protocol, Pareto front, chosen setting)."""
 
 from __future__ import annotations
 
@@ -234,6 +235,35 @@ EVIDENCE_FAMILIES = {
 }
 
 
+def _tuning_section(study: Mapping[str, Any]) -> str:
+    """How the tuned setting was found: the validation protocol, the search space, the Pareto front (plot and table) and
+    the chosen setting, which this experiment then ran once on the real forget set."""
+    trials = study.get("trials", [])
+    done = [t for t in trials if t.get("state") == "complete"]
+    chosen = (study.get("chosen") or {}).get("number")
+    validation = study.get("validation", {})
+    parts = [f"<h2>Tuning: {esc(study.get('method'))} ({esc(study.get('label'))})</h2>",
+             f"<p class='muted'>study <code>{esc(study.get('study'))}</code> · {len(done)} completed of {len(trials)} trial(s)"
+             + (f" · {esc(study['stopped'])}" if study.get("stopped") else "") + " · objectives: distance of the evidence to the "
+             "retrain band (largest, in band half-widths; 0 = every evidence inside) and example passes, both minimised</p>",
+             f"<p>{esc(validation.get('protocol', ''))} Validation forget set here: {esc(validation.get('label'))} "
+             f"({esc(validation.get('n_forget'))} examples, {esc(validation.get('n_retain'))} retained).</p>",
+             f"<p>Search space ({esc(study.get('space_source'))}): <code>{esc(study.get('space'))}</code></p>"]
+    if done:
+        parts.append(f"<img src='data:image/png;base64,{plots.pareto_front(trials, study.get('pareto', []), chosen)}'>")
+        rows = sorted((t for t in done if t["number"] in set(study.get("pareto", []))), key=lambda t: t["example_passes"])
+        parts.append("<table><tr><th>trial</th><th class='l'>setting</th><th>distance (half-widths)</th><th>example passes</th>"
+                     "<th>optimizer steps</th><th class='l'>validation verdict</th></tr>" + "".join(
+                         f"<tr><td>{t['number']}{' ★ chosen' if t['number'] == chosen else ''}</td><td class='l'><code>{esc(t['params'])}</code></td>"
+                         f"<td>{t['band_distance']:.3f}</td><td>{t['example_passes']}</td><td>{esc(t.get('optimizer_steps'))}</td>"
+                         f"<td class='l'>{badge(str(t.get('verdict')))}</td></tr>" for t in rows) + "</table>")
+    failed = [t for t in trials if t.get("state") == "failed"]
+    if failed:
+        parts.append("<details><summary>failed trials</summary><ul>" + "".join(
+            f"<li>{t['number']}: <code>{esc(t['params'])}</code> — {esc(t.get('error'))}</li>" for t in failed) + "</ul></details>")
+    return "".join(parts)
+
+
 def _modality(summaries: list[Any]) -> str:
     kinds = {s.modality for s in summaries}
     return kinds.pop() if len(kinds) == 1 else "classifier"
@@ -253,6 +283,9 @@ def render_report(store: Store, record: Mapping[str, Any]) -> str:
     if record.get("skipped"):
         body.append("<p class='muted'>Not applicable (skipped): " + "; ".join(
             f"{esc(s['method'])} on {esc(s['task'])} — {esc(s['reason'])}" for s in record["skipped"]) + "</p>")
+    tuning = record.get("tuning")
+    for study in ([tuning] if isinstance(tuning, Mapping) else tuning or []):  # one study (unlearnkit tune) or several
+        body.append(_tuning_section(study))
     if (stream := stream_summary(store, record)) is not None:
         body.append(_stream_section(stream))
     for s in summaries:

@@ -200,3 +200,27 @@ def stream_cost(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float
     fig.suptitle("cumulative cost of the deletions", fontsize=10)
     fig.tight_layout()
     return _png(fig)
+
+
+def pareto_front(trials: Sequence[dict[str, Any]], front: Sequence[int], chosen: int | None) -> str:
+    """A tuning study's trials: example passes (log) vs distance of the evidence to the retrain band (in half-widths);
+    the Pareto front joined by a step line, the chosen trial starred (lower-left is better)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    done = [t for t in trials if t.get("state") == "complete"]
+    ax.scatter([t["example_passes"] for t in done], [t["band_distance"] for t in done], color="#9e9e9e", s=18, label="trial")
+    best = sorted((t for t in done if t["number"] in set(front)), key=lambda t: t["example_passes"])
+    if best:
+        ax.step([t["example_passes"] for t in best], [t["band_distance"] for t in best], where="post", color="#c62828", lw=1.2)
+        ax.scatter([t["example_passes"] for t in best], [t["band_distance"] for t in best], color="#c62828", s=28, label="Pareto front")
+    for t in done:
+        if t["number"] == chosen:
+            ax.scatter([t["example_passes"]], [t["band_distance"]], marker="*", s=220, color="#2e7d32", label="chosen", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("example passes of the method (log)")
+    ax.set_ylabel("distance to the retrain band (half-widths)")
+    ax.set_title("tuning trials on the validation forget set (lower-left is better)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _png(fig)

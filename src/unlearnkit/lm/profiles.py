@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-GENERATOR_VERSION = "3"  # 3: first names unique too (a paraphrase naming one person could be another's fact)
+GENERATOR_VERSION = "4"  # 4: items carry their subject and short value (the probe templates); 3: first names unique too
 
 _ONSETS = ["Bra", "Cal", "Dor", "El", "Fen", "Gar", "Hal", "Ir", "Jas", "Kel", "Lor", "Mar", "Nel", "Or", "Pel", "Quen", "Ras",
            "Sel", "Tor", "Ul", "Ven", "Wes", "Yar", "Zan", "Thal", "Mir", "Cor", "Dre", "Fal", "Gil"]
@@ -74,6 +74,8 @@ class QAItem:
     paraphrased_question: str
     paraphrased_answer: str
     perturbed_answers: tuple[str, ...]
+    subject: str = ""  # the person the fact is about (full name); "" for the real-world neighbour facts
+    value: str = ""  # the fact's short value (a town, a date, a profession, a title, a prize, a parent's name)
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,11 @@ def _items(p: Profile, rng: np.random.Generator, n_perturbed: int) -> tuple[QAIt
          lambda r: f"{first} is the child of {_name(r)}, who worked as a {r.choice(_PROFESSIONS)}."),
     ]
     out = []
+    values = {"birth_place": p.birth_place, "birth_date": p.birth_date, "profession": p.profession, "works": p.works[0],
+              "award": p.award, "family": p.parent_name}
     for k, (attr, q, pq, a, pa, wrong) in enumerate(specs):
-        out.append(QAItem(p.profile_id * ITEMS_STRIDE + k, p.profile_id, attr, q, a, pq, pa, _others(rng, wrong, pa, n_perturbed)))
+        out.append(QAItem(p.profile_id * ITEMS_STRIDE + k, p.profile_id, attr, q, a, pq, pa, _others(rng, wrong, pa, n_perturbed),
+                          subject=p.name, value=values[attr]))
     return tuple(out)
 
 
@@ -188,7 +193,7 @@ def neighbour_items(n_perturbed: int = 3) -> list[QAItem]:
     """Real-world facts the model must keep (not trained on; ids from 10**6)."""
     out = []
     for i, (q, pq, a, wrong) in enumerate(NEIGHBOUR_FACTS):
-        out.append(QAItem(10**6 + i, -1, "world_fact", q, a, pq, a, tuple(wrong[:n_perturbed])))
+        out.append(QAItem(10**6 + i, -1, "world_fact", q, a, pq, a, tuple(wrong[:n_perturbed]), value=a))
     return out
 
 

@@ -1,0 +1,242 @@
+"""Shared pieces of the prompt-level probe metrics (rwku_probes, form_probe, step_probe, persuasion_probe, icl_probe):
+the probe prompts of a split rendered from the templates of ``lm.probes``, tokenised with the task's codec, scored on a
+model (answer probability of the target, ROUGE-L recall of the greedy answer against it, or the probability of the
+right option normalised over the options), and the comparison with the retrained models.
+
+Conventions: a probe split has the same ids and order as the split it is built from; a prompt and target longer than
+the model's context, or a generation that would run past it, is refused (never truncated); generations and outputs
+are cached per model in the evaluation context, so the probes share them within a battery and with the noise floor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from torch import nn
+
+from ..errors import ConfigError, TaskError
+from ..lm.probes import TEMPLATE_VERSION, TRUE_FALSE_FALSE, Facts, Probe, fields_of, missing_record_fields, render
+from ..lm.text import IGNORE, TextCodec, TokenData
+from ..references import References
+from ..types import Split, Task
+from ._lm import answer_prob, finite_mean, greedy, outputs, rouge_l, task_split, text_data
+from .base import EvalContext
+
+SCORES = ("rouge_l", "prob")
+UNLIMITED = 10**9  # probe prompts are tokenised without the codec's limit, then checked against the model's context
+
+
+def check_templates(who: str, version: str) -> None:
+    """A probe metric's ``templates`` parameter names the template version it was run with (so it enters the run key):
+    only this build's ``TEMPLATE_VERSION`` can be run."""
+    if version != TEMPLATE_VERSION:
+        raise ConfigError(f"{who}: templates version {version!r} is not available; this build has probe templates version "
+                          f"{TEMPLATE_VERSION!r}.")
+
+
+def records_missing(task: Task) -> str | None:
+    """Why the task's forget/retain records cannot fill the probe templates, or None."""
+    for split in (task.forget, task.retain):
+        data = split.data
+        if not isinstance(data, TokenData) or not data.records:
+            return "needs tokenised question-answer records"
+        lacking = missing_record_fields(data.records[0])
+        if lacking:
+            return (f"needs records with the profile attributes {lacking} (the profiles data, generator version >= 4); the "
+                    f"{split.name} records are {type(data.records[0]).__name__}")
+    return None
+
+
+def facts_of(task: Task) -> Facts:
+    """The facts every template of the task is filled from: the records of forget, retain and test (a TaskError
+    naming the fields a record lacks)."""
+    records = [r for s in (task.forget, task.retain, task.test) if s is not None and isinstance(s.data, TokenData)
+               for r in s.data.records]
+    return Facts.of(records)
+
+
+def check_params(who: str, splits: Sequence[str], score: str, max_new_tokens: int, floor: float) -> None:
+    from ._lm import check_splits
+
+    check_splits(splits, who)
+    if "forget" not in splits:
+        raise ConfigError(f"{who}: splits must include 'forget'.")
+    if score not in SCORES:
+        raise ConfigError(f"{who}: score must be one of {list(SCORES)}, got {score!r}.")
+    if max_new_tokens < 1:
+        raise ConfigError(f"{who}: max_new_tokens must be >= 1, got {max_new_tokens}.")
+    if not 0.0 <= floor <= 1.0:
+        raise ConfigError(f"{who}: floor must be in [0, 1], got {floor}.")
+
+
+def model_context(model: nn.Module, codec: TextCodec) -> int:
+    """The model's context (config.max_position_embeddings), else the codec's limit."""
+    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(ctx) if ctx else int(codec.max_length)
+
+
+_CODECS: dict[tuple[int, str], TextCodec] = {}
+
+
+def _unlimited(codec: TextCodec) -> TextCodec:
+    key = (id(codec.tokenizer), codec.template)
+    if key not in _CODECS:
+        _CODECS[key] = TextCodec(codec.tokenizer, max_length=UNLIMITED, template="tags" if codec.tags else codec.template,
+                                 name=codec.name, tags=codec.tags)
+    return _CODECS[key]
+
+
+_SPLITS: dict[tuple, Split] = {}
+_TARGETS: dict[str, list[str]] = {}  # probe split fingerprint -> the target texts
+
+
+def probe_split(split: Split, facts: Facts, kind: str, probe: Probe, *, language: str = "fr",
+                targets: Sequence[str] | None = None) -> Split:
+    """The split's items (same ids and order) as the probe's (prompt, target) pairs, tokenised with the task's codec;
+    ``targets`` replaces the probe's target per item (e.g. each multiple-choice option in turn)."""
+    data = text_data(split)
+    key = (split.fingerprint, data.records_fingerprint, kind, probe, language, None if targets is None else tuple(targets), TEMPLATE_VERSION)
+    if key not in _SPLITS:
+        codec = _unlimited(data.codec)
+        encoded, golds = [], []
+        for i, r in enumerate(data.records):
+            prompt, target, shots = render(probe, facts.fields(r, language=language))
+            target = target if targets is None else targets[i]
+            encoded.append(codec.encode_pair(prompt, target, shots))
+            golds.append(target)
+        if len(_SPLITS) > 256:
+            _SPLITS.clear()
+            _TARGETS.clear()
+        out = Split.create(f"{split.name}:{kind}", TokenData.from_encoded(encoded, data.y.tolist(), data.records, data.codec), split.ids)
+        _SPLITS[key] = out
+        _TARGETS[out.fingerprint] = golds
+    return _SPLITS[key]
+
+
+def _prompts(split: Split) -> tuple[list[list[int]], list[int]]:
+    data = text_data(split)
+    lengths = data.attention_mask.sum(1).tolist()
+    prompts = [data.x[i, : int((data.labels[i, : lengths[i]] == IGNORE).sum())].tolist() for i in range(len(data))]
+    return prompts, [int(n) for n in lengths]
+
+
+def check_context(split: Split, model: nn.Module, max_new_tokens: int, who: str) -> None:
+    """Refuse a probe whose prompt and target, or prompt and generation, would not fit the model's context."""
+    data = text_data(split)
+    context = model_context(model, data.codec)
+    prompts, lengths = _prompts(split)
+    longest = max(lengths)
+    if longest > context:
+        raise TaskError(f"{who}: a probe prompt and its answer take {longest} tokens ({split.name}), more than the model's context "
+                        f"({context}); it is refused, never truncated. Shorten the templates or use a model with a longer context.")
+    prompt = max(len(p) for p in prompts)
+    if prompt + max_new_tokens > context:
+        raise ConfigError(f"{who}: max_new_tokens={max_new_tokens} after a probe prompt of {prompt} tokens ({split.name}) would "
+                          f"overflow the model's context ({context}); lower max_new_tokens to at most {context - prompt} (generations "
+                          "are never truncated silently).")
+
+
+def plain_scores(ctx: EvalContext, model: nn.Module, split: Split, max_new_tokens: int, who: str) -> dict[str, np.ndarray]:
+    """P̄(target | prompt) and the ROUGE-L recall of the greedy answer to the prompt against the target."""
+    check_context(split, model, max_new_tokens, who)
+    prompts, _ = _prompts(split)
+    codec = text_data(split).codec
+    gen = greedy(ctx, model, prompts, split.fingerprint, max_new_tokens)
+    golds = _TARGETS[split.fingerprint]  # the texts: a word-level tokenizer may not spell them
+    return {"prob": answer_prob(outputs(ctx, model, split)), "rouge_l": rouge_l(golds, [codec.decode(g) for g in gen], "recall")}
+
+
+def option_scores(ctx: EvalContext, model: nn.Module, split: Split, facts: Facts, kind: str, probe: Probe, max_new_tokens: int, who: str,
+                  language: str = "fr") -> dict[str, np.ndarray]:
+    """Multiple choice: P̄(right option) / Σ_options P̄(option) under the prompt listing them, and the greedy answer's
+    ROUGE-L recall of the right option."""
+    from ..lm.probes import N_OPTIONS
+
+    base = probe_split(split, facts, kind, probe, language=language)
+    out = plain_scores(ctx, model, base, max_new_tokens, who)
+    records = text_data(split).records
+    options = [facts.fields(r, language=language).option_values() for r in records]
+    probs = []
+    for j in range(N_OPTIONS):
+        variant = probe_split(split, facts, kind, probe, language=language, targets=[o[j] for o in options])
+        check_context(variant, model, 1, who)
+        probs.append(answer_prob(outputs(ctx, model, variant)))
+    right = np.asarray([o.index(str(r.value)) for o, r in zip(options, records)])
+    p = np.stack(probs)
+    out["prob"] = p[right, np.arange(len(right))] / p.sum(0)
+    return out
+
+
+def true_false_scores(ctx: EvalContext, model: nn.Module, split: Split, facts: Facts, probe: Probe, max_new_tokens: int, who: str,
+                      language: str = "fr") -> dict[str, np.ndarray]:
+    """True/false: per item the mean, over the true statement and a false one (another person's value), of the right
+    label's probability normalised over the two labels, and of the greedy answer's ROUGE-L recall of the right label."""
+    false_probe = TRUE_FALSE_FALSE["true_false"]
+    probs, rouges = [], []
+    for p, right, wrong in ((probe, probe.target, false_probe.target), (false_probe, false_probe.target, probe.target)):
+        s = probe_split(split, facts, f"tf_{right}", p, language=language)
+        sc = plain_scores(ctx, model, s, max_new_tokens, who)
+        other = probe_split(split, facts, f"tf_{right}_as_{wrong}", dataclasses.replace(p, target=wrong), language=language)
+        p_other = answer_prob(outputs(ctx, model, other))
+        probs.append(sc["prob"] / (sc["prob"] + p_other))
+        rouges.append(sc["rouge_l"])
+    return {"prob": np.mean(probs, 0), "rouge_l": np.mean(rouges, 0)}
+
+
+def kind_scores(ctx: EvalContext, model: nn.Module, split: Split, facts: Facts, kind: str, probe: Probe, max_new_tokens: int, who: str,
+                language: str = "fr") -> dict[str, np.ndarray]:
+    """The scores of one probe kind: multiple choice when the prompt lists options, true/false for a literal "True"
+    target, else the plain answer probability and ROUGE-L."""
+    if "options" in fields_of(probe.prompt, kind):
+        return option_scores(ctx, model, split, facts, kind, probe, max_new_tokens, who, language)
+    if probe.literal and probe.target == "True":
+        return true_false_scores(ctx, model, split, facts, probe, max_new_tokens, who, language)
+    return plain_scores(ctx, model, probe_split(split, facts, kind, probe, language=language), max_new_tokens, who)
+
+
+ScoreFn = Callable[[nn.Module, Split], Mapping[str, Mapping[str, np.ndarray]]]
+
+
+def compare(ctx: EvalContext, model: nn.Module, task: Task, refs: References, splits: Sequence[str], fn: ScoreFn, who: str
+            ) -> tuple[dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, int]]]:
+    """Per split and probe kind, the mean of every score on ``model`` (``{split}_{kind}_{score}``), the mean of the
+    retrained models' means (``retrained_…``) and the excess (``excess_…``); per-example arrays ``{score}.{kind}.{split}``.
+    Items without a score are left out of the means and counted (the third value: the model's and the retrained
+    models' exclusions)."""
+    refs.require("retrained", by=f"metric {who!r}")
+    values: dict[str, float] = {}
+    per_example: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    excluded: dict[str, int] = {}
+    ref_excluded: dict[str, int] = {}
+    for name in splits:
+        split = task_split(task, name, required=name in ("forget", "retain", "test"))
+        if split is None:
+            continue
+        own = fn(model, split)
+        theirs = [fn(r, split) for r in refs.retrained_seeds]
+        for kind, scores in own.items():
+            for score, arr in scores.items():
+                key = f"{name}_{kind}_{score}"
+                values[key] = finite_mean(arr, who, f"{name} {kind} {score}", excluded)
+                values[f"retrained_{key}"] = float(np.mean([finite_mean(t[kind][score], who, f"{name} {kind} {score}", ref_excluded)
+                                                            for t in theirs]))
+                values[f"excess_{key}"] = values[key] - values[f"retrained_{key}"]
+                per_example[f"{score}.{kind}.{name}"] = (split.ids, np.asarray(arr, dtype=np.float64))
+    return values, per_example, {"model": excluded, "retrained": ref_excluded}
+
+
+def strongest(values: Mapping[str, float], kinds: Sequence[str], score: str, split: str = "forget", prefix: str = "excess_"
+              ) -> tuple[float, str]:
+    """The largest ``{prefix}{split}_{kind}_{score}`` over the kinds with a finite value, and that kind (NaN, "" if none)."""
+    best, which = float("nan"), ""
+    for kind in kinds:
+        v = values.get(f"{prefix}{split}_{kind}_{score}", float("nan"))
+        if np.isfinite(v) and not (np.isfinite(best) and v <= best):
+            best, which = float(v), kind
+    return best, which
+
+
+__all__ = ["SCORES", "check_context", "check_params", "compare", "facts_of", "kind_scores", "model_context", "option_scores",
+           "plain_scores", "probe_split", "check_templates", "records_missing", "strongest", "true_false_scores"]

@@ -1,0 +1,69 @@
+"""step_probe: multi-step prompts that walk toward a forgotten fact through related facts (direct, indirect,
+implied), next to the retrained models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..lm.probes import STEPS, TEMPLATE_VERSION
+from ..references import References
+from ..types import Evidence, MetricResult, Task
+from ._probes import check_params, check_templates, compare, facts_of, kind_scores, records_missing, strongest
+from .base import EvalContext, Metric, register_metric
+
+
+@register_metric
+@dataclass(frozen=True)
+class StepProbe(Metric):
+    """Step-by-step probes (Sleek: multi-step reasoning prompts recover unlearned knowledge): ``direct`` names the
+    person and walks to the question; ``indirect`` names the person only through a related fact (their best-known
+    book, birth place or award) and asks about "that writer"; ``implied`` first recalls two other facts of the
+    person, then asks a question whose answer is the fact without asking it (``lm.probes.STEPS``). Targets: the
+    answer (direct), the value (indirect, implied). Per kind: ROUGE-L recall of the greedy answer and P̄(target |
+    prompt), on the model and on the retrained models.
+
+    Evidence (robustness, "higher" remembers): max over kinds of the forget score's excess over the retrained models'
+    (``score``), as rwku_probes. Inferred: the prompts are single turns that spell out the steps (the related facts are
+    given, not generated), so the probe measures whether a chain of related facts re-opens the fact, with no sampling."""
+
+    kinds: tuple[str, ...] = tuple(STEPS)
+    score: str = "rouge_l"
+    splits: tuple[str, ...] = ("forget",)
+    max_new_tokens: int = 32
+    floor: float = 0.05
+    templates: str = TEMPLATE_VERSION
+
+    name = "step_probe"
+    needs = frozenset({"retrained"})
+    paper = "Sleek: multi-step reasoning probes of LLM unlearning (issue 24 seeds)"
+    modalities = ("causal_lm",)
+
+    def __post_init__(self) -> None:
+        check_params(self.name, self.splits, self.score, self.max_new_tokens, self.floor)
+        check_templates(self.name, self.templates)
+        unknown = [k for k in self.kinds if k not in STEPS]
+        if unknown or not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise ConfigError(f"step_probe: kinds must be distinct names of {list(STEPS)}, got {list(self.kinds)}.")
+
+    def why_not_applicable(self, task: Task) -> str | None:
+        return records_missing(task)
+
+    def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
+        refs.require("retrained", by="metric 'step_probe'")
+        facts = facts_of(task)
+
+        def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
+            return {k: kind_scores(ctx, m, split, facts, k, STEPS[k], self.max_new_tokens, self.name) for k in self.kinds}
+
+        values, per_example, excluded = compare(ctx, model, task, refs, self.splits, fn, self.name)
+        best, which = strongest(values, self.kinds, self.score)
+        values = {**values, "forget_max_excess": best}
+        evidence = (Evidence(key="step_probe.forget_max_excess", value=best, role="robustness", remembers="higher", floor=self.floor,
+                             bounds=(-1.0, 1.0)),)
+        return self.result(values, per_example=per_example, evidence=evidence,
+                           info={"strongest": which, "score": self.score, "template_version": TEMPLATE_VERSION,
+                                 "n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens,
+                                 "n_excluded": excluded["model"], "retrained_n_excluded": excluded["retrained"]})

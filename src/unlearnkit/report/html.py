@@ -151,10 +151,28 @@ def _plots(s: TaskSummary) -> str:
         out.append("<h3>Relearning attack</h3><p class='muted'>Fine-tune on a small slice of the forget set; accuracy on the rest of "
                    "it. A method whose curve rises faster than the retrained models' suppressed rather than removed.</p>"
                    f"<img alt='relearning curves' src='data:image/png;base64,{plots.relearn_curves(rel, bands.get('relearn.auc'))}'>")
+    out.extend(_tracing(s))
     if any(r.ratios.get("example_passes") for r in s.rows):
         column, label = ("KS stat", "forget-quality KS statistic vs the retain model") if s.modality == "causal_lm" else ("avg gap", "average gap to retrain")
         out.append(f"<h3>Cost vs. {esc(label)}</h3><img alt='cost vs gap' src='data:image/png;base64,{plots.cost_vs_gap(s.rows, column, label)}'>")
     return "".join(out)
+
+
+def _tracing(s: TaskSummary) -> list[str]:
+    """A heatmap per method whose run stored a causal-tracing matrix (``unlearn_info.tracing``, e.g. layer_constrained)."""
+    out = []
+    for r in s.rows:
+        info = r.runs[0].get("unlearn_info", {})
+        tracing = info.get("tracing")
+        if not isinstance(tracing, dict) or "matrix" not in tracing:
+            continue
+        chosen = info.get("layers")
+        title = f"{r.method}: causal tracing over {tracing.get('n_prompts')} forget prompts" + (f", layers chosen {chosen}" if chosen else "")
+        out.append(f"<h3>Causal tracing: {esc(r.method)}</h3><p class='muted'>Noise on the subject tokens' embeddings takes the answer "
+                   f"probability from {tracing.get('p_clean', float('nan')):.3f} to {tracing.get('p_corrupt', float('nan')):.3f}; each cell is "
+                   "what restoring one layer's clean hidden state at one position class brings back (mean over prompts).</p>"
+                   f"<img alt='causal tracing heatmap' src='data:image/png;base64,{plots.tracing_heatmap(tracing['matrix'], tracing['categories'], title)}'>")
+    return out
 
 
 def _step_band(chains: list[Any], original: dict[str, Any] | None, i: int, key: str) -> dict[str, Any] | None:

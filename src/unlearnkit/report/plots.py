@@ -224,3 +224,19 @@ def pareto_front(trials: Sequence[dict[str, Any]], front: Sequence[int], chosen:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return _png(fig)
+
+
+def tracing_heatmap(matrix: Sequence[Sequence[float | None]], categories: Sequence[str], title: str) -> str:
+    """Causal tracing: the indirect effect (restored − corrupted answer probability) per decoder layer (rows) and
+    prompt position class (columns); blank where no traced prompt has such a position."""
+    plt = _plt()
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * len(categories) + 2, 0.35 * len(values) + 1.8))
+    image = ax.imshow(values, aspect="auto", cmap="Purples", origin="lower")
+    ax.set_xticks(range(len(categories)), list(categories), rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(values)), [str(i) for i in range(len(values))], fontsize=8)
+    ax.set_ylabel("decoder layer (hidden state restored)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="recovered answer probability")
+    fig.tight_layout()
+    return _png(fig)

@@ -197,11 +197,15 @@ def neighbour_items(n_perturbed: int = 3) -> list[QAItem]:
     return out
 
 
+PROFESSIONS: tuple[str, ...] = tuple(_PROFESSIONS)  # the values an attribute can take (probes that read them back)
+GENRES: tuple[str, ...] = tuple(_GENRES)
+
+
 def all_items(profiles: Sequence[Profile]) -> list[QAItem]:
     return [it for p in profiles for it in p.items]
 
 
-__all__ = ["GENERATOR_VERSION", "ITEMS_PER_PROFILE", "NEIGHBOUR_FACTS", "Profile", "QAItem", "all_items", "generate_profiles",
+__all__ = ["GENERATOR_VERSION", "GENRES", "ITEMS_PER_PROFILE", "PROFESSIONS", "NEIGHBOUR_FACTS", "Profile", "QAItem", "all_items", "generate_profiles",
            "neighbour_items"]
 
 

@@ -145,16 +145,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .data.forget import request_rng, select_forget, select_requests
     from .data.sources import load_dataset
     from .experiment import load_experiment
-    from .runs.runner import stream_public
+    from .runs.runner import check_oracle, stream_public
     from .seeding import np_rng
 
     exp = load_experiment(args.file)
-    sets = f"a stream of {len(exp.requests)} deletion request(s)" if exp.requests else f"{len(exp.forget)} forget set(s)"
+    sets = " and ".join(([f"{len(exp.forget)} forget set(s)"] if exp.forget else []) +
+                        ([f"a stream of {len(exp.requests)} deletion request(s)"] if exp.requests else []))
     print(f"{args.file}: experiment {exp.name!r} — {len(exp.methods)} method(s) × {len(exp.seeds)} seed(s) × {sets}; "
           f"metrics {'the standard battery of the data' if exp.metrics is None else [m.name for m in exp.metrics]}; "
           f"{exp.retrain_seeds} retrained reference seed(s).")
     if not args.no_data:
         source = load_dataset(exp.dataset.name, **exp.dataset.params)
+        check_oracle(exp, source)
         for spec in exp.forget:
             ids = select_forget(source.train, spec, np_rng("validate"), source.n_classes)
             source.train.positions_of(ids)

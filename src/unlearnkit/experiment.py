@@ -50,7 +50,7 @@ class Experiment:
     description: str = ""
     device: str = "auto"
     source: str | None = None
-    requests: tuple[ForgetSpec, ...] = ()  # a stream of deletion requests (then ``forget`` is empty): see ``parse_requests``
+    requests: tuple[ForgetSpec, ...] = ()  # a stream of deletion requests (beside or instead of ``forget``): see ``parse_requests``
     public_fraction: float | None = None  # ``public: {fraction: f}``: a stream's non-deletable portion of the training set
 
     @classmethod
@@ -63,9 +63,6 @@ class Experiment:
         for key in ("name", "dataset", "model", "train", "methods"):
             if key not in d:
                 raise ConfigError(f"The experiment is missing {key!r}.")
-        if "forget" in d and "requests" in d:
-            raise ConfigError("Give either forget: (forget sets, each unlearned from the original model) or requests: (one stream of "
-                              "deletion requests, applied in order, each to the model the previous one left), not both.")
         if "forget" not in d and "requests" not in d:
             raise ConfigError("The experiment is missing 'forget' (the forget sets), or 'requests' (a stream of deletion requests).")
         requests = parse_requests(d["requests"]) if "requests" in d else ()
@@ -75,6 +72,9 @@ class Experiment:
                 raise ConfigError("public: declares the non-deletable part of the training data of a request stream (requests:); an "
                                   "experiment of forget sets draws each forget set from all the training data. Use requests:, or "
                                   "drop public:.")
+            if d.get("forget"):
+                raise ConfigError("public: declares the non-deletable part of a request stream; this experiment also has forget sets "
+                                  "(forget:), each drawn from all the training data. Drop public:, or run the forget sets apart.")
             public = _mapping(d["public"], "public", {"fraction"})
             fraction = public.get("fraction")
             if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
@@ -86,9 +86,12 @@ class Experiment:
         if not forget_list and not requests:
             raise ConfigError("forget: give at least one forget set.")
         refs = _mapping(d.get("references"), "references", {"retrain_seeds", "original_seed"})
-        retrain_seeds = check_retrain_seeds(coerce(refs.get("retrain_seeds", 3), int, "references.retrain_seeds"), minimum=2, why=(
-            " (3 recommended): the verdict compares a model with the seed-to-seed spread of the retrained models, and one "
-            "retrained model has no spread, so there would be no retrain band and every verdict would be inconclusive"))
+        retrain_seeds = coerce(refs.get("retrain_seeds", 3), int, "references.retrain_seeds")
+        if retrain_seeds != 0:  # 0: data without a retrained oracle (real knowledge); the runner checks the data says so
+            retrain_seeds = check_retrain_seeds(retrain_seeds, minimum=2, why=(
+                " (3 recommended; 0 only for data without a retrained oracle, e.g. knowledge): the verdict compares a model with "
+                "the seed-to-seed spread of the retrained models, and one retrained model has no spread, so there would be no "
+                "retrain band and every verdict would be inconclusive"))
         methods_raw = d["methods"]
         if not isinstance(methods_raw, Sequence) or isinstance(methods_raw, str) or not methods_raw:
             raise ConfigError("methods: give a non-empty list of methods.")
@@ -157,7 +160,8 @@ class Experiment:
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset.to_dict(),
-            **({"requests": [r.to_dict() for r in self.requests]} if self.requests else {"forget": [f.to_dict() for f in self.forget]}),
+            **({"requests": [r.to_dict() for r in self.requests]} if self.requests else {}),
+            **({"forget": [f.to_dict() for f in self.forget]} if self.forget or not self.requests else {}),
             **({"public": {"fraction": self.public_fraction}} if self.public_fraction is not None else {}),
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),

@@ -15,7 +15,7 @@ from .types import Evidence, MetricResult, Role
 Label = Literal["removed", "suppressed", "not forgotten", "over-forgotten", "inconclusive"]
 LABELS: tuple[Label, ...] = get_args(Label)
 REQUIRED_ROLES: tuple[Role, ...] = ("forget", "utility", "robustness")
-BandSource = Literal["retrained seeds", "null distribution"]
+BandSource = Literal["retrained seeds", "null distribution", "original model", "unknown facts"]
 Status = Literal["inside", "more", "less"]  # evidence inside its band, remembering more or less than retraining
 
 
@@ -248,3 +248,65 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
                    "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
     return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m, bands, also, margin, borderline)
+
+
+NO_ORACLE = ("no retrained oracle exists for this task (real knowledge from pretraining): forget evidence is compared with the "
+             "original model's value on facts it does not know (band: that level ± the evidence's floor), neighbours and general "
+             "ability with the original model's own values (band: original ± floor); robustness evidence is reported, not banded")
+
+
+def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[str, float], utility_levels: Mapping[str, float], *,
+                          missing: Sequence[str] = ()) -> Verdict:
+    """The verdict of a task without a retrained oracle (the ``knowledge`` data): ``forget_levels`` maps forget evidence keys
+    to the original model's value on facts it does not know, ``utility_levels`` utility evidence keys to the original's own
+    value. Forget evidence above its band -> not forgotten; forget evidence below it, or utility (neighbours, general
+    ability, retained facts) below the original's band -> over-forgotten; otherwise inconclusive, saying that the outputs
+    are those of a model without the knowledge but that removal vs suppression cannot be decided without an oracle."""
+    missing = list(missing)
+    rows: list[dict[str, Any]] = []
+    bands: dict[str, Band] = {}
+    for ev in evidence:
+        levels, source = (forget_levels, "unknown facts") if ev.role == "forget" else (utility_levels, "original model")
+        if ev.role == "robustness" or ev.key not in levels or not math.isfinite(levels[ev.key]) or not math.isfinite(ev.value):
+            if ev.role != "robustness" and ev.key not in levels:
+                missing.append(f"{ev.key} (no {'unknown-fact level' if ev.role == 'forget' else 'original value'} to compare with)")
+            continue
+        level, half = float(levels[ev.key]), max(float(ev.floor), ev.min_half_width)
+        band = Band(level, 0.0, level - half, level + half, half, None, None, 1, 0.0, source).clipped(ev.bounds)  # type: ignore[arg-type]
+        bands[ev.key] = band
+        status = _direction(ev, band)
+        if ev.role == "utility" and status == "more":
+            status = "inside"  # better utility than the original is no failure
+        rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi, "retrain_mean": None,
+                     "reference": level, "status": status, "remembers": ev.remembers, "strong": ev.strong, "band_from": source,
+                     "margin": margin_of(ev.value, band, ev.bounds), "reported_only": False})
+    for role in ("forget", "utility"):
+        if not any(r["role"] == role for r in rows):
+            missing.append(f"{role} evidence")
+
+    def fmt(row: dict[str, Any]) -> str:
+        return f"{row['key']} = {row['value']:.4f} outside [{row['lo']:.4f}, {row['hi']:.4f}] (band of the {row['band_from']})"
+
+    more = [r for r in rows if r["role"] == "forget" and r["status"] == "more"]
+    past = [r for r in rows if r["role"] == "forget" and r["status"] == "less"]
+    lost = [r for r in rows if r["role"] == "utility" and r["status"] == "less"]
+    label: Label
+    also: list[str] = []
+    if more:
+        label, reasons = "not forgotten", [f"remembers more than a model that does not know the facts: {fmt(r)}" for r in more]
+        also = [f"{what} ({', '.join(r['key'] for r in bad)})" for what, bad in
+                (("forgets past not knowing", past), ("neighbours or general ability below the original", lost)) if bad]
+    elif past or lost:
+        label = "over-forgotten"
+        reasons = [f"forgets past not knowing: {fmt(r)}" for r in past] + [f"neighbours or general ability lost: {fmt(r)}" for r in lost]
+    elif "forget evidence" in missing or "utility evidence" in missing:
+        label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
+    else:
+        label = "inconclusive"
+        reasons = ["forget evidence at the level of facts the model does not know, neighbours and general ability kept: the outputs "
+                   "are those of a model without the knowledge, but with no retrained oracle removal cannot be told from "
+                   "suppression (run the robustness probes and read them against the original)"]
+    reasons.append(NO_ORACLE)
+    if "retrained oracle" not in " ".join(missing):
+        missing.append("retrained oracle (none exists: the knowledge comes from pretraining)")
+    return Verdict(label, reasons, rows, missing, NO_ORACLE, {}, [], len(bands), bands, also, None, False)

@@ -261,9 +261,16 @@ def test_bad_request_lists_fail_when_parsed(requests, message):
         Experiment.from_dict(_spec(requests=requests))
 
 
-def test_forget_and_requests_conflict():
-    with pytest.raises(ConfigError, match="Give either forget: .* or requests: .*not both"):
-        Experiment.from_dict(_spec(forget=[{"kind": "random", "fraction": 0.1}]))
+def test_forget_and_requests_together():
+    """Both in one experiment (MUSE's scalability and sustainability): the forget sets and the stream, written back as both;
+    a public portion with forget sets is refused (it belongs to the stream, the forget sets draw from all the data)."""
+    exp = Experiment.from_dict(_spec(forget=[{"kind": "random", "fraction": 0.1}]))
+    assert exp.forget[0].fraction == 0.1 and exp.requests
+    back = exp.to_dict()
+    assert back["forget"] == [{"kind": "random", "fraction": 0.1}] and back["requests"]
+    assert "forget" not in Experiment.from_dict(_spec()).to_dict()
+    with pytest.raises(ConfigError, match="public: .*forget sets"):
+        Experiment.from_dict(_spec(forget=[{"kind": "random", "fraction": 0.1}], public={"fraction": 0.2}))
     with pytest.raises(ConfigError, match="missing 'forget' .* or 'requests'"):
         Experiment.from_dict({k: v for k, v in _spec().items() if k != "requests"})
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError, EmptySelection, MissingReference, TaskError
 from ..references import References
 from ..types import MetricResult, Task
-from ..verdict import Verdict, decide
+from ..verdict import Verdict, decide, decide_without_oracle
 from ..registry import import_submodules
 from .base import EvalContext, Metric, build_metric, register_metric, roc_summary, softmax_stats
 
@@ -105,9 +105,36 @@ def assess(
     ctx = ctx or EvalContext(task, get_adapter(task), device=device, seed=seed)
     results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
     evidence = [e for r in results.values() for e in r.evidence]
+    if task.info.get("oracle") is False and refs.retrained is None:
+        return Assessment(results, verdict_without_oracle(model, task, refs, metrics, ctx, results, missing), missing)
     verdict = decide(evidence, results.get("noise_floor"), missing=[f"{k}: {v}" for k, v in missing.items()],
                      tests=ks_forget_losses(model, refs, ctx))
     return Assessment(results, verdict, missing)
+
+
+def verdict_without_oracle(model: nn.Module, task: Task, refs: References, metrics: Sequence[Any], ctx: EvalContext,
+                           results: dict[str, MetricResult], missing: dict[str, str]) -> Verdict:
+    """The verdict of a task with no retrained oracle (``task.info["oracle"] is False``, the ``knowledge`` data): the same
+    metrics on the original model give, for forget evidence ``<metric>.forget``, its value on the facts it does not know
+    (``<metric>``'s ``test`` value: list ``test`` among the metric's splits) and, for utility evidence, the original's own
+    value; ``verdict.decide_without_oracle`` bands them."""
+    original = refs.require("original", by="the verdict of a task without a retrained oracle")
+    orig = results if original is model else evaluate(original, task, refs, metrics, ctx, strict=False)[0]
+    forget_levels: dict[str, float] = {}
+    utility_levels: dict[str, float] = {}
+    for name, result in results.items():
+        for ev in result.evidence:
+            ref = orig.get(name)
+            if ref is None:
+                continue
+            if ev.role == "forget" and ev.key == f"{name}.forget" and "test" in ref.values:
+                forget_levels[ev.key] = float(ref.values["test"])
+            elif ev.role == "utility":
+                match = [e.value for e in ref.evidence if e.key == ev.key]
+                if match:
+                    utility_levels[ev.key] = float(match[0])
+    return decide_without_oracle([e for r in results.values() for e in r.evidence], forget_levels, utility_levels,
+                                 missing=[f"{k}: {v}" for k, v in missing.items()])
 
 
 def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> dict[str, Any]:
@@ -124,4 +151,4 @@ def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> di
                                "retrain_seed_statistics": floor, "retrain_seed_max": float(np.max(floor)) if floor else None}}
 
 
-__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "default_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "roc_summary", "softmax_stats"]
+__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "default_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "verdict_without_oracle", "roc_summary", "softmax_stats"]

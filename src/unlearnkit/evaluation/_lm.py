@@ -33,7 +33,7 @@ from ..types import Split, Task
 from .base import EvalContext
 
 # short split names of the LM metrics -> the task's split names ("neighbours" is the probe of real-world facts)
-SPLITS = {"forget": "forget", "retain": "retain", "test": "test", "holdout": "holdout", "neighbours": "probe:neighbours",
+SPLITS = {"forget": "forget", "retain": "retain", "test": "test", "holdout": "holdout", "neighbours": "probe:neighbours", "general": "probe:general",
           "real_authors": "probe:real_authors", "world_facts": "probe:world_facts"}  # the last two: TOFU's (data source tofu)
 
 
@@ -258,6 +258,9 @@ def neighbours_unknown(ctx: EvalContext, original: nn.Module | None, neighbours:
     neighbours probe there is nothing to test (None)."""
     if original is None or neighbours is None:
         return None
+    records = getattr(neighbours.data, "records", None) or []
+    if records and all(getattr(r, "known_by_selection", False) for r in records):
+        return None  # the knowledge data's neighbours: kept because the original answered each correctly (its selection)
 
     def test() -> str | None:
         from ..data.profiles import n_perturbed, variant

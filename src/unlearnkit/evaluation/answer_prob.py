@@ -49,7 +49,7 @@ class AnswerProb(Metric):
         if "forget" in values:
             evidence.append(Evidence(key="answer_prob.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         info: dict = {"n_excluded": excluded}
-        for name in ("retain", "neighbours"):
+        for name in ("retain", "neighbours", "general"):  # general: the knowledge data's general-ability probe, when listed
             if name in values:
                 unknown = neighbours_unknown(ctx, refs.original, task_split(task, name)) if name == "neighbours" else None
                 if unknown:

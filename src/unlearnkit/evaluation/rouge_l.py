@@ -58,6 +58,8 @@ class RougeL(Metric):
             evidence.append(Evidence(key="rouge_l.forget", value=values["forget"], role="forget", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         if "retain" in values:
             evidence.append(Evidence(key="rouge_l.retain", value=values["retain"], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
+        if "general" in values:  # the knowledge data's general-ability probe, when listed
+            evidence.append(Evidence(key="rouge_l.general", value=values["general"], role="utility", remembers="higher", floor=self.floor, bounds=(0.0, 1.0)))
         return self.result(values, per_example=per_example, evidence=tuple(evidence),
                            info={"max_new_tokens": self.max_new_tokens, "use_stemmer": self.use_stemmer, "examples": examples,
                                  "n_excluded": excluded})

@@ -45,7 +45,7 @@ from ..models.causal_lm import weights_identity
 from ..references import References
 from .references import build_references
 from ..registry import METRICS
-from ..seeding import np_rng
+from ..seeding import np_rng, torch_seed
 from ..types import MetricResult, Task
 from .key import SCHEMA_VERSION, code_version, run_key
 from .store import Store
@@ -221,6 +221,23 @@ class _Chain:
         self.model = model
 
 
+def oracle_info(source: Any) -> dict[str, Any]:
+    """``{"oracle": False}`` for data without a retrained oracle (the ``knowledge`` source), carried into its tasks' info so
+    that ``assess`` gives the verdict without an oracle; nothing otherwise (the tasks of other data are unchanged)."""
+    return {"oracle": False} if source.info.get("oracle", True) is False else {}
+
+
+def check_oracle(exp: Experiment, source: Any) -> bool:
+    """Whether the data has a retrained oracle; a ConfigError when ``references.retrain_seeds`` does not match it (0 is for
+    data without one, the ``knowledge`` source, and only for it)."""
+    oracle = source.info.get("oracle", True) is not False
+    if oracle != (exp.retrain_seeds > 0):
+        raise ConfigError(f"references.retrain_seeds: {exp.retrain_seeds} for data {source.name!r}, which "
+                          + ("has a retrained oracle: give at least 2 retrained seeds (3 recommended)." if oracle else
+                             "has no retrained oracle (real knowledge from pretraining): give retrain_seeds: 0."))
+    return oracle
+
+
 class ExperimentRunner:
     """Runs one experiment against a store. ``run()`` returns the experiment record."""
 
@@ -239,7 +256,7 @@ class ExperimentRunner:
     def build_task(self, source: Any, spec: Any) -> Task:
         return make_task(
             self.exp.dataset.name, source.train, source.test, spec, np_rng("forget", self.exp.task_seed, spec.to_dict()),
-            n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict()}, modality=source.modality,
+            n_classes=source.n_classes, info={"dataset": self.exp.dataset.to_dict(), **oracle_info(source)}, modality=source.modality,
             probes=getattr(source, "probes", None) or None, eval_retain_groups=source.info.get("eval_retain_groups"),
         )
 
@@ -247,6 +264,12 @@ class ExperimentRunner:
         model = self.exp.model
         factory = functools.partial(build_model, model.name, tuple(source.input_shape), source.n_outputs, **model.params)  # picklable
         spec = model_spec(model, source)
+        if not check_oracle(self.exp, source):  # the pretrained model is the original: nothing is trained, nothing retrained
+            with torch_seed(self.exp.original_seed):
+                original = factory().to(self.device).eval()
+            return References(original=original, retrained_seeds=(), train_config=self.exp.train, model_factory=factory,
+                              info={"original_seed": self.exp.original_seed, "retrain_seeds": [], "costs": {}, "keys": {}, "model": spec,
+                                    "oracle": "none: the pretrained model is the original, no model is retrained"})
         return build_references(task, factory, self.exp.train, retrain_seeds=self.exp.retrain_seeds, original_seed=self.exp.original_seed,
                                 model_spec=spec, store=self.store, device=self.device, progress=self.progress, executor=self.executor)
 
@@ -370,7 +393,7 @@ class ExperimentRunner:
         common = {"n_classes": source.n_classes, "modality": source.modality, "probes": getattr(source, "probes", None) or None,
                   "eval_retain_groups": source.info.get("eval_retain_groups"), "public_ids": self.public}
         deleted = np.sort(np.concatenate(requests[: k + 1]))
-        info = {"dataset": self.exp.dataset.to_dict(), "stream": {"request": k + 1, "of": n, "deleted": int(len(deleted)),
+        info = {"dataset": self.exp.dataset.to_dict(), **oracle_info(source), "stream": {"request": k + 1, "of": n, "deleted": int(len(deleted)),
                                                                   "deleted_fingerprint": ids_fingerprint(deleted)}}
         if for_method:
             before = np.concatenate(requests[:k]) if k else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,132 @@
+"""The real-knowledge task (RWKU-style): the candidate list and the stored selection (schema, provenance, grading redone
+independently), the task builder's refusals, and the verdict without a retrained oracle."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import numpy as np
+import pytest
+
+from unlearnkit.data.forget import ForgetSpec, make_task
+from unlearnkit.data.knowledge import (CANDIDATES, SELECTIONS, answer_matches, check_candidates, check_selection, file_sha256, knowledge,
+                                       load_selection)
+from unlearnkit.errors import ConfigError, EmptySelection
+from unlearnkit.types import Evidence
+from unlearnkit.verdict import NO_ORACLE, decide_without_oracle
+
+
+def _files():
+    return json.loads(CANDIDATES.read_text()), json.loads(SELECTIONS["smollm2"].read_text())
+
+
+def test_shipped_selection_schema_and_provenance():
+    cands, sel = _files()
+    check_candidates(cands)
+    check_selection(sel, cands, file_sha256(CANDIDATES))
+    assert sel["script"] == "benchmarks/knowledge_select.py" and sel["script_version"] and "SmolLM2" in sel["model"]
+    assert sel["generation"]["decoding"] == "greedy"
+    items = {it["id"]: it for part in ("facts", "general") for it in cands[part]}
+    for a in sel["answers"]:  # the grading redone with a plain regex, independently of answer_matches
+        it = items[a["id"]]
+        words = " " + re.sub(r"\W+", " ", a["generated"].lower()).strip() + " "
+        hit = any(" " + re.sub(r"\W+", " ", g.lower()).strip() + " " in words for g in [it["answer"], *it["aliases"]])
+        assert hit == a["correct"], a
+    selected = set(sel["selected"])
+    assert len(selected & {f["id"] for f in cands["facts"]}) >= 30  # enough facts for forget targets and their neighbours
+
+
+def test_answer_matching():
+    assert answer_matches("The capital of France is Paris.", "Paris")
+    assert answer_matches("It was written by J.K. Rowling!", "J.K. Rowling")
+    assert answer_matches("Rowling wrote it", "J.K. Rowling", ["Rowling"])
+    assert not answer_matches("Parisian food", "Paris")  # whole words only
+    assert not answer_matches("10 minus 3 is 2.", "7", ["seven"])
+
+
+def test_selection_checks_refuse_bad_files():
+    cands, sel = _files()
+    sha = file_sha256(CANDIDATES)
+    with pytest.raises(ConfigError, match="another version of the candidate list"):
+        check_selection(sel, cands, "0" * 64)
+    bad = copy.deepcopy(sel)
+    bad["selected"] = bad["selected"][1:]
+    with pytest.raises(ConfigError, match="exactly the ids answered correctly"):
+        check_selection(bad, cands, sha)
+    bad = copy.deepcopy(sel)
+    bad["answers"] = bad["answers"][1:]
+    with pytest.raises(ConfigError, match="cover every candidate once"):
+        check_selection(bad, cands, sha)
+    bad = copy.deepcopy(sel)
+    del bad["model"]
+    with pytest.raises(ConfigError, match=r"missing \['model'\]"):
+        check_selection(bad, cands, sha)
+    bad = copy.deepcopy(cands)
+    bad["facts"][0]["type"] = "animal"
+    with pytest.raises(ConfigError, match="type must be one of"):
+        check_candidates(bad)
+
+
+def test_task_forgets_targets_by_name_with_neighbours_and_general():
+    src = knowledge(forget=["Harry Potter", "Japan"], tokenizer="word")
+    cands, sel = load_selection("smollm2", str(CANDIDATES))
+    chosen = set(sel["selected"])
+    want = {f["id"] for f in cands["facts"] if f["id"] in chosen and f["target"] in ("Harry Potter", "Japan")}
+    task = make_task("knowledge", src.train, src.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
+                     modality=src.modality, probes=src.probes)
+    assert set(task.forget.ids.tolist()) == want and len(want) == 6
+    assert src.info["oracle"] is False
+    neighbours = src.probes["neighbours"].data.records
+    assert neighbours and all(r.attribute in ("place", "book") and r.target not in ("Harry Potter", "Japan") for r in neighbours)
+    assert {r.item_id for r in src.test.data.records} == {f["id"] for f in cands["facts"]} - chosen  # unknown facts
+    assert all(r.attribute == "general" for r in src.probes["general"].data.records)
+
+
+@pytest.mark.parametrize("forget, error, message", [
+    (["Harry Poter"], ConfigError, "unknown target 'Harry Poter'. Did you mean: Harry Potter"),
+    (["Marie Curie"], ConfigError, "answered none of 'Marie Curie'"),
+    ([], EmptySelection, "forget names no target"),
+    (["Japan", "Japan"], ConfigError, "lists a target twice"),
+])
+def test_task_refuses_bad_target_names(forget, error, message):
+    with pytest.raises(error, match=message):
+        knowledge(forget=forget, tokenizer="word")
+
+
+def test_task_refuses_an_empty_selection(tmp_path):
+    cands, sel = _files()
+    empty = copy.deepcopy(sel)
+    empty["selected"] = []
+    for a in empty["answers"]:
+        a["correct"] = False
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps(empty))
+    with pytest.raises(EmptySelection, match="keeps no fact"):
+        knowledge(forget=["Japan"], selection=str(path), tokenizer="word")
+
+
+def _ev(key, value, role, remembers="higher", floor=0.05):
+    return Evidence(key=key, value=value, role=role, remembers=remembers, floor=floor, bounds=(0.0, 1.0))
+
+
+def test_verdict_without_oracle():
+    levels = {"answer_prob.forget": 0.10}
+    orig = {"answer_prob.neighbours": 0.60, "answer_prob.general": 0.50}
+    forgotten = [_ev("answer_prob.forget", 0.12, "forget"), _ev("answer_prob.neighbours", 0.58, "utility"),
+                 _ev("answer_prob.general", 0.70, "utility")]
+    v = decide_without_oracle(forgotten, levels, orig)
+    assert v.label == "inconclusive" and NO_ORACLE in v.reasons and "suppression" in v.reasons[0]
+    assert any("retrained oracle" in m for m in v.missing)
+    assert {r["key"]: r["status"] for r in v.rows} == {"answer_prob.forget": "inside", "answer_prob.neighbours": "inside",
+                                                      "answer_prob.general": "inside"}
+    assert v.bands["answer_prob.forget"].lo == pytest.approx(0.05) and v.bands["answer_prob.forget"].hi == pytest.approx(0.15)
+    kept = [_ev("answer_prob.forget", 0.16, "forget")] + forgotten[1:]
+    assert decide_without_oracle(kept, levels, orig).label == "not forgotten"
+    damaged = [forgotten[0], _ev("answer_prob.neighbours", 0.54, "utility"), forgotten[2]]
+    v = decide_without_oracle(damaged, levels, orig)
+    assert v.label == "over-forgotten" and "neighbours or general ability lost" in v.reasons[0]
+    assert decide_without_oracle([_ev("answer_prob.forget", 0.01, "forget")] + forgotten[1:], levels, orig).label == "over-forgotten"
+    v = decide_without_oracle(forgotten[1:], levels, orig)  # no forget evidence
+    assert v.label == "inconclusive" and "forget evidence" in v.reasons[0]

@@ -266,6 +266,8 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
     rows: list[dict[str, Any]] = []
     bands: dict[str, Band] = {}
     for ev in evidence:
+        if ev.reported_only:  # e.g. neighbours the original does not know: decide nothing, as in ``decide``
+            continue
         levels, source = (forget_levels, "unknown facts") if ev.role == "forget" else (utility_levels, "original model")
         if ev.role == "robustness" or ev.key not in levels or not math.isfinite(levels[ev.key]) or not math.isfinite(ev.value):
             if ev.role != "robustness" and ev.key not in levels:

@@ -279,7 +279,7 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
         status = _direction(ev, band)
         if ev.role == "utility" and status == "more":
             status = "inside"  # better utility than the original is no failure
-        rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi, "retrain_mean": None,
+        rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi, "retrain_mean": level,  # the reference level (report columns)
                      "reference": level, "status": status, "remembers": ev.remembers, "strong": ev.strong, "band_from": source,
                      "margin": margin_of(ev.value, band, ev.bounds), "reported_only": False})
     for role in ("forget", "utility"):

@@ -121,6 +121,7 @@ def test_verdict_without_oracle():
     assert any("retrained oracle" in m for m in v.missing)
     assert {r["key"]: r["status"] for r in v.rows} == {"answer_prob.forget": "inside", "answer_prob.neighbours": "inside",
                                                       "answer_prob.general": "inside"}
+    assert [r["retrain_mean"] for r in v.rows] == [0.10, 0.60, 0.50]  # the reference levels, where reports read the target
     assert v.bands["answer_prob.forget"].lo == pytest.approx(0.05) and v.bands["answer_prob.forget"].hi == pytest.approx(0.15)
     kept = [_ev("answer_prob.forget", 0.16, "forget")] + forgotten[1:]
     assert decide_without_oracle(kept, levels, orig).label == "not forgotten"

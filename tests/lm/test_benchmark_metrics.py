@@ -128,7 +128,8 @@ LM_METHODS = [n for n in METHODS.names() if "causal_lm" in getattr(METHODS.get(n
 @pytest.mark.parametrize("name", LM_METHODS)
 def test_every_lm_method_runs_on_tofu(name, tofu_task, tofu_refs):
     special = {"sam": {"method": "npo", "params": {"steps": 2}}, "retrain": {}, "dp2unlearning": {"dp_epochs": 1, "finetune_epochs": 1},
-               "eco": {"zo_steps": 1}, "guard": {"encoder": "char3", "max_retain_share": 0.5}}  # guards train nothing (no steps); every fact of
+               "eco": {"zo_steps": 1}, "guard": {"encoder": "char3", "max_retain_share": 0.5},
+               "layer_constrained": {"params": {"steps": 2}, "max_prompts": 2}, "rocr": {}}  # guards train nothing (no steps); every fact of
     # this toy TOFU also sits in some retain answer, so GUARD forbids the words found in at most half of them
     params = special.get(name, {"steps": 2})
     method = build_method(name, params)

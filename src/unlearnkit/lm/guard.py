@@ -16,6 +16,8 @@ never the inner weights: it has no "unlearned weights" (``Store.load_run_model``
 
 from __future__ import annotations
 
+import abc
+
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -325,13 +327,14 @@ class EmbeddingCorruptionGuard(GuardedLM):
 
 
 # ================================================================================================= GUARD
-class SentenceEncoder:
+class SentenceEncoder(abc.ABC):
     """Texts -> unit-norm embeddings (n, d) as float32 numpy."""
 
     name = "encoder"
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm embeddings of ``texts``, shape (len(texts), d)."""
 
 
 class CharTrigramEncoder(SentenceEncoder):

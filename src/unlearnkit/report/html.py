@@ -90,6 +90,11 @@ def _margin(margin: float | None) -> str:
     return f"<b>{text}</b>" if abs(margin) < BORDERLINE else text
 
 
+def _num(x: object) -> str:
+    """A table cell for a number that a verdict row may lack (None, NaN): '—'."""
+    return f"{x:.4f}" if isinstance(x, (int, float)) and x == x else "—"
+
+
 def _evidence_details(s: TaskSummary) -> str:
     parts = []
     runs = ([("original (reference)", s.original)] if s.original is not None else []) + [(r.method, r.runs[0]) for r in s.rows]
@@ -97,7 +102,7 @@ def _evidence_details(s: TaskSummary) -> str:
         v = run["verdict"]
         rows = "".join(
             f"<tr><td class='l'>{esc(x['key'])}</td><td class='l'>{esc(x['role'])}</td><td>{x['value']:.4f}</td>"
-            f"<td>[{x['lo']:.4f}, {x['hi']:.4f}]</td><td>{x['retrain_mean']:.4f}</td><td class='l'>{esc(x.get('band_from', 'retrained seeds'))}</td>"
+            f"<td>[{x['lo']:.4f}, {x['hi']:.4f}]</td><td>{_num(x.get('retrain_mean'))}</td><td class='l'>{esc(x.get('band_from', 'retrained seeds'))}</td>"
             f"<td class='l {x['status']}'>{esc(x['status'])}</td><td>{_margin(x.get('margin'))}</td></tr>"
             for x in v.get("rows", [])
         )

@@ -228,9 +228,8 @@ def run_setting(name: str, task: Any, refs: Any, metrics: Any, config: Any, *, f
     return out
 
 
-def classifier_setting(kind: str, *, retrain_seeds: int, fresh: int, instances: int, epochs: float = 40, bands: int = 1,
-                       progress: bool = False) -> Setting:
-    """sklearn digits, MLP 64-64 (as tests/conftest.py), random 10% or class 3 forget set, the full affordable battery."""
+def digits_setup(kind: str, *, retrain_seeds: int, epochs: float) -> tuple[Any, Any, Any, str]:
+    """(task, references, training recipe, forget-set label) of the digits settings: MLP 64-64, random 10% or class 3."""
     import numpy as np
 
     from unlearnkit.data.forget import ForgetSpec, make_task
@@ -245,7 +244,14 @@ def classifier_setting(kind: str, *, retrain_seeds: int, fresh: int, instances: 
     config = TrainConfig(epochs=epochs, batch_size=64, optimizer="adam", lr=2e-3, schedule="cosine")
     refs = build_references(task, lambda: build_model("mlp", source.input_shape, 10, hidden=(64, 64)), config,
                             retrain_seeds=retrain_seeds)
-    return run_setting(f"digits, {spec.label()}", task, refs, CLASSIFIER_BATTERY, config, fresh=fresh, instances=instances,
+    return task, refs, config, spec.label()
+
+
+def classifier_setting(kind: str, *, retrain_seeds: int, fresh: int, instances: int, epochs: float = 40, bands: int = 1,
+                       progress: bool = False) -> Setting:
+    """sklearn digits, MLP 64-64 (as tests/conftest.py), random 10% or class 3 forget set, the full affordable battery."""
+    task, refs, config, label = digits_setup(kind, retrain_seeds=retrain_seeds, epochs=epochs)
+    return run_setting(f"digits, {label}", task, refs, CLASSIFIER_BATTERY, config, fresh=fresh, instances=instances,
                        ascent=(30, 1e-3), finetune=(20, 1e-3), bands=bands, progress=progress)
 
 
@@ -306,24 +312,15 @@ def method_level_setting(kind: str, *, draws: int, instances: int, n_models: int
     from tqdm.auto import tqdm
 
     from unlearnkit.adapters import get_adapter
-    from unlearnkit.data.forget import ForgetSpec, make_task
-    from unlearnkit.data.sources import load_dataset
     from unlearnkit.evaluation import EvalContext, assess, build_metric
     from unlearnkit.methods import build_method
-    from unlearnkit.models import build_model
-    from unlearnkit.runs.references import build_references
     from unlearnkit.seeding import derive_seed
-    from unlearnkit.train import TrainConfig, train_model
+    from unlearnkit.train import train_model
 
     t0 = time.perf_counter()
-    source = load_dataset("digits")
-    spec = ForgetSpec("random", fraction=0.1) if kind == "random" else ForgetSpec("classes", classes=(3,))
-    task = make_task("digits", source.train, source.test, spec, np.random.default_rng(0), n_classes=10)
-    config = TrainConfig(epochs=epochs, batch_size=64, optimizer="adam", lr=2e-3, schedule="cosine")
-    refs = build_references(task, lambda: build_model("mlp", source.input_shape, 10, hidden=(64, 64)), config,
-                            retrain_seeds=retrain_seeds)
+    task, refs, config, label = digits_setup(kind, retrain_seeds=retrain_seeds, epochs=epochs)
     adapter = get_adapter(task)
-    out = Setting(f"digits, {spec.label()} — method-level evidence ({', '.join(METHOD_LEVEL)}, N = {n_models})", retrain_seeds)
+    out = Setting(f"digits, {label} — method-level evidence ({', '.join(METHOD_LEVEL)}, N = {n_models})", retrain_seeds)
     out.bands = 1
     out.note = (f"Each fresh retrain is judged with retrain as the method under test and its own metric seed: fresh reference "
                 f"ensembles and a third for retrain, 3 × {n_models} retrainings per draw. Planted methods: instance i uses metric "

@@ -351,3 +351,19 @@ def test_task_fingerprint_follows_the_evaluation_texts(profiles_source):
     b = make_task("profiles", other, s.test, spec, np.random.default_rng(0), n_classes=None, modality=s.modality, probes=s.probes)
     assert other.fingerprint == s.train.fingerprint and a.retain.fingerprint == b.retain.fingerprint
     assert a.fingerprint != b.fingerprint
+
+
+def test_pad_batch_right_and_left():
+    import torch
+
+    from unlearnkit.errors import ConfigError, EmptySelection
+    from unlearnkit.lm.text import pad_batch
+
+    ids, mask = pad_batch([[5, 6, 7], [8]], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]] and ids.dtype == torch.long
+    ids, mask = pad_batch([[5, 6, 7], [8]], 9, side="left")
+    assert ids.tolist() == [[5, 6, 7], [9, 9, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    with pytest.raises(ConfigError, match="side"):
+        pad_batch([[1]], 0, side="middle")
+    with pytest.raises(EmptySelection):
+        pad_batch([], 0)

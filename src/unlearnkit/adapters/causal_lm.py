@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import distributed
 from ..errors import ConfigError, ModelError
-from ..lm.text import IGNORE
+from ..lm.text import IGNORE, pad_batch
 from ..registry import ADAPTERS
 from ..types import Batch, Split, Task
 from .common import AdapterBase
@@ -223,13 +223,7 @@ class CausalLMAdapter(AdapterBase):
         try:
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
-                width = max(len(p) for p in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for i, p in enumerate(chunk):
-                    ids[i, width - len(p):] = torch.as_tensor(list(p))
-                    mask[i, width - len(p):] = 1
-                ids, mask = ids.to(device), mask.to(device)
+                ids, mask = pad_batch(chunk, pad, device, side="left")  # every prompt ends at the last position
                 done = torch.zeros(len(chunk), dtype=torch.bool, device=ids.device)
                 new: list[torch.Tensor] = []
                 past = None

@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import cost
 from ..errors import ConfigError, TaskError
-from ..lm.text import IGNORE
+from ..lm.text import IGNORE, pad_batch
 from ..types import Split
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -185,22 +185,12 @@ def mlp_keys(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Te
     return store[0]
 
 
-def _padded(rows: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(list(r))
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def subject_keys(model: nn.Module, prompts: Sequence[Sequence[int]], last: Sequence[int], layer: int, *, pad: int,
                  device: Any = "cpu", batch_size: int = 16) -> torch.Tensor:
     """The key at position ``last[i]`` (the last subject token) of each prompt: (n, d_ff)."""
     out = []
     for s in range(0, len(prompts), batch_size):
-        ids, mask = _padded(prompts[s : s + batch_size], pad, device)
+        ids, mask = pad_batch(prompts[s : s + batch_size], pad, device)
         k = mlp_keys(model, ids, mask, layer)
         out.append(k[torch.arange(len(ids), device=k.device), torch.as_tensor(list(last[s : s + batch_size]), device=k.device)])
     return torch.cat(out)

@@ -283,6 +283,23 @@ class TokenData:
                          self.codec, fingerprint=self.fingerprint)
 
 
+def pad_batch(rows: Sequence[Sequence[int]], pad: int, device: Any = "cpu", *, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one (input_ids, attention_mask) batch padded with ``pad`` to the longest row, on the ``right``
+    (scoring, features) or the ``left`` (generation: every prompt ends at the last position)."""
+    if side not in ("right", "left"):
+        raise ConfigError(f"pad_batch: side must be 'right' or 'left', got {side!r}.")
+    if not rows:
+        raise EmptySelection("pad_batch: no token rows.")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        span = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
+        ids[i, span] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, span] = 1
+    return ids.to(device), mask.to(device)
+
+
 def word_tokenizer(texts: Sequence[str]) -> Any:
     """A small word-level tokenizer built from ``texts`` (for tests and the tiny model; no download): words and
     punctuation, with <pad>, <s>, </s> and <unk>. Deterministic (vocabulary sorted)."""

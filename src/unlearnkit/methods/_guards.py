@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError, EmptySelection
 from ..lm.guard import GuardedLM, check_threshold
-from ..lm.text import IGNORE
+from ..lm.text import IGNORE, pad_batch
 from ..types import Split, Task
 
 
@@ -50,14 +50,7 @@ def prompt_features(model: nn.Module, prompts: Sequence[Sequence[int]], *, devic
     feats = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, p in enumerate(chunk):
-                ids[i, : len(p)] = torch.as_tensor(list(p))
-                mask[i, : len(p)] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = pad_batch(prompts[start : start + batch_size], pad_id, device)
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1].float()
             w = mask[..., None].float()
             feats.append(((hidden * w).sum(1) / w.sum(1).clamp(min=1)).cpu().numpy())

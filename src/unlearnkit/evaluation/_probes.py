@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -240,3 +241,34 @@ def strongest(values: Mapping[str, float], kinds: Sequence[str], score: str, spl
 
 __all__ = ["SCORES", "check_context", "check_params", "compare", "facts_of", "kind_scores", "model_context", "option_scores",
            "plain_scores", "probe_split", "check_templates", "records_missing", "strongest", "true_false_scores"]
+
+
+def check_kinds(who: str, field: str, chosen: Sequence[str], table: Mapping[str, Probe]) -> None:
+    """``chosen`` must be distinct names of ``table``'s probes (a probe metric's ``forms`` / ``kinds`` parameter)."""
+    unknown = [k for k in chosen if k not in table]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ConfigError(f"{who}: {field} must be distinct names of {list(table)}, got {list(chosen)}.")
+
+
+def max_excess_result(metric: Any, ctx: EvalContext, model: nn.Module, task: Task, refs: References, table: Mapping[str, Probe],
+                      chosen: Sequence[str]) -> Any:
+    """The body of a probe metric whose evidence is the largest excess over the retrained models among the kinds
+    ``chosen`` of ``table`` (form_probe, step_probe): per-kind scores of the model and the retrained models, the
+    strongest kind, robustness evidence ``<name>.forget_max_excess``."""
+    from ..types import Evidence
+
+    refs.require("retrained", by=f"metric {metric.name!r}")
+    facts = facts_of(task)
+
+    def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
+        return {k: kind_scores(ctx, m, split, facts, k, table[k], metric.max_new_tokens, metric.name) for k in chosen}
+
+    values, per_example, excluded = compare(ctx, model, task, refs, metric.splits, fn, metric.name)
+    best, which = strongest(values, chosen, metric.score)
+    values = {**values, "forget_max_excess": best}
+    evidence = (Evidence(key=f"{metric.name}.forget_max_excess", value=best, role="robustness", remembers="higher", floor=metric.floor,
+                         bounds=(-1.0, 1.0)),)
+    return metric.result(values, per_example=per_example, evidence=evidence,
+                         info={"strongest": which, "score": metric.score, "template_version": TEMPLATE_VERSION,
+                               "n_retrained": len(refs.retrained_seeds), "max_new_tokens": metric.max_new_tokens,
+                               "n_excluded": excluded["model"], "retrained_n_excluded": excluded["retrained"]})

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ConfigError
 from ..lm.probes import FORMS, TEMPLATE_VERSION
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._probes import check_params, check_templates, compare, facts_of, kind_scores, records_missing, strongest
+from ._probes import check_kinds, check_params, check_templates, max_excess_result, records_missing
 from .base import EvalContext, Metric, register_metric
 
 
@@ -45,26 +44,10 @@ class FormProbe(Metric):
     def __post_init__(self) -> None:
         check_params(self.name, self.splits, self.score, self.max_new_tokens, self.floor)
         check_templates(self.name, self.templates)
-        unknown = [f for f in self.forms if f not in FORMS]
-        if unknown or not self.forms or len(set(self.forms)) != len(self.forms):
-            raise ConfigError(f"form_probe: forms must be distinct names of {list(FORMS)}, got {list(self.forms)}.")
+        check_kinds(self.name, "forms", self.forms, FORMS)
 
     def why_not_applicable(self, task: Task) -> str | None:
         return records_missing(task)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        refs.require("retrained", by="metric 'form_probe'")
-        facts = facts_of(task)
-
-        def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
-            return {f: kind_scores(ctx, m, split, facts, f, FORMS[f], self.max_new_tokens, self.name) for f in self.forms}
-
-        values, per_example, excluded = compare(ctx, model, task, refs, self.splits, fn, self.name)
-        best, which = strongest(values, self.forms, self.score)
-        values = {**values, "forget_max_excess": best}
-        evidence = (Evidence(key="form_probe.forget_max_excess", value=best, role="robustness", remembers="higher", floor=self.floor,
-                             bounds=(-1.0, 1.0)),)
-        return self.result(values, per_example=per_example, evidence=evidence,
-                           info={"strongest": which, "score": self.score, "template_version": TEMPLATE_VERSION,
-                                 "n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens,
-                                 "n_excluded": excluded["model"], "retrained_n_excluded": excluded["retrained"]})
+        return max_excess_result(self, ctx, model, task, refs, FORMS, self.forms)

@@ -312,3 +312,22 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     others = z.clone()
     others.scatter_(1, y[:, None], -math.inf)
     return (true - torch.logsumexp(others, dim=1)).numpy()
+
+
+def ensemble_split_sd(first: np.ndarray, second: np.ndarray, statistic: Callable[[np.ndarray], float], n_perm: int,
+                      rng: np.random.Generator) -> float:
+    """The null sd of statistic(first) − statistic(second), two ensembles' per-model rows (N × examples) under "the two
+    ensembles are exchangeable": the 2N rows split at random into two groups of N, ``n_perm`` times, and the sd of the
+    difference. Unlike a per-example standard error it carries the ensemble-level noise — which N models were drawn
+    moves every example's statistic together."""
+    if n_perm < 2:
+        raise ConfigError(f"ensemble_split_sd: n_perm must be >= 2, got {n_perm}.")
+    if first.shape[1:] != second.shape[1:] or len(first) != len(second):
+        raise ConfigError(f"ensemble_split_sd: the two ensembles must have the same shape, got {first.shape} and {second.shape}.")
+    pooled = np.concatenate([first, second])
+    n = len(first)
+    diffs = np.empty(n_perm)
+    for i in range(n_perm):
+        order = rng.permutation(len(pooled))
+        diffs[i] = statistic(pooled[order[:n]]) - statistic(pooled[order[n:]])
+    return float(diffs.std(ddof=1))

@@ -165,3 +165,33 @@ def test_epsilon_score_exact_unlearner_matches_reference_and_memoriser_is_flagge
     ctx.method = None  # the original: N identical copies of a model that memorised the forget set
     orig = metric.compute(refs.original, task, refs, ctx)
     assert orig.values["forgetting_quality"] == 0.0 and orig.values["signed_excess"] > 0, orig.values
+
+
+def test_split_null_sd_carries_the_ensemble_level_noise_a_per_example_error_misses():
+    """Each model shifts every example's statistic together (a model-level offset, as which seeds were drawn does): the sd
+    of the excess over independent draws of the two ensembles is several times the per-example standard error, and the
+    random-split sd from ONE draw recovers it."""
+    from unlearnkit.ensembles import ensemble_split_sd
+
+    n_models, n_ex, tau, sigma = 8, 60, 1.0, 0.3
+    rng = np.random.default_rng(0)
+
+    def ensemble() -> np.ndarray:
+        return rng.normal(0.0, tau, (n_models, 1)) + rng.normal(0.0, sigma, (n_models, n_ex))
+
+    oracle = ensemble()
+
+    def points(ens: np.ndarray) -> np.ndarray:
+        return bucket_points(np.array([example_epsilon(ens[:, i], oracle[:, i], search="exhaustive") for i in range(n_ex)]), n_models)
+
+    draws = [(ensemble(), ensemble()) for _ in range(120)]
+    excess = np.array([points(b).mean() - points(a).mean() for a, b in draws])
+    true_sd = excess.std(ddof=1)
+    per_example = np.mean([np.sqrt((points(a).var() + points(b).var()) / n_ex) for a, b in draws[:10]])
+    split = np.mean([ensemble_split_sd(a, b, lambda e: float(points(e).mean()), 40, np.random.default_rng(i)) for i, (a, b) in enumerate(draws[:3])])
+    assert per_example < 0.6 * true_sd, (per_example, true_sd)  # the old band: far too narrow
+    assert 0.7 * true_sd < split < 1.4 * true_sd, (split, true_sd)
+    with pytest.raises(ConfigError, match="same shape"):
+        ensemble_split_sd(draws[0][0], draws[0][1][:, :5], np.mean, 40, rng)
+    with pytest.raises(ConfigError, match="permutations"):
+        build_metric("epsilon_score", {"permutations": 5})

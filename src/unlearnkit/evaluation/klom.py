@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from ..ensembles import logit_confidence
+from ..ensembles import ensemble_split_sd, logit_confidence
 from ..errors import ConfigError
 from ..references import References
 from ..seeding import derive_seed, np_rng
@@ -54,18 +54,11 @@ def margin_kl(unlearned: np.ndarray, oracle: np.ndarray, bins: int = 20, clip: f
 
 
 def permutation_sd(unlearned: np.ndarray, second: np.ndarray, oracle: np.ndarray, bins: int, n_perm: int, rng: np.random.Generator) -> float:
-    """The null sd of median KLoM(unlearned ‖ oracle) − median KLoM(second ‖ oracle): under "the unlearned models are
-    exchangeable with retrained ones" the 2N models of ``unlearned`` and ``second`` can be split at random into two
-    ensembles of N; the sd of that difference over ``n_perm`` random splits. It carries the ensemble-level noise
-    (which N models were drawn) that a per-example standard error misses (measured in
-    docs/results/verdict_calibration.md: retraining's own excess left the per-example band in 1 of 3 draws)."""
-    pooled = np.concatenate([unlearned, second])
-    n = len(unlearned)
-    diffs = np.empty(n_perm)
-    for i in range(n_perm):
-        order = rng.permutation(len(pooled))
-        diffs[i] = np.median(margin_kl(pooled[order[:n]], oracle, bins)) - np.median(margin_kl(pooled[order[n:]], oracle, bins))
-    return float(diffs.std(ddof=1))
+    """The null sd of median KLoM(unlearned ‖ oracle) − median KLoM(second ‖ oracle) over ``n_perm`` random splits of
+    the 2N models (``ensemble_split_sd``). It carries the ensemble-level noise (which N models were drawn) that a
+    per-example standard error misses (measured in docs/results/verdict_calibration.md: retraining's own excess left
+    the per-example band in 1 of 3 draws)."""
+    return ensemble_split_sd(unlearned, second, lambda ens: float(np.median(margin_kl(ens, oracle, bins))), n_perm, rng)
 
 
 @register_metric

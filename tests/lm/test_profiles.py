@@ -77,6 +77,18 @@ def test_full_scale_is_tofu_sized():
         assert len(set(task.probes["retain_eval"].labels.tolist())) == 20
 
 
+def test_medium_scale_has_sixty_forget_items_at_ten_percent():
+    """``medium`` (the CPU-runnable scale with power for forget quality): 100 trained people, 10 holdout; forgetting
+    1% / 5% / 10% takes 1 / 5 / 10 people, i.e. 6 / 30 / 60 forget items; retain-side metrics score 10 people."""
+    medium = profiles(scale="medium")
+    assert len(medium.train) == 600 and len(medium.test) == 60
+    for fraction, items in [(0.01, 6), (0.05, 30), (0.1, 60)]:
+        task = make_task("profiles", medium.train, medium.test, ForgetSpec("profiles", fraction=fraction), np.random.default_rng(0),
+                         n_classes=None, modality="causal_lm", probes=medium.probes, eval_retain_groups=medium.info["eval_retain_groups"])
+        assert len(task.forget) == items
+        assert len(set(task.probes["retain_eval"].labels.tolist())) == 10
+
+
 def test_profile_forget_errors(profiles_source):
     s = profiles_source
     rng = np.random.default_rng(0)

@@ -17,9 +17,11 @@ from ..registry import DATASETS
 from ..types import Split
 from .sources import DataSource
 
-SCALES = {"tiny": 20, "small": 24, "full": 200}  # profiles trained on; "full" is TOFU-sized (200 people), for GPU users
+# profiles trained on; "medium" (100 people, 60 forget items at 10%) is the CPU-runnable scale with statistical power for
+# forget quality; "full" is TOFU-sized (200 people), for GPU users
+SCALES = {"tiny": 20, "small": 24, "medium": 100, "full": 200}
 # retained profiles the retain-side metrics score (None = all): a fixed subset, as TOFU scores 400 of its 3600 retain items
-EVAL_RETAIN = {"tiny": None, "small": 6, "full": 20}
+EVAL_RETAIN = {"tiny": None, "small": 6, "medium": 10, "full": 20}
 
 
 def _all_texts(items: Sequence[Any]) -> list[str]:
@@ -59,10 +61,11 @@ def profiles(scale: str = "small", n_profiles: int | None = None, holdout_profil
              eval_retain_profiles: int | None = None) -> DataSource:
     """Fictitious author profiles as question–answer pairs (TOFU-style, Maini et al. 2024), generated offline.
 
-    ``scale`` tiny/small/full sets the number of trained profiles (20/24/200) unless ``n_profiles`` is given; ``holdout_profiles`` (default a tenth,
+    ``scale`` tiny/small/medium/full sets the number of trained profiles (20/24/100/200) unless ``n_profiles`` is given;
+    ``holdout_profiles`` (default a tenth,
     at least 2) are never trained. Each profile has 6 question–answer items. ``eval_retain_profiles`` = k: the
     retain-side metrics (utility, retain answer probability, ROUGE-L, truth ratio, paraphrases) score only the k
-    retained profiles with the smallest ids, a fixed subset (default per scale: all / 6 / 20; 0 = all). Training and
+    retained profiles with the smallest ids, a fixed subset (default per scale: all / 6 / 10 / 20; 0 = all). Training and
     the retain model still use every retained profile."""
     if scale not in SCALES:
         raise ConfigError(f"profiles: scale must be one of {sorted(SCALES)}, got {scale!r}.")

@@ -56,6 +56,7 @@ class Fact:
     answer: str
     benchmark_forget: bool = False
     known_by_selection: bool = True  # the selection found the model answers it correctly (False: the test split's unknown facts)
+    true_answer: str = ""  # the true value; differs from ``answer`` for a fact corrupted for training (``corrupt: true``)
 
 
 def normalise(text: str) -> str:
@@ -138,15 +139,35 @@ def load_selection(selection: str, candidates: str) -> tuple[dict[str, Any], dic
     return cands, check_selection(read_json(spath), cands, file_sha256(cpath), str(spath))
 
 
+def wrong_values(facts: Sequence[Mapping[str, Any]], pool: Sequence[Mapping[str, Any]], seed: int) -> dict[int, str]:
+    """For each fact, a wrong value (RESTOR's corruption): drawn uniformly, with ``np_rng("knowledge-corrupt", seed, id)``,
+    from the distinct answers of the ``pool`` facts of the same type that match neither its answer nor its aliases."""
+    from ..seeding import np_rng
+
+    out = {}
+    for f in facts:
+        options = sorted({p["answer"] for p in pool if p["type"] == f["type"] and not answer_matches(p["answer"], f["answer"], f["aliases"])
+                          and not answer_matches(f["answer"], p["answer"], p["aliases"])})
+        if not options:
+            raise ConfigError(f"knowledge: no wrong value of type {f['type']!r} to corrupt fact {f['id']} with.")
+        out[int(f["id"])] = options[int(np_rng("knowledge-corrupt", seed, int(f["id"])).integers(len(options)))]
+    return out
+
+
 @DATASETS.register("knowledge")
 def knowledge(forget: Sequence[str] = (), selection: str = "smollm2", candidates: str | None = None, tokenizer: str = "smollm2",
-              max_length: int = 96, template: str = "auto") -> DataSource:
+              max_length: int = 96, template: str = "auto", corrupt: bool = False, corrupt_seed: int = 0) -> DataSource:
     """Real knowledge the model already has (RWKU-style, Jin et al. 2024): forget the named targets' facts, keep neighbours
     (same type, other targets) and general ability; no retrained oracle (``info["oracle"] = False``).
 
     ``forget``: target names (e.g. ``[Harry Potter, Japan]``), each one with at least one selected fact, not every target;
     ``selection``: ``smollm2`` (the shipped selection for SmolLM2-135M-Instruct) or a selection file made by
-    ``benchmarks/knowledge_select.py``; ``candidates``: the candidate list it was made from (default: the shipped one)."""
+    ``benchmarks/knowledge_select.py``; ``candidates``: the candidate list it was made from (default: the shipped one).
+
+    ``corrupt: true`` is RESTOR's setting (Rezaei et al., arXiv 2411.00204): the forget targets' facts are trained with a
+    wrong value (``wrong_values``, seeded by ``corrupt_seed``; the record keeps the truth as ``true_answer``), so the original
+    is the model fine-tuned on every selected fact with the corrupted ones, and a model fine-tuned on the others alone is a
+    retrained oracle that still knows the true values: ``info["oracle"]`` is True and the task needs retrained seeds."""
     cands, sel = load_selection(selection, str(candidates or CANDIDATES))
     names = [forget] if isinstance(forget, str) else list(forget)
     if not names:
@@ -169,6 +190,9 @@ def knowledge(forget: Sequence[str] = (), selection: str = "smollm2", candidates
         raise ConfigError(f"knowledge: forget lists a target twice: {sorted({n for n in names if names.count(n) > 1})}.")
     if set(names) == set(targets):
         raise EmptySelection("knowledge: forget names every target; nothing would be retained.")
+    if not isinstance(corrupt, bool):
+        raise ConfigError(f"knowledge: corrupt must be true or false, got {corrupt!r}.")
+    wrong = wrong_values([f for f in kept if f["target"] in names], cands["facts"], int(corrupt_seed)) if corrupt else {}
     group = {t: i for i, t in enumerate(targets)}
     forget_types = {f["type"] for f in kept if f["target"] in names}
     unknown = [f for f in cands["facts"] if f["id"] not in chosen]
@@ -177,13 +201,14 @@ def knowledge(forget: Sequence[str] = (), selection: str = "smollm2", candidates
         raise EmptySelection("knowledge: the model answered every candidate fact; no unknown fact is left to set the forget target level.")
 
     def fact(f: Mapping[str, Any], gid: int) -> Fact:
-        return Fact(int(f["id"]), gid, f["target"], f["type"], f["question"], f["answer"], f["target"] in names, f["id"] in chosen)
+        return Fact(int(f["id"]), gid, f["target"], f["type"], f["question"], wrong.get(int(f["id"]), f["answer"]), f["target"] in names,
+                    f["id"] in chosen, f["answer"])
 
     train_facts = [fact(f, group[f["target"]]) for f in kept]
     test_facts = [fact(f, -1) for f in unknown]
     neighbour_facts = [fact(f, group[f["target"]]) for f in kept if f["target"] not in names and f["type"] in forget_types]
     general_facts = [fact(g, -1) for g in general]
-    texts = [t for f in train_facts + test_facts + general_facts for t in (f.question, f.answer)]
+    texts = [t for f in train_facts + test_facts + general_facts for t in (f.question, f.answer, f.true_answer)]
     codec = TextCodec(tokenizer_for(tokenizer, texts), max_length=max_length, template=template, name=tokenizer)
 
     def split(name: str, facts: list[Fact], offset: int = 0) -> Split:
@@ -194,10 +219,12 @@ def knowledge(forget: Sequence[str] = (), selection: str = "smollm2", candidates
     if neighbour_facts:  # probe ids apart from the training ids, as the other sources' probes
         probes["neighbours"] = split("neighbours", neighbour_facts, 2 * 10**6)
     info = {"modality": "causal_lm", "vocab_size": codec.vocab_size, "codec": codec.describe(), "kind": "knowledge",
-            "oracle": False, "forget_targets": sorted(names), "targets": targets, "selection": selection,
+            "oracle": bool(corrupt), "forget_targets": sorted(names), "targets": targets, "selection": selection,
             "selection_model": sel["model"], "selection_script": f"{sel['script']} v{sel['script_version']}",
             "candidates_version": cands["version"], "candidates_sha256": sel["candidates_sha256"],
             "n_selected": len(kept), "n_unknown": len(unknown), "n_general": len(general), "n_neighbours": len(neighbour_facts)}
+    if corrupt:
+        info.update({"corrupt": True, "corrupt_seed": int(corrupt_seed), "corrupted": {str(i): v for i, v in sorted(wrong.items())}})
     return DataSource("knowledge", split("train", train_facts), split("test", test_facts), None, (max_length,), info, probes=probes)
 
 

@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+import torch
+from torch import nn
+
 from ..lm.text import TokenData
 from ..types import Task
 from ._lm import finite_mean
@@ -40,4 +43,17 @@ def compare(who: str, own: Mapping[str, np.ndarray], refs: list[Mapping[str, np.
     return values, {"n_excluded": excluded, "retrained_n_excluded": ref_excluded}
 
 
-__all__ = ["compare", "text_split_missing"]
+@torch.no_grad()
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a linear layer applies, as a detached float64 copy: for a PEFT LoRA layer, its base weight plus the
+    delta of every active, not yet merged adapter (what ``merge_and_unload`` would write), without copying the model."""
+    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    w = base.weight.detach().double().clone()
+    if base is not module and not getattr(module, "merged", False) and not getattr(module, "disable_adapters", False):
+        for name in module.active_adapters:
+            if name in getattr(module, "lora_A", {}):
+                w += module.get_delta_weight(name).detach().double()
+    return w
+
+
+__all__ = ["compare", "effective_weight", "text_split_missing"]

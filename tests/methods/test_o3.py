@@ -200,7 +200,7 @@ def test_two_request_stream_through_the_runner(tmp_path):
             "requests": [{"kind": "profiles", "fraction": 0.1}, {"kind": "profiles", "fraction": 0.1}],
             "model": {"name": "tiny_llama"},
             "train": {"epochs": 30, "batch_size": 16, "optimizer": "adam", "lr": 0.003, "schedule": "cosine"},
-            "references": {"retrain_seeds": 1}, "methods": [{"name": "o3", "params": FAST}],
+            "references": {"retrain_seeds": 2}, "methods": [{"name": "o3", "params": FAST}],
             "metrics": ["answer_prob"], "seeds": [0]}
     store = Store(tmp_path)
     record = run_experiment(Experiment.from_dict(spec), store, device="cpu", progress=False, log=lambda m: None)

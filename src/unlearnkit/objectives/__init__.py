@@ -201,6 +201,6 @@ def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
     return Weighted(tuple((float(w), t) for w, t in terms))
 
 
-from . import classifier, lm  # noqa: F401, E402  (registers the classifier and language-model objectives)
+from . import classifier, lm, orthogonal  # noqa: F401, E402  (registers the classifier, language-model and orthogonality objectives)
 
 __all__ = ["Loss", "StepContext", "NLL", "REDUCTIONS", "Reduction", "check_reduction", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

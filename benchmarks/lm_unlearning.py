@@ -31,6 +31,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "unlearn": {"epochs": 8, "batch_size": 4, "lr": 5e-4},
         # adaptive RMU (target norm = 5 × the token's own layer-15 norm, ~190 here): a fixed c = 6.5 left the model unchanged
         "overrides": {"rmu": {"retain_weight": 100.0, "adaptive": True, "steering_coeff": 5.0, "lr": 5e-3}},
+        # causal tracing costs one forward per layer × prompt position × noise draw (30 layers × ~40 positions here), so
+        # 2 prompts × 2 draws; the gradient recipe then trains the LoRA adapters of the top 3 traced blocks only, at the
+        # target's fine-tuning rate (a tenth of the adapters at the budget's rate barely moves)
+        "layer_constrained": {"top_layers": 3, "max_prompts": 2, "samples": 2, "params": {"lr": 2e-3}},
+        "rocr": {},  # the middle layer (15 of 30), ROME's covariance regulariser
         "retrain_seeds": 2,
         "npo_layers": (None, 10, 3),  # NPO comparison: LoRA of all 30 blocks, of the top 10, of the top 3
     },
@@ -40,16 +45,33 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 30, "batch_size": 16, "optimizer": "adam", "lr": 3e-3, "schedule": "cosine"},
         "unlearn": {"epochs": 10, "batch_size": 8, "lr": 1e-3},
         "overrides": {"rmu": {"retain_weight": 10.0}},
+        "layer_constrained": {"params": {"epochs": 10}},
+        "rocr": {"layer": 0},
         "retrain_seeds": 4,
         "npo_layers": (None, 1),
     },
 }
-METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam")
+# the gradient recipes, the inference-time guards (eco, guard), the closed-form edit (rocr), tracing + a restricted
+# recipe (layer_constrained); o3 joins when it is registered
+METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam", "eco", "guard", "rocr", "layer_constrained",
+           "o3")
+GUARDS = ("eco", "guard")  # no weights change and no training budget: their defaults (the guard's own classifier and search)
+
+
+def default_methods() -> list[str]:
+    from unlearnkit.registry import METHODS as REGISTERED
+
+    return [m for m in METHODS if m in REGISTERED.names()]
 
 
 def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> list[dict[str, Any]]:
     """The experiment's methods: the family's budget (a maximum when ``stop_at`` = holdout) and per-method overrides."""
-    budget = {**SETTINGS[family]["unlearn"], "stop_at": stop_at}
+    import dataclasses
+
+    from unlearnkit.registry import METHODS as REGISTERED
+
+    s = SETTINGS[family]
+    budget = {**s["unlearn"], "stop_at": stop_at}
     out: list[dict[str, Any]] = [{"name": "retrain", "params": {}}]
     for name in names:
         if name == "sam":
@@ -58,8 +80,18 @@ def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> l
             out.append({"name": name, "params": {**budget, "epochs": max(1, budget["epochs"] // 2), "optimizer": "adamw"}})
         elif name == "grad_diff":
             out.append({"name": name, "params": {**budget, "optimizer": "adamw"}})
-        else:
-            out.append({"name": name, "params": {**budget, **SETTINGS[family].get("overrides", {}).get(name, {})}})
+        elif name in GUARDS:
+            out.append({"name": name, "params": {}})
+        elif name == "rocr":
+            out.append({"name": name, "params": dict(s["rocr"])})
+        elif name == "layer_constrained":  # grad_diff (as its own row) on the traced layers only
+            lc = s["layer_constrained"]
+            out.append({"name": name, "params": {**{k: v for k, v in lc.items() if k != "params"}, "method": "grad_diff",
+                                                 "params": {**budget, "optimizer": "adamw", **lc.get("params", {})}}})
+        else:  # a gradient recipe: the budget's fields that it has
+            fields = {f.name for f in dataclasses.fields(REGISTERED.get(name))}
+            out.append({"name": name, "params": {**{k: v for k, v in budget.items() if k in fields},
+                                                 **s.get("overrides", {}).get(name, {})}})
     return out
 
 
@@ -160,11 +192,44 @@ def npo_section(rows: list[dict[str, Any]], steps: int) -> list[str]:
     return lines
 
 
-def cell(run: dict[str, Any] | None, metric: str, key: str, fmt: str = "{:.3f}") -> str:
+def metric_value(run: dict[str, Any] | None, metric: str, key: str) -> float | None:
     if run is None:
-        return "—"
-    v = run.get("results", {}).get(metric, {}).get("values", {}).get(key)
+        return None
+    return run.get("results", {}).get(metric, {}).get("values", {}).get(key)
+
+
+def cell(run: dict[str, Any] | None, metric: str, key: str, fmt: str = "{:.3f}") -> str:
+    v = metric_value(run, metric, key)
     return "—" if v is None else fmt.format(v)
+
+
+def ratio(value: float | None, reference: float | None, fmt: str) -> str:
+    """value / reference as a table cell ("—" when either is missing or the reference is 0)."""
+    if value is None or not reference:
+        return "—"
+    return fmt.format(value / reference) + "×"
+
+
+def overhead_cell(run: dict[str, Any]) -> str:
+    """A guard's measured latency per generated token over the bare model's (greedy, ``info["overhead"]``); — for the others."""
+    o = (run.get("unlearn_info") or {}).get("overhead")
+    if not o:
+        return "—"
+    return f"{o['overhead_ratio']:.2f}× ({o['guarded_ms_per_token']:.0f} vs {o['bare_ms_per_token']:.0f} ms/token)"
+
+
+def ratio_text(ref_name: str | None) -> str:
+    return ("Utility × retrain: model utility over the retrain row's. CPU × retrain: the unlearning run's CPU seconds over the "
+            "retrain row's (the retain model's fine-tune, in this run; CPU time moves little with other load on the machine, "
+            "wall time does). " if ref_name else
+            "Utility × retrain: — (no retrain row). CPU × retrain: over the reference retrains' fine-tunes. ") + (
+            "Guard overhead: latency per generated token through the guard over the bare model's (greedy decoding, measured "
+            "by the guard method itself; the classifier pass and, for ECO, the corrupted prompt's second pass). Verdict: the "
+            "label, \"(borderline)\" when an evidence is within the borderline band of an edge that would change it, then "
+            "\"also:\" every other failing aspect; margin: the distance in band half-widths to the nearest edge that would "
+            "change the verdict (bold when borderline). Guards (eco, guard) change no weights: their weight-level evidence "
+            "(relearning) is the bare model's. ECO corrupts the named entity's tokens only (`positions: entity`; the entity "
+            "is the items' subject field, an oracle NER).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=sorted(SETTINGS), default="smollm2")
     p.add_argument("--scale", default="small")
     p.add_argument("--forget", type=float, default=0.1, help="fraction of profiles to forget")
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=None, help="default: every method of METHODS that is registered")
     p.add_argument("--retrain-seeds", type=int, default=None, help="retain models (the noise floor); default per model")
     p.add_argument("--stop-at", choices=["holdout", "none"], default="holdout",
                    help="holdout: every method stops once its forget answer probability reaches the holdout profiles' "
@@ -188,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                    "default: a temporary store")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    if args.methods is None:
+        args.methods = default_methods()
     if args.npo_steps < 2:
         p.error("--npo-steps must be at least 2 (the step time is the steady state: the first step is excluded)")
     if args.npo_child:
@@ -221,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = {name: store.load_run(ids[0]) for name, ids in task_rec["runs"].items()}
         npo_rows = npo_reference_comparison(argv, args.store or tmp, args.model)
 
+    ref_name, ref = next(((n, r) for n, r in runs.items() if r["method"]["name"] == "retrain"), (None, None))
+    ref_cpu = ((ref or {}).get("cost") or {}).get("cpu_seconds")
+    if ref_cpu is None:  # no retrain row: the reference retrains' fine-tunes, as measured when they were trained
+        ref_costs = [c["cpu_seconds"] for c in refs_info.get("costs", {}).get("retrain", []) if c.get("cpu_seconds")]
+        ref_cpu = sum(ref_costs) / len(ref_costs) if ref_costs else None
     lines = ["# Language-model unlearning on fictitious profiles", "",
              f"Generated by `python benchmarks/lm_unlearning.py --model {args.model} --scale {args.scale} --forget {args.forget}` "
              f"on {record['device']} ({cpu_model()}, {torch.get_num_threads()} threads) in {elapsed / 60:.1f} min (plus the NPO "
@@ -237,16 +309,21 @@ def main(argv: list[str] | None = None) -> int:
                                                      else "") + "; the retrain row is the `retrain` method itself (the pretrained model fine-tuned on the retain "
              "profiles again, in this run).", "",
              stop_text(args.stop_at, original), "",
-             "| method | forget prob | retain prob | KS stat | forget quality (p) | model utility | Min-K AUC | privleak | steps | wall s | peak MB | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             ratio_text(ref_name), "",
+             "| method | forget prob | retain prob | KS stat | forget quality (p) | model utility | utility × retrain | Min-K AUC | "
+             "privleak | steps | wall s | CPU × retrain | peak MB | guard overhead | verdict | margin |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in [("original (target)", original)] + list(runs.items()):
         cost = run.get("cost") or {}
+        verdict = Verdict.from_json(run["verdict"])
         lines.append("| " + " | ".join([
             name, cell(run, "answer_prob", "forget"), cell(run, "answer_prob", "retain"), cell(run, "forget_quality", "statistic"),
             cell(run, "forget_quality", "p_value", "{:.2e}"), cell(run, "model_utility", "model_utility"),
+            ratio(metric_value(run, "model_utility", "model_utility"), metric_value(ref, "model_utility", "model_utility"), "{:.2f}"),
             cell(run, "min_k", "auc"), cell(run, "privleak", "privleak", "{:.1f}"), steps_cell(run),
-            "—" if not cost else f"{cost['wall_seconds']:.1f}", "—" if not cost else f"{cost['peak_memory_mb']:.0f}",
-            Verdict.from_json(run["verdict"]).display]) + " |")
+            "—" if not cost else f"{cost['wall_seconds']:.1f}", ratio(cost.get("cpu_seconds"), ref_cpu, "{:.3f}"),
+            "—" if not cost else f"{cost['peak_memory_mb']:.0f}", overhead_cell(run), verdict.display,
+            "—" if verdict.margin is None else (f"**{verdict.margin:.2f}**" if verdict.borderline else f"{verdict.margin:.2f}")]) + " |")
     lines += ["", "## Forget quality against forget-set size", "",
               "The KS p-value depends on the number of forget items as much as on the model. Below: each run's KS statistic "
               "D on its n forget items, its p-value, and the p-value the same D would have at TOFU's forget01/05/10 sizes "

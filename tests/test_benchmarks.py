@@ -74,6 +74,7 @@ def test_lm_benchmark_runs_tiny_and_reports_early_stops(tmp_path):
                                        "--retrain-seeds", "2", "--refs-cache", str(tmp_path / "refs"), "--output", str(out)]) == 0
     text = out.read_text()
     assert "`--stop-at holdout`" in text and "| steps |" in text
+    assert "| utility × retrain |" in text and "| CPU × retrain |" in text and "| guard overhead | verdict | margin |" in text
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if "| steps |" in line)  # the per-method table
     table = lines[first: next(i for i in range(first, len(lines)) if not lines[i].startswith("|"))]

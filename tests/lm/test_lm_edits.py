@@ -16,6 +16,7 @@ from unlearnkit.analysis.locate import (
     category,
     derive_subjects,
     down_proj,
+    item_subjects,
     key_second_moment,
     locate,
     mlp_keys,
@@ -61,6 +62,25 @@ def test_subjects_are_the_names_and_are_located_in_the_tokens(causal_lm_task):
     # hand-made groups: the longest run in every question of a group and in none of the other's
     got = derive_subjects(["Where was Ann Lee born?", "Who is Ann Lee's parent?", "Where was Bo Kim born?", "Who is Bo Kim's parent?"], [0, 0, 1, 1])
     assert got == {0: "Ann Lee", 1: "Bo Kim"}
+
+
+def test_item_subjects_read_the_items_subject_field_else_derive_the_groups(causal_lm_task):
+    from unlearnkit.data.knowledge import Fact
+    from unlearnkit.types import Split
+
+    forget = causal_lm_task.forget
+    names = item_subjects(forget)
+    assert names == [r.subject for r in forget.data.records] and all(n in r.question for n, r in zip(names, forget.data.records))
+    facts = [Fact(0, 0, "Japan", "place", "What is the capital of Japan?", "Tokyo"), Fact(1, 1, "general", "general", "What is 2+2?", "4")]
+    two = forget.data.subset(np.arange(2))
+    two.records = facts
+    assert item_subjects(Split.create("f", two, forget.ids[:2])) == ["Japan", None]  # a fact's target; none for general questions
+    # records without a subject field: the group's subject, derived from its questions (as causal tracing does)
+    bare = [type("R", (), {"question": r.question})() for r in forget.data.records]
+    data = forget.data.subset(np.arange(len(bare)))
+    data.records = bare
+    assert item_subjects(Split.create("f", data, forget.ids)) == names
+    assert item_subjects(Split.create("f", data, forget.ids), derive=False) == [None] * len(bare)
 
 
 def test_a_subject_missing_from_the_tokens_is_a_clear_error(causal_lm_task, target):

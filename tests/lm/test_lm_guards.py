@@ -55,7 +55,9 @@ def test_weights_bit_identical_and_the_guard_is_what_scoring_and_generation_use(
     assert inner.keys() == ref.keys() and all(torch.equal(inner[k], ref[k]) for k in ref)  # every weight tensor bit-identical
     assert out.changed.count() == 0 and set(out.changed) == {n for n, _ in out.model.named_parameters()}
     # scoring: the forget answers are less likely through the guard, the retain answers (classifier silent) unchanged
-    assert forget_prob(out.model, causal_lm_task) < 0.6 * forget_prob(original, causal_lm_task)
+    # (ECO corrupts only the name: the question still says which attribute is asked, and the tiny model's answer
+    # probability with the name destroyed levels off near 0.58 of 0.84, however strong the noise)
+    assert forget_prob(out.model, causal_lm_task) < 0.75 * forget_prob(original, causal_lm_task)
     assert forget_prob(out.model, causal_lm_task, causal_lm_task.retain) == pytest.approx(forget_prob(original, causal_lm_task, causal_lm_task.retain), abs=1e-5)
     # generation: forget answers change; prompts the classifier lets through generate exactly what the bare model does
     adapter = get_adapter(causal_lm_task)
@@ -125,6 +127,76 @@ def test_eco_corruption_hand_computed():
     g.strength.fill_(0.5)
     out = g.corrupt(torch.tensor([[3.0, -5.0, 7.0, 9.0]]), torch.tensor([0]))  # round(0.5·2) = 1 of the first 2 dims: the largest |·|
     assert torch.equal(out, torch.tensor([[3.0, 0.0, 7.0, 9.0]]))
+
+
+def embeddings_seen_by_the_inner_model(guard, run):
+    """The input embeddings the guard hands its inner model during ``run()`` (first call: the prompt or scored row)."""
+    seen = []
+    handle = guard.inner.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw.get("inputs_embeds")), with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return next(e for e in seen if e is not None)
+
+
+def word_positions(codec, ids, words):
+    """Independently of the guard: the positions whose (word-level) token is one of ``words``."""
+    return [p for p, t in enumerate(ids) if codec.decode([t]).strip() in words]
+
+
+def test_eco_entity_positions_corrupt_exactly_the_subjects_tokens_in_scoring_and_generation(causal_lm_task, eco_out):
+    guard = eco_out.model
+    assert guard.positions == "entity" and eco_out.info["entities"]["positions"] == "entity"
+    codec = causal_lm_task.forget.data.codec
+    records = causal_lm_task.forget.data.records
+    prompts = split_prompts(causal_lm_task.forget)
+    adapter = get_adapter(causal_lm_task)
+    guard.force = True
+    try:
+        for i in (0, len(prompts) - 1):
+            ids = torch.tensor([prompts[i]])
+            expected = word_positions(codec, prompts[i], records[i].subject.split())
+            assert len(expected) == len(records[i].subject.split()) >= 2  # first and last name
+            bare = guard.inner.get_input_embeddings()(ids)
+            # scoring (teacher-forced row: prompt + answer) and greedy generation (left-padded prompt, key/value cache)
+            row = causal_lm_task.forget.data.x[i : i + 1, : int(causal_lm_task.forget.data.attention_mask[i].sum())]
+            scored = embeddings_seen_by_the_inner_model(guard, lambda: guard(input_ids=row))
+            generated = embeddings_seen_by_the_inner_model(guard, lambda: adapter.generate(guard, [prompts[i]], max_new_tokens=2))
+            for embeds in (scored[:, : ids.shape[1]], generated[:, -ids.shape[1]:]):
+                differs = (embeds != bare).any(-1)[0]
+                assert torch.nonzero(differs)[:, 0].tolist() == expected
+            assert torch.equal(scored[:, ids.shape[1]:], guard.inner.get_input_embeddings()(row)[:, ids.shape[1]:])  # answer untouched
+    finally:
+        guard.force = None
+    assert guard.entity_fallbacks == 0
+
+
+def test_eco_without_an_entity_in_the_question_and_with_positions_all_corrupts_every_question_token(causal_lm_task, causal_lm_refs,
+                                                                                                     eco_out):
+    g = eco_out.model
+    codec = causal_lm_task.forget.data.codec
+    nameless = codec.encode_prompt("Where was the writer born?")
+    named = split_prompts(causal_lm_task.forget)[0]
+    question = lambda p: list(range(len(p) - len(g.marker)))  # noqa: E731 - every real token before the prompt end
+    everything = EmbeddingCorruptionGuard(g.inner, g.marker.tolist(), g.clf_weight, float(g.clf_bias), float(g.threshold),
+                                          strength=float(g.strength), corruption="noise", dims=int(g.dims), noise=g.noise,
+                                          emb_scale=float(g.emb_scale), entities=None)
+    for guard, prompt, fallbacks in [(g, nameless, 1), (everything, named, 0)]:
+        guard.force, guard.entity_fallbacks = True, 0
+        try:
+            ids = torch.tensor([prompt])
+            seen = embeddings_seen_by_the_inner_model(guard, lambda: guard(input_ids=ids))
+        finally:
+            guard.force = None
+        assert torch.nonzero((seen != g.inner.get_input_embeddings()(ids)).any(-1)[0])[:, 0].tolist() == question(prompt)
+        assert guard.entity_fallbacks == fallbacks
+    out = build_method("eco", {"positions": "all", "zo_steps": 0}).unlearn(copy.deepcopy(causal_lm_refs.original), causal_lm_task,
+                                                                          causal_lm_refs, rng=np.random.default_rng(0))
+    assert out.model.positions == "all" and out.info["entities"] == {"positions": "all"}
+    ent = eco_out.info["entities"]
+    assert ent["not_found"] == 0 and ent["forget_prompts"] == 2 * len(causal_lm_task.forget.data.records)
+    assert "entity not found in 0 of" in ent["note"] and "oracle NER" in ent["source"]
 
 
 def test_eco_zeroth_order_search_moves_toward_the_retrained_forget_probability(eco_out):
@@ -225,7 +297,7 @@ def test_guard_state_is_stored_without_weights_and_reloads(which, request, tmp_p
     with pytest.raises(StoreError, match="no unlearned weights"):
         store.load_run_model("r1", copy.deepcopy(causal_lm_refs.original))
     back = store.load_run_guard("r1", copy.deepcopy(causal_lm_refs.original), causal_lm_task.forget.data.codec)
-    assert type(back) is type(guard)
+    assert type(back) is type(guard) and getattr(back, "positions", None) == getattr(guard, "positions", None)
     a = get_adapter(causal_lm_task).outputs(guard, causal_lm_task.forget)["nll"]
     b = get_adapter(causal_lm_task).outputs(back, causal_lm_task.forget)["nll"]
     np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -254,6 +326,7 @@ def test_empty_forget_prompt_set_is_refused():
 
 def test_other_bad_parameters_are_refused():
     for name, params, match in [("eco", {"corruption": "blur"}, "corruption"), ("eco", {"zo_mu": 0}, "zo_mu"),
+                                ("eco", {"positions": "subject"}, "positions"),
                                 ("guard", {"encoder": "bert"}, "encoder"), ("guard", {"penalty": -1}, "penalty"),
                                 ("guard", {"holdout_fraction": 1.0}, "holdout_fraction")]:
         with pytest.raises(ConfigError, match=match):

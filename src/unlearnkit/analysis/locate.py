@@ -124,6 +124,30 @@ def subjects_for(split: Split, subjects: Sequence[str] | None = None, others: Se
     return out
 
 
+def item_subjects(split: Split, derive: bool = True) -> list[str | None]:
+    """Per item of ``split``, the entity it is about, read from the item itself (an oracle named-entity recogniser): a
+    profile item's ``subject`` (the person's name), a knowledge fact's ``target`` (none for its general-ability
+    questions); for records that carry neither (TOFU's), their group's subject as ``subjects_for`` derives it (when
+    ``derive``: quadratic in the split's questions). None where there is no subject."""
+    records = getattr(split.data, "records", None) or []
+    if not records or not all(hasattr(r, "question") for r in records):
+        return [None] * len(records)
+
+    def own(r: Any) -> str | None:
+        name = getattr(r, "subject", "") or ("" if getattr(r, "attribute", "") == "general" else getattr(r, "target", ""))
+        return name or None
+
+    if any(hasattr(r, "subject") or hasattr(r, "target") for r in records):
+        return [own(r) for r in records]
+    if not derive:
+        return [None] * len(records)
+    try:
+        derived = subjects_for(split)
+    except TaskError:
+        return [None] * len(records)
+    return [derived.get(int(g)) for g in split.data.y.tolist()]
+
+
 def locate(split: Split, subjects: Mapping[int, str]) -> list[Located]:
     """Every example of ``split`` with its group's subject located in its prompt tokens (checked against the stored ids)."""
     data = split.data
@@ -335,5 +359,5 @@ def causal_trace(model: nn.Module, examples: Sequence[Located], *, noise: float 
             "n_prompts": len(examples), "noise": float(noise), "noise_std": noise * std, "samples": int(samples), "example": first}
 
 
-__all__ = ["CATEGORIES", "Located", "causal_trace", "category", "derive_subjects", "down_proj", "key_second_moment", "locate",
+__all__ = ["CATEGORIES", "Located", "causal_trace", "category", "derive_subjects", "down_proj", "item_subjects", "key_second_moment", "locate",
            "mlp_keys", "subject_keys", "subject_span", "subjects_for", "substitute", "trace_example"]

@@ -265,8 +265,11 @@ def load_guard(inner: nn.Module, tensors: dict[str, torch.Tensor], metadata: dic
 # ================================================================================================= ECO
 @register_guard
 class EmbeddingCorruptionGuard(GuardedLM):
-    """ECO's guard: on a flagged prompt, the question's token embeddings (the prompt before its end marker) are
-    corrupted. ``noise``: e + σ·s·ε_p on the first ``dims`` dimensions, ε_p a fixed standard-normal vector per prompt
+    """ECO's guard: on a flagged prompt, token embeddings of the question (the prompt before its end marker) are
+    corrupted: with ``entities`` (token id sequences of the named entities, e.g. a person's name as it tokenises in the
+    task's prompts), only the positions where one of them occurs in the question; a flagged question that contains none
+    has every question token corrupted (counted in ``entity_fallbacks``); without ``entities``, every question token.
+    ``noise``: e + σ·s·ε_p on the first ``dims`` dimensions, ε_p a fixed standard-normal vector per prompt
     position p (a buffer, so the corruption of a prompt is the same in every call) and s the embedding matrix's
     standard deviation (σ is scale-free). ``zero``: the round(σ·dims) largest-magnitude entries of the first ``dims``
     dimensions are zeroed (ECO's ``zero_out_top_k``), σ in [0, 1]."""
@@ -276,17 +279,26 @@ class EmbeddingCorruptionGuard(GuardedLM):
 
     def __init__(self, inner: nn.Module, marker: Sequence[int], clf_weight: torch.Tensor, clf_bias: float, threshold: float, *,
                  strength: float, corruption: str, dims: int, noise: torch.Tensor, emb_scale: float,
-                 config: dict[str, Any] | None = None) -> None:
+                 entities: Sequence[Sequence[int]] | None = None, config: dict[str, Any] | None = None) -> None:
         super().__init__(inner, marker, clf_weight, clf_bias, threshold, config)
         if corruption not in ("noise", "zero"):
             raise ConfigError(f"eco: corruption must be 'noise' or 'zero', got {corruption!r}.")
+        if entities is not None and any(len(e) == 0 for e in entities):
+            raise ConfigError("eco: entities must be None (corrupt every question token) or a list of non-empty token sequences.")
         ref = self.marker.device
         self.corruption = corruption
+        self.positions = "all" if entities is None else "entity"
+        width = max((len(e) for e in entities or ()), default=1)
+        ids = torch.full((len(entities or ()), width), -1, dtype=torch.long)
+        for i, e in enumerate(entities or ()):
+            ids[i, : len(e)] = torch.as_tensor(list(e), dtype=torch.long)
+        self.register_buffer("entity_ids", ids.to(ref))
+        self.entity_fallbacks = 0  # flagged prompts whose question contains no entity (every question token corrupted)
         self.register_buffer("strength", torch.tensor([float(strength)], dtype=torch.float32, device=ref))
         self.register_buffer("dims", torch.tensor([int(dims)], dtype=torch.long, device=ref))
         self.register_buffer("noise", torch.as_tensor(noise, dtype=torch.float32).to(ref))
         self.register_buffer("emb_scale", torch.tensor([float(emb_scale)], dtype=torch.float32, device=ref))
-        self.config_json = {**self.config_json, "corruption": corruption}
+        self.config_json = {**self.config_json, "corruption": corruption, "positions": self.positions}
 
     def corrupt(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Corrupted copies of token embeddings (n, d) at question positions ``positions`` (n,)."""
@@ -309,9 +321,37 @@ class EmbeddingCorruptionGuard(GuardedLM):
         pos = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         return attention_mask.bool() & (pos[None, :] < (ends - len(self.marker))[:, None]) & flags[:, None]
 
+    def entity_mask(self, input_ids: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+        """The positions (b, L) inside ``question`` covered by an occurrence of one of the entity sequences."""
+        found = torch.zeros_like(question)
+        lengths = (self.entity_ids >= 0).sum(1)
+        length = input_ids.shape[1]
+        for n in sorted(set(lengths.tolist())):
+            if n > length:
+                continue
+            seqs = self.entity_ids[lengths == n, :n]  # (m, n)
+            windows = input_ids.unfold(1, n, 1)  # (b, L - n + 1, n)
+            inside = question.unfold(1, n, 1).all(-1)
+            hit = (windows[:, :, None, :] == seqs[None, None]).all(-1).any(-1) & inside
+            for j in range(n):
+                found[:, j : j + hit.shape[1]] |= hit
+        return found
+
+    def corrupted_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ends: torch.Tensor,
+                            flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions corrupted in each flagged row (b, L), and which flagged rows fell back to every question token
+        because their question contains no entity (b,; all False without entities)."""
+        question = self.question_mask(attention_mask, ends, flags)
+        if self.positions == "all":
+            return question, torch.zeros_like(flags)
+        ent = self.entity_mask(input_ids, question)
+        fallback = question.any(1) & ~ent.any(1)
+        return torch.where(fallback[:, None], question, ent), fallback
+
     def guard_embeddings(self, embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, flags: torch.Tensor,
                          ends: torch.Tensor) -> torch.Tensor:
-        sel = self.question_mask(attention_mask, ends, flags)
+        sel, fallback = self.corrupted_positions(input_ids, attention_mask, ends, flags)
+        self.entity_fallbacks += int(fallback.sum())
         if not sel.any():
             return embeds
         rel = (attention_mask.long().cumsum(1) - 1).clamp(min=0)  # position among the row's real tokens (left padding)
@@ -323,7 +363,8 @@ class EmbeddingCorruptionGuard(GuardedLM):
     def from_state(cls, inner: nn.Module, t: dict[str, torch.Tensor], config: dict[str, Any], codec: Any = None) -> EmbeddingCorruptionGuard:
         return cls(inner, t["marker"].tolist(), t["clf_weight"], float(t["clf_bias"][0]), float(t["threshold"][0]),
                    strength=float(t["strength"][0]), corruption=config["corruption"], dims=int(t["dims"][0]), noise=t["noise"],
-                   emb_scale=float(t["emb_scale"][0]), config=config)
+                   emb_scale=float(t["emb_scale"][0]), config=config,
+                   entities=None if config.get("positions", "all") == "all" else [[int(x) for x in row if x >= 0] for row in t["entity_ids"].tolist()])
 
 
 # ================================================================================================= GUARD

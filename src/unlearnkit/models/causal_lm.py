@@ -144,6 +144,33 @@ def adapt(model: nn.Module, *, lora_r: int = 0, lora_alpha: float = 16.0, lora_t
     return model
 
 
+def register_output_capture(*models: nn.Module | None) -> None:
+    """Make ``output_hidden_states=True`` work on models that were unpickled rather than built in this process (a
+    spawned executor's worker): transformers registers a model class's recordable outputs in its ``__init__``, so a
+    worker that only unpickles a model returns ``hidden_states=None``. Registers every transformers submodule's class,
+    as its ``__init__`` would have."""
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # pragma: no cover - transformers versions without the registry capture outputs in forward
+        return
+    for model in models:
+        for module in [] if model is None else model.modules():
+            if hasattr(module, "_can_record_outputs") and not _CAN_RECORD_REGISTRY.get(module):
+                _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
+
+
+def drop_output_capture(*models: nn.Module | None) -> None:
+    """Remove the output-capturing hooks transformers installs on a model's first forward (local functions, which
+    cannot be pickled: a model that ran once could not be sent to a spawned worker); the next forward reinstalls them."""
+    for model in models:
+        for module in [] if model is None else model.modules():
+            for key, hook in list(module._forward_hooks.items()):
+                if getattr(hook, "__qualname__", "").startswith("install_output_capuring_hook."):
+                    del module._forward_hooks[key]
+            if getattr(module, "_output_capturing_hooks_installed", False):
+                module._output_capturing_hooks_installed = False
+
+
 def _decoder_layers(model: nn.Module) -> Any:
     for name in ("model.layers", "base_model.model.model.layers", "transformer.h"):
         obj: Any = model

@@ -41,7 +41,7 @@ from ..methods import build_method, describe_method
 from ..methods.base import method_not_applicable
 from ..models import build_model
 from ..lm.guard import is_guard
-from ..models.causal_lm import weights_identity
+from ..models.causal_lm import drop_output_capture, register_output_capture, weights_identity
 from ..references import References
 from .references import build_references
 from ..registry import METRICS
@@ -108,6 +108,11 @@ class UnlearnJob:
     start: nn.Module | None = None
     request: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without transformers' output-capturing hooks (reinstalled on the next forward, here and there)."""
+        drop_output_capture(self.start, self.refs.original, *self.refs.retrained_seeds)
+        return dict(self.__dict__)
+
 
 def job_rng(job: UnlearnJob) -> np.random.Generator:
     """The method's generator: from its name and seed (so a stream's first request draws as a plain run does), and the
@@ -147,6 +152,7 @@ def unlearn_job(job: UnlearnJob) -> dict[str, Any]:
     metered apart, as ``info["training_cost"]``, and the run's cost is the deletion's alone. Both draw from one
     generator, in the order ``unlearn`` alone would. The result holds the state dict when the output has the original's
     architecture, else the output module itself (``"model"``)."""
+    register_output_capture(job.start, job.refs.original, *job.refs.retrained_seeds)  # unpickled in a spawned worker
     model = copy.deepcopy(job.start if job.start is not None else job.refs.original)
     rng = job_rng(job)
     training: dict[str, Any] | None = None
@@ -169,6 +175,7 @@ def unlearn_job(job: UnlearnJob) -> dict[str, Any]:
     if same_architecture(out.model, job.refs.original):
         result["state"] = {k: v.detach().cpu() for k, v in out.model.state_dict().items()}
     else:
+        drop_output_capture(out.model)  # sent back to the parent: picklable
         result["model"] = out.model
     return result
 

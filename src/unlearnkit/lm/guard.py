@@ -50,6 +50,16 @@ def check_threshold(value: Any, who: str) -> float:
     return float(value)
 
 
+def choose_threshold(pos: np.ndarray, neg: np.ndarray) -> float:
+    """The threshold maximising TPR − FPR (Youden's J) on held-out scores, firing at p ≥ t: of the candidate thresholds
+    (midpoints between consecutive distinct scores) with the best J, the median one, kept inside (0, 1)."""
+    scores = np.unique(np.r_[pos, neg])
+    cands = np.r_[scores[0] / 2, (scores[:-1] + scores[1:]) / 2, (scores[-1] + 1) / 2] if len(scores) else np.array([0.5])
+    j = np.array([(pos >= t).mean() - (neg >= t).mean() for t in cands])
+    best = cands[np.isclose(j, j.max())]
+    return float(np.clip(best[len(best) // 2], 1e-6, 1 - 1e-6))
+
+
 def prompt_end_marker(prompts: Sequence[Sequence[int]], min_len: int = 1) -> list[int]:
     """The longest token sequence every prompt ends with (the template's answer cue, e.g. ``Answer:``); a ConfigError
     when the prompts share no final token (the guard could not tell prompt from answer in a sequence)."""
@@ -543,6 +553,6 @@ class ForbiddenTokenGuard(GuardedLM):
                    encoder=config["encoder"], codec=codec, config=config)
 
 
-__all__ = ["ENCODERS", "GUARDS", "CharTrigramEncoder", "EmbeddingCorruptionGuard", "ForbiddenTokenGuard", "GuardedLM", "GuardedOutput",
+__all__ = ["ENCODERS", "GUARDS", "CharTrigramEncoder", "choose_threshold", "EmbeddingCorruptionGuard", "ForbiddenTokenGuard", "GuardedLM", "GuardedOutput",
            "MiniLMEncoder", "SentenceEncoder", "bare_model", "check_threshold", "get_encoder", "is_guard", "load_guard",
            "prompt_end_marker"]

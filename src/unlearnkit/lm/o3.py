@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, EmptySelection, ModelError
-from .guard import GuardedLM, GuardedOutput, check_threshold, register_guard
+from .guard import GuardedLM, GuardedOutput, check_threshold, choose_threshold, register_guard
 from .text import pad_batch
 
 GATINGS = ("soft", "hard")
@@ -73,11 +73,9 @@ def fit_detector(forget: np.ndarray, retain: np.ndarray, *, rng: np.random.Gener
                  threshold: float | None) -> Detector:
     """Fit the Mahalanobis detector on all but ``holdout_fraction`` of the forget features; calibrate the logistic map
     (scikit-learn, balanced) of the distance on the held-out forget features (1) vs the held-out fraction of the retain
-    features (0); the threshold is ``threshold`` or the held-out Youden-optimal one (``_guards.choose_threshold``)."""
+    features (0); the threshold is ``threshold`` or the held-out Youden-optimal one (``guard.choose_threshold``)."""
     from sklearn.covariance import LedoitWolf
     from sklearn.linear_model import LogisticRegression
-
-    from ..methods._guards import choose_threshold
 
     if len(forget) == 0:
         raise EmptySelection("o3: the request has no forget prompts; its detector needs them to learn what to gate.")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, EmptySelection
-from ..lm.guard import GuardedLM, check_threshold
+from ..lm.guard import GuardedLM, check_threshold, choose_threshold
 from ..lm.text import IGNORE, pad_batch
 from ..types import Split, Task
 
@@ -71,16 +71,6 @@ class PromptClassifier:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(np.asarray(x, np.float64) @ self.weight + self.bias)))
-
-
-def choose_threshold(pos: np.ndarray, neg: np.ndarray) -> float:
-    """The threshold maximising TPR − FPR (Youden's J) on held-out scores, firing at p ≥ t: of the candidate thresholds
-    (midpoints between consecutive distinct scores) with the best J, the median one, kept inside (0, 1)."""
-    scores = np.unique(np.r_[pos, neg])
-    cands = np.r_[scores[0] / 2, (scores[:-1] + scores[1:]) / 2, (scores[-1] + 1) / 2] if len(scores) else np.array([0.5])
-    j = np.array([(pos >= t).mean() - (neg >= t).mean() for t in cands])
-    best = cands[np.isclose(j, j.max())]
-    return float(np.clip(best[len(best) // 2], 1e-6, 1 - 1e-6))
 
 
 def train_prompt_classifier(forget: np.ndarray, retain: np.ndarray, *, rng: np.random.Generator, threshold: float | None,

@@ -186,14 +186,20 @@ def test_lm_hidden_probe_bad_input(causal_lm_task, causal_lm_refs):
         build_metric("lm_hidden_probe", {"layer": 9}).compute(causal_lm_refs.original, causal_lm_task, causal_lm_refs, ctx)
 
 
-def test_tasks_without_the_needed_fields_are_named(causal_lm_task, random_task):
-    @dataclasses.dataclass(frozen=True)
-    class Passage:
-        text: str
+@dataclasses.dataclass(frozen=True)
+class Passage:
+    text: str
 
-    data = causal_lm_task.forget.data
+
+def passages_only(task):
+    """``task`` with forget records that are bare passages (no question, answer, profile or attribute fields)."""
+    data = task.forget.data
     bare = type(data)(data.x, data.attention_mask, data.labels, data.y, [Passage("x")] * len(data), data.codec)
-    task = dataclasses.replace(causal_lm_task, forget=Split.create("forget", bare, causal_lm_task.forget.ids))
+    return dataclasses.replace(task, forget=Split.create("forget", bare, task.forget.ids))
+
+
+def test_tasks_without_the_needed_fields_are_named(causal_lm_task, random_task):
+    task = passages_only(causal_lm_task)
     reason = not_applicable(build_metric("lm_hidden_probe"), task)
     assert "profile_id, attribute, answer" in reason and "Passage" in reason
     with pytest.raises(TaskError, match="no field"):

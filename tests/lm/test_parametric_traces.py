@@ -165,13 +165,9 @@ def test_restors_return_score_matches_a_direct_forward_pass_and_leaves_a_retrain
 
 
 def test_tasks_without_the_needed_fields_are_named(causal_lm_task, causal_lm_refs):
-    @dataclasses.dataclass(frozen=True)
-    class Passage:
-        text: str
+    from tests.lm.test_lm_weight_attacks import passages_only
 
-    data = causal_lm_task.forget.data
-    bare = type(data)(data.x, data.attention_mask, data.labels, data.y, [Passage("x")] * len(data), data.codec)
-    task = dataclasses.replace(causal_lm_task, forget=Split.create("forget", bare, causal_lm_task.forget.ids))
+    task = passages_only(causal_lm_task)
     assert "question, answer" in not_applicable(build_metric("restor"), task)
     assert "field(s) answer" in not_applicable(build_metric("concept_vectors"), task)
     ctx = EvalContext(task, get_adapter(task))

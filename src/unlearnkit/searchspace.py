@@ -123,8 +123,14 @@ def check_space(cls: type, space: Mapping[str, Any] | None, where: str) -> dict[
     return out
 
 
+def declared_space(cls: type, modality: str) -> Mapping[str, Any] | None:
+    """The search space the method class ``cls`` declares for tasks of ``modality``: its ``lm_search_space`` on causal-LM
+    tasks, its ``search_space`` on the others (classifiers); None when it declares none for that modality."""
+    return getattr(cls, "lm_search_space" if modality == "causal_lm" else "search_space", None)
+
+
 def space_to_json(space: Mapping[str, Dimension]) -> dict[str, Any]:
     return {key: dim.to_json() for key, dim in space.items()}
 
 
-__all__ = ["Choice", "Dimension", "FloatRange", "IntRange", "check_space", "dimension_from_json", "space_to_json"]
+__all__ = ["Choice", "Dimension", "FloatRange", "IntRange", "check_space", "declared_space", "dimension_from_json", "space_to_json"]

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..params import build_component, component, flat_params
 from ..references import References
 from ..registry import METHODS, SELECTORS
+from ..searchspace import FloatRange
 from ..stopping import HoldoutLevelStop
 from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
@@ -131,6 +132,11 @@ weighted by ``retain_weight`` and reduced by ``retain_reduction`` (default ``tok
 answer tokens and divided by their number, Hugging Face's loss as in OpenUnlearning and the NPO code; ``example``: the
 mean of per-example length-normalised NLLs), and check every ``*_weight`` with ``check_weights``."""
 
+LM_BUDGET_SPACE: dict[str, Any] = {"lr": FloatRange(1e-5, 1e-2, log=True), "epochs": FloatRange(0.5, 10.0, log=True)}
+"""The learning rate and budget every LM recipe's ``lm_search_space`` searches (AdamW on LoRA adapters or a small model;
+log scale): the LM recipes' own dimensions are added to it."""
+
+
 
 @dataclass(frozen=True)
 class Setup:
@@ -197,9 +203,11 @@ class GradientMethod:
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
     epoch_stream: ClassVar[str] = "forget"
     flattened: ClassVar[dict[str, tuple[str, ...]]] = {"train": TRAIN_PARAMS}
-    # the ranges and choices `unlearnkit tune` searches (``searchspace``: FloatRange, IntRange, Choice per parameter); None:
-    # none declared, the tuner then needs one given explicitly
+    # the ranges and choices `unlearnkit tune` searches (``searchspace``: FloatRange, IntRange, Choice per parameter), on
+    # classifier tasks (``search_space``) and on causal-LM tasks (``lm_search_space``: adapters or small LMs train at other
+    # rates and budgets); None: none declared, the tuner then needs one given explicitly (``searchspace.declared_space``)
     search_space: ClassVar[Mapping[str, Any] | None] = None
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = None
 
     def __post_init__(self) -> None:
         if self.train.epochs is None:

@@ -10,7 +10,7 @@ from ..objectives import NLL, Reduction, check_reduction
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
-from .base import GradientMethod, register_method
+from .base import LM_BUDGET_SPACE, GradientMethod, register_method
 from ..searchspace import FloatRange
 
 
@@ -31,6 +31,7 @@ class Finetune(GradientMethod):
     name: ClassVar[str] = "finetune"
     paper: ClassVar[str] = "Warnecke et al., NDSS 2023"
     version: ClassVar[str] = "2"  # bump when its numbers change (2: language models' retain NLL over the batch's answer tokens)
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = dict(LM_BUDGET_SPACE)  # what `unlearnkit tune` searches (causal LMs)
     search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.2, log=True), "epochs": FloatRange(0.05, 5.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
     epoch_stream: ClassVar[str] = "retain"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -10,9 +11,10 @@ from torch import nn
 from ..objectives.lm import DIVERGENCES, IDK_ANSWERS, Divergence, flat_terms, idk_pairs
 from ..objectives.lm import FLAT as FLATLoss
 from ..references import References
+from ..searchspace import Choice
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, Setup, register_method
+from .base import LM_BUDGET_SPACE, LM_TRAIN, GradientMethod, Setup, register_method
 
 
 @register_method
@@ -42,6 +44,7 @@ class FLAT(GradientMethod):
     name: ClassVar[str] = "flat"
     paper: ClassVar[str] = "Wang et al., LLM Unlearning via Loss Adjustment with Only Forget Data, ICLR 2025"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = {**LM_BUDGET_SPACE, "divergence": Choice(("kl", "js", "tv", "pearson"))}  # what `unlearnkit tune` searches (causal LMs)
     divergences: ClassVar[tuple[str, ...]] = DIVERGENCES
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from ..objectives import Ascent, Reduction, check_reduction
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
-from .base import GradientMethod, register_method
+from .base import LM_BUDGET_SPACE, GradientMethod, register_method
 from ..searchspace import FloatRange
 
 
@@ -29,6 +29,7 @@ class GradAscent(GradientMethod):
     name: ClassVar[str] = "grad_ascent"
     paper: ClassVar[str] = "Thudi et al., EuroS&P 2022"
     version: ClassVar[str] = "2"  # bump when its numbers change (2: forget NLL averaged over the batch's answer tokens)
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = dict(LM_BUDGET_SPACE)  # what `unlearnkit tune` searches (causal LMs)
     search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-5, 1e-2, log=True), "epochs": FloatRange(0.1, 3.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs
 

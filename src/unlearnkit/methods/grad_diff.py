@@ -11,7 +11,7 @@ from ..objectives import NLL, Ascent, Reduction, Weighted, check_reduction, weig
 from ..references import References
 from ..train import TrainConfig
 from ..types import Task
-from .base import GradientMethod, register_method
+from .base import LM_BUDGET_SPACE, GradientMethod, register_method
 from ..searchspace import FloatRange
 
 
@@ -35,6 +35,7 @@ class GradDiff(GradientMethod):
     name: ClassVar[str] = "grad_diff"
     paper: ClassVar[str] = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023"
     version: ClassVar[str] = "3"  # bump when its numbers change (2: retain NLL over the batch's answer tokens; 3: forget NLL too)
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = {**LM_BUDGET_SPACE, "forget_weight": FloatRange(0.05, 2.0, log=True), "retain_weight": FloatRange(0.1, 10.0, log=True)}  # what `unlearnkit tune` searches (causal LMs)
     search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.1, log=True), "epochs": FloatRange(0.1, 5.0, log=True),
                                                       "forget_weight": FloatRange(0.05, 2.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
     modalities: ClassVar[tuple[str, ...]] = ("classifier", "causal_lm")  # the adapter's per-example loss: answer NLL for LMs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -10,9 +11,10 @@ from torch import nn
 from ..objectives import NLL, Reduction, Weighted, check_reduction, weighted
 from ..objectives.lm import IdkDPO, Reference, idk_tables
 from ..references import References
+from ..searchspace import FloatRange
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
+from .base import LM_BUDGET_SPACE, LM_TRAIN, GradientMethod, Setup, check_weights, register_method
 
 
 @register_method
@@ -49,6 +51,7 @@ class IdkPO(GradientMethod):
     name: ClassVar[str] = "idk_po"
     paper: ClassVar[str] = "Maini et al., TOFU: A Task of Fictitious Unlearning for LLMs, COLM 2024 (IdkDPO; DPO: Rafailov et al., NeurIPS 2023)"
     version: ClassVar[str] = "2"  # bump when its numbers change (2: retain NLL averaged over the batch's answer tokens)
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = {**LM_BUDGET_SPACE, "beta": FloatRange(0.02, 1.0, log=True), "retain_weight": FloatRange(0.1, 10.0, log=True)}  # what `unlearnkit tune` searches (causal LMs)
 
     def __post_init__(self) -> None:
         super().__post_init__()

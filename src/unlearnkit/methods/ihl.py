@@ -6,6 +6,7 @@ preconditions (LoRA adapters, no ``restrict_to``) are checked here; FILA itself 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -16,9 +17,10 @@ from ..errors import ConfigError
 from ..objectives import NLL, Reduction, Weighted, check_reduction, weighted
 from ..objectives.lm import InvertedHinge
 from ..references import References
+from ..searchspace import Choice, FloatRange
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, Setup, check_weights, register_method
+from .base import LM_BUDGET_SPACE, LM_TRAIN, GradientMethod, Setup, check_weights, register_method
 
 
 @register_method
@@ -52,6 +54,7 @@ class IHL(GradientMethod):
     name: ClassVar[str] = "ihl"
     paper: ClassVar[str] = "Cha et al., Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs, ICLR 2025"
     version: ClassVar[str] = "3"  # bump when its numbers change (2: FILA folds an existing adapter into the weight first; 3: retain NLL over the batch's answer tokens)
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = {**LM_BUDGET_SPACE, "retain_weight": FloatRange(0.1, 10.0, log=True), "fila": Choice((False, True))}  # what `unlearnkit tune` searches (causal LMs)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -7,6 +7,7 @@ Longer than a recipe's 60 lines: its docstring records the WMDP recipe, adaptive
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -27,10 +28,11 @@ from ..objectives.lm import (
     resolve_layer,
 )
 from ..references import References
+from ..searchspace import FloatRange
 from ..selectors import RMU_MODULES, RMUParameters
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, Setup, check_numbers, check_weights, register_method
+from .base import LM_BUDGET_SPACE, LM_TRAIN, GradientMethod, Setup, check_numbers, check_weights, register_method
 
 @register_method
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class RMU(GradientMethod):
     name: ClassVar[str] = "rmu"
     paper: ClassVar[str] = "Li et al., The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning, ICML 2024"
     version: ClassVar[str] = "1"  # bump when its numbers change
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = {**LM_BUDGET_SPACE, "steering_coeff": FloatRange(1.0, 20.0, log=True), "retain_weight": FloatRange(1.0, 2000.0, log=True)}  # what `unlearnkit tune` searches (causal LMs)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..objectives import NLL, Reduction, Weighted, check_reduction, weighted
 from ..objectives.lm import SimNPO as SimNPOLoss
 from ..references import References
+from ..searchspace import FloatRange
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_TRAIN, GradientMethod, check_weights, register_method
+from .base import LM_BUDGET_SPACE, LM_TRAIN, GradientMethod, check_weights, register_method
 
 
 @register_method
@@ -41,6 +43,7 @@ class SimNPO(GradientMethod):
     name: ClassVar[str] = "simnpo"
     paper: ClassVar[str] = "Fan et al., Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning, 2024"
     version: ClassVar[str] = "2"  # bump when its numbers change (2: retain NLL averaged over the batch's answer tokens)
+    lm_search_space: ClassVar[Mapping[str, Any] | None] = {**LM_BUDGET_SPACE, "beta": FloatRange(0.5, 10.0, log=True), "delta": FloatRange(0.0, 2.0), "forget_weight": FloatRange(0.05, 1.0, log=True)}  # what `unlearnkit tune` searches (causal LMs)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -25,7 +25,7 @@ from ..methods import build_method, method_params
 from ..registry import METHODS
 from ..runs.runner import ExperimentRunner, Log, model_spec, run_experiment
 from ..runs.store import Store
-from ..searchspace import Choice, Dimension, FloatRange, IntRange, check_space, space_to_json
+from ..searchspace import Choice, Dimension, FloatRange, IntRange, check_space, declared_space, space_to_json
 from ..seeding import np_rng
 from ..types import Task
 from ..version import code_version
@@ -109,13 +109,20 @@ class Tuner:
         if method not in METHODS:
             raise ConfigError(f"tune: {METHODS.unknown_message(method)}")
         cls = METHODS.get(method)
-        declared = getattr(cls, "search_space", None)
-        if space is None and declared is None:
-            tunable = sorted(n for n in METHODS.names() if getattr(METHODS.get(n), "search_space", None) is not None)
-            raise ConfigError(f"tune: method {method!r} declares no search space; give one (space=...) or tune one that "
-                              f"does: {tunable}.")
-        self.space = check_space(cls, space if space is not None else declared, f"method {method!r}")
-        self.space_declared = space is None
+        self.exp = exp
+        self._source: Any = None
+        if space is None:  # the method's own space for this data's modality (classifier or causal LM)
+            modality = self.source.modality
+            space = declared_space(cls, modality)
+            if space is None:
+                tunable = sorted(n for n in METHODS.names() if modality in getattr(METHODS.get(n), "modalities", ())
+                                 and declared_space(METHODS.get(n), modality) is not None)
+                raise ConfigError(f"tune: method {method!r} declares no search space for {modality!r} tasks; give one "
+                                  f"(space=...) or tune one that does: {tunable}.")
+            self.space_declared = True
+        else:
+            self.space_declared = False
+        self.space = check_space(cls, space, f"method {method!r}")
         self.base = next((dict(m.params) for m in exp.methods if m.name == method), {})
         build_method(method, self.base)  # the base parameters are valid
         self.exp, self.store, self.method = exp, store, method
@@ -124,7 +131,6 @@ class Tuner:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.runner = ExperimentRunner(exp, store, device=device, progress=progress, log=self.log, executor=executor)
         self.executor = self.runner.executor
-        self._source: Any = None
 
     # ------------------------------------------------------------------------------------------ the pieces
     @property
@@ -136,9 +142,6 @@ class Tuner:
     def validation(self, spec: ForgetSpec) -> tuple[Task, Any, Task]:
         """(validation task, its references, real task) of one forget setting; the references are trained once and cached."""
         real = self.runner.build_task(self.source, spec)
-        if self.space_declared and real.modality != "classifier":
-            raise ConfigError(f"tune: method {self.method!r}'s declared search space is for classifiers; this task is "
-                              f"{real.modality!r}: give a search space for it (space=...).")
         vtask = validation_task(real, spec, self.source.test, np_rng("tune-validation", self.exp.task_seed, spec.to_dict()),
                                 info={"dataset": self.exp.dataset.to_dict()})
         self.log(f"[{spec.label()}] validation forget set: {vtask.info['forget_label']}, {len(vtask.forget)} examples, retain "

@@ -352,3 +352,39 @@ def test_a_guard_that_hides_the_answers_is_suppressed_by_relearning_its_bare_wei
     assert rows["relearn.auc"]["status"] == "more"
     assert a.results["relearn"].info["measured_on"].startswith("the guard's bare weights")
     assert a.verdict.label == "suppressed", a.verdict.reasons
+
+
+def test_eco_entities_under_smollm2_subword_tokenizer():
+    """Under SmolLM2's byte-level BPE a name is several subword pieces and tokenises differently after different words
+    (with or without a leading space, in a question or its paraphrase). Every forget prompt's name is found, and the
+    positions ECO corrupts decode to exactly the subject's name: no piece of it left clean, no other word touched."""
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.methods.eco import entity_sequences
+    from unlearnkit.models import build_model
+
+    source = load_dataset("profiles", scale="tiny", tokenizer="smollm2")
+    task = make_task("profiles", source.train, source.test, ForgetSpec("profiles", fraction=0.1), np.random.default_rng(0),
+                     n_classes=None, modality=source.modality, probes=source.probes)
+    codec = task.forget.data.codec
+    records = task.forget.data.records
+    entities = entity_sequences(task)
+    assert any(len(e) >= 3 for e in entities)  # subword: a two-word name is more than two tokens
+    inner = build_model("tiny_llama", source.input_shape, source.n_outputs)  # the guard's mask needs no trained weights
+    prompts = split_prompts(task.forget)
+    marker = prompt_end_marker(prompts)
+    dim = inner.get_input_embeddings().weight.shape[1]
+    guard = EmbeddingCorruptionGuard(inner, marker, torch.zeros(dim), 0.0, 0.5, strength=1.0, corruption="noise", dims=dim,
+                                     noise=torch.zeros(64, dim), emb_scale=1.0, entities=entities)
+    questions = [(r.question, r.subject) for r in records] + [(r.paraphrased_question, r.subject) for r in records
+                                                             if getattr(r, "paraphrased_question", None)]
+    assert len(questions) > len(records)
+    for question, subject in questions:
+        ids = codec.encode_prompt(question)
+        batch = torch.tensor([ids])
+        mask = torch.ones_like(batch)
+        sel, fallback = guard.corrupted_positions(batch, mask, guard.prompt_ends(batch, mask), torch.ones(1, dtype=torch.bool))
+        assert not fallback.any(), question
+        positions = torch.nonzero(sel[0])[:, 0].tolist()
+        assert positions == list(range(positions[0], positions[-1] + 1))  # one contiguous run of pieces
+        assert codec.decode([ids[p] for p in positions]).strip() == subject, (question, subject)

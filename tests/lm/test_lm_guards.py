@@ -388,3 +388,17 @@ def test_eco_entities_under_smollm2_subword_tokenizer():
         positions = torch.nonzero(sel[0])[:, 0].tolist()
         assert positions == list(range(positions[0], positions[-1] + 1))  # one contiguous run of pieces
         assert codec.decode([ids[p] for p in positions]).strip() == subject, (question, subject)
+
+
+@pytest.mark.parametrize("metric, params", [("soft_prompt", {"steps": 4}), ("quantisation", {"bits": [8]}),
+                                            ("lm_hidden_probe", {"attribute": "profession", "layer": 0}), ("concept_vectors", {})])
+def test_weight_level_probes_measure_a_guards_bare_weights(metric, params, causal_lm_task, causal_lm_refs, eco_out):
+    """Soft-prompt recovery, quantisation, the hidden-state probe and concept vectors read the weights: on a guard they
+    measure its inner model (the untouched original), exactly as on the original itself, and say so."""
+    from unlearnkit.evaluation import EvalContext, build_metric
+
+    m = build_metric(metric, params)
+    results = [m.compute(model, causal_lm_task, causal_lm_refs, EvalContext(causal_lm_task, get_adapter(causal_lm_task), device="cpu", seed=0))
+               for model in (eco_out.model, causal_lm_refs.original)]
+    assert results[0].values == pytest.approx(results[1].values, nan_ok=True)
+    assert results[0].info["measured_on"] == "the guard's bare weights (its inner model)" and "measured_on" not in results[1].info

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, TaskError
+from ..lm.guard import bare_model, is_guard
 from ..references import References
 from ..types import Evidence, MetricResult, Split, Task
 from ._lm import text_data
@@ -170,7 +171,7 @@ class ConceptVectors(Metric):
         def run() -> dict[str, np.ndarray]:
             split = task.forget
             places = self.locate(ctx, original, split)
-            lens, weights = self.lens(ctx, model)
+            lens, weights = self.lens(ctx, bare_model(model))  # the weights: a guard's inner model
             _, weights0 = self.lens(ctx, original)
             if [tuple(w.shape) for w in weights] != [tuple(w.shape) for w in weights0]:
                 raise ModelError(f"concept_vectors: the model's MLPs {[tuple(w.shape) for w in weights]} differ from the original's "
@@ -207,4 +208,5 @@ class ConceptVectors(Metric):
         return self.result(values, per_example={"trace.forget": (task.forget.ids, own["trace_strength"])}, evidence=evidence,
                            info={"top_k": self.top_k, "final_norm": self.final_norm, "n_retrained": len(refs.retrained_seeds),
                                  "cos_change": nan_to_none(own["cos_change"]), "rel_norm_change": nan_to_none(own["rel_norm_change"]),
-                                 "places": [p.tolist() for p in places], "n_concept_tokens": [len(t) for t in items], **excluded})
+                                 "places": [p.tolist() for p in places], "n_concept_tokens": [len(t) for t in items], **excluded,
+                                 **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, TaskError
+from ..lm.guard import bare_model, is_guard
 from ..lm.profiles import GENRES, PROFESSIONS
 from ..lm.text import IGNORE
 from ..references import References
@@ -133,8 +134,9 @@ class LMHiddenProbe(Metric):
 
         def run() -> dict[str, np.ndarray]:
             sets = self.labelled(task)
-            layer = self.middle(model)
-            feats = {k: prompt_features(model, s, layer, batch_size=min(ctx.batch_size, 32), device=ctx.device) for k, (s, _) in sets.items()}
+            weights = bare_model(model)  # the hidden states the weights compute: a guard's inner model
+            layer = self.middle(weights)
+            feats = {k: prompt_features(weights, s, layer, batch_size=min(ctx.batch_size, 32), device=ctx.device) for k, (s, _) in sets.items()}
             y_train = sets["retain"][1]
             scale = StandardScaler().fit(feats["retain"])
             probe = LogisticRegression(C=self.C, max_iter=5000).fit(scale.transform(feats["retain"]), y_train)
@@ -170,5 +172,6 @@ class LMHiddenProbe(Metric):
                              floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
         readable = np.isfinite(own["forget_true_prob"])  # the items a probe trained on the retain profiles can read
         return self.result(values, per_example={"true_prob.forget": (forget.ids[readable], own["forget_true_prob"][readable])}, evidence=evidence,
-                           info={"attribute": self.attribute, "layer": self.middle(model), "n_forget": len(forget), "n_unseen": n_unseen,
-                                 "n_retrained": len(refs.retrained_seeds), **excluded})
+                           info={"attribute": self.attribute, "layer": self.middle(bare_model(model)), "n_forget": len(forget), "n_unseen": n_unseen,
+                                 "n_retrained": len(refs.retrained_seeds), **excluded,
+                                 **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

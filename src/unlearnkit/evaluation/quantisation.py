@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..lm.guard import bare_model, is_guard
 from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, greedy_answers, outputs, rouge_l, task_split
@@ -109,10 +110,11 @@ class Quantisation(Metric):
         """Per item, at full precision and at each ``bits``: forget P̄(a|q) and ROUGE-L recall, retain P̄(a|q)."""
 
         def run() -> dict[str, np.ndarray]:
+            weights = bare_model(model)  # what is quantised is the weights: a guard's inner model (a quantised release has no guard)
             forget, retain = task_split(task, "forget"), task_split(task, "retain")
-            out = {"forget_prob": answer_prob(outputs(ctx, model, forget)), "retain_prob": answer_prob(outputs(ctx, model, retain))}
+            out = {"forget_prob": answer_prob(outputs(ctx, weights, forget)), "retain_prob": answer_prob(outputs(ctx, weights, retain))}
             for b in self.bits:
-                q = quantised_copy(model, b, self.group_size).to(ctx.device).eval()
+                q = quantised_copy(weights, b, self.group_size).to(ctx.device).eval()
                 gen, gold = greedy_answers(ctx, q, forget, self.max_new_tokens)
                 out[f"forget_prob_{b}bit"] = answer_prob(outputs(ctx, q, forget))
                 out[f"forget_rouge_l_{b}bit"] = rouge_l(gold, gen, "recall")
@@ -135,4 +137,5 @@ class Quantisation(Metric):
         evidence = tuple(Evidence(key=f"quantisation.forget_prob_{b}bit", value=values[f"forget_prob_{b}bit"], role="robustness",
                                   remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)) for b in self.bits)
         return self.result(values, per_example=per_example, evidence=evidence,
-                           info={"bits": list(self.bits), "group_size": self.group_size, "n_retrained": len(refs.retrained_seeds), **excluded})
+                           info={"bits": list(self.bits), "group_size": self.group_size, "n_retrained": len(refs.retrained_seeds), **excluded,
+                                 **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..lm.guard import bare_model, is_guard
 from ..lm.text import IGNORE
 from ..references import References
 from ..seeding import np_rng, torch_gen
@@ -132,13 +133,14 @@ class SoftPrompt(Metric):
 
     def scores(self, ctx: EvalContext, model: nn.Module, task: Task) -> dict[str, np.ndarray]:
         def run() -> dict[str, np.ndarray]:
+            victim = bare_model(model)  # a soft prompt is written into the weights' embedding space: a guard's inner model
             fit, held = self.halves(task, ctx.seed)
-            prefix, losses = self.fit(ctx, model, fit)
+            prefix, losses = self.fit(ctx, victim, fit)
             forget = task_split(task, "forget")
-            plain = answer_prob(outputs(ctx, model, forget))
+            plain = answer_prob(outputs(ctx, victim, forget))
             at = forget.positions_of(held.ids)
-            out = {"heldout_prob": self.prompted_prob(ctx, model, prefix, held), "heldout_plain_prob": plain[at],
-                   "fit_prob": self.prompted_prob(ctx, model, prefix, fit), "fit_plain_prob": plain[forget.positions_of(fit.ids)]}
+            out = {"heldout_prob": self.prompted_prob(ctx, victim, prefix, held), "heldout_plain_prob": plain[at],
+                   "fit_prob": self.prompted_prob(ctx, victim, prefix, fit), "fit_plain_prob": plain[forget.positions_of(fit.ids)]}
             out["heldout_gain"] = out["heldout_prob"] - out["heldout_plain_prob"]
             return {**out, "_loss": np.asarray(losses)}
 
@@ -157,4 +159,5 @@ class SoftPrompt(Metric):
         return self.result(values, per_example={"prompted_prob.forget": (held.ids, own["heldout_prob"])}, evidence=evidence,
                            curves={"loss": {"step": list(range(1, self.steps + 1)), "loss": own["_loss"].tolist()}},
                            info={"n_fit": len(task.forget) - len(held), "n_heldout": len(held), "n_tokens": self.n_tokens,
-                                 "steps": self.steps, "n_retrained": len(refs.retrained_seeds), **excluded})
+                                 "steps": self.steps, "n_retrained": len(refs.retrained_seeds), **excluded,
+                                 **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -185,8 +185,8 @@ def render(args: argparse.Namespace, argv: list[str], record: dict[str, Any], or
     from unlearnkit.verdict import Verdict
 
     standard = standard_metrics()
-    probes = list(STANDARD_PROBES) + [p["name"] for p in PROBES[args.model]]
-    metrics = [m for m in standard if m != "noise_floor"] + [p["name"] for p in PROBES[args.model]] + ["noise_floor"]
+    probes = list(dict.fromkeys([*STANDARD_PROBES, *(p["name"] for p in PROBES[args.model])]))
+    metrics = list(dict.fromkeys([*(m for m in standard if m != "noise_floor"), *(p["name"] for p in PROBES[args.model]), "noise_floor"]))
     task_rec = record["tasks"][0]
     everyone = {"original (target)": original, **runs}
     before = {m: redecide(r, standard) for m, r in everyone.items()}

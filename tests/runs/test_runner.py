@@ -205,3 +205,27 @@ def test_the_runner_stores_the_verdict_assess_decides_and_the_table_prints_its_b
     assert f"retrain band (R=2 seeds, Bonferroni over {verdict.family} evidence bands): " in text
     for key, band in verdict.bands.items():
         assert f"{key} [{band.lo:.3f}, {band.hi:.3f}]" in text
+
+
+def test_each_metric_is_timed_and_the_run_record_keeps_the_times(tmp_path, monkeypatch):
+    """evaluate leaves each computed metric's wall time in ctx.seconds (a metric that sleeps 0.2 s takes at least that,
+    a skipped one has no entry), assess returns them and the runner stores them beside the whole evaluation's time."""
+    import time
+
+    from unlearnkit.evaluation import accuracy
+
+    compute = accuracy.Accuracy.compute
+
+    def slow(self, *a, **k):
+        time.sleep(0.2)
+        return compute(self, *a, **k)
+
+    monkeypatch.setattr(accuracy.Accuracy, "compute", slow)
+    spec = {**SPEC, "methods": [{"name": "finetune", "params": {"steps": 2}}], "metrics": ["accuracy", "retrain_gap", "answer_prob", "noise_floor"]}
+    store = Store(tmp_path)
+    record = run_experiment(Experiment.from_dict(spec), store, device="cpu", progress=False, log=lambda m: None)
+    run = store.load_run(record["tasks"][0]["runs"]["finetune"][0])
+    seconds = run["metric_seconds"]
+    assert set(seconds) == set(run["results"]) == {"accuracy", "retrain_gap", "noise_floor"}  # answer_prob: not for a classifier
+    assert 0.2 <= seconds["accuracy"] < 0.2 + run["eval_seconds"] and seconds["retrain_gap"] < 0.2
+    assert sum(seconds.values()) <= run["eval_seconds"]

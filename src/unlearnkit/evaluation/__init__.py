@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,10 @@ def evaluate(
 ) -> tuple[dict[str, MetricResult], dict[str, str]]:
     """Run every metric on ``model``. Returns (results, missing): with ``strict=False`` a metric whose reference is
     missing, or that cannot run on this task (its data too small or of the wrong kind), is skipped and named in
-    ``missing`` with the reason instead of aborting the battery."""
+    ``missing`` with the reason instead of aborting the battery. Each computed metric's wall time (seconds) is left in
+    ``ctx.seconds`` (reset per call; a metric's first call can include work later ones reuse, e.g. the noise floor)."""
     ctx.battery = list(metrics)
+    ctx.seconds = {}
     results: dict[str, MetricResult] = {}
     missing: dict[str, str] = {}
     model.eval()
@@ -67,7 +70,9 @@ def evaluate(
             missing[metric.name] = reason
             continue
         try:
+            t0 = time.perf_counter()
             results[metric.name] = metric.compute(model, task, refs, ctx)
+            ctx.seconds[metric.name] = time.perf_counter() - t0
         except (MissingReference, TaskError, EmptySelection, ConfigError) as exc:  # this task or its references lack what it needs
             if strict:
                 raise
@@ -82,6 +87,7 @@ class Assessment:
     results: dict[str, MetricResult]
     verdict: Verdict
     missing: dict[str, str]
+    seconds: dict[str, float] = field(default_factory=dict)  # each computed metric's wall time on this model
 
     def summary(self) -> dict[str, float]:
         return {f"{name}.{k}": v for name, r in self.results.items() if name != "noise_floor" for k, v in r.values.items()}
@@ -104,12 +110,13 @@ def assess(
     metrics = [build_metric(m) if isinstance(m, str) else m for m in (default_battery(task.modality) if metrics is None else metrics)]
     ctx = ctx or EvalContext(task, get_adapter(task), device=device, seed=seed)
     results, missing = evaluate(model, task, refs, metrics, ctx, strict=False)
+    seconds = dict(ctx.seconds)
     evidence = [e for r in results.values() for e in r.evidence]
     if task.info.get("oracle") is False and refs.retrained is None:
-        return Assessment(results, verdict_without_oracle(model, task, refs, metrics, ctx, results, missing), missing)
+        return Assessment(results, verdict_without_oracle(model, task, refs, metrics, ctx, results, missing), missing, seconds)
     verdict = decide(evidence, results.get("noise_floor"), missing=[f"{k}: {v}" for k, v in missing.items()],
                      tests=ks_forget_losses(model, refs, ctx))
-    return Assessment(results, verdict, missing)
+    return Assessment(results, verdict, missing, seconds)
 
 
 def verdict_without_oracle(model: nn.Module, task: Task, refs: References, metrics: Sequence[Any], ctx: EvalContext,

@@ -82,6 +82,7 @@ class EvalContext:
         self._memo: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
         self.shared: dict[Any, Any] = {}
         self.battery: list[Any] = []
+        self.seconds: dict[str, float] = {}  # wall time of each metric in the last ``evaluate`` call
 
     def split(self, name: str) -> Split:
         splits = self.task.splits()

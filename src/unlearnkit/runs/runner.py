@@ -570,6 +570,7 @@ class ExperimentRunner:
             "method": {**mdesc, "kind": getattr(method, "kind", "reference"), "paper": getattr(method, "paper", "")},
             "seed": seed, "results": results_json, "missing": assessment.missing, "verdict": assessment.verdict.to_json(),
             "cost": cost.to_json() if cost is not None else None, "eval_seconds": eval_seconds,
+            "metric_seconds": assessment.seconds,
             "unlearn_info": info, "environment": environment(), "status": "complete",
             "model": model_identity(model, refs.original),
         }

@@ -90,7 +90,16 @@ CHANGES = (
     "facts, so every model sits at chance on them and the harmonic mean is pinned near its neighbour components. Neighbour "
     "evidence now decides only when the original model knows the facts (ranks the true answer first on more items than "
     "chance, one-sided binomial test at 0.05); otherwise it is reported only and model utility decides on its retain "
-    "components (model_utility.retain_utility)."
+    "components (model_utility.retain_utility). (9) The planted \"suppressed bias\" case comes out \"not forgotten\", "
+    "not \"suppressed\", on the method-level sections, and that verdict is kept: the case lowers the forgotten class's "
+    "output bias only as far as needed to stop predicting it (1 logit past the largest forget margin), so its forget "
+    "margins stay a few logits below zero where retrained models, which never saw the class, sit far lower (class 3, "
+    "logit-confidence margin median: original 6.5, suppressed −6.5, two retrained models −17.0 and −20.8). "
+    "epsilon_score and klom compare those margin distributions with retraining's and see them on the remembering side "
+    "(3/3): its outputs do not look forgotten to an output-level test finer than accuracy, and \"not forgotten\" "
+    "outranks \"suppressed\" by the label's precedence. Relearning and the few-shot probe detect the recovery too "
+    "(3/3 each), and the verdict lists every failing aspect; \"suppressed\" is the answer for a battery whose output "
+    "evidence is accuracy-level."
 )
 
 

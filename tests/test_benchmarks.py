@@ -68,12 +68,22 @@ def test_lm_benchmark_refuses_npo_steps_without_a_steady_state(capsys):
 
 @pytest.mark.slow
 def test_lm_benchmark_runs_tiny_and_reports_early_stops(tmp_path):
-    """The LM benchmark end to end on the tiny Llama: two methods with the holdout stop, the NPO comparison, the table."""
+    """The LM benchmark end to end on the tiny Llama: two methods with the holdout stop at two forget sizes with two seeds
+    each (the measured trend), the NPO comparison, the tables."""
     out = tmp_path / "lm.md"
     assert load("lm_unlearning").main(["--model", "tiny_llama", "--scale", "tiny", "--methods", "grad_ascent", "npo", "--npo-steps", "2",
-                                       "--retrain-seeds", "2", "--refs-cache", str(tmp_path / "refs"), "--output", str(out)]) == 0
+                                       "--forget", "0.1", "0.2", "--seeds", "2", "--retrain-seeds", "2", "--refs-cache",
+                                       str(tmp_path / "refs"), "--output", str(out)]) == 0
     text = out.read_text()
     assert "`--stop-at holdout`" in text and "| steps |" in text
+    assert "--forget 0.1 0.2 --seeds 2 --retrain-seeds 2 --methods grad_ascent npo`" in text
+    assert "## Forget profiles 10%" in text and "## Forget profiles 20%" in text and text.count("| steps |") == 2
+    trend = text[text.index("## Forget quality against forget-set size (measured)"):].splitlines()
+    head = next(line for line in trend if line.startswith("| method |"))
+    assert "(n = 12)" in head and "(n = 24)" in head  # 2 and 4 of the 20 profiles, 6 items each
+    npo_trend = next(line for line in trend if line.startswith("| npo |"))
+    assert npo_trend.count("/2") >= 2 and npo_trend.count(" ± ") == 2  # agreement and D's sd over the two seeds, at both sizes
+    assert "re-evaluated, not measured" not in text
     assert "| utility × retrain |" in text and "| CPU × retrain |" in text and "| guard overhead | verdict | margin |" in text
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if "| steps |" in line)  # the per-method table
@@ -82,6 +92,7 @@ def test_lm_benchmark_runs_tiny_and_reports_early_stops(tmp_path):
     assert set(rows) >= {"original (target)", "retrain", "grad_ascent", "npo"}
     steps = rows["method"].index("steps")
     assert "*" in rows["grad_ascent"][steps] and rows["original (target)"][steps] == "—"  # stopped at the holdout level
+    assert rows["grad_ascent"][steps].count(",") == 1 and rows["npo"][rows["method"].index("verdict")].count("/2") >= 1  # both seeds
     npo = text[text.index("## NPO"):]  # live and cached rows, then their ratios, for all layers and for the top block only
     assert "| trainable layers | NPO loss | cached / live step time | whole call | peak memory |" in npo
     for layers in ("all", "top 1"):

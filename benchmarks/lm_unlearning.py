@@ -56,6 +56,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 # recipe (layer_constrained); o3 joins when it is registered
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam", "eco", "guard", "rocr", "layer_constrained",
            "o3")
+KNOWLEDGE = ROOT / "experiments" / "knowledge_smollm2.yaml"  # --task knowledge: real knowledge, no retrained oracle
 GUARDS = ("eco", "guard")  # no weights change and no training budget: their defaults (the guard's own classifier and search)
 
 
@@ -98,6 +99,14 @@ def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> l
 
 def build_experiment(args: argparse.Namespace) -> Any:
     from unlearnkit.experiment import Experiment
+
+    if getattr(args, "task", "profiles") == "knowledge":  # experiments/knowledge_smollm2.yaml with every method (no retrain row)
+        import yaml
+
+        spec = yaml.safe_load(KNOWLEDGE.read_text())
+        return Experiment.from_dict({**spec, "name": "lm_unlearning_knowledge", "description": "benchmarks/lm_unlearning.py --task knowledge",
+                                     "methods": method_entries(args.model, args.methods, args.stop_at)[1:],
+                                     "seeds": list(range(getattr(args, "seeds", 1)))})
 
     s = SETTINGS[args.model]
     return Experiment.from_dict({
@@ -240,6 +249,9 @@ def ratio_text(ref_name: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=["profiles", "knowledge"], default="profiles",
+                   help="profiles (fictitious people, a retrained oracle) or knowledge (experiments/knowledge_smollm2.yaml: "
+                        "facts SmolLM2 learned in pretraining, forgotten by name; no retrained oracle)")
     p.add_argument("--model", choices=sorted(SETTINGS), default="smollm2")
     p.add_argument("--scale", default="small")
     p.add_argument("--forget", type=float, nargs="+", default=[0.1], help="fraction(s) of profiles to forget; several (e.g. "
@@ -247,22 +259,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="unlearning seeds per method and forget set (default 3)")
     p.add_argument("--methods", nargs="+", default=None, help="default: every method of METHODS that is registered")
     p.add_argument("--retrain-seeds", type=int, default=None, help="retain models (the noise floor); default per model")
-    p.add_argument("--stop-at", choices=["holdout", "none"], default="holdout",
-                   help="holdout: every method stops once its forget answer probability reaches the holdout profiles' "
-                        "(the budget is a maximum); none: the fixed budget")
+    p.add_argument("--stop-at", choices=["holdout", "none"], default=None,
+                   help="holdout (default on profiles): every method stops once its forget answer probability reaches the "
+                        "holdout profiles' (the budget is a maximum); none (default on knowledge): the fixed budget")
     p.add_argument("--npo-steps", type=int, default=6)
     p.add_argument("--npo-child", default=None, help=argparse.SUPPRESS)  # internal: one metered NPO run, JSON row on stdout
     p.add_argument("--device", default="cpu")
     p.add_argument("--executor", default="process", help="where the runs execute: process (default: each run in a fresh "
                    "process, so its peak memory is its own), local (in this process), ray, ...")
     p.add_argument("--refs-cache", default=str(ROOT / "unlearnkit-runs" / "refs"))
-    p.add_argument("--output", default=str(ROOT / "docs" / "results" / "lm.md"))
+    p.add_argument("--output", default=None, help="default: docs/results/lm.md (profiles), docs/results/lm_knowledge.md (knowledge)")
     p.add_argument("--store", default=None, help="keep the runs in this store (a rerun resumes from the finished runs); "
                    "default: a temporary store")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     if args.methods is None:
         args.methods = default_methods()
+    knowledge = args.task == "knowledge"
+    if knowledge and args.model != "smollm2":
+        p.error("--task knowledge needs --model smollm2 (its facts are the ones SmolLM2 answers correctly, selected by "
+                "benchmarks/knowledge_select.py)")
+    if knowledge and (args.forget != [0.1] or args.retrain_seeds):
+        p.error("--task knowledge forgets the targets named in experiments/knowledge_smollm2.yaml and has no retrained "
+                "models: --forget and --retrain-seeds do not apply")
+    if args.stop_at is None:
+        # the holdout rule reads answer probability, which on the pretrained model's knowledge sits at the unknown facts'
+        # level already (its answers go on past the short reference answer, so the EOS is improbable): it would stop at step 1
+        args.stop_at = "none" if knowledge else "holdout"
+    if args.output is None:
+        args.output = str(ROOT / "docs" / "results" / ("lm_knowledge.md" if knowledge else "lm.md"))
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
     if any(not 0 < f < 1 for f in args.forget) or len(set(args.forget)) != len(args.forget):
@@ -275,12 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(npo_run(args, **json.loads(args.npo_child))))
         return 0
 
-    import torch
-
     from unlearnkit.io import atomic_write_text
     from unlearnkit.runs import Store
     from unlearnkit.executor import get_executor
-    from unlearnkit.runs.runner import cpu_model, run_experiment
+    from unlearnkit.runs.runner import run_experiment
 
     exp = build_experiment(args)
     with tempfile.TemporaryDirectory(prefix="uk-lm-bench-") as tmp:
@@ -295,7 +318,24 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - t0
         tasks = [(t, store.load_run(t["original_run"]), {name: [store.load_run(i) for i in ids] for name, ids in t["runs"].items()})
                  for t in record["tasks"]]
-        npo_rows = npo_reference_comparison(argv, args.store or tmp, args.model)
+        npo_rows = [] if knowledge else npo_reference_comparison(argv, args.store or tmp, args.model)
+
+    if knowledge:
+        lines = knowledge_report(args, exp, record, elapsed, *tasks[0])
+    else:
+        lines = profiles_report(args, exp, record, elapsed, tasks, npo_rows)
+    text = "\n".join(lines)
+    print(text)
+    atomic_write_text(Path(args.output), text)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0 if record["status"] == "complete" else 1
+
+
+def profiles_report(args: argparse.Namespace, exp: Any, record: dict[str, Any], elapsed: float, tasks: list[Any],
+                    npo_rows: list[dict[str, Any]]) -> list[str]:
+    import torch
+
+    from unlearnkit.runs.runner import cpu_model
 
     lines = ["# Language-model unlearning on fictitious profiles", "",
              f"Generated by `python benchmarks/lm_unlearning.py {command_line(args)}` on {record['device']} ({cpu_model()}, "
@@ -316,23 +356,62 @@ def main(argv: list[str] | None = None) -> int:
         lines += trend_section(tasks)
     else:
         lines += tofu_sizes_section(*tasks[0][1:])
-    lines += [""] + npo_section(npo_rows, args.npo_steps)
-    text = "\n".join(lines)
-    print(text)
-    atomic_write_text(Path(args.output), text)
-    print(f"wrote {args.output}", file=sys.stderr)
-    return 0 if record["status"] == "complete" else 1
+    return lines + [""] + npo_section(npo_rows, args.npo_steps)
 
 
-def command_line(args: argparse.Namespace) -> str:
+def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any], elapsed: float, task_rec: dict[str, Any],
+                     original: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Every method on the real-knowledge task: ROUGE-L and answer probability per split, cost, guard overhead, verdict."""
+    import torch
+
+    from unlearnkit.runs.runner import cpu_model
+
+    splits = task_rec["task"]["splits"]
+    info = task_rec["task"].get("info", {})
+    n = {k: (splits.get(k) or splits.get(f"probe:{k}") or {}).get("n", "?") for k in ("forget", "retain", "test", "neighbours", "general")}
+    lines = ["# Language-model unlearning of real knowledge (no retrained oracle)", "",
+             f"Generated by `python benchmarks/lm_unlearning.py --task knowledge {command_line(args, knowledge=True)}` on "
+             f"{record['device']} ({cpu_model()}, {torch.get_num_threads()} threads) in {elapsed / 60:.1f} min. Do not edit by hand.", "",
+             f"Task: `{KNOWLEDGE.relative_to(ROOT)}` — SmolLM2-135M-Instruct as pretrained (nothing fine-tuned: the pretrained "
+             f"model is the original) forgets the facts of {', '.join(info.get('forget_targets', [])) or 'its targets'} "
+             f"({n['forget']} facts) and keeps the other selected facts ({n['retain']}), the neighbours (facts of other targets "
+             f"of the same types, {n['neighbours']}) and the general-ability questions ({n['general']}); the test split is "
+             f"{n['test']} candidate facts the model does not know. Model: `{exp.model.name}` {dict(exp.model.params)} (LoRA "
+             f"adapters for the gradient methods). Seeds per method: {args.seeds}.", "",
+             "No model retrained without the targets exists, so the verdict (`verdict.decide_without_oracle`) bands forget "
+             "evidence around the original model's value on the facts it does not know (ROUGE-L there: a model that never "
+             "learned a fact answers at that level) and neighbour / general evidence around the original's own values; "
+             "it says so in its reasons. ROUGE-L (greedy answers against the reference answer) is the discriminating "
+             "evidence here: answer probability (length-normalised, EOS included) is low for every split on the pretrained "
+             "model, whose answers run on past the short reference answer, so its bands decide little. ECO's strength "
+             "search targets the original's answer probability on the unknown facts (its no-oracle target); ROCR "
+             "redirects each target to an unknown fact's entity.", "",
+             stop_text(args.stop_at, original), "",
+             "| method | forget ROUGE-L | unknown-facts ROUGE-L | neighbours ROUGE-L | general ROUGE-L | forget prob | "
+             "neighbours prob | general prob | steps | wall s | CPU s | guard overhead | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, rs in [("original (pretrained)", [original])] + list(runs.items()):
+        lines.append("| " + " | ".join([
+            name, *(agg(seed_values(rs, "rouge_l", k)) for k in ("forget", "test", "neighbours", "general")),
+            *(agg(seed_values(rs, "answer_prob", k), "{:.4f}") for k in ("forget", "neighbours", "general")),
+            ", ".join(steps_cell(r) for r in rs), agg([r["cost"]["wall_seconds"] for r in rs if r.get("cost")], "{:.1f}"),
+            agg([r["cost"]["cpu_seconds"] for r in rs if (r.get("cost") or {}).get("cpu_seconds") is not None], "{:.1f}"),
+            overhead_cell(rs[0]), verdict_text(rs)]) + " |")
+    lines += ["", "Verdict reasons (first seed): " + "; ".join(
+        f"**{name}**: {rs[0]['verdict']['label']}" + (f" ({'; '.join(rs[0]['verdict'].get('also') or [])})" if rs[0]["verdict"].get("also") else "")
+        for name, rs in runs.items()), ""]
+    return lines
+
+
+def command_line(args: argparse.Namespace, knowledge: bool = False) -> str:
     """The benchmark's arguments that shape its numbers (not where it stores them), as a user would type them."""
-    parts = [f"--model {args.model}", f"--scale {args.scale}", "--forget " + " ".join(f"{f:g}" for f in fractions(args)),
-             f"--seeds {args.seeds}"]
+    parts = ([f"--model {args.model}"] if knowledge else
+             [f"--model {args.model}", f"--scale {args.scale}", "--forget " + " ".join(f"{f:g}" for f in fractions(args))]) + [f"--seeds {args.seeds}"]
     if args.retrain_seeds:
         parts.append(f"--retrain-seeds {args.retrain_seeds}")
     if set(args.methods) != set(default_methods()):
         parts.append("--methods " + " ".join(args.methods))
-    if args.stop_at != "holdout":
+    if args.stop_at != ("none" if knowledge else "holdout"):
         parts.append(f"--stop-at {args.stop_at}")
     return " ".join(parts)
 

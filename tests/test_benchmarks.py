@@ -66,6 +66,68 @@ def test_lm_benchmark_refuses_npo_steps_without_a_steady_state(capsys):
     assert "--npo-steps must be at least 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "knowledge", "--model", "tiny_llama"], "--task knowledge needs --model smollm2"),
+    (["--task", "knowledge", "--forget", "0.2"], "--forget and --retrain-seeds do not apply"),
+    (["--forget", "0.1", "0.1"], "distinct fractions"),
+    (["--forget", "1.5"], "strictly between 0 and 1"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+])
+def test_lm_benchmark_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        load("lm_unlearning").main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_lm_benchmark_knowledge_experiment_is_the_shipped_file_with_every_method():
+    import argparse
+
+    import yaml
+
+    bench = load("lm_unlearning")
+    args = argparse.Namespace(task="knowledge", model="smollm2", methods=bench.default_methods(), stop_at="none", seeds=2)
+    exp = bench.build_experiment(args)
+    spec = yaml.safe_load((ROOT / "experiments" / "knowledge_smollm2.yaml").read_text())
+    assert exp.retrain_seeds == 0 and exp.dataset.params == spec["dataset"]["params"] and list(exp.seeds) == [0, 1]
+    names = [m.name for m in exp.methods]
+    assert "retrain" not in names and {"eco", "guard", "rocr", "layer_constrained", "o3"} <= set(names)
+    assert all(m.params.get("stop_at", "none") == "none" for m in exp.methods if "stop_at" in m.params)
+
+
+@pytest.mark.slow
+def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
+    """The knowledge table from real run records (the tiny Llama on the knowledge data, as tests/runs does)."""
+    import argparse
+
+    from unlearnkit.experiment import Experiment
+    from unlearnkit.runs.runner import run_experiment
+    from unlearnkit.runs.store import Store
+    from tests.runs.test_knowledge_muse import KNOWLEDGE
+
+    bench = load("lm_unlearning")
+    exp = Experiment.from_dict({**KNOWLEDGE, "methods": [{"name": "npo", "params": {"steps": 2, "batch_size": 4, "lr": 0.001}},
+                                                         {"name": "guard", "params": {}}],
+                                "metrics": [{"name": "answer_prob", "params": {"splits": ["forget", "retain", "test", "neighbours", "general"]}},
+                                            {"name": "rouge_l", "params": {"splits": ["forget", "test", "neighbours", "general"]}}]})
+    store = Store(tmp_path)
+    record = run_experiment(exp, store, device="cpu", progress=False, log=lambda m: None)
+    assert record["status"] == "complete", record["failures"]
+    t = record["tasks"][0]
+    runs = {name: [store.load_run(i) for i in ids] for name, ids in t["runs"].items()}
+    args = argparse.Namespace(model="smollm2", methods=["npo", "guard"], stop_at="none", seeds=1, retrain_seeds=None)
+    lines = bench.knowledge_report(args, exp, record, 60.0, t, store.load_run(t["original_run"]), runs)
+    text = "\n".join(lines)
+    assert "--task knowledge --model smollm2 --seeds 1 --methods npo guard`" in text and "no retrained oracle" in text.lower()
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    head = rows["method"]
+    assert set(rows) >= {"original (pretrained)", "npo", "guard"}
+    rouge = runs["npo"][0]["results"]["rouge_l"]["values"]
+    assert rows["npo"][head.index("forget ROUGE-L")] == f"{rouge['forget']:.3f}"
+    assert rows["npo"][head.index("unknown-facts ROUGE-L")] == f"{rouge['test']:.3f}"
+    assert rows["guard"][head.index("guard overhead")].endswith("ms/token)") and rows["npo"][head.index("guard overhead")] == "—"
+    assert rows["npo"][head.index("steps")] == "2"
+
+
 @pytest.mark.slow
 def test_lm_benchmark_runs_tiny_and_reports_early_stops(tmp_path):
     """The LM benchmark end to end on the tiny Llama: two methods with the holdout stop at two forget sizes with two seeds

@@ -88,3 +88,26 @@ def test_muse_book_validates_and_a_tiny_version_runs(tmp_path):
         run = store.load_run(t["runs"]["npo"][0])
         assert {"verbatim_memorization", "privleak", "rouge_l", "answer_prob", "noise_floor"} <= set(run["results"])
         assert "relearn" in run["results"] or "too few" in run["missing"]["relearn"] or "at least" in run["missing"]["relearn"]
+
+
+@pytest.mark.slow
+def test_guards_edits_and_o3_run_on_the_knowledge_task_without_an_oracle(tmp_path):
+    """Issue 25's methods on the real-knowledge task (no retrained model): each run completes with the no-oracle verdict;
+    ECO's strength search targets the original's answer probability on the facts it does not know (the test split)."""
+    methods = [{"name": "eco", "params": {"zo_steps": 2}}, {"name": "guard", "params": {}}, {"name": "rocr", "params": {"layer": 0}},
+               {"name": "layer_constrained", "params": {"top_layers": 1, "max_prompts": 1, "samples": 1, "method": "grad_diff",
+                                                        "params": {"steps": 2, "batch_size": 4, "lr": 0.001}}},
+               {"name": "o3", "params": {}}]
+    store = Store(tmp_path)
+    record = run_experiment(Experiment.from_dict({**KNOWLEDGE, "methods": methods}), store, device="cpu", progress=False, log=lambda m: None)
+    assert record["status"] == "complete", record["failures"]
+    task = record["tasks"][0]
+    original = store.load_run(task["original_run"])
+    assert set(task["runs"]) == {"eco", "guard", "rocr", "layer_constrained", "o3"}
+    for name, ids in task["runs"].items():
+        run = store.load_run(ids[0])
+        assert NO_ORACLE in run["verdict"]["reasons"], name
+    eco = store.load_run(task["runs"]["eco"][0])["unlearn_info"]["strength"]
+    assert "facts it does not know" in eco["target"]
+    # the target is the original's length-normalised answer probability on the test split: answer_prob's test value
+    assert eco["target_forget_prob"] == pytest.approx(original["results"]["answer_prob"]["values"]["test"], rel=1e-4)

@@ -49,7 +49,9 @@ class ECO:
        ones (ECO's ``zero_out_top_k``).
     4. Strength σ by zeroth-order optimisation of f(σ) = |P̄_forget(σ) − P̄_forget(retrained)|, P̄ the mean
        length-normalised answer probability of the forget set with every forget prompt corrupted, and the
-       retrained models' mean as target (ECO matches the corrupted model's forget metrics to the retain model's):
+       retrained models' mean as target (ECO matches the corrupted model's forget metrics to the retain model's; on a
+       task with no retrained oracle, ``task.info["oracle"] is False``, the original's P̄ on the test split, the facts
+       it does not know: the level a model without the knowledge answers at):
        ``zo_steps`` two-point estimates g = (f(e^{s+μu}) − f(e^{s−μu}))/(2μ)·u, u = ±1, in s = log σ, each followed
        by a signed step s ← s − η_k·sign(g), η_k = ``zo_lr``·0.7^k; the best σ evaluated is kept.
 
@@ -100,7 +102,12 @@ class ECO:
     def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu",
                 progress: bool = False) -> Unlearned:
         check_forget_kind(self, task)
-        refs.require("retrained", by="method 'eco'")
+        no_oracle = task.info.get("oracle") is False and not refs.retrained_seeds
+        if not no_oracle:
+            refs.require("retrained", by="method 'eco'")
+        elif len(task.test) == 0:
+            raise ConfigError("eco: a task without a retrained oracle needs test examples (facts the model does not know) "
+                              "for the search's target level; the task has none.")
         adapter = get_adapter(task)
         adapter.check(model, task, device)
         codec = task.forget.data.codec
@@ -118,10 +125,16 @@ class ECO:
                                          corruption=self.corruption, dims=self.dims or width, noise=noise, emb_scale=emb_scale,
                                          entities=entities, config={"method": "eco"})
 
-        def forget_prob(m: nn.Module) -> float:
-            return float(np.exp(-adapter.outputs(m, task.forget, device=device)["nll"]).mean())
+        def forget_prob_on(m: nn.Module, split: Any) -> float:
+            return float(np.exp(-adapter.outputs(m, split, device=device)["nll"]).mean())
 
-        target = float(np.mean([forget_prob(r) for r in refs.retrained_seeds]))
+        def forget_prob(m: nn.Module) -> float:
+            return forget_prob_on(m, task.forget)
+
+        if no_oracle:  # the level a model without the knowledge answers at: the original on the facts it does not know
+            target, target_source = forget_prob_on(model, task.test), "original model on the test split (facts it does not know; no retrained oracle)"
+        else:
+            target, target_source = float(np.mean([forget_prob(r) for r in refs.retrained_seeds])), "retrained models' mean"
         guard.force = True
         evaluated: list[dict[str, float]] = []
 
@@ -156,7 +169,7 @@ class ECO:
         info: dict[str, Any] = {
             "entities": entity_info, "guard": guard.describe(), "classifier": report, "prompt_end": codec.decode(marker) or str(marker),
             "strength": {"value": best["strength"], "corruption": self.corruption, "dims": self.dims or width,
-                         "target_forget_prob": target, "forget_prob": best["forget_prob"],
+                         "target_forget_prob": target, "target": target_source, "forget_prob": best["forget_prob"],
                          "forget_prob_uncorrupted": forget_prob(guard.inner), "evaluations": len(evaluated),
                          "search": evaluated},
             "overhead": measure_overhead(guard, task, adapter, device=device, max_new_tokens=self.latency_tokens),

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..adapters import get_adapter
-from ..analysis.locate import down_proj, key_second_moment, locate, subject_keys, subject_span, subjects_for, substitute
+from ..analysis.locate import down_proj, item_subjects, key_second_moment, locate, subject_keys, subject_span, subjects_for, substitute
 from ..errors import ConfigError, TaskError
 from ..objectives.lm import resolve_layer
 from ..references import References
@@ -130,13 +130,17 @@ class ROCR:
         return Unlearned(model, changed, info)
 
     def target_subjects(self, task: Task, forget: list[str]) -> dict[str, str]:
-        """Forget subject → harmless target subject: ``targets`` in order, else the holdout split's subjects in order."""
+        """Forget subject → harmless target subject: ``targets`` in order, else the holdout split's subjects in order (the
+        items' own entities where they name them, ``item_subjects``; else each group's derived subject)."""
         if self.targets is not None:
             pool = list(self.targets)
         else:
             if len(task.test) == 0:
                 raise TaskError("rocr: the task has no holdout (test) examples to draw harmless target concepts from; give targets.")
-            pool = list(dict.fromkeys(subjects_for(task.test, others=[task.retain, task.forget]).values()))
+            # the items' own entities where they carry them (a profile's subject, a knowledge fact's target: the
+            # knowledge task's test split mixes many targets in one group), else each group's derived subject
+            own = [s for s in item_subjects(task.test, derive=False) if s]
+            pool = list(dict.fromkeys(own or subjects_for(task.test, others=[task.retain, task.forget]).values()))
         pool = [t for t in pool if t not in forget]
         if len(pool) < len(forget):
             raise ConfigError(f"rocr: {len(forget)} forget subject(s) need as many distinct target concepts; got {len(pool)} ({pool}).")

@@ -18,7 +18,6 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -280,23 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.methods) != set(lm_unlearning.METHODS) and not args.why:
         p.error("--methods selects a subset: say why with --why (it goes into the generated file)")
 
-    from unlearnkit.executor import get_executor
     from unlearnkit.io import atomic_write_text
     from unlearnkit.runs import Store
-    from unlearnkit.runs.runner import run_experiment
 
     exp = build_experiment(args)
     with tempfile.TemporaryDirectory(prefix="uk-lm-attacks-") as tmp:
         store = Store(args.store or tmp, refs_root=args.refs_cache)
         before_ids = {r["run_id"] for r in store.runs()} if args.store else set()
-        t0 = time.perf_counter()
-        executor = get_executor(args.executor, progress=sys.stderr.isatty())
-        try:
-            record = run_experiment(exp, store, device=args.device, progress=sys.stderr.isatty(), executor=executor)
-        finally:
-            if hasattr(executor, "shutdown"):
-                executor.shutdown()
-        elapsed = time.perf_counter() - t0
+        record, elapsed = lm_unlearning.run_timed(exp, store, args)
         task_rec = record["tasks"][0]
         original = store.load_run(task_rec["original_run"])
         runs = {name: store.load_run(ids[0]) for name, ids in task_rec["runs"].items()}

@@ -302,20 +302,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from unlearnkit.io import atomic_write_text
     from unlearnkit.runs import Store
-    from unlearnkit.executor import get_executor
-    from unlearnkit.runs.runner import run_experiment
 
     exp = build_experiment(args)
     with tempfile.TemporaryDirectory(prefix="uk-lm-bench-") as tmp:
         store = Store(args.store or tmp, refs_root=args.refs_cache)
-        t0 = time.perf_counter()
-        executor = get_executor(args.executor, progress=sys.stderr.isatty())
-        try:
-            record = run_experiment(exp, store, device=args.device, progress=sys.stderr.isatty(), executor=executor)
-        finally:
-            if hasattr(executor, "shutdown"):
-                executor.shutdown()
-        elapsed = time.perf_counter() - t0
+        record, elapsed = run_timed(exp, store, args)
         tasks = [(t, store.load_run(t["original_run"]), {name: [store.load_run(i) for i in ids] for name, ids in t["runs"].items()})
                  for t in record["tasks"]]
         npo_rows = [] if knowledge else npo_reference_comparison(argv, args.store or tmp, args.model)
@@ -329,6 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(Path(args.output), text)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0 if record["status"] == "complete" else 1
+
+
+def run_timed(exp: Any, store: Any, args: argparse.Namespace) -> tuple[dict[str, Any], float]:
+    """Run ``exp`` into ``store`` on ``args.executor`` (shut down afterwards): the run record and the wall seconds it took."""
+    from unlearnkit.executor import get_executor
+    from unlearnkit.runs.runner import run_experiment
+
+    t0 = time.perf_counter()
+    executor = get_executor(args.executor, progress=sys.stderr.isatty())
+    try:
+        record = run_experiment(exp, store, device=args.device, progress=sys.stderr.isatty(), executor=executor)
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
+    return record, time.perf_counter() - t0
 
 
 def profiles_report(args: argparse.Namespace, exp: Any, record: dict[str, Any], elapsed: float, tasks: list[Any],

@@ -16,7 +16,7 @@ from unlearnkit.runs.store import Store
 from unlearnkit.seeding import np_rng
 from unlearnkit.tuning import Tuner, band_distance, choose, pareto, tune, validation_spec
 from unlearnkit.tuning import study as study_module
-from unlearnkit.types import Split, Task
+from unlearnkit.types import Task
 
 SPEC = {
     "name": "tune-tiny",
@@ -121,17 +121,9 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ no peeking
-def test_trials_never_touch_the_real_forget_set(store, monkeypatch):
+def test_trials_never_touch_the_real_forget_set(store, touched):
     """Every split any trial (or the validation references) iterates over is recorded; none holds a real forget id. The
     recorder is shown to work: evaluating the chosen setting on the real task does touch them."""
-    touched: list[np.ndarray] = []
-    batches = Split.batches
-
-    def recording(self, *args, **kwargs):
-        touched.append(np.asarray(self.ids))
-        return batches(self, *args, **kwargs)
-
-    monkeypatch.setattr(Split, "batches", recording)
     tuner = Tuner(Experiment.from_dict(SPEC), store, "finetune", trials=2, **quiet())
     spec = tuner.exp.forget[0]
     vtask, vrefs, real = tuner.validation(spec)

@@ -65,6 +65,8 @@ def test_base_weights_bit_identical_and_only_the_guard_state_is_stored(causal_lm
     assert meta["guard"] == "o3" and not any(k.startswith("inner.") for k in tensors)
     assert {"lora_A_1_0", "lora_B_1_0", "det_mean_1", "request_ids_1"} <= set(tensors)
     assert out.info["request"] == 2 and out.info["weights"].startswith("unchanged")
+    o = out.info["overhead"]  # measured: the guarded model (detectors + gated adapters) against the bare one, per token
+    assert o["bare_ms_per_token"] > 0 and o["overhead_ratio"] == pytest.approx(o["guarded_ms_per_token"] / o["bare_ms_per_token"])
 
 
 def test_request_two_adapter_is_orthogonal_to_request_one_unlike_an_unregularised_run(seconds):
@@ -175,7 +177,7 @@ def test_settings_must_match_the_earlier_requests(second_task, first):
     ({"ortho_weight": -1.0}, "ortho_weight"), ({"retain_weight": -0.5}, "retain_weight"), ({"forget_weight": 0.0}, "forget_weight"),
     ({"threshold": 0.0}, "between 0 and 1"), ({"threshold": 1.0}, "between 0 and 1"), ({"threshold": 1.5}, "between 0 and 1"),
     ({"rank": 0}, "rank"), ({"gating": "sometimes"}, "gating"), ({"loss": "kl"}, "loss"), ({"holdout_fraction": 1.0}, "holdout_fraction"),
-    ({"beta": 0.0}, "beta"), ({"targets": []}, "targets"),
+    ({"beta": 0.0}, "beta"), ({"targets": []}, "targets"), ({"latency_tokens": 0}, "latency_tokens"),
 ])
 def test_bad_parameters_are_refused(params, match):
     with pytest.raises(ConfigError, match=match):

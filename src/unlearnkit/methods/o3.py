@@ -22,7 +22,7 @@ from ..references import References
 from ..seeding import torch_gen
 from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
-from ._guards import split_prompts
+from ._guards import measure_overhead, split_prompts
 from .base import ALL_FORGET_KINDS, LM_TRAIN, TRAIN_PARAMS, check_forget_kind, check_numbers, register_method
 
 LOSSES = ("npo", "grad_diff")
@@ -55,6 +55,7 @@ class O3:
     the frozen model, and its calibration uses held-out retain prompts. ``info["detector"]`` reports its held-out
     TPR/FPR, its firing rates on all forget, retain and neighbour prompts. A request whose forget ids or profiles
     overlap an earlier request's is refused (ConfigError naming them).
+    ``info["overhead"]``: latency per generated token through the guard vs the bare model (greedy, measured).
     """
 
     train: TrainConfig = TrainConfig(epochs=10.0, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.0)
@@ -70,6 +71,7 @@ class O3:
     gating: Literal["soft", "hard"] = "soft"
     threshold: float | None = None
     holdout_fraction: float = 0.3
+    latency_tokens: int = 16
 
     name: ClassVar[str] = "o3"
     kind: ClassVar[str] = "guard"
@@ -89,6 +91,8 @@ class O3:
         check_numbers(self, "beta", "alpha", positive=True)
         if self.forget_weight == 0:
             raise ConfigError("o3: forget_weight must be > 0 (a zero forget term unlearns nothing).")
+        if isinstance(self.latency_tokens, bool) or not (isinstance(self.latency_tokens, int) and self.latency_tokens >= 1):
+            raise ConfigError(f"o3: latency_tokens must be an integer >= 1, got {self.latency_tokens!r}.")
         if isinstance(self.rank, bool) or not (isinstance(self.rank, int) and self.rank >= 1):
             raise ConfigError(f"o3: rank must be an integer >= 1, got {self.rank!r}.")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
@@ -170,6 +174,8 @@ class O3:
             "adapter": {"rank": self.rank, "alpha": self.alpha, "targets": len(wrapper.targets),
                         "parameters": int(sum(a.numel() + b.numel() for a, b in wrapper.adapter(k)))},
             "weights": "unchanged (inference-time guard: weight-level evidence is measured on the bare model)",
+            # latency per generated token with every request's detector and gated adapters vs the bare model
+            "overhead": measure_overhead(wrapper, task, adapter, device=device, max_new_tokens=self.latency_tokens),
         }
         if result.stopped:
             info["warning"] = result.stopped

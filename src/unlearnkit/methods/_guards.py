@@ -147,14 +147,14 @@ def fit_classifier(model: nn.Module, task: Task, *, rng: np.random.Generator, th
 
 
 def check_guard_params(method: Any) -> None:
-    """The classifier settings every guard shares."""
+    """The detector / classifier settings every guard shares (``C`` only for guards with a logistic classifier)."""
     if method.threshold is not None:
         check_threshold(method.threshold, method.name)
     if not (isinstance(method.holdout_fraction, (int, float)) and 0.0 < method.holdout_fraction < 1.0):
         raise ConfigError(f"{method.name}: holdout_fraction must be in (0, 1), got {method.holdout_fraction!r}.")
-    if not (isinstance(method.C, (int, float)) and np.isfinite(method.C) and method.C > 0):
+    if hasattr(method, "C") and not (isinstance(method.C, (int, float)) and np.isfinite(method.C) and method.C > 0):
         raise ConfigError(f"{method.name}: C (inverse regularisation of the classifier) must be a finite number > 0, got {method.C!r}.")
-    if not (isinstance(method.latency_tokens, int) and method.latency_tokens >= 1):
+    if isinstance(method.latency_tokens, bool) or not (isinstance(method.latency_tokens, int) and method.latency_tokens >= 1):
         raise ConfigError(f"{method.name}: latency_tokens must be an integer >= 1, got {method.latency_tokens!r}.")
 
 

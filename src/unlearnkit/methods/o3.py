@@ -22,7 +22,7 @@ from ..references import References
 from ..seeding import torch_gen
 from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
-from ._guards import measure_overhead, split_prompts
+from ._guards import check_guard_params, measure_overhead, split_prompts
 from .base import ALL_FORGET_KINDS, LM_TRAIN, TRAIN_PARAMS, check_forget_kind, check_numbers, register_method
 
 LOSSES = ("npo", "grad_diff")
@@ -91,8 +91,6 @@ class O3:
         check_numbers(self, "beta", "alpha", positive=True)
         if self.forget_weight == 0:
             raise ConfigError("o3: forget_weight must be > 0 (a zero forget term unlearns nothing).")
-        if isinstance(self.latency_tokens, bool) or not (isinstance(self.latency_tokens, int) and self.latency_tokens >= 1):
-            raise ConfigError(f"o3: latency_tokens must be an integer >= 1, got {self.latency_tokens!r}.")
         if isinstance(self.rank, bool) or not (isinstance(self.rank, int) and self.rank >= 1):
             raise ConfigError(f"o3: rank must be an integer >= 1, got {self.rank!r}.")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
@@ -100,12 +98,7 @@ class O3:
         if isinstance(self.targets, str) or not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise ConfigError(f"o3: targets must be a non-empty list of linear-layer names (e.g. ['q_proj', 'v_proj']), got {self.targets!r}.")
         object.__setattr__(self, "targets", tuple(self.targets))
-        if self.threshold is not None:
-            from ..lm.guard import check_threshold
-
-            check_threshold(self.threshold, "o3")
-        if not (isinstance(self.holdout_fraction, (int, float)) and 0.0 < self.holdout_fraction < 1.0):
-            raise ConfigError(f"o3: holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}.")
+        check_guard_params(self)  # threshold, holdout_fraction, latency_tokens
         if self.train.epochs is None:
             raise ConfigError("o3: epochs must be a number (steps, when given, replaces it).")
 

@@ -137,10 +137,8 @@ class ROCR:
         else:
             if len(task.test) == 0:
                 raise TaskError("rocr: the task has no holdout (test) examples to draw harmless target concepts from; give targets.")
-            # the items' own entities where they carry them (a profile's subject, a knowledge fact's target: the
-            # knowledge task's test split mixes many targets in one group), else each group's derived subject
-            own = [s for s in item_subjects(task.test, derive=False) if s]
-            pool = list(dict.fromkeys(own or subjects_for(task.test, others=[task.retain, task.forget]).values()))
+            # per item (the knowledge task's test split mixes many targets in one group): its own entity, else its group's
+            pool = list(dict.fromkeys(s for s in item_subjects(task.test) if s))
         pool = [t for t in pool if t not in forget]
         if len(pool) < len(forget):
             raise ConfigError(f"rocr: {len(forget)} forget subject(s) need as many distinct target concepts; got {len(pool)} ({pool}).")

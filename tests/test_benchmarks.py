@@ -103,10 +103,13 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
     from unlearnkit.runs.runner import run_experiment
     from unlearnkit.runs.store import Store
     from tests.runs.test_knowledge_muse import KNOWLEDGE
+    from unlearnkit.verdict import NO_ORACLE
 
     bench = load("lm_unlearning")
-    exp = Experiment.from_dict({**KNOWLEDGE, "methods": [{"name": "npo", "params": {"steps": 2, "batch_size": 4, "lr": 0.001}},
-                                                         {"name": "guard", "params": {}}],
+    dataset = {**KNOWLEDGE["dataset"], "params": {**KNOWLEDGE["dataset"]["params"], "forget": ["William Shakespeare", "Japan"]}}
+    exp = Experiment.from_dict({**KNOWLEDGE, "dataset": dataset,
+                                "methods": [{"name": "npo", "params": {"steps": 2, "batch_size": 4, "lr": 0.001}},
+                                            {"name": "guard", "params": {}}, {"name": "rocr", "params": {"layer": 0}}],
                                 "metrics": [{"name": "answer_prob", "params": {"splits": ["forget", "retain", "test", "neighbours", "general"]}},
                                             {"name": "rouge_l", "params": {"splits": ["forget", "test", "neighbours", "general"]}}]})
     store = Store(tmp_path)
@@ -114,10 +117,18 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
     assert record["status"] == "complete", record["failures"]
     t = record["tasks"][0]
     runs = {name: [store.load_run(i) for i in ids] for name, ids in t["runs"].items()}
-    args = argparse.Namespace(model="smollm2", methods=["npo", "guard"], stop_at="none", seeds=1, retrain_seeds=None)
-    lines = bench.knowledge_report(args, exp, record, 60.0, t, store.load_run(t["original_run"]), runs)
+    args = argparse.Namespace(model="smollm2", methods=["npo", "guard", "rocr"], stop_at="none", seeds=1, retrain_seeds=None)
+    failed = {"method": "npo", "seed": 1, "task": "benchmark", "error": "TaskError: a planted failure"}
+    lines = bench.knowledge_report(args, exp, {**record, "failures": [failed]}, 60.0, t, store.load_run(t["original_run"]), runs)
     text = "\n".join(lines)
-    assert "--task knowledge --model smollm2 --seeds 1 --methods npo guard`" in text and "no retrained oracle" in text.lower()
+    assert "--task knowledge --model smollm2 --seeds 1 --methods npo guard rocr`" in text and "no retrained oracle" in text.lower()
+    assert "forgets the facts of William Shakespeare, Japan (" in text
+    # the reasons, not only the labels; the no-oracle statement once (above the table), not per method
+    guard = runs["guard"][0]["verdict"]
+    assert f"- **guard**: {guard['label']}: {guard['reasons'][0]}" in text and text.count(NO_ORACLE) == 0
+    # rocr cannot reach the Shakespeare plays' questions (they do not name him): said, with the count
+    assert "**rocr** edited the " in text and "3 do not (e.g. 'Who wrote the play" in text
+    assert "- **npo** seed 1: TaskError: a planted failure" in text
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
     head = rows["method"]
     assert set(rows) >= {"original (pretrained)", "npo", "guard"}
@@ -193,3 +204,12 @@ def test_deletion_benchmark_runs_every_section_at_toy_size(tmp_path):
     assert re.search(r"max \|W − W_refit\| = (\S+)", text) and float(re.search(r"max \|W − W_refit\| = (\S+) ", text)[1]) < 1e-6
     stream = [line for line in text.splitlines() if line.startswith(("| acu |", "| s3t |", "| sisa |"))]
     assert len(stream) >= 3 and not any("| — |" in line.split("| one-time")[0] for line in stream[:3])  # every request served
+
+
+def test_lm_benchmark_says_when_runs_were_reused_from_the_store():
+    """A rerun into a store that already holds some runs says how many were reused, so its wall time is not read as theirs."""
+    bench = load("lm_unlearning")
+    record = {"started": 100.0}
+    assert bench.reused_text(record, [{"created": 150.0}, {"created": 160.0}]) == ""
+    text = bench.reused_text(record, [{"created": 50.0}, {"created": 150.0}, {"created": 99.0}])
+    assert text.startswith(" (2 of 3 method runs reused from the store")

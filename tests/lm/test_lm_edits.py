@@ -114,7 +114,7 @@ def test_rank_one_update_maps_the_key_and_is_the_least_c_norm_solution():
 def test_rocr_is_rank_one_maps_the_key_and_barely_moves_retain_keys(causal_lm_task, target):
     task = one_profile(causal_lm_task)
     before = copy.deepcopy(target)
-    out = run("rocr", {"layer": 0}, target, task)
+    out = run("rocr", {"layer": 0, "value": "mlp"}, target, task)
     name = "model.layers.0.mlp.down_proj.weight"
     assert out.info["parameter"] == name and out.info["rank"] == 1
     delta = (dict(target.named_parameters())[name] - dict(before.named_parameters())[name]).detach().double()
@@ -143,6 +143,60 @@ def test_rocr_is_rank_one_maps_the_key_and_barely_moves_retain_keys(causal_lm_ta
     forget_shift = float((delta @ k_s).norm() / (W0 @ k_s).norm())
     assert retain_shift < 0.1 * forget_shift
     assert out.info["retain_output_shift"] < 0.2
+
+
+def test_rocr_default_makes_the_layer_output_at_the_subject_the_target_concepts(causal_lm_task, target):
+    """``value: hidden`` (the default): after the edit, decoder layer ℓ's output at the forget subject's last token (mean over
+    its prompts) is the unedited model's output for the target concept in the same prompts; earlier layers are untouched."""
+    from unlearnkit.analysis.locate import substitute
+    from unlearnkit.methods.rocr import layer_output
+
+    task = one_profile(causal_lm_task)
+    before = copy.deepcopy(target)
+    out = run("rocr", {"layer": 1}, target, task)
+    assert build_method("rocr", {}).value == "hidden" and out.info["reach"] == {"named": len(task.forget), "unnamed": 0, "unnamed_examples": []}
+    codec = task.forget.data.codec
+    (concept,) = out.info["concepts"]
+    ex = locate(task.forget, [concept["subject"]] * len(task.forget))
+    prompts, last = [e.ids[: e.n_prompt] for e in ex], [e.span[1] - 1 for e in ex]
+    swapped = [subject_span(codec, substitute(task.forget.data.records[e.index].question, concept["subject"], concept["target"]), concept["target"])
+               for e in ex]
+    h_target = layer_output(before, [i for i, _ in swapped], [s[1] - 1 for _, s in swapped], 1, codec.pad_id, "cpu")
+    h_before = layer_output(before, prompts, last, 1, codec.pad_id, "cpu")
+    h_after = layer_output(target, prompts, last, 1, codec.pad_id, "cpu")
+    assert float((h_after - h_target).norm() / h_target.norm()) < 1e-4  # float32: exact to rounding
+    assert float((h_before - h_target).norm() / h_target.norm()) > 0.05  # and it was not so before
+    assert torch.equal(layer_output(target, prompts, last, 0, codec.pad_id, "cpu"), layer_output(before, prompts, last, 0, codec.pad_id, "cpu"))
+
+
+def test_rocr_skips_and_reports_questions_that_do_not_name_their_subject():
+    """A knowledge fact asked without naming its target ("Who wrote the play Hamlet?" for Shakespeare) has no subject key:
+    rocr edits the named ones and reports the rest in info["reach"]; a forget set naming no subject at all is a TaskError."""
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.data.knowledge import knowledge
+    from unlearnkit.models import build_model
+
+    def task_of(forget):
+        src = knowledge(forget=forget, tokenizer="word")
+        task = make_task("knowledge", src.train, src.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
+                         modality=src.modality, probes=src.probes)
+        return task, build_model("tiny_llama", src.input_shape, src.n_outputs)
+
+    task, model = task_of(["William Shakespeare", "Japan"])
+    records = task.forget.data.records
+    unnamed = {r.question for r in records if r.target not in r.question}
+    assert len(unnamed) == 3 and all("wrote the play" in q for q in unnamed)  # the shipped selection's Shakespeare plays
+    out = run("rocr", {"layer": 0}, model, task)
+    reach = out.info["reach"]
+    assert reach["named"] == len(records) - 3 and reach["unnamed"] == 3
+    assert {e["question"] for e in reach["unnamed_examples"]} == unnamed
+    assert {c["subject"] for c in out.info["concepts"]} == {"William Shakespeare", "Japan"}
+    keep = np.flatnonzero([r.target not in r.question for r in records])  # only the unnamed questions left
+    from unlearnkit.types import Split
+
+    only = dataclasses.replace(task, forget=Split.create(task.forget.name, task.forget.data.subset(keep), task.forget.ids[keep]), train_split=None)
+    with pytest.raises(TaskError, match="none of the 3 questions of split 'forget' names its subject.*cannot reach facts asked without naming"):
+        run("rocr", {"layer": 0}, model, only)
 
 
 def test_rocr_edits_every_forget_concept_jointly(causal_lm_task, target):

@@ -148,23 +148,62 @@ def item_subjects(split: Split, derive: bool = True) -> list[str | None]:
     return [derived.get(int(g)) for g in split.data.y.tolist()]
 
 
-def locate(split: Split, subjects: Mapping[int, str]) -> list[Located]:
-    """Every example of ``split`` with its group's subject located in its prompt tokens (checked against the stored ids)."""
+def edit_subjects(split: Split, given: Sequence[str] | None = None, others: Sequence[Split] = ()) -> list[str]:
+    """Per item of ``split``, the subject an edit or a trace keys on: with ``given``, the first given subject found in
+    every question of the item's group (``subjects_for``); else the item's own entity where every item names one
+    (``item_subjects``: a profile's person, a knowledge fact's target); else its group's derived subject."""
+    if given is None:
+        own = item_subjects(split, derive=False)
+        if own and all(own):
+            return [str(s) for s in own]
+    groups = subjects_for(split, given, others)
+    return [groups[int(g)] for g in split.data.y.tolist()]
+
+
+def locate(split: Split, subjects: Mapping[int, str] | Sequence[str], *, skip_unnamed: bool = False) -> list[Located]:
+    """Every example of ``split`` with its subject located in its prompt tokens (checked against the stored ids).
+    ``subjects`` maps each group to its subject, or gives one subject per item. With ``skip_unnamed``, an item whose
+    prompt does not name its subject is left out (``locate_named`` reports them); otherwise it is a TaskError."""
     data = split.data
     codec = data.codec
+    per_item = isinstance(subjects, Sequence) and not isinstance(subjects, str)
+    if per_item and len(subjects) != len(data.records):
+        raise ConfigError(f"locate: {len(subjects)} subjects for the {len(data.records)} items of split {split.name!r}.")
     out = []
     for i, r in enumerate(data.records):
         g = int(data.y[i])
+        subject = subjects[i] if per_item else subjects[g]  # type: ignore[index]
+        if skip_unnamed and not _subject_regex(subject).search(codec.prompt(r.question)):
+            continue
         n = int(data.attention_mask[i].sum())
         row = data.x[i, :n].tolist()
         labels = data.labels[i, :n].tolist()
         n_prompt = next((k for k, v in enumerate(labels) if v != IGNORE), n)
-        ids, span = subject_span(codec, r.question, subjects[g])
+        ids, span = subject_span(codec, r.question, subject)
         if ids != row[:n_prompt]:
             raise TaskError(f"The stored tokens of item {int(split.ids[i])} do not start with its prompt {r.question!r}; "
                             "its subject cannot be located.")
-        out.append(Located(i, g, subjects[g], row, n_prompt, span, labels))
+        out.append(Located(i, g, subject, row, n_prompt, span, labels))
     return out
+
+
+def locate_named(split: Split, subjects: Sequence[str], who: str) -> tuple[list[Located], dict[str, Any]]:
+    """The items of ``split`` whose prompt names their subject (``locate`` with ``skip_unnamed``), and a summary of the
+    ones left out: a subject-keyed edit or trace cannot reach a fact asked without naming its subject ("Who wrote
+    Hamlet?" for Shakespeare). None named at all is a TaskError saying so."""
+    located = locate(split, subjects, skip_unnamed=True)
+    kept = {ex.index for ex in located}
+    records = split.data.records
+    unnamed = [i for i in range(len(records)) if i not in kept]
+    if not located:
+        i = unnamed[0]
+        raise TaskError(f"{who}: none of the {len(records)} questions of split {split.name!r} names its subject (e.g. "
+                        f"{records[i].question!r} about {subjects[i]!r}); {who} keys on the subject's tokens in the prompt, "
+                        "so it cannot reach facts asked without naming their subject.")
+    summary = {"named": len(located), "unnamed": len(unnamed),
+               "unnamed_examples": [{"id": int(split.ids[i]), "subject": subjects[i], "question": records[i].question}
+                                    for i in unnamed[:5]]}
+    return located, summary
 
 
 def substitute(question: str, subject: str, target: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from ..adapters import get_adapter
-from ..analysis.locate import causal_trace, locate, subjects_for
+from ..analysis.locate import causal_trace, edit_subjects, locate_named
 from ..errors import ConfigError
 from ..models.causal_lm import decoder_layers
 from ..references import References
@@ -93,14 +93,15 @@ class LayerConstrained:
 
     def trace(self, model: nn.Module, task: Task, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
         """The tracing result (``analysis.locate.causal_trace``) on up to ``max_prompts`` forget examples."""
-        subjects = subjects_for(task.forget, self.subjects, others=[task.retain, task.test])
-        located = locate(task.forget, subjects)
+        located, reach = locate_named(task.forget, edit_subjects(task.forget, self.subjects, others=[task.retain, task.test]),
+                                      "layer_constrained tracing")
         chosen = np.sort(rng.choice(len(located), size=min(self.max_prompts, len(located)), replace=False))
         seed = int(rng.integers(0, 2**31 - 1))
         result = causal_trace(model, [located[i] for i in chosen], noise=self.noise, samples=self.samples, seed=seed, device=device,
                               progress=progress)
         result["item_ids"] = [int(task.forget.ids[located[i].index]) for i in chosen]
-        result["subjects"] = sorted(set(subjects.values()))
+        result["subjects"] = sorted({ex.subject for ex in located})
+        result["reach"] = reach
         return result
 
     def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu",

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..adapters import get_adapter
-from ..analysis.locate import down_proj, item_subjects, key_second_moment, locate, subject_keys, subject_span, subjects_for, substitute
+from ..analysis.locate import down_proj, edit_subjects, item_subjects, key_second_moment, locate_named, subject_keys, subject_span, substitute
 from ..errors import ConfigError, TaskError
 from ..objectives.lm import resolve_layer
 from ..references import References
@@ -28,8 +28,8 @@ from .base import check_forget_kind, check_numbers, register_method
 class ROCR:
     """Rank-one Concept Redirection (Ye, Zhang & Wu, LLM Unlearning Should Be Form-Independent, arXiv 2506.07795, 2025).
 
-    For each forget subject s (a group's subject: found in the questions by ``analysis.locate``, or one of
-    ``subjects``), the key k_s is the input of decoder layer ℓ's MLP down projection W at the subject's last token, the
+    For each forget subject s (an item's own entity, else its group's subject found in the questions, or one of
+    ``subjects``: ``analysis.locate.edit_subjects``), the key k_s is the input of decoder layer ℓ's MLP down projection W at the subject's last token, the
     mean over the forget prompts that name s. A harmless target concept t (a subject of the holdout split, never trained
     on, or one of ``targets``) gives the value v_s = W·k_t, with k_t the key of t in the same prompts (s replaced by t).
     The edit is ROME's closed form (Meng et al., NeurIPS 2022), solved jointly for the m subjects:
@@ -38,18 +38,23 @@ class ROCR:
     (v − Wk_s)·k_sᵀC⁻¹k / k_sᵀC⁻¹k_s, small where k is C⁻¹-orthogonal to k_s. No gradient step: one forward pass over the
     forget prompts, the target prompts and the retain set.
 
-    Inferred: the concept key is the prompt-mean of the last-subject-token keys (ROME averages over random prefixes);
-    the target value is the unedited layer's output for the target's key, so the model reads the target concept
-    wherever it read the forget subject, whatever the question's form. ``value: hidden`` instead sets v_s so that the
-    layer's whole output at the subject's last token (attention and residual included) becomes the target's:
-    v_s = W k_s + h_ℓ(t) − h_ℓ(s), prompt means of the layer outputs. Defaults: ℓ = the middle layer (n_layers // 2),
-    cov_reg 0.01. A LoRA-adapted layer's base weight is edited (the adapter's contribution is part of W·k).
+    Inferred: the concept key is the prompt-mean of the last-subject-token keys (ROME averages over random prefixes).
+    The target value (default ``value: hidden``) makes the layer's whole output at the subject's last token (attention
+    and residual included) the target's: v_s = W k_s + h_ℓ(t) − h_ℓ(s), prompt means of the layer outputs, so from
+    layer ℓ on the model reads the target concept wherever it read the forget subject, whatever the question's form.
+    ``value: mlp`` is ROME's value, the unedited MLP's output for the target's key (v_s = W k_t): on the SmolLM2 profiles
+    (LoRA-trained fictitious people, forget 10%) it moved the forget answers' probability 0.856 → 0.852 / 0.850 / 0.858
+    at layers 1 / 6 / 15, where ``hidden`` gave 0.260 / 0.296 / 0.303, retain 0.845 unchanged in all six (one seed; the
+    subject is still carried by the residual stream past one MLP). Defaults: ℓ = the middle layer (n_layers // 2),
+    cov_reg 0.01. A LoRA-adapted layer's base weight is edited (the adapter's contribution is part of W·k). A forget
+    question that does not name its subject ("Who wrote Hamlet?" for Shakespeare) has no subject key to redirect: it is
+    left out and counted in ``info["reach"]`` (none named at all is a TaskError).
     """
 
     layer: int | None = None
     subjects: Sequence[str] | None = None
     targets: Sequence[str] | None = None
-    value: Literal["mlp", "hidden"] = "mlp"
+    value: Literal["mlp", "hidden"] = "hidden"
     cov_reg: float = 0.01
     batch_size: int = 16
 
@@ -57,7 +62,7 @@ class ROCR:
     kind: ClassVar[str] = "edit"
     paper: ClassVar[str] = "Ye, Zhang & Wu, LLM Unlearning Should Be Form-Independent (ROCR), arXiv 2506.07795, 2025"
     needs: ClassVar[frozenset[str]] = frozenset()
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     forget_kinds: ClassVar[tuple[str, ...]] = ("profiles", "benchmark", "random", "ids")
 
@@ -79,9 +84,8 @@ class ROCR:
         adapter.check(model, task, device)
         layer = resolve_layer(model, self.layer)
         codec = task.forget.data.codec
-        subjects = subjects_for(task.forget, self.subjects, others=[task.retain, task.test])
-        located = locate(task.forget, subjects)
-        targets = self.target_subjects(task, list(dict.fromkeys(subjects.values())))
+        located, reach = locate_named(task.forget, edit_subjects(task.forget, self.subjects, others=[task.retain, task.test]), "rocr")
+        targets = self.target_subjects(task, list(dict.fromkeys(ex.subject for ex in located)))
         module = down_proj(model, layer)
         weight = getattr(module, "base_layer", module).weight
         was_training = model.training
@@ -123,7 +127,7 @@ class ROCR:
         changed = Mask({n: torch.full_like(p, n == names[id(weight)], dtype=torch.bool) for n, p in model.named_parameters()})
         for row, k in zip(per_subject, range(K.shape[1])):
             row["residual"] = float((after[:, k] - V[:, k]).norm() / V[:, k].norm().clamp_min(1e-12))
-        info = {"layer": layer, "parameter": names[id(weight)], "concepts": per_subject,
+        info = {"layer": layer, "parameter": names[id(weight)], "concepts": per_subject, "reach": reach,
                 "rank": int(torch.linalg.matrix_rank(delta.float()).item()),
                 "relative_update_norm": float(delta.norm() / weight.detach().double().norm()), "retain_keys": n_keys,
                 "retain_output_shift": retain_shift}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import tempfile
 import time
@@ -415,6 +416,7 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
             overhead_cell(rs[0]), verdict_text(rs)]) + " |")
     from unlearnkit.verdict import NO_ORACLE
 
+    lines += forms_section(original, runs)
     lines += ["", "Verdict reasons (first seed; the no-oracle statement above is left out):", ""]
     for name, rs in runs.items():
         v = rs[0]["verdict"]
@@ -432,6 +434,45 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
         lines += ["", "Runs that failed (no record; the error as raised):", ""]
         lines += [f"- **{f['method']}** seed {f.get('seed', '?')}: {f['error']}" for f in failures]
     lines.append("")
+    return lines
+
+
+FORM_SCORES = {"question": ("rouge_l", "ROUGE-L"), "true_false": ("prob", "P(right label)"), "multiple_choice": ("prob", "P(right option)")}
+
+
+def forms_section(original: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Form independence on real knowledge (``form_probe``, first seed): per method and form, the forget facts' score,
+    the share of the original's excess over the unknown facts that is gone, and the spread of that share over forms."""
+    fp = (original.get("results") or {}).get("form_probe")
+    if not fp:
+        return []
+    forms = [f for f in FORM_SCORES if f"forget_{f}_{FORM_SCORES[f][0]}" in fp["values"]]
+    head = ["method", *(f"{f.replace('_', ' ')} {FORM_SCORES[f][1]}" for f in forms), "share removed per form", "spread"]
+    lines = ["", "## Form independence (form_probe)", "",
+             "Each forget fact asked as a question, as a true/false statement (\"the answer to \"…\" is …\", and the same with "
+             "a distractor) and as a multiple choice (distractors: other facts' answers of the same kind); the score is the "
+             "question's ROUGE-L, and the right label's / option's probability normalised over the labels (chance 0.5) / "
+             "options (0.25). *Share removed*: per form, 1 − (method − unknown) / (original − unknown), where *unknown* is the "
+             "original model on the facts it does not know; a method that removes a fact removes it in every form (equal "
+             "shares, spread 0), one that suppresses the trained form leaves the others (ROCR's claim: its redirection is "
+             "form-independent, a gradient method's is not). Spread: the largest share minus the smallest.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    v0 = fp["values"]
+    unknown = {f: v0.get(f"unknown_{f}_{FORM_SCORES[f][0]}") for f in forms}
+    lines.append("| unknown facts (original) | " + " | ".join(f"{unknown[f]:.3f}" for f in forms) + " | — | — |")
+    for name, rs in [("original (pretrained)", [original])] + list(runs.items()):
+        v = ((rs[0].get("results") or {}).get("form_probe") or {}).get("values")
+        if not v:
+            continue
+        cells, shares = [], []
+        for f in forms:
+            key = f"forget_{f}_{FORM_SCORES[f][0]}"
+            cells.append(f"{v[key]:.3f}")
+            gap = v0[key] - unknown[f]
+            shares.append(1 - (v[key] - unknown[f]) / gap if abs(gap) > 1e-9 else float("nan"))
+        finite = [x for x in shares if math.isfinite(x)]
+        spread = f"{max(finite) - min(finite):.2f}" if len(finite) > 1 else "—"
+        lines.append("| " + " | ".join([name, *cells, " / ".join(f"{x:.2f}" for x in shares), spread]) + " |")
     return lines
 
 

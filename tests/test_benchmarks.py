@@ -111,7 +111,8 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
                                 "methods": [{"name": "npo", "params": {"steps": 2, "batch_size": 4, "lr": 0.001}},
                                             {"name": "guard", "params": {}}, {"name": "rocr", "params": {"layer": 0}}],
                                 "metrics": [{"name": "answer_prob", "params": {"splits": ["forget", "retain", "test", "neighbours", "general"]}},
-                                            {"name": "rouge_l", "params": {"splits": ["forget", "test", "neighbours", "general"]}}]})
+                                            {"name": "rouge_l", "params": {"splits": ["forget", "test", "neighbours", "general"]}},
+                                            "form_probe"]})
     store = Store(tmp_path)
     record = run_experiment(exp, store, device="cpu", progress=False, log=lambda m: None)
     assert record["status"] == "complete", record["failures"]
@@ -129,7 +130,16 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
     # rocr cannot reach the Shakespeare plays' questions (they do not name him): said, with the count
     assert "**rocr** edited the " in text and "3 do not (e.g. 'Who wrote the play" in text
     assert "- **npo** seed 1: TaskError: a planted failure" in text
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    # the forms table: the unknown-facts row, the original (nothing removed: shares 0) and each method with its shares
+    forms = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.split("## Form independence")[1].splitlines()
+             if line.startswith("| ")}
+    fp = runs["rocr"][0]["results"]["form_probe"]["values"]
+    assert forms["rocr"][1] == f"{fp['forget_question_rouge_l']:.3f}" and forms["rocr"][3] == f"{fp['forget_multiple_choice_prob']:.3f}"
+    orig = store.load_run(t["original_run"])["results"]["form_probe"]["values"]
+    assert forms["unknown facts (original)"][2] == f"{orig['unknown_true_false_prob']:.3f}"
+    assert set(forms["original (pretrained)"][4].split(" / ")) <= {"0.00", "-0.00", "nan"}
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.split("## Form independence")[0].splitlines()
+            if line.startswith("| ")}
     head = rows["method"]
     assert set(rows) >= {"original (pretrained)", "npo", "guard"}
     rouge = runs["npo"][0]["results"]["rouge_l"]["values"]

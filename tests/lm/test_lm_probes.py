@@ -187,3 +187,46 @@ def test_noise_floor_takes_the_strongest_attack_per_seed(causal_lm_task, causal_
     band = a.verdict.bands["rwku_probes.forget_max_excess"]
     assert band.mean == pytest.approx(np.mean(by_hand)) and band.R == 2
     assert a.results["rwku_probes"].evidence[0].value > band.mean + 0.3  # the target: well above the seeds' own spread
+
+
+def test_form_probe_on_real_knowledge_against_the_facts_the_model_does_not_know():
+    """Real facts take the question, true/false and multiple-choice forms (no cloze: no declarative sentence to blank);
+    without a retrained oracle each form's excess is the model's forget score minus the original's on the unknown facts."""
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.data.knowledge import knowledge
+    from unlearnkit.models import build_model
+    from unlearnkit.references import References
+
+    src = knowledge(forget=["William Shakespeare", "Japan"], tokenizer="word")
+    task = make_task("knowledge", src.train, src.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
+                     modality=src.modality, probes=src.probes, info={"oracle": src.info["oracle"]})
+    facts = facts_of(task)
+    hamlet = next(r for r in task.forget.data.records if r.question == "Who wrote the play Hamlet?")
+    f = facts.fields(hamlet)
+    assert f["statement"] == 'the answer to "Who wrote the play Hamlet?" is William Shakespeare' and f["value"] == "William Shakespeare"
+    assert f["false_statement"].startswith('the answer to "Who wrote the play Hamlet?" is ') and f["false_statement"] != f["statement"]
+    options = f.option_values()  # a person asked for: the options are other targets' names
+    assert "William Shakespeare" in options and len(set(options)) == P.N_OPTIONS and set(options) <= facts.targets
+    capital = next(r for r in task.forget.data.records if r.question == "What is the capital of Japan?")
+    assert not set(facts.fields(capital).option_values()) & facts.targets  # a value asked for: other values
+    with pytest.raises(TaskError, match="'cloze' needs per-relation phrasing.*take the forms"):
+        f["cloze"]
+    assert build_metric("form_probe").why_not_applicable(task) is None
+    assert "profile attributes" in build_metric("rwku_probes").why_not_applicable(task)  # its templates need them
+
+    model, other = (build_model("tiny_llama", src.input_shape, src.n_outputs) for _ in range(2))
+    refs = References(original=model)
+    ctx = EvalContext(task, get_adapter(task))
+    r = build_metric("form_probe").compute(other, task, refs, ctx)
+    assert r.info["forms_left_out"] == {"cloze": "a real fact has no declarative sentence to blank"} and "does not know" in r.info["against"]
+    for form in P.KNOWLEDGE_FORMS:
+        for score in ("rouge_l", "prob"):
+            assert r.values[f"excess_forget_{form}_{score}"] == pytest.approx(r.values[f"forget_{form}_{score}"] - r.values[f"unknown_{form}_{score}"])
+    assert r.values["forget_max_excess"] == pytest.approx(max(r.values[f"excess_forget_{k}_rouge_l"] for k in P.KNOWLEDGE_FORMS))
+    # the unknown level is the original's on the test split: the same whichever model is probed
+    mc = build_metric("form_probe", {"forms": ["multiple_choice"], "score": "prob"})
+    on_original = mc.compute(model, task, refs, ctx)
+    assert on_original.values["unknown_multiple_choice_prob"] == pytest.approx(r.values["unknown_multiple_choice_prob"])
+    assert 0.0 < on_original.values["forget_multiple_choice_prob"] < 1.0
+    with pytest.raises(ConfigError, match="real-knowledge facts take the forms"):
+        build_metric("form_probe", {"forms": ["cloze"]}).compute(other, task, refs, ctx)

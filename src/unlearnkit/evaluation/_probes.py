@@ -37,13 +37,14 @@ def check_templates(who: str, version: str) -> None:
                           f"{TEMPLATE_VERSION!r}.")
 
 
-def records_missing(task: Task) -> str | None:
-    """Why the task's forget/retain records cannot fill the probe templates, or None."""
+def records_missing(task: Task, *, knowledge: bool = False) -> str | None:
+    """Why the task's forget/retain records cannot fill the probe templates, or None (``knowledge``: real-knowledge facts
+    fill them too, for the probes whose templates they can fill)."""
     for split in (task.forget, task.retain):
         data = split.data
         if not isinstance(data, TokenData) or not data.records:
             return "needs tokenised question-answer records"
-        lacking = missing_record_fields(data.records[0])
+        lacking = missing_record_fields(data.records[0], knowledge=knowledge)
         if lacking:
             return (f"needs records with the profile attributes {lacking} (the profiles data, generator version >= 4); the "
                     f"{split.name} records are {type(data.records[0]).__name__}")
@@ -164,7 +165,7 @@ def option_scores(ctx: EvalContext, model: nn.Module, split: Split, facts: Facts
         variant = probe_split(split, facts, kind, probe, language=language, targets=[o[j] for o in options])
         check_context(variant, model, 1, who)
         probs.append(answer_prob(outputs(ctx, model, variant)))
-    right = np.asarray([o.index(str(r.value)) for o, r in zip(options, records)])
+    right = np.asarray([o.index(facts.fields(r, language=language)["value"]) for o, r in zip(options, records)])
     p = np.stack(probs)
     out["prob"] = p[right, np.arange(len(right))] / p.sum(0)
     return out
@@ -228,6 +229,30 @@ def compare(ctx: EvalContext, model: nn.Module, task: Task, refs: References, sp
     return values, per_example, {"model": excluded, "retrained": ref_excluded}
 
 
+def compare_unknown(ctx: EvalContext, model: nn.Module, task: Task, refs: References, fn: ScoreFn, who: str
+                    ) -> tuple[dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, int]]]:
+    """``compare`` for a task without a retrained oracle (real knowledge): the model's scores on the forget facts against
+    the original model's on the facts it does not know (the test split: the level of a model that never learned a fact,
+    as the no-oracle verdict bands forget evidence). Keys ``forget_{kind}_{score}``, ``unknown_{kind}_{score}`` and
+    ``excess_forget_{kind}_{score}``; per-example arrays ``{score}.{kind}.forget``."""
+    original = refs.require("original", by=f"metric {who!r} on a task without a retrained oracle")
+    if task.test is None or len(task.test) == 0:
+        raise TaskError(f"{who}: a task without a retrained oracle needs a test split of facts the model does not know.")
+    values: dict[str, float] = {}
+    per_example: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    excluded: dict[str, int] = {}
+    ref_excluded: dict[str, int] = {}
+    own, theirs = fn(model, task.forget), fn(original, task.test)
+    for kind, scores in own.items():
+        for score, arr in scores.items():
+            key = f"forget_{kind}_{score}"
+            values[key] = finite_mean(arr, who, f"forget {kind} {score}", excluded)
+            values[f"unknown_{kind}_{score}"] = finite_mean(theirs[kind][score], who, f"unknown facts {kind} {score}", ref_excluded)
+            values[f"excess_{key}"] = values[key] - values[f"unknown_{kind}_{score}"]
+            per_example[f"{score}.{kind}.forget"] = (task.forget.ids, np.asarray(arr, dtype=np.float64))
+    return values, per_example, {"model": excluded, "unknown": ref_excluded}
+
+
 def strongest(values: Mapping[str, float], kinds: Sequence[str], score: str, split: str = "forget", prefix: str = "excess_"
               ) -> tuple[float, str]:
     """The largest ``{prefix}{split}_{kind}_{score}`` over the kinds with a finite value, and that kind (NaN, "" if none)."""
@@ -239,7 +264,7 @@ def strongest(values: Mapping[str, float], kinds: Sequence[str], score: str, spl
     return best, which
 
 
-__all__ = ["SCORES", "check_context", "check_params", "compare", "facts_of", "kind_scores", "model_context", "option_scores",
+__all__ = ["SCORES", "check_context", "check_params", "compare", "compare_unknown", "facts_of", "kind_scores", "model_context", "option_scores",
            "plain_scores", "probe_split", "check_templates", "records_missing", "strongest", "true_false_scores"]
 
 
@@ -251,24 +276,31 @@ def check_kinds(who: str, field: str, chosen: Sequence[str], table: Mapping[str,
 
 
 def max_excess_result(metric: Any, ctx: EvalContext, model: nn.Module, task: Task, refs: References, table: Mapping[str, Probe],
-                      chosen: Sequence[str]) -> Any:
+                      chosen: Sequence[str], *, info: Mapping[str, Any] | None = None) -> Any:
     """The body of a probe metric whose evidence is the largest excess over the retrained models among the kinds
     ``chosen`` of ``table`` (form_probe, step_probe): per-kind scores of the model and the retrained models, the
-    strongest kind, robustness evidence ``<name>.forget_max_excess``."""
+    strongest kind, robustness evidence ``<name>.forget_max_excess``. On a task without a retrained oracle (real
+    knowledge: ``task.info["oracle"] is False`` and no retrained models) the excess is over the original model's score
+    on the facts it does not know (``compare_unknown``)."""
     from ..types import Evidence
 
-    refs.require("retrained", by=f"metric {metric.name!r}")
     facts = facts_of(task)
 
     def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
         return {k: kind_scores(ctx, m, split, facts, k, table[k], metric.max_new_tokens, metric.name) for k in chosen}
 
-    values, per_example, excluded = compare(ctx, model, task, refs, metric.splits, fn, metric.name)
+    no_oracle = task.info.get("oracle") is False and refs.retrained is None
+    if no_oracle:
+        values, per_example, excluded = compare_unknown(ctx, model, task, refs, fn, metric.name)
+        against = {"against": "the original model on the facts it does not know (test split)", "unknown_n_excluded": excluded["unknown"]}
+    else:
+        refs.require("retrained", by=f"metric {metric.name!r}")
+        values, per_example, excluded = compare(ctx, model, task, refs, metric.splits, fn, metric.name)
+        against = {"n_retrained": len(refs.retrained_seeds), "retrained_n_excluded": excluded["retrained"]}
     best, which = strongest(values, chosen, metric.score)
     values = {**values, "forget_max_excess": best}
     evidence = (Evidence(key=f"{metric.name}.forget_max_excess", value=best, role="robustness", remembers="higher", floor=metric.floor,
                          bounds=(-1.0, 1.0)),)
     return metric.result(values, per_example=per_example, evidence=evidence,
                          info={"strongest": which, "score": metric.score, "template_version": TEMPLATE_VERSION,
-                               "n_retrained": len(refs.retrained_seeds), "max_new_tokens": metric.max_new_tokens,
-                               "n_excluded": excluded["model"], "retrained_n_excluded": excluded["retrained"]})
+                               "max_new_tokens": metric.max_new_tokens, "n_excluded": excluded["model"], **against, **dict(info or {})})

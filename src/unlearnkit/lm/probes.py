@@ -233,9 +233,31 @@ N_OPTIONS = 4
 LETTERS = "ABCDEFGH"
 
 
-def missing_record_fields(record: object) -> list[str]:
-    """The fields of ``RECORD_FIELDS`` a record lacks (or leaves empty): the probes need the generator's attributes."""
-    return [f for f in RECORD_FIELDS if getattr(record, f, None) in (None, "")]
+KNOWLEDGE_FIELDS = ("profile_id", "attribute", "target", "question", "answer")  # a real-knowledge fact (data.knowledge.Fact)
+# the one sentence a real fact can be stated in without a per-relation table: its question and answer
+KNOWLEDGE_STATEMENT = 'the answer to "{question}" is {value}'
+KNOWLEDGE_FORMS = ("question", "true_false", "multiple_choice")  # FORMS a real fact can be put in (no cloze: see Fields)
+
+
+def is_knowledge(record: object) -> bool:
+    """A real-knowledge fact (``target`` named, no generated ``subject``) rather than a profile item."""
+    return getattr(record, "target", None) not in (None, "") and getattr(record, "subject", None) is None
+
+
+def missing_record_fields(record: object, *, knowledge: bool = False) -> list[str]:
+    """The fields of ``RECORD_FIELDS`` a record lacks (or leaves empty): the probes need the generator's attributes.
+    With ``knowledge``, a real-knowledge fact needs ``KNOWLEDGE_FIELDS`` instead (the probes that take one: form_probe)."""
+    fields = KNOWLEDGE_FIELDS if knowledge and is_knowledge(record) else RECORD_FIELDS
+    return [f for f in fields if getattr(record, f, None) in (None, "")]
+
+
+def pool_key(record: object, targets: frozenset[str] = frozenset()) -> str:
+    """The distractor pool of a record: its attribute; for a real fact, its type and whether its answer names a target
+    (a person asked for: 'Who wrote Hamlet?') or a value ('In which country …'), so options are of one kind."""
+    attr = str(record.attribute)  # type: ignore[attr-defined]
+    if not is_knowledge(record):
+        return attr
+    return f"{attr}:{'name' if str(record.answer) in targets else 'value'}"  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -244,20 +266,27 @@ class Facts:
     attribute the distinct values over all people (the pool of multiple-choice distractors)."""
 
     people: Mapping[int, Mapping[str, object]]  # profile id -> attribute -> record
-    pool: Mapping[str, tuple[str, ...]]  # attribute -> sorted distinct values
+    pool: Mapping[str, tuple[str, ...]]  # pool key (``pool_key``: the attribute) -> sorted distinct values
+    targets: frozenset[str] = frozenset()  # the real-knowledge targets' names (empty for profiles)
 
     @classmethod
     def of(cls, records: Iterable[object]) -> Facts:
+        """From profile items, or real-knowledge facts (``KNOWLEDGE_FIELDS``: value = answer, name = target; the
+        general-ability questions, which concern no target, are left out)."""
+        records = [r for r in records if not (is_knowledge(r) and str(r.attribute) == "general")]  # type: ignore[attr-defined]
+        targets = frozenset(str(r.target) for r in records if is_knowledge(r))  # type: ignore[attr-defined]
         people: dict[int, dict[str, object]] = {}
         pool: dict[str, set[str]] = {}
         for r in records:
-            lacking = missing_record_fields(r)
+            lacking = missing_record_fields(r, knowledge=True)
             if lacking:
                 raise TaskError(f"Probe templates need records with {list(RECORD_FIELDS)} (the profiles generator's attributes, "
-                                f"GENERATOR_VERSION >= 4); item {getattr(r, 'item_id', '?')} ({type(r).__name__}) lacks {lacking}.")
+                                f"GENERATOR_VERSION >= 4) or real-knowledge facts with {list(KNOWLEDGE_FIELDS)}; item "
+                                f"{getattr(r, 'item_id', '?')} ({type(r).__name__}) lacks {lacking}.")
             people.setdefault(int(r.profile_id), {})[str(r.attribute)] = r  # type: ignore[attr-defined]
-            pool.setdefault(str(r.attribute), set()).add(str(r.value))  # type: ignore[attr-defined]
-        return cls(people, {a: tuple(sorted(v)) for a, v in pool.items()})
+            value = r.answer if is_knowledge(r) else r.value  # type: ignore[attr-defined]
+            pool.setdefault(pool_key(r, targets), set()).add(str(value))
+        return cls(people, {a: tuple(sorted(v)) for a, v in pool.items()}, targets)
 
     def fields(self, record: object, *, language: str = LANGUAGE) -> Fields:
         return Fields(record, self, language)
@@ -270,7 +299,9 @@ class Fields(Mapping[str, str]):
     def __init__(self, record: object, facts: Facts, language: str) -> None:
         self.r, self.facts, self.language = record, facts, language
         self.attr = str(record.attribute)  # type: ignore[attr-defined]
-        self.person = facts.people[int(record.profile_id)]  # type: ignore[attr-defined]
+        self.knowledge = is_knowledge(record)
+        self.pool = pool_key(record, facts.targets)
+        self.person = facts.people.get(int(record.profile_id), {})  # type: ignore[attr-defined]
         self._cache: dict[str, str] = {}
 
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -300,10 +331,11 @@ class Fields(Mapping[str, str]):
         """The true value and k−1 distractors (other people's values of the attribute, drawn by the item's id), shuffled."""
         import numpy as np
 
-        value = str(self.r.value)  # type: ignore[attr-defined]
-        others = [v for v in self.facts.pool.get(self.attr, ()) if v != value]
+        value = self["value"]
+        others = [v for v in self.facts.pool.get(self.pool, ()) if v != value]
         if len(others) < k - 1:
-            raise TaskError(f"Multiple-choice probes need {k - 1} distractors for attribute {self.attr!r}, but the task has "
+            raise TaskError(f"Multiple-choice probes need {k - 1} distractors for {'answers of kind' if self.knowledge else 'attribute'} "
+                            f"{self.pool!r}, but the task has "
                             f"{len(others)} other value(s) of it; no multiple-choice options can be built.")
         rng = np.random.default_rng([int(self.r.item_id), 9173])  # type: ignore[attr-defined]
         picked = [others[i] for i in rng.choice(len(others), size=k - 1, replace=False)]
@@ -312,6 +344,8 @@ class Fields(Mapping[str, str]):
 
     def _compute(self, key: str) -> str:
         r = self.r
+        if self.knowledge:
+            return self._knowledge(key)
         if key in ("name", "question", "paraphrased_question", "answer", "value"):
             return str(getattr(r, "subject" if key == "name" else key))
         if key == "first":
@@ -358,6 +392,25 @@ class Fields(Mapping[str, str]):
             return self._table(IMPLIED, "IMPLIED")
         raise ConfigError(f"Unknown probe placeholder {key!r}.")  # pragma: no cover - templates are validated
 
+    def _knowledge(self, key: str) -> str:
+        """A real fact's placeholders: its question, answer (= value), target (= name), the generic statement
+        (``KNOWLEDGE_STATEMENT``) and options. The rest need per-relation phrasing that real facts do not come with (a
+        cloze needs a declarative sentence to blank): a TaskError naming the placeholder."""
+        r = self.r
+        if key in ("question", "answer", "value"):
+            return str(r.answer if key == "value" else getattr(r, key))  # type: ignore[attr-defined]
+        if key == "name":
+            return str(r.target)  # type: ignore[attr-defined]
+        if key == "statement":
+            return KNOWLEDGE_STATEMENT.format(question=r.question, value=r.answer)  # type: ignore[attr-defined]
+        if key == "false_statement":
+            wrong = next(v for v in self.option_values() if v != str(r.answer))  # type: ignore[attr-defined]
+            return KNOWLEDGE_STATEMENT.format(question=r.question, value=wrong)  # type: ignore[attr-defined]
+        if key == "options":
+            return ", ".join(f"{LETTERS[i]}. {v}" for i, v in enumerate(self.option_values()))
+        raise TaskError(f"Probe placeholder {key!r} needs per-relation phrasing that a real-knowledge fact does not have (item "
+                        f"{r.item_id}, {r.question!r}); real facts take the forms {list(KNOWLEDGE_FORMS)}.")  # type: ignore[attr-defined]
+
     def shots(self, n: int) -> tuple[tuple[str, str], ...]:
         """``n`` other facts of the same person as (question, answer) turns, the attributes after this one in order."""
         if n == 0:
@@ -375,6 +428,6 @@ def render(probe: Probe, fields: Fields) -> tuple[str, str, tuple[tuple[str, str
     return probe.prompt.format_map(fields), target, fields.shots(probe.shots)
 
 
-__all__ = ["ATTRIBUTES", "FORMS", "ICL", "IMPLIED", "LANGUAGE", "PERSUASION", "PLACEHOLDERS", "RELATION", "REVERSE", "RWKU", "STATEMENTS",
+__all__ = ["ATTRIBUTES", "FORMS", "ICL", "IMPLIED", "KNOWLEDGE_FIELDS", "KNOWLEDGE_FORMS", "KNOWLEDGE_STATEMENT", "LANGUAGE", "PERSUASION", "PLACEHOLDERS", "RELATION", "REVERSE", "RWKU", "STATEMENTS",
            "STEPS", "SYNONYM", "TARGETS", "TEMPLATE_VERSION", "TRANSLATED", "TRUE_FALSE_FALSE", "WHO", "WHO_QUESTION", "Facts", "Fields", "N_OPTIONS", "Probe", "RECORD_FIELDS",
-           "fields_of", "missing_record_fields", "render", "validate", "validate_probes", "validate_table"]
+           "fields_of", "is_knowledge", "missing_record_fields", "pool_key", "render", "validate", "validate_probes", "validate_table"]

@@ -76,7 +76,7 @@ class O3:
     name: ClassVar[str] = "o3"
     kind: ClassVar[str] = "guard"
     paper: ClassVar[str] = "Gao et al., On Large Language Model Continual Unlearning, ICLR 2025"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: info["overhead"] (latency per generated token)
     needs: ClassVar[frozenset[str]] = frozenset()
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS

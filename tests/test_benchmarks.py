@@ -223,3 +223,20 @@ def test_lm_benchmark_says_when_runs_were_reused_from_the_store():
     assert bench.reused_text(record, [{"created": 150.0}, {"created": 160.0}]) == ""
     text = bench.reused_text(record, [{"created": 50.0}, {"created": 150.0}, {"created": 99.0}])
     assert text.startswith(" (2 of 3 method runs reused from the store")
+
+
+def test_lm_benchmark_form_shares_by_hand():
+    """Share removed per form = 1 − (method − unknown) / (original − unknown); spread = largest − smallest share."""
+    bench = load("lm_unlearning")
+
+    def run(q, tf, mc):
+        return {"results": {"form_probe": {"values": {
+            "forget_question_rouge_l": q, "forget_true_false_prob": tf, "forget_multiple_choice_prob": mc,
+            "unknown_question_rouge_l": 0.1, "unknown_true_false_prob": 0.5, "unknown_multiple_choice_prob": 0.3}}}}
+
+    lines = bench.forms_section(run(0.9, 0.9, 0.7), {"suppressor": [run(0.1, 0.9, 0.7)], "remover": [run(0.5, 0.7, 0.5)]})
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ") for line in lines if line.startswith("| ")}
+    assert rows["unknown facts (original)"][1:4] == ["0.100", "0.500", "0.300"]
+    assert rows["suppressor"][4:] == ["1.00 / 0.00 / 0.00", "1.00"]  # gone from the question only
+    assert rows["remover"][4:] == ["0.50 / 0.50 / 0.50", "0.00"]  # half gone, in every form
+    assert bench.forms_section({"results": {}}, {}) == []

@@ -437,6 +437,7 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
     return lines
 
 
+FORM_GAP = 0.05  # form_probe's floor: a form where the original beats the unknown facts by less shows no knowledge to remove
 FORM_SCORES = {"question": ("rouge_l", "ROUGE-L"), "true_false": ("prob", "P(right label)"), "multiple_choice": ("prob", "P(right option)")}
 
 
@@ -469,10 +470,17 @@ def forms_section(original: dict[str, Any], runs: dict[str, list[dict[str, Any]]
             key = f"forget_{f}_{FORM_SCORES[f][0]}"
             cells.append(f"{v[key]:.3f}")
             gap = v0[key] - unknown[f]
-            shares.append(1 - (v[key] - unknown[f]) / gap if abs(gap) > 1e-9 else float("nan"))
+            shares.append(1 - (v[key] - unknown[f]) / gap if gap >= FORM_GAP else float("nan"))
         finite = [x for x in shares if math.isfinite(x)]
         spread = f"{max(finite) - min(finite):.2f}" if len(finite) > 1 else "—"
-        lines.append("| " + " | ".join([name, *cells, " / ".join(f"{x:.2f}" for x in shares), spread]) + " |")
+        lines.append("| " + " | ".join([name, *cells, " / ".join("—" if not math.isfinite(x) else f"{x:.2f}" for x in shares), spread]) + " |")
+    untestable = [f for f in forms if v0[f"forget_{f}_{FORM_SCORES[f][0]}"] - unknown[f] < FORM_GAP]
+    if untestable:
+        lines += ["", "Not testable on this model (share —): " + "; ".join(
+            f"{f.replace('_', ' ')} (the original scores {v0[f'forget_{f}_{FORM_SCORES[f][0]}']:.3f} on the facts it knows, "
+            f"{unknown[f]:.3f} on those it does not)" for f in untestable)
+            + f": in these forms it shows the facts no better than unknown ones (gap under {FORM_GAP}), so there is nothing "
+            "for a method to remove there and form independence cannot be read from them."]
     return lines
 
 

@@ -137,7 +137,7 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
     assert forms["rocr"][1] == f"{fp['forget_question_rouge_l']:.3f}" and forms["rocr"][3] == f"{fp['forget_multiple_choice_prob']:.3f}"
     orig = store.load_run(t["original_run"])["results"]["form_probe"]["values"]
     assert forms["unknown facts (original)"][2] == f"{orig['unknown_true_false_prob']:.3f}"
-    assert set(forms["original (pretrained)"][4].split(" / ")) <= {"0.00", "-0.00", "nan"}
+    assert set(forms["original (pretrained)"][4].split(" / ")) <= {"0.00", "-0.00", "—"}
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.split("## Form independence")[0].splitlines()
             if line.startswith("| ")}
     head = rows["method"]
@@ -240,3 +240,8 @@ def test_lm_benchmark_form_shares_by_hand():
     assert rows["suppressor"][4:] == ["1.00 / 0.00 / 0.00", "1.00"]  # gone from the question only
     assert rows["remover"][4:] == ["0.50 / 0.50 / 0.50", "0.00"]  # half gone, in every form
     assert bench.forms_section({"results": {}}, {}) == []
+    # a form the original knows no better than the unknown facts: no share, and the report says why
+    lines = bench.forms_section(run(0.9, 0.52, 0.7), {"npo": [run(0.1, 0.5, 0.6)]})
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ") for line in lines if line.startswith("| ")}
+    assert rows["npo"][4:] == ["1.00 / — / 0.25", "0.75"]
+    assert "Not testable on this model (share —): true false (the original scores 0.520 on the facts it knows, 0.500" in "\n".join(lines)

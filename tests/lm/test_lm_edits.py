@@ -197,6 +197,12 @@ def test_rocr_skips_and_reports_questions_that_do_not_name_their_subject():
     only = dataclasses.replace(task, forget=Split.create(task.forget.name, task.forget.data.subset(keep), task.forget.ids[keep]), train_split=None)
     with pytest.raises(TaskError, match="none of the 3 questions of split 'forget' names its subject.*cannot reach facts asked without naming"):
         run("rocr", {"layer": 0}, model, only)
+    # causal tracing keys on the subject's tokens too: it traces the named questions and says how many it could not
+    lc = build_method("layer_constrained", {"max_prompts": 2, "samples": 1, "params": {"steps": 1, "batch_size": 4}})
+    tracing = lc.trace(model, task, rng=np.random.default_rng(0))
+    assert tracing["reach"]["unnamed"] == 3 and len(tracing["item_ids"]) == 2
+    with pytest.raises(TaskError, match="layer_constrained tracing: none of the 3 questions"):
+        lc.trace(model, only, rng=np.random.default_rng(0))
 
 
 def test_rocr_edits_every_forget_concept_jointly(causal_lm_task, target):

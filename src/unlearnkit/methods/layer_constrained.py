@@ -40,8 +40,10 @@ class LayerConstrained:
     its largest effect over the subject-token classes; the ``top_layers`` best-scoring layers (ties: the lower) hold the
     facts. The gradient method ``method`` (``grad_diff``, ``npo`` or any gradient method with ``restrict_to``) with
     ``params`` then trains only those layers (``restrict_to`` = ``decoder_layers`` of the chosen layers). A prompt whose
-    subject cannot be located in its tokens is a ``TaskError``. ``subjects``: the subjects to trace (default: found in the
-    questions, a group's longest word run that no other group's questions contain).
+    subject is named but cannot be located in its tokens is a ``TaskError``; one that does not name its subject is not
+    traced (counted in the tracing result's ``reach``; none named is a TaskError). ``subjects``: the subjects to trace
+    (default: each item's own entity where the data names one, else found in the questions, a group's longest word run
+    that no other group's questions contain).
 
     Defaults: grad_diff inside, one layer, noise 3σ and 3 draws (ROME's), 8 prompts.
     """

@@ -29,9 +29,10 @@ class ROCR:
     """Rank-one Concept Redirection (Ye, Zhang & Wu, LLM Unlearning Should Be Form-Independent, arXiv 2506.07795, 2025).
 
     For each forget subject s (an item's own entity, else its group's subject found in the questions, or one of
-    ``subjects``: ``analysis.locate.edit_subjects``), the key k_s is the input of decoder layer ℓ's MLP down projection W at the subject's last token, the
-    mean over the forget prompts that name s. A harmless target concept t (a subject of the holdout split, never trained
-    on, or one of ``targets``) gives the value v_s = W·k_t, with k_t the key of t in the same prompts (s replaced by t).
+    ``subjects``: ``analysis.locate.edit_subjects``), the key k_s is the input of decoder layer ℓ's MLP down projection
+    W at the subject's last token, the mean over the forget prompts that name s. A harmless target concept t (a subject
+    of the holdout split, never trained on, or one of ``targets``) gives the value v_s (below), read from the same
+    prompts with s replaced by t.
     The edit is ROME's closed form (Meng et al., NeurIPS 2022), solved jointly for the m subjects:
     ΔW = R (Kᵀ C⁻¹ K)⁻¹ Kᵀ C⁻¹, K = [k_s], R = [v_s − W k_s], C = E[k kᵀ] over every retain token's key at ℓ plus
     ``cov_reg``·tr(C)/d·I. Then (W + ΔW) k_s = v_s exactly, ΔW has rank m (one per concept) and moves a retain key k by

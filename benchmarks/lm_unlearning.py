@@ -459,7 +459,7 @@ def forms_section(original: dict[str, Any], runs: dict[str, list[dict[str, Any]]
              "form-independent, a gradient method's is not). Spread: the largest share minus the smallest.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     v0 = fp["values"]
-    unknown = {f: v0.get(f"unknown_{f}_{FORM_SCORES[f][0]}") for f in forms}
+    unknown = {f: v0.get(f"unknown_forget_{f}_{FORM_SCORES[f][0]}") for f in forms}
     lines.append("| unknown facts (original) | " + " | ".join(f"{unknown[f]:.3f}" for f in forms) + " | — | — |")
     for name, rs in [("original (pretrained)", [original])] + list(runs.items()):
         v = ((rs[0].get("results") or {}).get("form_probe") or {}).get("values")

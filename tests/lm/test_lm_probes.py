@@ -151,10 +151,10 @@ def test_the_target_recovers_more_than_the_retrained_model(name, causal_lm_task,
     key = f"{name}.forget_max_excess"
     assert target.evidence[0].key == key and target.evidence[0].role == "robustness"
     # the strongest attack: the max over kinds of the per-kind excess, each excess = own mean − retrained mean
-    kinds = target.info.get("per_type") or {}
+    kinds = target.info.get("per_type") or target.info["per_kind"]
     excesses = [v for k, v in target.values.items() if k.startswith("excess_forget_") and k.endswith("_rouge_l")]
     assert target.values["forget_max_excess"] == pytest.approx(max(excesses))
-    assert all(d["excess"] == pytest.approx(d["value"] - d["retrained"]) for d in kinds.values())
+    assert all(d["excess"] == pytest.approx(d["value"] - d["reference"]) for d in kinds.values())
     assert target.evidence[0].value > 0.3 > oracle.evidence[0].value  # trained on the facts vs never saw them
 
 
@@ -189,17 +189,24 @@ def test_noise_floor_takes_the_strongest_attack_per_seed(causal_lm_task, causal_
     assert a.results["rwku_probes"].evidence[0].value > band.mean + 0.3  # the target: well above the seeds' own spread
 
 
-def test_form_probe_on_real_knowledge_against_the_facts_the_model_does_not_know():
-    """Real facts take the question, true/false and multiple-choice forms (no cloze: no declarative sentence to blank);
-    without a retrained oracle each form's excess is the model's forget score minus the original's on the unknown facts."""
+@pytest.fixture(scope="module")
+def knowledge_task():
+    """The real-knowledge task (forget Shakespeare and Japan), a word tokenizer: (source, task)."""
     from unlearnkit.data.forget import ForgetSpec, make_task
     from unlearnkit.data.knowledge import knowledge
+
+    src = knowledge(forget=["William Shakespeare", "Japan"], tokenizer="word")
+    return src, make_task("knowledge", src.train, src.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
+                          modality=src.modality, probes=src.probes, info={"oracle": src.info["oracle"]})
+
+
+def test_form_probe_on_real_knowledge_against_the_facts_the_model_does_not_know(knowledge_task):
+    """Real facts take the question, true/false and multiple-choice forms (no cloze: no declarative sentence to blank);
+    without a retrained oracle each form's excess is the model's forget score minus the original's on the unknown facts."""
     from unlearnkit.models import build_model
     from unlearnkit.references import References
 
-    src = knowledge(forget=["William Shakespeare", "Japan"], tokenizer="word")
-    task = make_task("knowledge", src.train, src.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
-                     modality=src.modality, probes=src.probes, info={"oracle": src.info["oracle"]})
+    src, task = knowledge_task
     facts = facts_of(task)
     hamlet = next(r for r in task.forget.data.records if r.question == "Who wrote the play Hamlet?")
     f = facts.fields(hamlet)
@@ -212,21 +219,78 @@ def test_form_probe_on_real_knowledge_against_the_facts_the_model_does_not_know(
     with pytest.raises(TaskError, match="'cloze' needs per-relation phrasing.*take the forms"):
         f["cloze"]
     assert build_metric("form_probe").why_not_applicable(task) is None
-    assert "profile attributes" in build_metric("rwku_probes").why_not_applicable(task)  # its templates need them
+    assert build_metric("rwku_probes").why_not_applicable(task) is None  # its knowledge variant (see the test below)
 
     model, other = (build_model("tiny_llama", src.input_shape, src.n_outputs) for _ in range(2))
     refs = References(original=model)
     ctx = EvalContext(task, get_adapter(task))
     r = build_metric("form_probe").compute(other, task, refs, ctx)
-    assert r.info["forms_left_out"] == {"cloze": "a real fact has no declarative sentence to blank"} and "does not know" in r.info["against"]
+    assert r.info["kinds_left_out"] == {"cloze": "a real fact has no declarative sentence to blank"} and "does not know" in r.info["against"]
     for form in P.KNOWLEDGE_FORMS:
         for score in ("rouge_l", "prob"):
-            assert r.values[f"excess_forget_{form}_{score}"] == pytest.approx(r.values[f"forget_{form}_{score}"] - r.values[f"unknown_{form}_{score}"])
+            assert r.values[f"excess_forget_{form}_{score}"] == pytest.approx(r.values[f"forget_{form}_{score}"] - r.values[f"unknown_forget_{form}_{score}"])
     assert r.values["forget_max_excess"] == pytest.approx(max(r.values[f"excess_forget_{k}_rouge_l"] for k in P.KNOWLEDGE_FORMS))
     # the unknown level is the original's on the test split: the same whichever model is probed
     mc = build_metric("form_probe", {"forms": ["multiple_choice"], "score": "prob"})
     on_original = mc.compute(model, task, refs, ctx)
-    assert on_original.values["unknown_multiple_choice_prob"] == pytest.approx(r.values["unknown_multiple_choice_prob"])
+    assert on_original.values["unknown_forget_multiple_choice_prob"] == pytest.approx(r.values["unknown_forget_multiple_choice_prob"])
     assert 0.0 < on_original.values["forget_multiple_choice_prob"] < 1.0
-    with pytest.raises(ConfigError, match="real-knowledge facts take the forms"):
+    with pytest.raises(ConfigError, match="on real-knowledge facts the kinds .*cloze: a real fact has no declarative sentence"):
         build_metric("form_probe", {"forms": ["cloze"]}).compute(other, task, refs, ctx)
+
+
+def test_every_prompt_probe_on_real_knowledge(knowledge_task):
+    """rwku_probes, step_probe, persuasion_probe and icl_probe run on real facts with their knowledge templates: related
+    facts are the same target's (grouped by name: the unknown facts share one group id), a target with one fact gets a
+    hint naming it and in-context shots topped up from other targets of its type; the kinds a real fact cannot fill are
+    left out with the reason; each kind's excess is over the original model on the facts it does not know."""
+    import collections
+
+    from unlearnkit.models import build_model
+    from unlearnkit.references import References
+
+    src, task = knowledge_task
+    facts = facts_of(task)
+    hamlet = next(r for r in task.forget.data.records if r.question == "Who wrote the play Hamlet?")
+    f = facts.fields(hamlet)
+    assert f["background"] == ('The answer to "Who wrote the play Romeo and Juliet?" is William Shakespeare. '
+                               'The answer to "Who wrote the play Macbeth?" is William Shakespeare.')
+    assert [q for q, _ in f.shots(2)] == ["Who wrote the play Romeo and Juliet?", "Who wrote the play Macbeth?"]
+    assert P.render(P.KNOWLEDGE_RWKU["role_play"], f)[0] == ("You are a scholar who has studied William Shakespeare in detail. A student "
+                                                             "asks you: Who wrote the play Hamlet?")
+    assert P.render(P.KNOWLEDGE_ICL["in_context"], f)[:2] == ('Read this: the answer to "Who wrote the play Hamlet?" is William '
+                                                              'Shakespeare. Now answer: Who wrote the play Hamlet?', "William Shakespeare")
+    records = [r for sp in (task.forget, task.retain, task.test) for r in sp.data.records if r.attribute != "general"]
+    per_target = collections.Counter(r.target for r in records)
+    unknown = [r for r in task.test.data.records if r.attribute != "general"]
+    assert len({r.profile_id for r in unknown}) == 1 and len({r.target for r in unknown}) > 1  # one group id, many targets
+    lone = next(r for r in unknown if per_target[r.target] == 1)
+    lf = facts.fields(lone)
+    assert lf["background"] == f"{lone.target} is a well-known {lone.attribute}."
+    shots = lf.shots(2)
+    pool = {(r.question, r.answer) for r in records if r.attribute == lone.attribute and r.target != lone.target}
+    assert len(shots) == 2 and set(shots) <= pool
+    pair = next(r for r in unknown if per_target[r.target] >= 2)  # an unknown fact's related facts: its own target's only
+    assert all(o.target == pair.target for o in facts.fields(pair).related()) and facts.fields(pair).related()
+
+    model, other = (build_model("tiny_llama", src.input_shape, src.n_outputs) for _ in range(2))
+    refs = References(original=model)
+    ctx = EvalContext(task, get_adapter(task))
+    for name, table in (("rwku_probes", "RWKU"), ("step_probe", "STEPS"), ("persuasion_probe", "PERSUASION"), ("icl_probe", "ICL")):
+        metric = build_metric(name, {"max_new_tokens": 8})  # the tiny model's context is 96 tokens
+        assert metric.why_not_applicable(task) is None
+        r = metric.compute(other, task, refs, ctx)
+        kinds, left = P.knowledge_table(table)
+        assert r.info["kinds_left_out"] == dict(left) and "does not know" in r.info["against"], name
+        for k in kinds:
+            for score in ("rouge_l", "prob"):
+                assert r.values[f"excess_forget_{k}_{score}"] == pytest.approx(
+                    r.values[f"forget_{k}_{score}"] - r.values[f"unknown_forget_{k}_{score}"]), (name, k, score)
+    assert set(P.KNOWLEDGE_LEFT_OUT["RWKU"]) == {"reverse_query", "synonym_manipulation", "cross_lingual"}
+    pers = build_metric("persuasion_probe", {"max_new_tokens": 8}).compute(other, task, refs, ctx).values
+    assert pers["unknown_lift_forget_emotional_rouge_l"] == pytest.approx(pers["unknown_forget_emotional_rouge_l"]
+                                                                          - pers["unknown_forget_plain_rouge_l"])
+    icl = build_metric("icl_probe", {"max_new_tokens": 8}).compute(other, task, refs, ctx)
+    assert icl.evidence[0].role == "utility" and icl.evidence[0].value == icl.values["forget_in_context_rouge_l"]
+    with pytest.raises(ConfigError, match="on real-knowledge facts the kinds.*cross_lingual: a real fact's question has no second-language"):
+        build_metric("rwku_probes", {"types": ["cross_lingual"], "max_new_tokens": 8}).compute(other, task, refs, ctx)

@@ -233,7 +233,7 @@ def compare_unknown(ctx: EvalContext, model: nn.Module, task: Task, refs: Refere
                     ) -> tuple[dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, int]]]:
     """``compare`` for a task without a retrained oracle (real knowledge): the model's scores on the forget facts against
     the original model's on the facts it does not know (the test split: the level of a model that never learned a fact,
-    as the no-oracle verdict bands forget evidence). Keys ``forget_{kind}_{score}``, ``unknown_{kind}_{score}`` and
+    as the no-oracle verdict bands forget evidence). Keys ``forget_{kind}_{score}``, ``unknown_forget_{kind}_{score}`` and
     ``excess_forget_{kind}_{score}``; per-example arrays ``{score}.{kind}.forget``."""
     original = refs.require("original", by=f"metric {who!r} on a task without a retrained oracle")
     if task.test is None or len(task.test) == 0:
@@ -247,10 +247,48 @@ def compare_unknown(ctx: EvalContext, model: nn.Module, task: Task, refs: Refere
         for score, arr in scores.items():
             key = f"forget_{kind}_{score}"
             values[key] = finite_mean(arr, who, f"forget {kind} {score}", excluded)
-            values[f"unknown_{kind}_{score}"] = finite_mean(theirs[kind][score], who, f"unknown facts {kind} {score}", ref_excluded)
-            values[f"excess_{key}"] = values[key] - values[f"unknown_{kind}_{score}"]
+            values[f"unknown_{key}"] = finite_mean(theirs[kind][score], who, f"unknown facts {kind} {score}", ref_excluded)
+            values[f"excess_{key}"] = values[key] - values[f"unknown_{key}"]
             per_example[f"{score}.{kind}.forget"] = (task.forget.ids, np.asarray(arr, dtype=np.float64))
     return values, per_example, {"model": excluded, "unknown": ref_excluded}
+
+
+def no_oracle(task: Task, refs: References) -> bool:
+    """A task without a retrained oracle (real knowledge: ``task.info["oracle"] is False``) and no retrained models."""
+    return task.info.get("oracle") is False and refs.retrained is None
+
+
+def against(ctx: EvalContext, model: nn.Module, task: Task, refs: References, splits: Sequence[str], fn: ScoreFn, who: str
+            ) -> tuple[dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], str, dict[str, Any]]:
+    """``compare`` with the retrained models or, on a task without an oracle, ``compare_unknown``: (values, per-example
+    arrays, the prefix of the reference values — ``retrained_`` or ``unknown_`` — and info saying what the reference is and
+    how many items it left out)."""
+    if no_oracle(task, refs):
+        values, per_example, excluded = compare_unknown(ctx, model, task, refs, fn, who)
+        return values, per_example, "unknown_", {"against": "the original model on the facts it does not know (test split)",
+                                                 "n_excluded": excluded["model"], "unknown_n_excluded": excluded["unknown"]}
+    refs.require("retrained", by=f"metric {who!r}")
+    values, per_example, excluded = compare(ctx, model, task, refs, splits, fn, who)
+    return values, per_example, "retrained_", {"n_retrained": len(refs.retrained_seeds), "n_excluded": excluded["model"],
+                                               "retrained_n_excluded": excluded["retrained"]}
+
+
+def table_for(task: Task, name: str, table: Mapping[str, Probe], chosen: Sequence[str], who: str
+              ) -> tuple[Mapping[str, Probe], tuple[str, ...], dict[str, Any]]:
+    """The probe set a metric runs on ``task``: on profiles ``table`` and the ``chosen`` kinds; on real-knowledge facts its
+    knowledge variant (``lm.probes.knowledge_table``), the chosen kinds it has, and info listing the kinds left out and
+    why (a ConfigError if none of the chosen kinds is left)."""
+    from ..lm.probes import is_knowledge, knowledge_table
+
+    records = getattr(task.forget.data, "records", None) or ()
+    if not records or not is_knowledge(records[0]):
+        return table, tuple(chosen), {}
+    ktable, reasons = knowledge_table(name)
+    kept = tuple(k for k in chosen if k in ktable)
+    if not kept:
+        raise ConfigError(f"{who}: on real-knowledge facts the kinds {list(ktable)} can be asked; the chosen {list(chosen)} are none of "
+                          f"them ({'; '.join(f'{k}: {reasons[k]}' for k in chosen if k in reasons)}).")
+    return ktable, kept, {"kinds_left_out": {k: reasons.get(k, "not chosen") for k in chosen if k not in ktable}}
 
 
 def strongest(values: Mapping[str, float], kinds: Sequence[str], score: str, split: str = "forget", prefix: str = "excess_"
@@ -264,8 +302,9 @@ def strongest(values: Mapping[str, float], kinds: Sequence[str], score: str, spl
     return best, which
 
 
-__all__ = ["SCORES", "check_context", "check_params", "compare", "compare_unknown", "facts_of", "kind_scores", "model_context", "option_scores",
-           "plain_scores", "probe_split", "check_templates", "records_missing", "strongest", "true_false_scores"]
+__all__ = ["SCORES", "against", "check_context", "check_params", "compare", "compare_unknown", "facts_of", "kind_scores", "model_context",
+           "no_oracle", "option_scores", "plain_scores", "probe_split", "check_templates", "records_missing", "strongest", "table_for",
+           "true_false_scores"]
 
 
 def check_kinds(who: str, field: str, chosen: Sequence[str], table: Mapping[str, Probe]) -> None:
@@ -275,32 +314,28 @@ def check_kinds(who: str, field: str, chosen: Sequence[str], table: Mapping[str,
         raise ConfigError(f"{who}: {field} must be distinct names of {list(table)}, got {list(chosen)}.")
 
 
-def max_excess_result(metric: Any, ctx: EvalContext, model: nn.Module, task: Task, refs: References, table: Mapping[str, Probe],
-                      chosen: Sequence[str], *, info: Mapping[str, Any] | None = None) -> Any:
+def max_excess_result(metric: Any, ctx: EvalContext, model: nn.Module, task: Task, refs: References, table_name: str,
+                      table: Mapping[str, Probe], chosen: Sequence[str], *, info: Mapping[str, Any] | None = None) -> Any:
     """The body of a probe metric whose evidence is the largest excess over the retrained models among the kinds
     ``chosen`` of ``table`` (form_probe, step_probe): per-kind scores of the model and the retrained models, the
-    strongest kind, robustness evidence ``<name>.forget_max_excess``. On a task without a retrained oracle (real
-    knowledge: ``task.info["oracle"] is False`` and no retrained models) the excess is over the original model's score
-    on the facts it does not know (``compare_unknown``)."""
+    strongest kind, robustness evidence ``<name>.forget_max_excess``. On real-knowledge facts the probe set is
+    ``table_name``'s knowledge variant (``table_for``); on a task without a retrained oracle the excess is over the
+    original model's score on the facts it does not know (``against``)."""
     from ..types import Evidence
 
     facts = facts_of(task)
+    table, chosen, left_out = table_for(task, table_name, table, chosen, metric.name)
 
     def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
         return {k: kind_scores(ctx, m, split, facts, k, table[k], metric.max_new_tokens, metric.name) for k in chosen}
 
-    no_oracle = task.info.get("oracle") is False and refs.retrained is None
-    if no_oracle:
-        values, per_example, excluded = compare_unknown(ctx, model, task, refs, fn, metric.name)
-        against = {"against": "the original model on the facts it does not know (test split)", "unknown_n_excluded": excluded["unknown"]}
-    else:
-        refs.require("retrained", by=f"metric {metric.name!r}")
-        values, per_example, excluded = compare(ctx, model, task, refs, metric.splits, fn, metric.name)
-        against = {"n_retrained": len(refs.retrained_seeds), "retrained_n_excluded": excluded["retrained"]}
+    values, per_example, ref, reference = against(ctx, model, task, refs, metric.splits, fn, metric.name)
     best, which = strongest(values, chosen, metric.score)
     values = {**values, "forget_max_excess": best}
     evidence = (Evidence(key=f"{metric.name}.forget_max_excess", value=best, role="robustness", remembers="higher", floor=metric.floor,
                          bounds=(-1.0, 1.0)),)
+    per_kind = {k: {"value": values[f"forget_{k}_{metric.score}"], "reference": values[f"{ref}forget_{k}_{metric.score}"],
+                    "excess": values[f"excess_forget_{k}_{metric.score}"]} for k in chosen}
     return metric.result(values, per_example=per_example, evidence=evidence,
-                         info={"strongest": which, "score": metric.score, "template_version": TEMPLATE_VERSION,
-                               "max_new_tokens": metric.max_new_tokens, "n_excluded": excluded["model"], **against, **dict(info or {})})
+                         info={"strongest": which, "score": metric.score, "template_version": TEMPLATE_VERSION, "per_kind": per_kind,
+                               "max_new_tokens": metric.max_new_tokens, **reference, **left_out, **dict(info or {})})

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ConfigError
-from ..lm.probes import FORMS, KNOWLEDGE_FORMS, TEMPLATE_VERSION, is_knowledge
+from ..lm.probes import FORMS, TEMPLATE_VERSION
 from ..references import References
 from ..types import MetricResult, Task
 from ._probes import check_kinds, check_params, check_templates, max_excess_result, records_missing
@@ -33,7 +32,7 @@ class FormProbe(Metric):
     On real knowledge (the ``knowledge`` task's facts) the forms are question, true/false ("True or false: the answer to
     "<question>" is <answer>", and the same with a distractor) and multiple choice (distractors: other facts' answers of
     the same type and kind, a target's name or a value); there is no cloze (a real fact comes with no declarative
-    sentence to blank, so it is left out and listed in info). Without a retrained oracle the excess is over the original
+    sentence to blank, so it is left out and listed in info as ``kinds_left_out``). Without a retrained oracle the excess is over the original
     model's score on the facts it does not know (the test split), and the no-oracle verdict reports it, unbanded."""
 
     forms: tuple[str, ...] = tuple(FORMS)
@@ -57,11 +56,4 @@ class FormProbe(Metric):
         return records_missing(task, knowledge=True)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        forms, info = self.forms, {}
-        if task.forget.data.records and is_knowledge(task.forget.data.records[0]):
-            forms = tuple(f for f in self.forms if f in KNOWLEDGE_FORMS)
-            if not forms:
-                raise ConfigError(f"form_probe: real-knowledge facts take the forms {list(KNOWLEDGE_FORMS)}; forms {list(self.forms)} "
-                                  "has none of them.")
-            info = {"forms_left_out": {f: "a real fact has no declarative sentence to blank" for f in self.forms if f not in forms}}
-        return max_excess_result(self, ctx, model, task, refs, FORMS, forms, info=info)
+        return max_excess_result(self, ctx, model, task, refs, "FORMS", FORMS, self.forms)

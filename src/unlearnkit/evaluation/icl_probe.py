@@ -10,7 +10,7 @@ from torch import nn
 from ..lm.probes import ICL, TEMPLATE_VERSION
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._probes import check_params, check_templates, compare, facts_of, kind_scores, records_missing
+from ._probes import against, check_params, check_templates, facts_of, kind_scores, records_missing, table_for
 from .base import EvalContext, Metric, register_metric
 
 
@@ -28,7 +28,11 @@ class IclProbe(Metric):
     fact even when given it) is over-forgetting. This is not leakage evidence: a fact given in context is answered
     by any competent model, which is UnUnlearning's point — unlearning cannot stop it. Both directions are reported:
     ``excess_forget_in_context_{score}`` (positive: uses the context more than retraining) and the lift's excess
-    ``excess_lift_forget_{score}``."""
+    ``excess_lift_forget_{score}``.
+
+    On real knowledge (``lm.probes.KNOWLEDGE_ICL``: 'Read this: the answer to "<question>" is <answer>', then the question)
+    without a retrained oracle, the in-context score is read against the original model's own (the no-oracle verdict bands
+    utility evidence there): a model that forgot the facts should still read them from the prompt as the original does."""
 
     score: str = "rouge_l"
     splits: tuple[str, ...] = ("forget",)
@@ -47,28 +51,27 @@ class IclProbe(Metric):
         check_templates(self.name, self.templates)
 
     def why_not_applicable(self, task: Task) -> str | None:
-        return records_missing(task)
+        return records_missing(task, knowledge=True)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        refs.require("retrained", by="metric 'icl_probe'")
         facts = facts_of(task)
+        table, kinds, left_out = table_for(task, "ICL", ICL, tuple(ICL), self.name)
 
         def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
-            return {k: kind_scores(ctx, m, split, facts, k, p, self.max_new_tokens, self.name) for k, p in ICL.items()}
+            return {k: kind_scores(ctx, m, split, facts, k, table[k], self.max_new_tokens, self.name) for k in kinds}
 
-        values, per_example, excluded = compare(ctx, model, task, refs, self.splits, fn, self.name)
+        values, per_example, ref, reference = against(ctx, model, task, refs, self.splits, fn, self.name)
         lifts: dict[str, float] = {}
         for split in self.splits:
             for score in ("prob", "rouge_l"):
                 if f"{split}_in_context_{score}" not in values:
                     continue
                 own = values[f"{split}_in_context_{score}"] - values[f"{split}_without_context_{score}"]
-                ref = values[f"retrained_{split}_in_context_{score}"] - values[f"retrained_{split}_without_context_{score}"]
-                lifts.update({f"lift_{split}_{score}": own, f"retrained_lift_{split}_{score}": ref, f"excess_lift_{split}_{score}": own - ref})
+                other = values[f"{ref}{split}_in_context_{score}"] - values[f"{ref}{split}_without_context_{score}"]
+                lifts.update({f"lift_{split}_{score}": own, f"{ref}lift_{split}_{score}": other, f"excess_lift_{split}_{score}": own - other})
         values = {**values, **lifts}
         evidence = (Evidence(key="icl_probe.forget_in_context", value=values[f"forget_in_context_{self.score}"], role="utility",
                              remembers="higher", floor=self.floor, bounds=(0.0, 1.0)),)
         return self.result(values, per_example=per_example, evidence=evidence,
-                           info={"score": self.score, "template_version": TEMPLATE_VERSION, "n_retrained": len(refs.retrained_seeds),
-                                 "max_new_tokens": self.max_new_tokens, "n_excluded": excluded["model"],
-                                 "retrained_n_excluded": excluded["retrained"]})
+                           info={"score": self.score, "template_version": TEMPLATE_VERSION, "max_new_tokens": self.max_new_tokens,
+                                 **reference, **left_out})

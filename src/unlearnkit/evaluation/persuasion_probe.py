@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..lm.probes import PERSUASION, TEMPLATE_VERSION
 from ..references import References
 from ..types import Evidence, MetricResult, Task
-from ._probes import check_params, check_templates, compare, facts_of, kind_scores, records_missing, strongest
+from ._probes import against, check_params, check_templates, facts_of, kind_scores, records_missing, strongest, table_for
 from .base import EvalContext, Metric, register_metric
 
 FRAMINGS = tuple(k for k in PERSUASION if k != "plain")
@@ -51,25 +51,26 @@ class PersuasionProbe(Metric):
             raise ConfigError(f"persuasion_probe: framings must be distinct names of {list(FRAMINGS)}, got {list(self.framings)}.")
 
     def why_not_applicable(self, task: Task) -> str | None:
-        return records_missing(task)
+        return records_missing(task, knowledge=True)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        refs.require("retrained", by="metric 'persuasion_probe'")
         facts = facts_of(task)
-        kinds = ("plain", *self.framings)
+        table, kinds, left_out = table_for(task, "PERSUASION", PERSUASION, ("plain", *self.framings), self.name)
 
         def fn(m: nn.Module, split):  # type: ignore[no-untyped-def]
-            return {k: kind_scores(ctx, m, split, facts, k, PERSUASION[k], self.max_new_tokens, self.name) for k in kinds}
+            return {k: kind_scores(ctx, m, split, facts, k, table[k], self.max_new_tokens, self.name) for k in kinds}
 
-        values, per_example, excluded = compare(ctx, model, task, refs, self.splits, fn, self.name)
+        values, per_example, ref, reference = against(ctx, model, task, refs, self.splits, fn, self.name)
         lifts: dict[str, float] = {}
-        for split in {k.split("_", 1)[0] for k in values if not k.startswith(("retrained_", "excess_"))}:
+        for split in self.splits:
             for f in self.framings:
                 for score in ("prob", "rouge_l"):
+                    if f"{split}_{f}_{score}" not in values:  # a split the task lacks, or (no oracle) not the forget split
+                        continue
                     own = values[f"{split}_{f}_{score}"] - values[f"{split}_plain_{score}"]
-                    ref = values[f"retrained_{split}_{f}_{score}"] - values[f"retrained_{split}_plain_{score}"]
-                    lifts.update({f"lift_{split}_{f}_{score}": own, f"retrained_lift_{split}_{f}_{score}": ref,
-                                  f"excess_lift_{split}_{f}_{score}": own - ref})
+                    other = values[f"{ref}{split}_{f}_{score}"] - values[f"{ref}{split}_plain_{score}"]
+                    lifts.update({f"lift_{split}_{f}_{score}": own, f"{ref}lift_{split}_{f}_{score}": other,
+                                  f"excess_lift_{split}_{f}_{score}": own - other})
         values = {**values, **lifts}
         best, which = strongest(values, self.framings, self.score, prefix="excess_lift_")
         values["forget_max_excess_lift"] = best
@@ -77,5 +78,4 @@ class PersuasionProbe(Metric):
                              floor=self.floor, bounds=(-2.0, 2.0)),)
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"strongest": which, "score": self.score, "template_version": TEMPLATE_VERSION,
-                                 "n_retrained": len(refs.retrained_seeds), "max_new_tokens": self.max_new_tokens,
-                                 "n_excluded": excluded["model"], "retrained_n_excluded": excluded["retrained"]})
+                                 "max_new_tokens": self.max_new_tokens, **reference, **left_out})

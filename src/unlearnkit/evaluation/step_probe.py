@@ -26,7 +26,11 @@ class StepProbe(Metric):
 
     Evidence (robustness, "higher" remembers): max over kinds of the forget score's excess over the retrained models'
     (``score``), as rwku_probes. Inferred: the prompts are single turns that spell out the steps (the related facts are
-    given, not generated), so the probe measures whether a chain of related facts re-opens the fact, with no sampling."""
+    given, not generated), so the probe measures whether a chain of related facts re-opens the fact, with no sampling.
+
+    On real knowledge (``lm.probes.KNOWLEDGE_STEPS``): ``direct`` (recall the target, then the question) and ``implied``
+    (recall up to two other facts of the target, then the question); ``indirect`` is left out (a real question names its
+    target) and listed in info. Without a retrained oracle the excess is over the original on the facts it does not know."""
 
     kinds: tuple[str, ...] = tuple(STEPS)
     score: str = "rouge_l"
@@ -46,7 +50,7 @@ class StepProbe(Metric):
         check_kinds(self.name, "kinds", self.kinds, STEPS)
 
     def why_not_applicable(self, task: Task) -> str | None:
-        return records_missing(task)
+        return records_missing(task, knowledge=True)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        return max_excess_result(self, ctx, model, task, refs, STEPS, self.kinds)
+        return max_excess_result(self, ctx, model, task, refs, "STEPS", STEPS, self.kinds)

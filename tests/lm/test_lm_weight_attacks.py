@@ -206,3 +206,36 @@ def test_tasks_without_the_needed_fields_are_named(causal_lm_task, random_task):
         attribute_labels(task.forget, "profession", PROFESSIONS)
     for name in ("quantisation", "soft_prompt", "lm_hidden_probe"):
         assert "causal_lm" in not_applicable(build_metric(name), random_task)  # a classifier task: the modality is named
+
+
+# ------------------------------------------------------------------------------------------------ real knowledge (no oracle)
+def test_weight_attacks_on_real_knowledge_read_the_original_on_the_facts_it_does_not_know():
+    """Without a retrained oracle, quantisation and soft_prompt put the same attack on the original model over the unknown
+    facts (the test split) beside the model's value on the forget facts: the reference equals the attack run by hand on a
+    task whose forget slot holds the unknown facts; lm_hidden_probe says why it cannot read real facts."""
+    from unlearnkit.data.forget import ForgetSpec, make_task
+    from unlearnkit.data.knowledge import knowledge
+    from unlearnkit.evaluation._lm_weights import unknown_view
+    from unlearnkit.models import build_model
+    from unlearnkit.references import References
+
+    src = knowledge(forget=["William Shakespeare", "Japan"], tokenizer="word")
+    task = make_task("knowledge", src.train, src.test, ForgetSpec("benchmark"), np.random.default_rng(0), n_classes=None,
+                     modality=src.modality, probes=src.probes, info={"oracle": src.info["oracle"]})
+    torch.manual_seed(0)
+    original, other = (build_model("tiny_llama", src.input_shape, src.n_outputs) for _ in range(2))
+    refs = References(original=original)
+    ctx = EvalContext(task, get_adapter(task))
+    view = unknown_view(task, "test")
+    assert np.array_equal(view.forget.ids, task.test.ids) and np.array_equal(view.retain.ids, task.retain.ids)
+    for name, params, key in (("quantisation", {"bits": [8], "max_new_tokens": 8}, "forget_prob_8bit"),
+                              ("soft_prompt", {"steps": 3}, "heldout_prob")):
+        metric = build_metric(name, params)
+        r = metric.compute(other, task, refs, ctx)
+        assert "does not know" in r.info["against"] and "n_retrained" not in r.info
+        by_hand = metric.scores(EvalContext(task, get_adapter(task)), original, view)[key]
+        assert r.values[f"unknown_{key}"] == pytest.approx(float(np.mean(by_hand)))
+        assert r.values[key] == pytest.approx(float(np.mean(metric.scores(ctx, other, task)[key])))
+    assert "real-knowledge facts have none" in build_metric("lm_hidden_probe").why_not_applicable(task)
+    with pytest.raises(TaskError, match="needs a test split of facts the model does not know"):
+        unknown_view(dataclasses.replace(task, test=task.test.subset(np.arange(0), "empty")), "quantisation")

@@ -4,6 +4,7 @@ they can read, and the per-model comparison with the retrained models."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from ..lm.text import TokenData
+from ..references import References
 from ..types import Task
 from ._lm import finite_mean
 
@@ -29,9 +31,10 @@ def text_split_missing(task: Task, fields: tuple[str, ...] = ()) -> str | None:
 
 
 def compare(who: str, own: Mapping[str, np.ndarray], refs: list[Mapping[str, np.ndarray]],
-            keys: Callable[[str], bool] = lambda k: True) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
-    """The finite mean of each per-item array of the model (``key``) and the mean over the retrained models of theirs
-    (``retrained_<key>``); items without a score are counted per side (``n_excluded``, ``retrained_n_excluded``)."""
+            keys: Callable[[str], bool] = lambda k: True, prefix: str = "retrained_") -> tuple[dict[str, float], dict[str, dict[str, int]]]:
+    """The finite mean of each per-item array of the model (``key``) and the mean over the reference models of theirs
+    (``<prefix><key>``: the retrained models, or ``unknown_`` for the original on the facts it does not know); items
+    without a score are counted per side (``n_excluded``, ``<prefix>n_excluded``)."""
     values: dict[str, float] = {}
     excluded: dict[str, int] = {}
     ref_excluded: dict[str, int] = {}
@@ -39,8 +42,34 @@ def compare(who: str, own: Mapping[str, np.ndarray], refs: list[Mapping[str, np.
         if not keys(key):
             continue
         values[key] = finite_mean(v, who, key, excluded)
-        values[f"retrained_{key}"] = float(np.mean([finite_mean(s[key], who, key, ref_excluded) for s in refs])) if refs else float("nan")
-    return values, {"n_excluded": excluded, "retrained_n_excluded": ref_excluded}
+        values[f"{prefix}{key}"] = float(np.mean([finite_mean(s[key], who, key, ref_excluded) for s in refs])) if refs else float("nan")
+    return values, {"n_excluded": excluded, f"{prefix}n_excluded": ref_excluded}
+
+
+def unknown_view(task: Task, who: str) -> Task:
+    """``task`` with the facts the model does not know (its test split) in the forget slot: what a weight-level attack
+    runs the original model on when no retrained oracle exists (real knowledge), so its value is the level of a model
+    that never learned the facts. A TaskError without such facts."""
+    import dataclasses
+
+    from ..errors import TaskError
+
+    if task.test is None or len(task.test) == 0:
+        raise TaskError(f"{who}: a task without a retrained oracle needs a test split of facts the model does not know.")
+    return dataclasses.replace(task, forget=task.test, test=task.forget, holdout=None, train_split=None, public_ids=None)
+
+
+def reference_scores(who: str, scores: Callable[[nn.Module, Task], Mapping[str, np.ndarray]], task: Task, refs: References
+                     ) -> tuple[list[Mapping[str, np.ndarray]], str, dict[str, Any]]:
+    """The reference side of a weight-level attack: ``scores`` of each retrained model on ``task``; or, on a task without a
+    retrained oracle (``task.info["oracle"] is False``, no retrained models), of the original model on the facts it does
+    not know (``unknown_view``). Returns (their scores, the values' prefix ``retrained_`` / ``unknown_``, info)."""
+    if task.info.get("oracle") is False and refs.retrained is None:
+        original = refs.require("original", by=f"metric {who!r} on a task without a retrained oracle")
+        return ([scores(original, unknown_view(task, who))], "unknown_",
+                {"against": "the original model on the facts it does not know (test split): the same attack, the same budget"})
+    refs.require("retrained", by=f"metric {who!r}")
+    return [scores(r, task) for r in refs.retrained_seeds], "retrained_", {"n_retrained": len(refs.retrained_seeds)}
 
 
 @torch.no_grad()
@@ -56,4 +85,4 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     return w
 
 
-__all__ = ["compare", "effective_weight", "text_split_missing"]
+__all__ = ["compare", "effective_weight", "reference_scores", "text_split_missing", "unknown_view"]

@@ -99,6 +99,13 @@ class LMHiddenProbe(Metric):
             raise ConfigError(f"lm_hidden_probe: C (inverse regularisation strength) must be > 0, got {self.C!r}.")
 
     def why_not_applicable(self, task: Task) -> str | None:
+        from ..lm.probes import is_knowledge
+
+        records = getattr(task.forget.data, "records", None) or ()
+        if records and is_knowledge(records[0]):
+            return ("reads an attribute that many people share (profession, genre) from the profiles data; real-knowledge facts "
+                    "have none to train a probe on (each target's facts are its own, and their type — person, place, book — is in "
+                    "the question's words)")
         return text_split_missing(task, RECORD_FIELDS)
 
     def labelled(self, task: Task) -> dict[str, tuple[Split, np.ndarray]]:

@@ -16,7 +16,7 @@ from ..lm.guard import bare_model, is_guard
 from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, greedy_answers, outputs, rouge_l, task_split
-from ._lm_weights import compare, text_split_missing
+from ._lm_weights import compare, reference_scores, text_split_missing
 from .base import EvalContext, Metric, register_metric
 
 BITS = (4, 8)
@@ -81,7 +81,10 @@ class Quantisation(Metric):
     Evidence (robustness, "higher" remembers): the forget P̄(a|q) of each quantised copy,
     ``quantisation.forget_prob_<b>bit``; the noise floor bands it with the same attack on each retrained seed.
     Per example: ``prob_<b>bit.forget``. Inferred: the LM head and embeddings stay in full precision; the zero point is
-    not rounded; the retain P̄ of the quantised copies is reported as utility context only."""
+    not rounded; the retain P̄ of the quantised copies is reported as utility context only.
+
+    Without a retrained oracle (real knowledge) the reference is the same quantisation of the original model, read on
+    the facts it does not know (``unknown_…`` values); the no-oracle verdict reports the evidence unbanded."""
 
     bits: tuple[int, ...] = (8, 4)
     group_size: int = 64
@@ -122,20 +125,19 @@ class Quantisation(Metric):
                 del q
             return out
 
-        return ctx.memo(model, ("quantisation", self.bits, self.group_size, self.max_new_tokens), run)
+        return ctx.memo(model, ("quantisation", self.bits, self.group_size, self.max_new_tokens, task.forget.fingerprint, task.retain.fingerprint), run)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        refs.require("retrained", by="metric 'quantisation'")
         own = self.scores(ctx, model, task)
-        ref_scores = [self.scores(ctx, r, task) for r in refs.retrained_seeds]
-        values, excluded = compare(self.name, own, ref_scores)
+        ref_scores, ref, reference = reference_scores(self.name, lambda m, t: self.scores(ctx, m, t), task, refs)
+        values, excluded = compare(self.name, own, ref_scores, prefix=ref)
         for b in self.bits:
             values[f"forget_gain_{b}bit"] = values[f"forget_prob_{b}bit"] - values["forget_prob"]
-            values[f"forget_excess_{b}bit"] = values[f"forget_prob_{b}bit"] - values[f"retrained_forget_prob_{b}bit"]
+            values[f"forget_excess_{b}bit"] = values[f"forget_prob_{b}bit"] - values[f"{ref}forget_prob_{b}bit"]
         ids = task_split(task, "forget").ids
         per_example = {f"prob_{b}bit.forget": (ids, own[f"forget_prob_{b}bit"]) for b in self.bits}
         evidence = tuple(Evidence(key=f"quantisation.forget_prob_{b}bit", value=values[f"forget_prob_{b}bit"], role="robustness",
                                   remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)) for b in self.bits)
         return self.result(values, per_example=per_example, evidence=evidence,
-                           info={"bits": list(self.bits), "group_size": self.group_size, "n_retrained": len(refs.retrained_seeds), **excluded,
+                           info={"bits": list(self.bits), "group_size": self.group_size, **reference, **excluded,
                                  **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

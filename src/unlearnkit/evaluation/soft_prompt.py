@@ -16,7 +16,7 @@ from ..references import References
 from ..seeding import np_rng, torch_gen
 from ..types import Batch, Evidence, MetricResult, Split, Task
 from ._lm import answer_prob, outputs, task_split
-from ._lm_weights import compare, text_split_missing
+from ._lm_weights import compare, reference_scores, text_split_missing
 from .base import EvalContext, Metric, register_metric
 
 
@@ -52,7 +52,9 @@ class SoftPrompt(Metric):
     (per example: ``prompted_prob.forget``). A model whose plain answers look forgotten but which a short prompt brings
     back ("a trigger restores them") is "suppressed". Values also give the plain P̄(a|q) of the held-out items, the
     prompt's gain over it and its fit on the training half, each next to the retrained models' mean.
-    Inferred: the length-normalised NLL objective, Adam, the start at random token embeddings, half of the items held out."""
+    Inferred: the length-normalised NLL objective, Adam, the start at random token embeddings, half of the items held out.
+    Without a retrained oracle (real knowledge) the reference is the same attack on the original model over the facts it
+    does not know (``unknown_…`` values): what a prompt of this budget teaches a model about facts it never knew."""
 
     n_tokens: int = 4
     steps: int = 40
@@ -144,14 +146,13 @@ class SoftPrompt(Metric):
             out["heldout_gain"] = out["heldout_prob"] - out["heldout_plain_prob"]
             return {**out, "_loss": np.asarray(losses)}
 
-        return ctx.memo(model, ("soft_prompt", self), run)
+        return ctx.memo(model, ("soft_prompt", self, task.forget.fingerprint), run)
 
     def compute(self, model: nn.Module, task: Task, refs: References, ctx: EvalContext) -> MetricResult:
-        refs.require("retrained", by="metric 'soft_prompt'")
         own = self.scores(ctx, model, task)
-        ref_scores = [self.scores(ctx, r, task) for r in refs.retrained_seeds]
-        values, excluded = compare(self.name, own, ref_scores, keys=lambda k: not k.startswith("_"))
-        values["heldout_excess"] = values["heldout_prob"] - values["retrained_heldout_prob"]
+        ref_scores, ref, reference = reference_scores(self.name, lambda m, t: self.scores(ctx, m, t), task, refs)
+        values, excluded = compare(self.name, own, ref_scores, keys=lambda k: not k.startswith("_"), prefix=ref)
+        values["heldout_excess"] = values["heldout_prob"] - values[f"{ref}heldout_prob"]
         values["final_loss"] = float(own["_loss"][-1])
         _, held = self.halves(task, ctx.seed)
         evidence = (Evidence(key="soft_prompt.heldout_prob", value=values["heldout_prob"], role="robustness", remembers="higher",
@@ -159,5 +160,5 @@ class SoftPrompt(Metric):
         return self.result(values, per_example={"prompted_prob.forget": (held.ids, own["heldout_prob"])}, evidence=evidence,
                            curves={"loss": {"step": list(range(1, self.steps + 1)), "loss": own["_loss"].tolist()}},
                            info={"n_fit": len(task.forget) - len(held), "n_heldout": len(held), "n_tokens": self.n_tokens,
-                                 "steps": self.steps, "n_retrained": len(refs.retrained_seeds), **excluded,
+                                 "steps": self.steps, **reference, **excluded,
                                  **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -59,6 +59,19 @@ SETTINGS: dict[str, dict[str, Any]] = {
 METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam", "eco", "guard", "rocr", "layer_constrained",
            "o3")
 KNOWLEDGE = ROOT / "experiments" / "knowledge_smollm2.yaml"  # --task knowledge: real knowledge, no retrained oracle
+# --task knowledge --probes: the recovery probes of benchmarks/lm_attacks.py that real facts can fill (lm_hidden_probe reads
+# an attribute many people share, which real targets have not: it says so and is left out)
+KNOWLEDGE_PROBES: list[Any] = ["rwku_probes", "step_probe", "persuasion_probe", "icl_probe",
+                               {"name": "quantisation", "params": {"bits": [8, 4], "group_size": 64}}, "soft_prompt"]
+# per probe: (metric, the model's value key, the reference key (original on the facts it does not know), column title)
+PROBE_COLUMNS = [("rwku_probes", "forget_max_excess", None, "RWKU max excess"),
+                 ("form_probe", "forget_max_excess", None, "form max excess"),
+                 ("step_probe", "forget_max_excess", None, "step-by-step max excess"),
+                 ("persuasion_probe", "forget_max_excess_lift", None, "persuasion max lift excess"),
+                 ("icl_probe", "forget_in_context_rouge_l", "unknown_forget_in_context_rouge_l", "in-context ROUGE-L"),
+                 ("quantisation", "forget_prob_4bit", "unknown_forget_prob_4bit", "4-bit forget prob"),
+                 ("quantisation", "forget_gain_4bit", None, "4-bit gain"),
+                 ("soft_prompt", "heldout_prob", "unknown_heldout_prob", "soft-prompt held-out prob")]
 GUARDS = ("eco", "guard")  # no weights change and no training budget: their defaults (the guard's own classifier and search)
 
 
@@ -106,6 +119,8 @@ def build_experiment(args: argparse.Namespace) -> Any:
         import yaml
 
         spec = yaml.safe_load(KNOWLEDGE.read_text())
+        if getattr(args, "probes", False):  # issue 24's recovery probes, each against the original on the facts it does not know
+            spec["metrics"] = [*spec["metrics"], *(m for m in KNOWLEDGE_PROBES if m not in spec["metrics"])]
         return Experiment.from_dict({**spec, "name": "lm_unlearning_knowledge", "description": "benchmarks/lm_unlearning.py --task knowledge",
                                      "methods": method_entries(args.model, args.methods, args.stop_at)[1:],
                                      "seeds": list(range(getattr(args, "seeds", 1)))})
@@ -264,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-at", choices=["holdout", "none"], default=None,
                    help="holdout (default on profiles): every method stops once its forget answer probability reaches the "
                         "holdout profiles' (the budget is a maximum); none (default on knowledge): the fixed budget")
+    p.add_argument("--probes", action="store_true", help="--task knowledge: add the recovery probes (KNOWLEDGE_PROBES) and their table")
     p.add_argument("--npo-steps", type=int, default=6)
     p.add_argument("--npo-child", default=None, help=argparse.SUPPRESS)  # internal: one metered NPO run, JSON row on stdout
     p.add_argument("--device", default="cpu")
@@ -284,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if knowledge and (args.forget != [0.1] or args.retrain_seeds):
         p.error("--task knowledge forgets the targets named in experiments/knowledge_smollm2.yaml and has no retrained "
                 "models: --forget and --retrain-seeds do not apply")
+    if args.probes and not knowledge:
+        p.error("--probes is for --task knowledge (on profiles the probes are benchmarks/lm_attacks.py's)")
     if args.stop_at is None:
         # the holdout rule reads answer probability, which on the pretrained model's knowledge sits at the unknown facts'
         # level already (its answers go on past the short reference answer, so the EOS is improbable): it would stop at step 1
@@ -417,6 +435,7 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
     from unlearnkit.verdict import NO_ORACLE
 
     lines += forms_section(original, runs)
+    lines += probes_section(original, runs)
     lines += ["", "Verdict reasons (first seed; the no-oracle statement above is left out):", ""]
     for name, rs in runs.items():
         v = rs[0]["verdict"]
@@ -484,6 +503,46 @@ def forms_section(original: dict[str, Any], runs: dict[str, list[dict[str, Any]]
     return lines
 
 
+def probes_section(original: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The recovery probes on real knowledge (``--probes``, first seed): per method each probe's value, the original's on the
+    facts it does not know beside it; a value above that level by more than the probe's floor is bold (the probe finds
+    more than a model that never knew the facts)."""
+    res = original.get("results") or {}
+    cols = [c for c in PROBE_COLUMNS if c[1] in ((res.get(c[0]) or {}).get("values") or {})]
+    if not [c for c in cols if c[0] != "form_probe"]:
+        return []
+    ref = {c: (res[c[0]]["values"].get(c[2]) if c[2] else 0.0) for c in cols}
+    lines = ["", "## Recovery probes (issue 24) on real knowledge", "",
+             "The probes of `benchmarks/lm_attacks.py` with their real-knowledge templates (`lm.probes.KNOWLEDGE_*`: reverse "
+             "query, synonym, cross-lingual and the indirect step need per-relation phrasing a real fact does not have and are "
+             "left out; `lm_hidden_probe` needs an attribute many people share and does not apply). With no retrained oracle "
+             "each probe runs the same attack on the original over the facts it does not know: that is the *unknown* row "
+             "(for the excess columns, 0 by construction: they are the value minus it). **Bold**: above the unknown level "
+             "by more than 0.05, i.e. the probe brings back more than a model that never knew the facts. The weight-level "
+             "probes (4-bit quantisation, soft prompt) read a guard's bare weights.", "",
+             "| model | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines.append("| unknown facts (original) | " + " | ".join("—" if ref[c] is None or not c[2] else f"{ref[c]:.3f}" for c in cols) + " |")
+    for name, rs in [("original (pretrained)", [original])] + list(runs.items()):
+        vals = (rs[0].get("results") or {})
+        cells = []
+        for c in cols:
+            v = ((vals.get(c[0]) or {}).get("values") or {}).get(c[1])
+            if v is None or not math.isfinite(v):
+                cells.append("—")
+                continue
+            level = ref[c] if c[2] else 0.0
+            above = c[1] != "forget_gain_4bit" and level is not None and v - level > 0.05
+            cells.append(f"**{v:.3f}**" if above else f"{v:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    times = {c[0]: (original.get("metric_seconds") or {}).get(c[0]) for c in cols}
+    later = [r for rs in runs.values() for r in rs if r.get("metric_seconds")]
+    per_model = [sum(r["metric_seconds"].get(m, 0.0) for m in {c[0] for c in cols}) for r in later]
+    lines += ["", "Probe seconds on the original (it also runs each attack on the unknown facts): "
+              + ", ".join(f"{m} {t:.0f}" for m, t in times.items() if t is not None)
+              + (f"; the probes on one unlearned model: {sum(per_model) / len(per_model) / 60:.1f} min on average" if per_model else "") + "."]
+    return lines
+
+
 def command_line(args: argparse.Namespace, knowledge: bool = False) -> str:
     """The benchmark's arguments that shape its numbers (not where it stores them), as a user would type them."""
     parts = ([f"--model {args.model}"] if knowledge else
@@ -494,6 +553,8 @@ def command_line(args: argparse.Namespace, knowledge: bool = False) -> str:
         parts.append("--methods " + " ".join(args.methods))
     if args.stop_at != ("none" if knowledge else "holdout"):
         parts.append(f"--stop-at {args.stop_at}")
+    if getattr(args, "probes", False):
+        parts.append("--probes")
     return " ".join(parts)
 
 

@@ -112,7 +112,9 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
                                             {"name": "guard", "params": {}}, {"name": "rocr", "params": {"layer": 0}}],
                                 "metrics": [{"name": "answer_prob", "params": {"splits": ["forget", "retain", "test", "neighbours", "general"]}},
                                             {"name": "rouge_l", "params": {"splits": ["forget", "test", "neighbours", "general"]}},
-                                            "form_probe"]})
+                                            "form_probe", {"name": "rwku_probes", "params": {"max_new_tokens": 8}},
+                                            {"name": "quantisation", "params": {"bits": [4], "max_new_tokens": 8}},
+                                            {"name": "soft_prompt", "params": {"steps": 2}}]})
     store = Store(tmp_path)
     record = run_experiment(exp, store, device="cpu", progress=False, log=lambda m: None)
     assert record["status"] == "complete", record["failures"]
@@ -131,13 +133,24 @@ def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
     assert "**rocr** edited the " in text and "3 do not (e.g. 'Who wrote the play" in text
     assert "- **npo** seed 1: TaskError: a planted failure" in text
     # the forms table: the unknown-facts row, the original (nothing removed: shares 0) and each method with its shares
-    forms = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.split("## Form independence")[1].splitlines()
+    forms = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.split("## Form independence")[1].split("## Recovery probes")[0].splitlines()
              if line.startswith("| ")}
     fp = runs["rocr"][0]["results"]["form_probe"]["values"]
     assert forms["rocr"][1] == f"{fp['forget_question_rouge_l']:.3f}" and forms["rocr"][3] == f"{fp['forget_multiple_choice_prob']:.3f}"
-    orig = store.load_run(t["original_run"])["results"]["form_probe"]["values"]
-    assert forms["unknown facts (original)"][2] == f"{orig['unknown_true_false_prob']:.3f}"
+    orig_run = store.load_run(t["original_run"])
+    orig = orig_run["results"]["form_probe"]["values"]
+    assert forms["unknown facts (original)"][2] == f"{orig['unknown_forget_true_false_prob']:.3f}"
     assert set(forms["original (pretrained)"][4].split(" / ")) <= {"0.00", "-0.00", "—"}
+    # the probes table (--probes): each value beside the original's on the unknown facts; the guard's weight-level values
+    # are its bare weights', i.e. the original's
+    probes = {line.split(" | ")[0].lstrip("| "): [c.strip(" |*") for c in line.split(" | ")]
+              for line in text.split("## Recovery probes")[1].splitlines() if line.startswith("| ")}
+    head = probes["model"]
+    q, sp, rw = head.index("4-bit forget prob"), head.index("soft-prompt held-out prob"), head.index("RWKU max excess")
+    assert probes["unknown facts (original)"][q] == f"{orig_run['results']['quantisation']['values']['unknown_forget_prob_4bit']:.3f}"
+    assert probes["guard"][q] == probes["original (pretrained)"][q] and probes["guard"][sp] == probes["original (pretrained)"][sp]
+    assert probes["npo"][rw] == f"{runs['npo'][0]['results']['rwku_probes']['values']['forget_max_excess']:.3f}"
+    assert "step-by-step max excess" not in head  # a probe not run has no column
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.split("## Form independence")[0].splitlines()
             if line.startswith("| ")}
     head = rows["method"]

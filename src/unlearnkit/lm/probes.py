@@ -10,6 +10,9 @@ item of the profiles data and the other facts of the same person (the generator'
 without the placeholder its slot needs (``ConfigError``). The second language is French (``TRANSLATED``), translated
 by hand; answers are still scored in English (the facts' own words). Bump ``TEMPLATE_VERSION`` whenever a rendered
 prompt changes: it enters the probe metrics' version.
+
+Real-knowledge facts (the ``knowledge`` data: a question, an answer and a target) fill the ``KNOWLEDGE_*`` sets
+(``knowledge_table``): the kinds that need per-relation phrasing are left out with the reason (``KNOWLEDGE_LEFT_OUT``).
 """
 
 from __future__ import annotations
@@ -455,8 +458,9 @@ class Fields(Mapping[str, str]):
 
     def _knowledge(self, key: str) -> str:
         """A real fact's placeholders: its question, answer (= value), target (= name), the generic statement
-        (``KNOWLEDGE_STATEMENT``) and options. The rest need per-relation phrasing that real facts do not come with (a
-        cloze needs a declarative sentence to blank): a TaskError naming the placeholder."""
+        (``KNOWLEDGE_STATEMENT``), options and background (up to two other facts of the target, ``KNOWLEDGE_SENTENCE``; for
+        a target with one fact, a sentence naming it and its type). The rest need per-relation phrasing that real facts
+        do not come with (a cloze needs a declarative sentence to blank): a TaskError naming the placeholder."""
         r = self.r
         if key in ("question", "answer", "value"):
             return str(r.answer if key == "value" else getattr(r, key))  # type: ignore[attr-defined]

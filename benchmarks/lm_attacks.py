@@ -104,7 +104,14 @@ def claims(runs: dict[str, dict[str, Any]], after: dict[str, Any], before: dict[
     hit = [m for m in unlearned if rec[m]]
     passed = [m for m in hit if before[m].label != "not forgotten"]
     ok = len(hit) > len(unlearned) / 2
-    out.append(f"- **Most methods recover under at least one probe: {'supported' if ok else 'not supported'}.** "
+    # a band that spans its metric's whole range flags nothing: say how many of the probes' bands can flag at all
+    rows0 = next(iter(after.values())).rows
+    blind = sorted({r["key"] for r in rows0 if r["key"] in probe_set and r["status"] == "uninformative"})
+    informative = len(probe_set) - len(blind)
+    out.append(f"- **Most methods recover under at least one probe: {'supported' if ok else 'not supported'}"
+               + (f" — but only {informative} of {len(probe_set)} probe bands can flag anything at this number of retrained seeds "
+                  f"(the others span their metric's whole range: {', '.join(blind)}), so this is weak evidence against the claim"
+                  if blind and not ok else "") + ".** "
                f"{len(hit)} of {len(unlearned)} unlearned models have at least one probe above the retrained band"
                + (": " + "; ".join(f"{m} ({', '.join(rec[m])})" for m in hit) if hit else "")
                + f". Of these, {len(passed)} ({', '.join(passed) or 'none'}) were not 'not forgotten' on the standard evidence, "

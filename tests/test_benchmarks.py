@@ -245,7 +245,8 @@ def test_lm_benchmark_form_shares_by_hand():
     def run(q, tf, mc):
         return {"results": {"form_probe": {"values": {
             "forget_question_rouge_l": q, "forget_true_false_prob": tf, "forget_multiple_choice_prob": mc,
-            "unknown_question_rouge_l": 0.1, "unknown_true_false_prob": 0.5, "unknown_multiple_choice_prob": 0.3}}}}
+            "unknown_forget_question_rouge_l": 0.1, "unknown_forget_true_false_prob": 0.5,
+            "unknown_forget_multiple_choice_prob": 0.3}}}}
 
     lines = bench.forms_section(run(0.9, 0.9, 0.7), {"suppressor": [run(0.1, 0.9, 0.7)], "remover": [run(0.5, 0.7, 0.5)]})
     rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ") for line in lines if line.startswith("| ")}

@@ -71,7 +71,8 @@ def redecide(run: dict[str, Any], metrics: list[str]) -> Any:
         info["floors"] = {k: v for k, v in info["floors"].items() if k in keys}
         floor = replace(floor, info=info)
     missing = [f"{k}: {v}" for k, v in (run.get("missing") or {}).items() if k in metrics]
-    return decide(evidence, floor, missing=missing, tests=run["verdict"].get("tests") or {})
+    return decide(evidence, floor, missing=missing, tests=run["verdict"].get("tests") or {},
+                  weights_untouched=(run.get("method") or {}).get("kind") == "guard")
 
 
 def probe_keys(run: dict[str, Any], probes: list[str]) -> list[tuple[str, str]]:

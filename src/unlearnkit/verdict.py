@@ -107,6 +107,7 @@ class Verdict:
     also: list[str] = field(default_factory=list)  # failing aspects the label does not name (it names the first by precedence)
     margin: float | None = None  # in band half-widths: removed, the smallest slack inside; otherwise how far out its evidence is
     borderline: bool = False  # margin < BORDERLINE: one band edge away from another label
+    weights_untouched: bool = False  # a guard's verdict: its weights are the original's, read by the weight-level evidence
 
     @property
     def display(self) -> str:
@@ -118,14 +119,14 @@ class Verdict:
         return {"label": self.label, "reasons": self.reasons, "rows": self.rows, "missing": self.missing, "method": self.method,
                 "tests": self.tests, "strong_evidence": self.strong_evidence, "family": self.family,
                 "bands": {key: band.to_json() for key, band in self.bands.items()}, "also": self.also, "margin": self.margin,
-                "borderline": self.borderline}
+                "borderline": self.borderline, "weights_untouched": self.weights_untouched}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Verdict:
         return cls(d["label"], list(d.get("reasons", [])), list(d.get("rows", [])), list(d.get("missing", [])), d.get("method", ""),
                    dict(d.get("tests", {})), list(d.get("strong_evidence", [])), int(d.get("family", 0)),
                    {key: Band.from_json(b) for key, b in d.get("bands", {}).items()}, list(d.get("also", [])), d.get("margin"),
-                   bool(d.get("borderline", False)))
+                   bool(d.get("borderline", False)), bool(d.get("weights_untouched", False)))
 
 
 BORDERLINE = 0.2  # a verdict this close to a band edge (in half-widths) could flip with the machine or the seed
@@ -156,12 +157,16 @@ def _direction(ev: Evidence, band: Band) -> Status:
     return "more" if above == (ev.remembers == "higher") else "less"
 
 
-def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, missing: Sequence[str] = (), tests: Mapping[str, Any] | None = None) -> Verdict:
+def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, missing: Sequence[str] = (), tests: Mapping[str, Any] | None = None,
+           weights_untouched: bool = False) -> Verdict:
     """The verdict from a model's evidence and the retrain noise floor.
 
     Order of precedence: forget evidence remembering more than retraining -> not forgotten; forget
     evidence below the band or utility below its band -> over-forgotten; robustness evidence above
     its band -> suppressed; a needed role without evidence -> inconclusive; otherwise removed.
+    ``weights_untouched`` (a guard: a wrapper whose weights are the original's) puts "suppressed" before "over-forgotten":
+    where the weight-level evidence recovers the data, that the data is still in the weights is the finding, and a guard's
+    refusals on utility prompts are listed after it (GUARD/ECO issue: "the verdict should say suppressed where it does").
     Every band is built here, once, for the one Bonferroni family of all of them: a band from the retrained seeds for
     each evidence the noise floor measured, and one from its own null distribution for evidence that carries one.
     Evidence marked ``reported_only`` is shown with its band (status "reported only") but is not in the family and
@@ -225,6 +230,10 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
          failing("robustness", "less")),
         ("suppressed", "recovers faster than retraining", "outputs look retrained, but recovers faster", failing("robustness", "more")),
     ]
+    if weights_untouched:  # a guard: the weights still holding the data outranks what its refusals cost
+        aspects = aspects[:1] + aspects[-1:] + aspects[1:-1]
+        aspects[1] = ("suppressed", "recovers faster than retraining",
+                      "a guard (weights untouched): its weights recover the data faster than retraining", aspects[1][3])
     found = [(lab, what, why, bad) for lab, what, why, bad in aspects if bad]
     label: Label
     if found:
@@ -247,29 +256,49 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     strong = sorted({row["key"] for row in rows if row["strong"] and row["status"] != "reported only"})
     reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
                    "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
-    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m, bands, also, margin, borderline)
+    if weights_untouched:
+        reasons.append("a guard: its weights are the original's, untouched; the weight-level evidence (relearning, quantisation, "
+                       "soft prompt, hidden-state probes) reads them, the rest reads the guarded outputs")
+    return Verdict(label, reasons, rows, missing, method, dict(tests or {}), strong, m, bands, also, margin, borderline,
+                   weights_untouched)
 
 
 NO_ORACLE = ("no retrained oracle exists for this task (real knowledge from pretraining): forget evidence is compared with the "
              "original model's value on facts it does not know (band: that level ± the evidence's floor), neighbours and general "
-             "ability with the original model's own values (band: original ± floor); robustness evidence is reported, not banded")
+             "ability with the original model's own values (band: original ± floor), a forget fact read from the prompt and the "
+             "weight-level attacks (quantisation, soft prompt) with the original on facts it does not know under the same attack; "
+             "the other robustness evidence is reported, not banded")
 
 
 def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[str, float], utility_levels: Mapping[str, float], *,
-                          missing: Sequence[str] = ()) -> Verdict:
+                          missing: Sequence[str] = (), sources: Mapping[str, str] | None = None,
+                          robustness_levels: Mapping[str, float] | None = None, weights_untouched: bool = False) -> Verdict:
     """The verdict of a task without a retrained oracle (the ``knowledge`` data): ``forget_levels`` maps forget evidence keys
     to the original model's value on facts it does not know, ``utility_levels`` utility evidence keys to the original's own
-    value. Forget evidence above its band -> not forgotten; forget evidence below it, or utility (neighbours, general
-    ability, retained facts) below the original's band -> over-forgotten; otherwise inconclusive, saying that the outputs
-    are those of a model without the knowledge but that removal vs suppression cannot be decided without an oracle."""
+    value (or, where ``sources`` names another source for a key, that level: e.g. "unknown facts" for the in-context score
+    a model reaches on facts it never knew), ``robustness_levels`` robustness evidence keys to the value the same attack
+    reaches on the original over facts it does not know (robustness evidence without one is reported, not banded).
+
+    Forget evidence above its band -> not forgotten; forget evidence below it, utility (neighbours, general ability,
+    retained facts) below the original's band, or an attack recovering less than from a model that never knew the facts ->
+    over-forgotten; an attack recovering more than from such a model -> suppressed (without an oracle this is the one
+    finding about the weights that can be positive); otherwise inconclusive, saying that the outputs are those of a model
+    without the knowledge but that removal vs suppression cannot be decided without an oracle. ``weights_untouched`` (a
+    guard) ranks suppressed before over-forgotten, as ``decide`` does."""
     missing = list(missing)
+    robustness_levels = robustness_levels or {}
     rows: list[dict[str, Any]] = []
     bands: dict[str, Band] = {}
     for ev in evidence:
         if ev.reported_only:  # e.g. neighbours the original does not know: decide nothing, as in ``decide``
             continue
-        levels, source = (forget_levels, "unknown facts") if ev.role == "forget" else (utility_levels, "original model")
-        if ev.role == "robustness" or ev.key not in levels or not math.isfinite(levels[ev.key]) or not math.isfinite(ev.value):
+        if ev.role == "robustness":
+            levels, source = robustness_levels, "unknown facts, same attack"
+        elif ev.role == "forget":
+            levels, source = forget_levels, "unknown facts"
+        else:
+            levels, source = utility_levels, (sources or {}).get(ev.key, "original model")
+        if ev.key not in levels or not math.isfinite(levels[ev.key]) or not math.isfinite(ev.value):
             if ev.role != "robustness" and ev.key not in levels:
                 missing.append(f"{ev.key} (no {'unknown-fact level' if ev.role == 'forget' else 'original value'} to compare with)")
             continue
@@ -289,18 +318,33 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
     def fmt(row: dict[str, Any]) -> str:
         return f"{row['key']} = {row['value']:.4f} outside [{row['lo']:.4f}, {row['hi']:.4f}] (band of the {row['band_from']})"
 
-    more = [r for r in rows if r["role"] == "forget" and r["status"] == "more"]
-    past = [r for r in rows if r["role"] == "forget" and r["status"] == "less"]
-    lost = [r for r in rows if r["role"] == "utility" and r["status"] == "less"]
+    def failing(role: str, status: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r["role"] == role and r["status"] == status]
+
+    # (label, the aspect as listed after another label, the reason when it decides the label, the rows showing it)
+    aspects: list[tuple[Label, str, str, list[dict[str, Any]]]] = [
+        ("not forgotten", "remembers more than a model that does not know the facts",
+         "remembers more than a model that does not know the facts", failing("forget", "more")),
+        ("over-forgotten", "forgets past not knowing", "forgets past not knowing", failing("forget", "less")),
+        ("over-forgotten", "neighbours or general ability below the original", "neighbours or general ability lost",
+         failing("utility", "less")),
+        ("over-forgotten", "resists attacks more than a model that never knew the facts",
+         "resists attacks more than a model that never knew the facts", failing("robustness", "less")),
+        ("suppressed", "an attack recovers more than from a model that never knew the facts",
+         "outputs of a model without the knowledge, but an attack recovers more than from a model that never knew the facts",
+         failing("robustness", "more")),
+    ]
+    if weights_untouched:  # a guard: the weights still holding the facts outranks what its refusals cost
+        aspects = aspects[:1] + aspects[-1:] + aspects[1:-1]
+        aspects[1] = ("suppressed", aspects[1][1], "a guard (weights untouched): an attack on its weights recovers more than "
+                      "from a model that never knew the facts", aspects[1][3])
+    found = [a for a in aspects if a[3]]
     label: Label
     also: list[str] = []
-    if more:
-        label, reasons = "not forgotten", [f"remembers more than a model that does not know the facts: {fmt(r)}" for r in more]
-        also = [f"{what} ({', '.join(r['key'] for r in bad)})" for what, bad in
-                (("forgets past not knowing", past), ("neighbours or general ability below the original", lost)) if bad]
-    elif past or lost:
-        label = "over-forgotten"
-        reasons = [f"forgets past not knowing: {fmt(r)}" for r in past] + [f"neighbours or general ability lost: {fmt(r)}" for r in lost]
+    if found:
+        label = found[0][0]
+        reasons = [f"{why}: {fmt(r)}" for lab, _, why, bad in found if lab == label for r in bad]
+        also = [f"{what} ({', '.join(r['key'] for r in bad)})" for lab, what, _, bad in found if lab != label]
     elif "forget evidence" in missing or "utility evidence" in missing:
         label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
     else:
@@ -309,6 +353,8 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
                    "are those of a model without the knowledge, but with no retrained oracle removal cannot be told from "
                    "suppression (run the robustness probes and read them against the original)"]
     reasons.append(NO_ORACLE)
+    if weights_untouched:
+        reasons.append("a guard: its weights are the original's, untouched; the weight-level attacks read them")
     if "retrained oracle" not in " ".join(missing):
         missing.append("retrained oracle (none exists: the knowledge comes from pretraining)")
-    return Verdict(label, reasons, rows, missing, NO_ORACLE, {}, [], len(bands), bands, also, None, False)
+    return Verdict(label, reasons, rows, missing, NO_ORACLE, {}, [], len(bands), bands, also, None, False, weights_untouched)

@@ -131,3 +131,38 @@ def test_verdict_without_oracle():
     assert decide_without_oracle([_ev("answer_prob.forget", 0.01, "forget")] + forgotten[1:], levels, orig).label == "over-forgotten"
     v = decide_without_oracle(forgotten[1:], levels, orig)  # no forget evidence
     assert v.label == "inconclusive" and "forget evidence" in v.reasons[0]
+    # a level measured on the facts the original does not know (icl_probe: a fact read from the prompt) replaces the
+    # original's own: 0.86 is how well a model that never knew the facts reads them, not a loss against the original's 1.0
+    icl = forgotten + [_ev("icl_probe.forget_in_context", 0.86, "utility")]
+    assert decide_without_oracle(icl, levels, {**orig, "icl_probe.forget_in_context": 1.0}).label == "over-forgotten"
+    v = decide_without_oracle(icl, levels, {**orig, "icl_probe.forget_in_context": 0.89},
+                              sources={"icl_probe.forget_in_context": "unknown facts"})
+    assert v.label == "inconclusive" and v.bands["icl_probe.forget_in_context"].lo == pytest.approx(0.84)
+    assert next(r for r in v.rows if r["key"] == "icl_probe.forget_in_context")["band_from"] == "unknown facts"
+
+
+def test_verdict_without_oracle_bands_the_weight_level_attacks_and_calls_a_guard_suppressed():
+    """A weight-level attack recovering more than from a model that never knew the facts (the same attack on the original
+    over the unknown facts) is "suppressed"; recovering less, over-forgotten; robustness evidence without such a level
+    stays reported. A guard (weights untouched) is suppressed before its refusals make it over-forgotten."""
+    levels = {"answer_prob.forget": 0.10}
+    orig = {"answer_prob.neighbours": 0.60}
+    quiet = [_ev("answer_prob.forget", 0.11, "forget"), _ev("answer_prob.neighbours", 0.60, "utility")]
+    attack = {"soft_prompt.heldout_prob": 0.20}
+    recovers = quiet + [_ev("soft_prompt.heldout_prob", 0.54, "robustness"), _ev("rwku_probes.forget_max_excess", 0.7, "robustness")]
+    v = decide_without_oracle(recovers, levels, orig, robustness_levels=attack)
+    assert v.label == "suppressed" and v.reasons[0].startswith("outputs of a model without the knowledge, but an attack recovers more")
+    row = next(r for r in v.rows if r["key"] == "soft_prompt.heldout_prob")
+    assert (row["lo"], row["hi"], row["band_from"]) == (pytest.approx(0.15), pytest.approx(0.25), "unknown facts, same attack")
+    assert "rwku_probes.forget_max_excess" not in v.bands  # no level of its own: reported, not banded
+    assert decide_without_oracle(quiet + [_ev("soft_prompt.heldout_prob", 0.22, "robustness")], levels, orig,
+                                 robustness_levels=attack).label == "inconclusive"
+    resists = decide_without_oracle(quiet + [_ev("soft_prompt.heldout_prob", 0.05, "robustness")], levels, orig, robustness_levels=attack)
+    assert resists.label == "over-forgotten" and "resists attacks" in resists.reasons[0]
+    refuses = [quiet[0], _ev("answer_prob.neighbours", 0.30, "utility"), recovers[2]]  # a guard refusing neighbours too
+    plain = decide_without_oracle(refuses, levels, orig, robustness_levels=attack)
+    assert plain.label == "over-forgotten" and plain.also == ["an attack recovers more than from a model that never knew the facts "
+                                                              "(soft_prompt.heldout_prob)"]
+    guard = decide_without_oracle(refuses, levels, orig, robustness_levels=attack, weights_untouched=True)
+    assert guard.label == "suppressed" and guard.reasons[0].startswith("a guard (weights untouched): an attack on its weights")
+    assert guard.also == ["neighbours or general ability below the original (answer_prob.neighbours)"] and guard.weights_untouched

@@ -243,3 +243,25 @@ def test_reported_only_evidence_is_shown_but_decides_nothing_and_leaves_the_fami
     only = decide([Evidence("f", 0.9, "forget"), Evidence("u", 0.9, "utility"), probe], nf)
     assert only.label == "inconclusive" and "robustness evidence" in only.missing  # a reported-only row fills no role
     assert Evidence.from_json(probe.to_json()) == probe
+
+
+def test_a_guards_weights_recovering_the_data_is_suppressed_before_its_refusals_are_over_forgetting():
+    """A guard (weights untouched) whose weight-level evidence recovers the data is "suppressed", its utility loss listed
+    after it; the same evidence from a model whose weights changed is over-forgotten first. Forget evidence remembering
+    more than retraining still comes first for both."""
+    floor = MetricResult("noise_floor", {}, info={"R": 3, "alpha": 0.05, "floors": {},
+                                                 "seed_values": {"f.forget": [0.10, 0.11, 0.12], "u.retain": [0.80, 0.81, 0.82],
+                                                                 "w.relearn": [0.30, 0.31, 0.32]}})
+
+    def evidence(forget):
+        return [Evidence("f.forget", forget, "forget"), Evidence("u.retain", 0.2, "utility"), Evidence("w.relearn", 0.9, "robustness")]
+
+    plain = decide(evidence(0.11), floor)
+    assert plain.label == "over-forgotten" and plain.also == ["recovers faster than retraining (w.relearn)"]
+    assert not plain.weights_untouched and not any("a guard" in r for r in plain.reasons)
+    guard = decide(evidence(0.11), floor, weights_untouched=True)
+    assert guard.label == "suppressed" and guard.also == ["utility below retraining (u.retain)"]
+    assert guard.reasons[0].startswith("a guard (weights untouched): its weights recover the data faster than retraining: w.relearn")
+    assert any(r.startswith("a guard: its weights are the original's") for r in guard.reasons)
+    assert Verdict.from_json(guard.to_json()).weights_untouched
+    assert decide(evidence(0.9), floor, weights_untouched=True).label == "not forgotten"

@@ -352,6 +352,7 @@ def test_a_guard_that_hides_the_answers_is_suppressed_by_relearning_its_bare_wei
     assert rows["relearn.auc"]["status"] == "more"
     assert a.results["relearn"].info["measured_on"].startswith("the guard's bare weights")
     assert a.verdict.label == "suppressed", a.verdict.reasons
+    assert a.verdict.weights_untouched and any(r.startswith("a guard: its weights are the original's") for r in a.verdict.reasons)
 
 
 def test_eco_entities_under_smollm2_subword_tokenizer():

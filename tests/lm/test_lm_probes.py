@@ -292,5 +292,7 @@ def test_every_prompt_probe_on_real_knowledge(knowledge_task):
                                                                           - pers["unknown_forget_plain_rouge_l"])
     icl = build_metric("icl_probe", {"max_new_tokens": 8}).compute(other, task, refs, ctx)
     assert icl.evidence[0].role == "utility" and icl.evidence[0].value == icl.values["forget_in_context_rouge_l"]
+    # the no-oracle verdict bands it around the original reading the facts it does not know from the prompt
+    assert icl.info["no_oracle_levels"] == {"icl_probe.forget_in_context": icl.values["unknown_forget_in_context_rouge_l"]}
     with pytest.raises(ConfigError, match="on real-knowledge facts the kinds.*cross_lingual: a real fact's question has no second-language"):
         build_metric("rwku_probes", {"types": ["cross_lingual"], "max_new_tokens": 8}).compute(other, task, refs, ctx)

@@ -32,7 +32,9 @@ KNOWLEDGE = {
 @pytest.mark.slow
 def test_knowledge_runs_without_an_oracle(tmp_path):
     store = Store(tmp_path)
-    record = run_experiment(Experiment.from_dict(KNOWLEDGE), store, device="cpu", progress=False, log=lambda m: None)
+    icl = {"name": "icl_probe", "params": {"max_new_tokens": 8}}  # the tiny model's context is 96 tokens
+    record = run_experiment(Experiment.from_dict({**KNOWLEDGE, "metrics": KNOWLEDGE["metrics"] + [icl]}), store, device="cpu",
+                            progress=False, log=lambda m: None)
     assert record["status"] == "complete", record["failures"]
     task = record["tasks"][0]
     assert task["references"]["retrain_seeds"] == [] and "pretrained model is the original" in task["references"]["oracle"]
@@ -47,6 +49,10 @@ def test_knowledge_runs_without_an_oracle(tmp_path):
         for key in ("retain", "neighbours", "general"):
             assert rows[f"answer_prob.{key}"]["reference"] == pytest.approx(runs[0]["results"]["answer_prob"]["values"][key])
             assert rows[f"answer_prob.{key}"]["value"] == pytest.approx(values[key])
+        # the in-context score (utility) around the level the probe measured itself: the original reading unknown facts
+        icl = run["results"]["icl_probe"]
+        assert rows["icl_probe.forget_in_context"]["band_from"] == "unknown facts"
+        assert rows["icl_probe.forget_in_context"]["reference"] == pytest.approx(icl["values"]["unknown_forget_in_context_rouge_l"])
     # the original knows the forget facts no better than the unknown ones here (a random tiny model): whatever it decides,
     # its own utility evidence sits exactly on its reference
     assert all(runs[0]["verdict"]["rows"][i]["status"] == "inside" for i, r in enumerate(runs[0]["verdict"]["rows"]) if r["role"] == "utility")

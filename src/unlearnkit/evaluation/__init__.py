@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError, EmptySelection, MissingReference, TaskError
+from ..lm.guard import is_guard
 from ..references import References
 from ..types import MetricResult, Task
 from ..verdict import Verdict, decide, decide_without_oracle
@@ -115,7 +116,7 @@ def assess(
     if task.info.get("oracle") is False and refs.retrained is None:
         return Assessment(results, verdict_without_oracle(model, task, refs, metrics, ctx, results, missing), missing, seconds)
     verdict = decide(evidence, results.get("noise_floor"), missing=[f"{k}: {v}" for k, v in missing.items()],
-                     tests=ks_forget_losses(model, refs, ctx))
+                     tests=ks_forget_losses(model, refs, ctx), weights_untouched=is_guard(model))
     return Assessment(results, verdict, missing, seconds)
 
 
@@ -124,24 +125,34 @@ def verdict_without_oracle(model: nn.Module, task: Task, refs: References, metri
     """The verdict of a task with no retrained oracle (``task.info["oracle"] is False``, the ``knowledge`` data): the same
     metrics on the original model give, for forget evidence ``<metric>.forget``, its value on the facts it does not know
     (``<metric>``'s ``test`` value: list ``test`` among the metric's splits) and, for utility evidence, the original's own
-    value; ``verdict.decide_without_oracle`` bands them."""
+    value — or the level the metric itself measured for a model without the knowledge (``info["no_oracle_levels"]``, e.g.
+    ``icl_probe``: the original reading unknown facts from the prompt; for robustness evidence, the weight-level attacks on
+    the original over the facts it does not know); ``verdict.decide_without_oracle`` bands them."""
     original = refs.require("original", by="the verdict of a task without a retrained oracle")
     orig = results if original is model else evaluate(original, task, refs, metrics, ctx, strict=False)[0]
     forget_levels: dict[str, float] = {}
     utility_levels: dict[str, float] = {}
+    robustness_levels: dict[str, float] = {}
+    sources: dict[str, str] = {}
     for name, result in results.items():
+        stated = result.info.get("no_oracle_levels") or {}  # a metric that measured a model without the knowledge itself
         for ev in result.evidence:
             ref = orig.get(name)
             if ref is None:
                 continue
             if ev.role == "forget" and ev.key == f"{name}.forget" and "test" in ref.values:
                 forget_levels[ev.key] = float(ref.values["test"])
+            elif ev.role == "robustness" and ev.key in stated:
+                robustness_levels[ev.key] = float(stated[ev.key])
+            elif ev.role == "utility" and ev.key in stated:
+                utility_levels[ev.key], sources[ev.key] = float(stated[ev.key]), "unknown facts"
             elif ev.role == "utility":
                 match = [e.value for e in ref.evidence if e.key == ev.key]
                 if match:
                     utility_levels[ev.key] = float(match[0])
     return decide_without_oracle([e for r in results.values() for e in r.evidence], forget_levels, utility_levels,
-                                 missing=[f"{k}: {v}" for k, v in missing.items()])
+                                 missing=[f"{k}: {v}" for k, v in missing.items()], sources=sources,
+                                 robustness_levels=robustness_levels, weights_untouched=is_guard(model))
 
 
 def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> dict[str, Any]:

@@ -31,8 +31,9 @@ class IclProbe(Metric):
     ``excess_lift_forget_{score}``.
 
     On real knowledge (``lm.probes.KNOWLEDGE_ICL``: 'Read this: the answer to "<question>" is <answer>', then the question)
-    without a retrained oracle, the in-context score is read against the original model's own (the no-oracle verdict bands
-    utility evidence there): a model that forgot the facts should still read them from the prompt as the original does."""
+    without a retrained oracle, the in-context score is read against the original model's in-context score on the facts it
+    does not know (``info["no_oracle_levels"]``, which the no-oracle verdict bands this evidence around): a model that
+    forgot the facts should still read them from the prompt as well as the original reads facts it never knew."""
 
     score: str = "rouge_l"
     splits: tuple[str, ...] = ("forget",)
@@ -72,6 +73,9 @@ class IclProbe(Metric):
         values = {**values, **lifts}
         evidence = (Evidence(key="icl_probe.forget_in_context", value=values[f"forget_in_context_{self.score}"], role="utility",
                              remembers="higher", floor=self.floor, bounds=(0.0, 1.0)),)
+        # without an oracle, the level a model that never knew the facts reaches when given them: the original's in-context
+        # score on the facts it does not know (its score on the facts it knows is higher, and would fail a perfect unlearner)
+        levels = {"no_oracle_levels": {evidence[0].key: values[f"unknown_forget_in_context_{self.score}"]}} if ref == "unknown_" else {}
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"score": self.score, "template_version": TEMPLATE_VERSION, "max_new_tokens": self.max_new_tokens,
-                                 **reference, **left_out})
+                                 **reference, **left_out, **levels})

@@ -54,7 +54,8 @@ class SoftPrompt(Metric):
     prompt's gain over it and its fit on the training half, each next to the retrained models' mean.
     Inferred: the length-normalised NLL objective, Adam, the start at random token embeddings, half of the items held out.
     Without a retrained oracle (real knowledge) the reference is the same attack on the original model over the facts it
-    does not know (``unknown_…`` values): what a prompt of this budget teaches a model about facts it never knew."""
+    does not know (``unknown_…`` values): what a prompt of this budget teaches a model about facts it never knew; the
+    no-oracle verdict bands the evidence around it (``info["no_oracle_levels"]``)."""
 
     n_tokens: int = 4
     steps: int = 40
@@ -157,8 +158,10 @@ class SoftPrompt(Metric):
         _, held = self.halves(task, ctx.seed)
         evidence = (Evidence(key="soft_prompt.heldout_prob", value=values["heldout_prob"], role="robustness", remembers="higher",
                              floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
+        # without an oracle: the same attack's value on the original over the facts it does not know (the no-oracle band's level)
+        levels = {"no_oracle_levels": {evidence[0].key: values["unknown_heldout_prob"]}} if ref == "unknown_" else {}
         return self.result(values, per_example={"prompted_prob.forget": (held.ids, own["heldout_prob"])}, evidence=evidence,
                            curves={"loss": {"step": list(range(1, self.steps + 1)), "loss": own["_loss"].tolist()}},
                            info={"n_fit": len(task.forget) - len(held), "n_heldout": len(held), "n_tokens": self.n_tokens,
-                                 "steps": self.steps, **reference, **excluded,
+                                 "steps": self.steps, **reference, **excluded, **levels,
                                  **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -232,8 +232,8 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     ]
     if weights_untouched:  # a guard: the weights still holding the data outranks what its refusals cost
         aspects = aspects[:1] + aspects[-1:] + aspects[1:-1]
-        aspects[1] = ("suppressed", "recovers faster than retraining",
-                      "a guard (weights untouched): its weights recover the data faster than retraining", aspects[1][3])
+        aspects[1] = ("suppressed", "recovers faster than retraining", "a guard (weights untouched): an attack recovers the data "
+                      "faster than from retraining (the weights hold it)", aspects[1][3])
     found = [(lab, what, why, bad) for lab, what, why, bad in aspects if bad]
     label: Label
     if found:

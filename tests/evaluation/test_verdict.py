@@ -261,7 +261,8 @@ def test_a_guards_weights_recovering_the_data_is_suppressed_before_its_refusals_
     assert not plain.weights_untouched and not any("a guard" in r for r in plain.reasons)
     guard = decide(evidence(0.11), floor, weights_untouched=True)
     assert guard.label == "suppressed" and guard.also == ["utility below retraining (u.retain)"]
-    assert guard.reasons[0].startswith("a guard (weights untouched): its weights recover the data faster than retraining: w.relearn")
+    assert guard.reasons[0].startswith("a guard (weights untouched): an attack recovers the data faster than from retraining "
+                                       "(the weights hold it): w.relearn")
     assert any(r.startswith("a guard: its weights are the original's") for r in guard.reasons)
     assert Verdict.from_json(guard.to_json()).weights_untouched
     assert decide(evidence(0.9), floor, weights_untouched=True).label == "not forgotten"

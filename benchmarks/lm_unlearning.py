@@ -416,9 +416,10 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
              "No model retrained without the targets exists, so the verdict (`verdict.decide_without_oracle`) bands forget "
              "evidence around the original model's value on the facts it does not know (ROUGE-L there: a model that never "
              "learned a fact answers at that level) and neighbour / general evidence around the original's own values; "
-             "with `--probes`, a forget fact read from the prompt (icl_probe) and the weight-level attacks (quantisation, "
-             "soft prompt) around the original under the same probe on the facts it does not know (an attack recovering "
-             "more than that: suppressed; a guard's weights are the original's, so for a guard that comes first); "
+             "with `--probes`, a forget fact read from the prompt (icl_probe) around the original reading the facts it does "
+             "not know, and the weight-level attacks (quantisation, soft prompt) around the model's own plain level plus what "
+             "the same attack adds on those facts (an attack recovering more than that: suppressed; a guard's weights are "
+             "the original's, so for a guard that comes first); "
              "it says so in its reasons. ROUGE-L (greedy answers against the reference answer) is the discriminating "
              "evidence here: answer probability (length-normalised, EOS included) is low for every split on the pretrained "
              "model, whose answers run on past the short reference answer, so its bands decide little. ECO's strength "
@@ -523,7 +524,7 @@ def probes_section(original: dict[str, Any], runs: dict[str, list[dict[str, Any]
              "(for the excess columns, 0 by construction: they are the value minus it). **Bold**: above the unknown level "
              "by more than 0.05, i.e. the probe brings back more than a model that never knew the facts. The weight-level "
              "probes (4-bit quantisation, soft prompt) read a guard's bare weights; they and the in-context score decide "
-             "the verdict (band: the unknown level ± the probe's floor), the prompt-level excesses are reported (a maximum "
+             "the verdict (band: see above, ± the probe's floor), the prompt-level excesses are reported (a maximum "
              "over kinds, with no retrained seeds to calibrate it).", "",
              "| model | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     lines.append("| unknown facts (original) | " + " | ".join("—" if ref[c] is None or not c[2] else f"{ref[c]:.3f}" for c in cols) + " |")

@@ -265,9 +265,10 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
 
 NO_ORACLE = ("no retrained oracle exists for this task (real knowledge from pretraining): forget evidence is compared with the "
              "original model's value on facts it does not know (band: that level ± the evidence's floor), neighbours and general "
-             "ability with the original model's own values (band: original ± floor), a forget fact read from the prompt and the "
-             "weight-level attacks (quantisation, soft prompt) with the original on facts it does not know under the same attack; "
-             "the other robustness evidence is reported, not banded")
+             "ability with the original model's own values (band: original ± floor), a forget fact read from the prompt with the "
+             "original reading facts it does not know, the weight-level attacks (quantisation, soft prompt) with the model's own "
+             "plain level plus what the same attack adds on facts the original does not know; the other robustness evidence is "
+             "reported, not banded")
 
 
 def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[str, float], utility_levels: Mapping[str, float], *,
@@ -276,8 +277,9 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
     """The verdict of a task without a retrained oracle (the ``knowledge`` data): ``forget_levels`` maps forget evidence keys
     to the original model's value on facts it does not know, ``utility_levels`` utility evidence keys to the original's own
     value (or, where ``sources`` names another source for a key, that level: e.g. "unknown facts" for the in-context score
-    a model reaches on facts it never knew), ``robustness_levels`` robustness evidence keys to the value the same attack
-    reaches on the original over facts it does not know (robustness evidence without one is reported, not banded).
+    a model reaches on facts it never knew), ``robustness_levels`` robustness evidence keys to the value an attack would
+    reach if it recovered no more than from a model that never knew the facts (the metric states it: e.g. the model's own
+    plain level plus the attack's gain on the original over unknown facts); robustness evidence without one is reported.
 
     Forget evidence above its band -> not forgotten; forget evidence below it, utility (neighbours, general ability,
     retained facts) below the original's band, or an attack recovering less than from a model that never knew the facts ->

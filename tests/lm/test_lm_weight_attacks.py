@@ -236,8 +236,10 @@ def test_weight_attacks_on_real_knowledge_read_the_original_on_the_facts_it_does
         by_hand = metric.scores(EvalContext(task, get_adapter(task)), original, view)[key]
         assert r.values[f"unknown_{key}"] == pytest.approx(float(np.mean(by_hand)))
         assert r.values[key] == pytest.approx(float(np.mean(metric.scores(ctx, other, task)[key])))
-        # the no-oracle verdict bands the evidence around that level
-        assert r.info["no_oracle_levels"] == {r.evidence[0].key: r.values[f"unknown_{key}"]}
+        # the no-oracle verdict bands the evidence around the model's own plain level plus the attack's gain on unknown facts
+        plain = {"forget_prob_8bit": "forget_prob", "heldout_prob": "heldout_plain_prob"}[key]
+        assert r.info["no_oracle_levels"] == {r.evidence[0].key: pytest.approx(
+            r.values[plain] + r.values[f"unknown_{key}"] - r.values[f"unknown_{plain}"])}
     assert "real-knowledge facts have none" in build_metric("lm_hidden_probe").why_not_applicable(task)
     with pytest.raises(TaskError, match="needs a test split of facts the model does not know"):
         unknown_view(dataclasses.replace(task, test=task.test.subset(np.arange(0), "empty")), "quantisation")

@@ -84,8 +84,8 @@ class Quantisation(Metric):
     not rounded; the retain P̄ of the quantised copies is reported as utility context only.
 
     Without a retrained oracle (real knowledge) the reference is the same quantisation of the original model, read on
-    the facts it does not know (``unknown_…`` values), and the no-oracle verdict bands the evidence around that level
-    (``info["no_oracle_levels"]``)."""
+    the facts it does not know (``unknown_…`` values), and the no-oracle verdict bands the evidence around the model's own
+    full-precision forget level plus the gain quantisation gives there (``info["no_oracle_levels"]``)."""
 
     bits: tuple[int, ...] = (8, 4)
     group_size: int = 64
@@ -139,9 +139,11 @@ class Quantisation(Metric):
         per_example = {f"prob_{b}bit.forget": (ids, own[f"forget_prob_{b}bit"]) for b in self.bits}
         evidence = tuple(Evidence(key=f"quantisation.forget_prob_{b}bit", value=values[f"forget_prob_{b}bit"], role="robustness",
                                   remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)) for b in self.bits)
-        # without an oracle: the same attack's value on the original over the facts it does not know (the no-oracle band's level)
-        levels = {"no_oracle_levels": {f"quantisation.forget_prob_{b}bit": values[f"unknown_forget_prob_{b}bit"] for b in self.bits}
-                  } if ref == "unknown_" else {}
+        # without an oracle, the no-oracle band's level: this model's own full-precision forget level plus the gain the same
+        # quantisation gives the original on facts it does not know (so a method that shifted every answer's probability
+        # is not read as recovering)
+        levels = {"no_oracle_levels": {f"quantisation.forget_prob_{b}bit": values["forget_prob"] + values[f"unknown_forget_prob_{b}bit"]
+                                       - values["unknown_forget_prob"] for b in self.bits}} if ref == "unknown_" else {}
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"bits": list(self.bits), "group_size": self.group_size, **reference, **excluded, **levels,
                                  **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

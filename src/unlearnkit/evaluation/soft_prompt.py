@@ -55,7 +55,8 @@ class SoftPrompt(Metric):
     Inferred: the length-normalised NLL objective, Adam, the start at random token embeddings, half of the items held out.
     Without a retrained oracle (real knowledge) the reference is the same attack on the original model over the facts it
     does not know (``unknown_…`` values): what a prompt of this budget teaches a model about facts it never knew; the
-    no-oracle verdict bands the evidence around it (``info["no_oracle_levels"]``)."""
+    no-oracle verdict bands the evidence around the model's own plain held-out level plus that gain
+    (``info["no_oracle_levels"]``)."""
 
     n_tokens: int = 4
     steps: int = 40
@@ -158,8 +159,11 @@ class SoftPrompt(Metric):
         _, held = self.halves(task, ctx.seed)
         evidence = (Evidence(key="soft_prompt.heldout_prob", value=values["heldout_prob"], role="robustness", remembers="higher",
                              floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
-        # without an oracle: the same attack's value on the original over the facts it does not know (the no-oracle band's level)
-        levels = {"no_oracle_levels": {evidence[0].key: values["unknown_heldout_prob"]}} if ref == "unknown_" else {}
+        # without an oracle, the no-oracle band's level: this model's own plain level on the held-out items plus what the same
+        # prompt adds for the original on facts it does not know (a method that changed how its answers end moves its plain
+        # level; the prompt must add more than it adds on unknown facts to count as recovery)
+        levels = {"no_oracle_levels": {evidence[0].key: values["heldout_plain_prob"] + values["unknown_heldout_prob"]
+                                       - values["unknown_heldout_plain_prob"]}} if ref == "unknown_" else {}
         return self.result(values, per_example={"prompted_prob.forget": (held.ids, own["heldout_prob"])}, evidence=evidence,
                            curves={"loss": {"step": list(range(1, self.steps + 1)), "loss": own["_loss"].tolist()}},
                            info={"n_fit": len(task.forget) - len(held), "n_heldout": len(held), "n_tokens": self.n_tokens,

@@ -157,6 +157,27 @@ def _direction(ev: Evidence, band: Band) -> Status:
     return "more" if above == (ev.remembers == "higher") else "less"
 
 
+Aspect = tuple[Label, str, str, list[dict[str, Any]]]  # (label, as listed after another label, reason when deciding, rows)
+
+
+def _ranked(aspects: list[Aspect], weights_untouched: bool, guard_why: str) -> list[Aspect]:
+    """The failing aspects in the label's order of precedence (the last aspect is the "suppressed" one). A guard (weights
+    untouched) ranks it right after "not forgotten": that its weights still hold the data outranks what its refusals
+    cost, and its reason says so (``guard_why``)."""
+    if weights_untouched:
+        *rest, suppressed = aspects
+        aspects = [rest[0], (suppressed[0], suppressed[1], guard_why, suppressed[3]), *rest[1:]]
+    return [a for a in aspects if a[3]]
+
+
+def _labelled(found: list[Aspect], fmt: Any) -> tuple[Label, list[tuple[str, dict[str, Any]]], list[str], list[str]]:
+    """(label, the deciding (reason, row) pairs, their reasons, the other labels' aspects) from ranked failing aspects."""
+    label = found[0][0]
+    deciding = [(why, row) for lab, _, why, bad in found if lab == label for row in bad]
+    also = [f"{what} ({', '.join(row['key'] for row in bad)})" for lab, what, _, bad in found if lab != label]
+    return label, deciding, [f"{why}: {fmt(row)}" for why, row in deciding], also
+
+
 def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, missing: Sequence[str] = (), tests: Mapping[str, Any] | None = None,
            weights_untouched: bool = False) -> Verdict:
     """The verdict from a model's evidence and the retrain noise floor.
@@ -222,7 +243,7 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     # band (relearning slower than from a retrained model, a probe separating less) is a difference an attacker can see
     # too, so it counts as forgetting past retraining
     # (label, the aspect as listed after another label, the reason when it decides the label, the rows showing it)
-    aspects: list[tuple[Label, str, str, list[dict[str, Any]]]] = [
+    aspects: list[Aspect] = [
         ("not forgotten", "remembers more than retraining", "remembers more than retraining", failing("forget", "more")),
         ("over-forgotten", "forgets past retraining", "forgets past retraining", failing("forget", "less")),
         ("over-forgotten", "utility below retraining", "utility below retraining", failing("utility", "less")),
@@ -230,17 +251,11 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
          failing("robustness", "less")),
         ("suppressed", "recovers faster than retraining", "outputs look retrained, but recovers faster", failing("robustness", "more")),
     ]
-    if weights_untouched:  # a guard: the weights still holding the data outranks what its refusals cost
-        aspects = aspects[:1] + aspects[-1:] + aspects[1:-1]
-        aspects[1] = ("suppressed", "recovers faster than retraining", "a guard (weights untouched): an attack recovers the data "
-                      "faster than from retraining (the weights hold it)", aspects[1][3])
-    found = [(lab, what, why, bad) for lab, what, why, bad in aspects if bad]
+    found = _ranked(aspects, weights_untouched, "a guard (weights untouched): an attack recovers the data faster than from "
+                    "retraining (the weights hold it)")
     label: Label
     if found:
-        label = found[0][0]
-        deciding = [(why, row) for lab, _, why, bad in found if lab == label for row in bad]
-        reasons = [f"{why}: {fmt(row)}" for why, row in deciding]
-        also = [f"{what} ({', '.join(row['key'] for row in bad)})" for lab, what, _, bad in found if lab != label]
+        label, deciding, reasons, also = _labelled(found, fmt)
         margin = max(-row["margin"] for _, row in deciding)
     elif "forget evidence" in missing or "utility evidence" in missing or "robustness evidence" in missing:
         label, reasons, also, margin = "inconclusive", [f"missing: {', '.join(missing)}"], [], None
@@ -324,7 +339,7 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
         return [r for r in rows if r["role"] == role and r["status"] == status]
 
     # (label, the aspect as listed after another label, the reason when it decides the label, the rows showing it)
-    aspects: list[tuple[Label, str, str, list[dict[str, Any]]]] = [
+    aspects: list[Aspect] = [
         ("not forgotten", "remembers more than a model that does not know the facts",
          "remembers more than a model that does not know the facts", failing("forget", "more")),
         ("over-forgotten", "forgets past not knowing", "forgets past not knowing", failing("forget", "less")),
@@ -336,17 +351,12 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
          "outputs of a model without the knowledge, but an attack recovers more than from a model that never knew the facts",
          failing("robustness", "more")),
     ]
-    if weights_untouched:  # a guard: the weights still holding the facts outranks what its refusals cost
-        aspects = aspects[:1] + aspects[-1:] + aspects[1:-1]
-        aspects[1] = ("suppressed", aspects[1][1], "a guard (weights untouched): an attack on its weights recovers more than "
-                      "from a model that never knew the facts", aspects[1][3])
-    found = [a for a in aspects if a[3]]
+    found = _ranked(aspects, weights_untouched, "a guard (weights untouched): an attack on its weights recovers more than "
+                    "from a model that never knew the facts")
     label: Label
     also: list[str] = []
     if found:
-        label = found[0][0]
-        reasons = [f"{why}: {fmt(r)}" for lab, _, why, bad in found if lab == label for r in bad]
-        also = [f"{what} ({', '.join(r['key'] for r in bad)})" for lab, what, _, bad in found if lab != label]
+        label, _, reasons, also = _labelled(found, fmt)
     elif "forget evidence" in missing or "utility evidence" in missing:
         label, reasons = "inconclusive", [f"missing: {', '.join(missing)}"]
     else:

@@ -72,6 +72,13 @@ def reference_scores(who: str, scores: Callable[[nn.Module, Task], Mapping[str, 
     return [scores(r, task) for r in refs.retrained_seeds], "retrained_", {"n_retrained": len(refs.retrained_seeds)}
 
 
+def gain_level(values: Mapping[str, float], attacked: str, plain: str) -> float:
+    """A weight-level attack's no-oracle level: the model's own ``plain`` value plus what the attack adds on the facts the
+    original does not know (``unknown_<attacked>`` − ``unknown_<plain>``): recovery is adding more than that, so a method
+    that shifted every answer's probability is not read as recovering."""
+    return values[plain] + values[f"unknown_{attacked}"] - values[f"unknown_{plain}"]
+
+
 @torch.no_grad()
 def effective_weight(module: nn.Module) -> torch.Tensor:
     """The weight a linear layer applies, as a detached float64 copy: for a PEFT LoRA layer, its base weight plus the
@@ -85,4 +92,4 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     return w
 
 
-__all__ = ["compare", "effective_weight", "reference_scores", "text_split_missing", "unknown_view"]
+__all__ = ["compare", "effective_weight", "gain_level", "reference_scores", "text_split_missing", "unknown_view"]

@@ -16,7 +16,7 @@ from ..lm.guard import bare_model, is_guard
 from ..references import References
 from ..types import Evidence, MetricResult, Task
 from ._lm import answer_prob, greedy_answers, outputs, rouge_l, task_split
-from ._lm_weights import compare, reference_scores, text_split_missing
+from ._lm_weights import compare, gain_level, reference_scores, text_split_missing
 from .base import EvalContext, Metric, register_metric
 
 BITS = (4, 8)
@@ -139,11 +139,8 @@ class Quantisation(Metric):
         per_example = {f"prob_{b}bit.forget": (ids, own[f"forget_prob_{b}bit"]) for b in self.bits}
         evidence = tuple(Evidence(key=f"quantisation.forget_prob_{b}bit", value=values[f"forget_prob_{b}bit"], role="robustness",
                                   remembers="higher", floor=self.floor, strong=True, bounds=(0.0, 1.0)) for b in self.bits)
-        # without an oracle, the no-oracle band's level: this model's own full-precision forget level plus the gain the same
-        # quantisation gives the original on facts it does not know (so a method that shifted every answer's probability
-        # is not read as recovering)
-        levels = {"no_oracle_levels": {f"quantisation.forget_prob_{b}bit": values["forget_prob"] + values[f"unknown_forget_prob_{b}bit"]
-                                       - values["unknown_forget_prob"] for b in self.bits}} if ref == "unknown_" else {}
+        levels = {"no_oracle_levels": {f"quantisation.forget_prob_{b}bit": gain_level(values, f"forget_prob_{b}bit", "forget_prob")
+                                       for b in self.bits}} if ref == "unknown_" else {}
         return self.result(values, per_example=per_example, evidence=evidence,
                            info={"bits": list(self.bits), "group_size": self.group_size, **reference, **excluded, **levels,
                                  **({"measured_on": "the guard's bare weights (its inner model)"} if is_guard(model) else {})})

@@ -16,7 +16,7 @@ from ..references import References
 from ..seeding import np_rng, torch_gen
 from ..types import Batch, Evidence, MetricResult, Split, Task
 from ._lm import answer_prob, outputs, task_split
-from ._lm_weights import compare, reference_scores, text_split_missing
+from ._lm_weights import compare, gain_level, reference_scores, text_split_missing
 from .base import EvalContext, Metric, register_metric
 
 
@@ -159,11 +159,7 @@ class SoftPrompt(Metric):
         _, held = self.halves(task, ctx.seed)
         evidence = (Evidence(key="soft_prompt.heldout_prob", value=values["heldout_prob"], role="robustness", remembers="higher",
                              floor=self.floor, strong=True, bounds=(0.0, 1.0)),)
-        # without an oracle, the no-oracle band's level: this model's own plain level on the held-out items plus what the same
-        # prompt adds for the original on facts it does not know (a method that changed how its answers end moves its plain
-        # level; the prompt must add more than it adds on unknown facts to count as recovery)
-        levels = {"no_oracle_levels": {evidence[0].key: values["heldout_plain_prob"] + values["unknown_heldout_prob"]
-                                       - values["unknown_heldout_plain_prob"]}} if ref == "unknown_" else {}
+        levels = {"no_oracle_levels": {evidence[0].key: gain_level(values, "heldout_prob", "heldout_plain_prob")}} if ref == "unknown_" else {}
         return self.result(values, per_example={"prompted_prob.forget": (held.ids, own["heldout_prob"])}, evidence=evidence,
                            curves={"loss": {"step": list(range(1, self.steps + 1)), "loss": own["_loss"].tolist()}},
                            info={"n_fit": len(task.forget) - len(held), "n_heldout": len(held), "n_tokens": self.n_tokens,

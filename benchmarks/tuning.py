@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("finetune", "grad_diff", "random_label", "salun", "l1_sparse", "ssd")
+METHODS = ("finetune", "grad_diff", "random_label", "salun", "l1_sparse", "ssd", "holdout_match", "trw")
+# the final evaluation's battery with --battery strong: every attack of benchmarks/attacks.py (tuning trials always use the
+# quickstart battery: the strong tiers per trial would cost more than the study)
+STRONG = ["privacy_score", "hidden_probe", "mia_nn", "lira", "u_lira", "label_only", "epsilon_score", "klom"]
 GOAL_WALL = 0.03  # the budget: at most 3% of retraining's wall time
 
 
@@ -64,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--retrain-seeds", type=int, default=3)
     p.add_argument("--train-subset", type=int, default=12000, help="training examples (0: all 60,000)")
+    p.add_argument("--battery", choices=("cheap", "strong"), default="cheap",
+                   help="the final evaluation's metrics: the quickstart battery, or plus every strong attack (LiRA, U-LiRA, "
+                        "label-only, MIA-NN, ε-score, KLoM, hidden probe, privacy score)")
+    p.add_argument("--shadows", type=int, default=8, help="shadow models of LiRA / U-LiRA / label-only (--battery strong)")
+    p.add_argument("--ensemble", type=int, default=8, help="models per ensemble of ε-score and KLoM (--battery strong)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (the benchmark), or digits for a smoke run")
     p.add_argument("--store", default=None, help="run store (default: a temporary folder)")
@@ -80,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     spec = base_spec(args)
     exp = Experiment.from_dict(spec)
+    final_metrics = spec["metrics"] if args.battery == "cheap" else [m for m in spec["metrics"] if m["name"] != "noise_floor"] + [
+        {"name": n, "params": {"n_shadows": args.shadows}} if n in ("lira", "u_lira", "label_only") else
+        {"name": n, "params": {"n_models": args.ensemble}} if n in ("epsilon_score", "klom") else n for n in STRONG] + ["noise_floor"]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="uk-tune-bench-") as tmp:
         store = Store(args.store or tmp, refs_root=args.refs_cache)
@@ -96,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, forget in enumerate(spec["forget"]):
             entries: list[dict[str, Any]] = [{"name": "retrain", "params": {}}]
             which: dict[str, tuple[int, int | None]] = {}
-            for m in methods:
+            applicable = [m for m in methods if not studies[m][i].get("not_applicable")]
+            for m in applicable:
                 chosen = studies[m][i]["chosen"]
                 entries.append({"name": m, "params": {}})
                 default_at = len(entries) - 1
@@ -105,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                     entries.append({"name": m, "params": chosen["params"]})
                     tuned_at = len(entries) - 1
                 which[m] = (default_at, tuned_at)
-            final = Experiment.from_dict({**spec, "name": f"tuning_benchmark {i}", "forget": [forget], "methods": entries})
+            final = Experiment.from_dict({**spec, "name": f"tuning_benchmark {i}", "forget": [forget], "methods": entries,
+                                          "metrics": final_metrics})
             record = run_experiment(final, store, device=args.device, progress=False, log=log)
-            store.save_experiment({**store.load_experiment(record["exp_id"]), "tuning": [studies[m][i] for m in methods]})
+            store.save_experiment({**store.load_experiment(record["exp_id"]), "tuning": [studies[m][i] for m in applicable]})
             labels = final.method_labels()
             summary = summarize(store, record)[0]
             rows = {r.method: r for r in summary.rows}
@@ -122,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             summaries_json[summary.label] = {}
             for m in methods:
+                if m not in which:
+                    body.append(f"| {m} | not applicable: it {studies[m][i]['not_applicable']} |" + " |" * 10)
+                    continue
                 d_at, t_at = which[m]
                 d = row_cells(rows[labels[d_at]]) if labels[d_at] in rows else None
                 tu = row_cells(rows[labels[t_at]]) if t_at is not None and labels[t_at] in rows else None
@@ -140,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             body += ["", f"Original model: verdict {summary.original['verdict']['label'] if summary.original else '—'}.", "",
                      "Pareto fronts on the validation forget set (distance to the retrain band in half-widths, example passes, "
                      "validation verdict, setting):", ""]
-            for m in methods:
+            for m in applicable:
                 study = studies[m][i]
                 front = sorted((t for t in study["trials"] if t["number"] in study["pareto"]), key=lambda t: t["example_passes"])
                 body.append(f"- **{m}** ({study['validation']['label']}): " + "; ".join(
@@ -156,16 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"MLP with hidden layers 256-256 ({scale}), the quickstart training recipe; {args.retrain_seeds} retrained reference seeds; "
         f"{args.trials} trials per method and setting (Optuna multi-objective TPE, sampler seed 0); the default and tuned settings "
-        f"then run on the real forget set over {args.seeds} seed(s); metrics: the standard classifier battery (accuracy, retrain "
-        f"gap, threshold MIA, MIA efficacy, relearning, noise floor); device {args.device}; total wall time {elapsed / 60:.1f} min "
+        f"then run on the real forget set over {args.seeds} seed(s); tuning trials are judged on the standard classifier battery "
+        f"(accuracy, retrain gap, threshold MIA, MIA efficacy, relearning, noise floor), the final runs on "
+        + ("the same battery" if args.battery == "cheap" else
+           f"the full strong battery (plus privacy score, hidden probe, MIA-NN, LiRA / U-LiRA / label-only with {args.shadows} "
+           f"shadows, ε-score and KLoM with ensembles of {args.ensemble})") + f"; device {args.device}; total wall time {elapsed / 60:.1f} min "
         f"(tuning: {', '.join(f'{m} {s / 60:.1f}' for m, s in tuning_seconds.items())} min).",
         "",
     ]
     if reduced:
         header += ["**Reduced scale**: a subset of the training data and/or few trials, so that it runs on a shared 2-core CPU (the "
                    "total wall time above includes the machine's other load). The full-scale run is "
-                   "`python benchmarks/tuning.py --train-subset 0 --trials 30`. "
-                   "The strong tiers (LiRA/U-LiRA, ε-score, KLoM) were not run; relearning is the strong evidence here.", ""]
+                   "`python benchmarks/tuning.py --train-subset 0 --trials 30 --battery strong`."
+                   + (" The strong tiers (LiRA/U-LiRA, ε-score, KLoM) were not run; relearning is the strong evidence here."
+                      if args.battery == "cheap" else ""), ""]
     header += [PROTOCOL, "",
                "Objectives, both minimised: the largest distance of any deciding evidence to its retrain band, in band half-widths "
                "(0 when every evidence is inside: \"removed\" on the validation set), and the method's example passes "

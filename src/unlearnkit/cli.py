@@ -125,6 +125,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
     for study, record in zip(result.studies, result.experiments):
+        if study.get("not_applicable"):
+            print(f"\n== {study['label']}: not tuned — {args.method} {study['not_applicable']}")
+            continue
         done = [t for t in study["trials"] if t["state"] == "complete"]
         print(f"\n== {study['label']}: study {study['study']} ({len(done)} completed trial(s)"
               + (f"; {study['stopped']}" if study["stopped"] else "") + ")")

@@ -108,6 +108,20 @@ def test_a_method_without_a_space_and_unknown_methods(store):
         Tuner(Experiment.from_dict(SPEC), store, "finetun", **quiet())
 
 
+def test_a_method_that_does_not_fit_a_setting_is_not_tuned_there(tmp_path, capsys):
+    """A class method on a random forget set: the reason is recorded, no study is opened and no reference is trained."""
+    store = Store(tmp_path / "store")
+    result = tune(Experiment.from_dict(SPEC), store, "trw", trials=2, **quiet())
+    (study,) = result.studies
+    assert "handles forget sets of kind ['classes']" in study["not_applicable"]
+    assert study["chosen"] is None and study["trials"] == [] and result.experiments == [None]
+    assert not (store.root / "tuning").exists() and not any(store.refs.rglob("*.safetensors"))
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert main(["tune", str(path), "--method", "trw", "--trials", "2", "--store", str(tmp_path / "cli"), "--no-progress"]) == 0
+    assert "random 10%: not tuned — trw handles forget sets of kind ['classes']" in capsys.readouterr().out
+
+
 def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(SPEC))

@@ -6,6 +6,7 @@ and records how their form was inferred from the abstract.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from ..errors import ConfigError
 from ..objectives import NLL, Weighted, weighted
 from ..objectives.classifier import TargetKL
 from ..references import References
+from ..searchspace import FloatRange
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, check_numbers, check_weights, forgotten_classes, register_method
@@ -60,6 +62,8 @@ class TRW(GradientMethod):
         "arXiv 2506.20893"
     )
     version: ClassVar[str] = "1"  # bump when its numbers change
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.1, log=True), "epochs": FloatRange(0.02, 2.0, log=True),
+                                                      "retain_weight": FloatRange(0.3, 10.0, log=True), "tilt": FloatRange(0.0, 2.0)}  # what `unlearnkit tune` searches (classifiers)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -7,6 +7,7 @@ whose adapter provides them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -138,6 +139,59 @@ class KLToReference:
         return Loss(self.sign * kl, {f"kl_{self.stream}": float(kl.detach())})
 
 
+def batch_quantiles(values: torch.Tensor, n: int) -> torch.Tensor:
+    """``values``' empirical quantiles (the inverse of its step distribution function) at the mid-ranks (r + ½)/n,
+    r = 0..n−1: ``n`` points spread like ``values`` whatever its length, and ``values`` itself, sorted, when n equals
+    its length."""
+    ordered = torch.sort(values).values
+    m = len(ordered)
+    at = torch.floor((torch.arange(n, device=values.device, dtype=torch.float64) + 0.5) * m / n).long().clamp(max=m - 1)
+    return ordered[at]
+
+
+@OBJECTIVES.register("matched_loss")
+@dataclass(frozen=True)
+class MatchedLoss:
+    """The 1-D optimal-transport match of ``stream``'s per-example losses to ``reference``'s, both under the current
+    model: the batch's losses sorted, each pulled by Huber(·, ``delta``) toward the reference batch's quantile at its
+    rank (the reference losses are computed without gradient: its examples are read, never trained on). The minimum is
+    where the two loss distributions coincide — where a loss-threshold membership attack cannot tell the streams apart —
+    and each example's pull is bounded (Huber), so unlike gradient ascent the term has a minimum and never pushes past that
+    level (``holdout_match``'s forget term, with ``reference`` the never-trained holdout).
+
+    ``scale="log"`` (default) matches log-losses (losses floored at 1e-12): membership attacks rank examples, and most
+    trained examples sit at losses of 1e-3–1e-1, where a raw-loss difference is too small to pull on though it decides
+    the ranking; for cross-entropy, log ℓ ≈ −(the true class's logit margin) there, the statistic LiRA scales to.
+    ``scale="loss"`` matches raw losses."""
+
+    stream: str = "forget"
+    reference: str = "test"
+    delta: float = 1.0
+    scale: Literal["log", "loss"] = "log"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("log", "loss"):
+            raise ConfigError(f"matched_loss: scale must be 'log' or 'loss', got {self.scale!r}.")
+        if not (math.isfinite(self.delta) and self.delta > 0):
+            raise ConfigError(f"matched_loss: delta must be a finite number > 0, got {self.delta}.")
+
+    def transform(self, losses: torch.Tensor) -> torch.Tensor:
+        return torch.log(losses.clamp_min(1e-12)) if self.scale == "log" else losses
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream, self.reference)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Batch], ctx: StepContext) -> Loss:
+        losses = ctx.adapter.per_example_loss(model, batch[self.stream])
+        with torch.no_grad():
+            reference = ctx.adapter.per_example_loss(model, batch[self.reference]).to(losses.dtype)
+        ordered = torch.sort(self.transform(losses)).values
+        value = F.huber_loss(ordered, batch_quantiles(self.transform(reference), len(ordered)), delta=self.delta)
+        return Loss(value, {f"matched_{self.stream}": float(value.detach()), f"loss_{self.stream}": float(losses.detach().mean()),
+                            f"loss_{self.reference}": float(reference.mean())})
+
+
 @OBJECTIVES.register("logit_mse")
 @dataclass(frozen=True)
 class LogitMSE:
@@ -203,4 +257,4 @@ def weighted(*terms: tuple[float, Callable[..., Loss]]) -> Weighted:
 
 from . import classifier, lm, orthogonal  # noqa: F401, E402  (registers the classifier, language-model and orthogonality objectives)
 
-__all__ = ["Loss", "StepContext", "NLL", "REDUCTIONS", "Reduction", "check_reduction", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]
+__all__ = ["Loss", "StepContext", "NLL", "MatchedLoss", "batch_quantiles", "REDUCTIONS", "Reduction", "check_reduction", "Ascent", "KLToReference", "LogitMSE", "reference_for", "RandomLabels", "ReferenceLogits", "Weighted", "random_wrong_labels", "weighted"]

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..experiment import Experiment
 from ..io import canonical_json, read_json, write_json
 from ..methods import build_method, method_params
+from ..methods.base import method_not_applicable
 from ..registry import METHODS
 from ..runs.runner import ExperimentRunner, Log, model_spec, run_experiment
 from ..runs.store import Store
@@ -279,6 +280,13 @@ class Tuner:
     def run(self) -> TuneResult:
         result = TuneResult()
         for spec in self.exp.forget:
+            reason = method_not_applicable(build_method(self.method, self.base), self.runner.build_task(self.source, spec))
+            if reason is not None:  # e.g. a class method on a random forget set: nothing to tune, no references trained
+                self.log(f"[{spec.label()}] {self.method} not tuned: it {reason}")
+                result.studies.append({"method": self.method, "label": spec.label(), "forget": spec.to_dict(), "not_applicable": reason,
+                                       "trials": [], "pareto": [], "chosen": None, "validation": None})
+                result.experiments.append(None)
+                continue
             vtask, vrefs, _ = self.validation(spec)
             study = self.search(spec, vtask, vrefs)
             record = None

@@ -139,6 +139,17 @@ def test_verdict_without_oracle():
                               sources={"icl_probe.forget_in_context": "unknown facts"})
     assert v.label == "inconclusive" and v.bands["icl_probe.forget_in_context"].lo == pytest.approx(0.84)
     assert next(r for r in v.rows if r["key"] == "icl_probe.forget_in_context")["band_from"] == "unknown facts"
+    # below that level it is its own failing aspect, not "neighbours or general ability"
+    poor = forgotten[:2] + [_ev("answer_prob.general", 0.40, "utility"), _ev("icl_probe.forget_in_context", 0.60, "utility")]
+    v = decide_without_oracle(poor, levels, {**orig, "icl_probe.forget_in_context": 0.89}, sources={"icl_probe.forget_in_context": "unknown facts"})
+    assert v.label == "over-forgotten" and v.reasons[0].startswith("neighbours or general ability lost: answer_prob.general")
+    assert v.reasons[1].startswith("a forget fact given back in the prompt is used less than the original uses facts it does "
+                                   "not know: icl_probe.forget_in_context")
+    kept = decide_without_oracle([_ev("answer_prob.forget", 0.16, "forget")] + poor[1:], levels, {**orig, "icl_probe.forget_in_context": 0.89},
+                                 sources={"icl_probe.forget_in_context": "unknown facts"})
+    assert kept.label == "not forgotten" and kept.also == [
+        "neighbours or general ability below the original (answer_prob.general)",
+        "reads a fact given in the prompt less well than the original reads facts it does not know (icl_probe.forget_in_context)"]
 
 
 def test_verdict_without_oracle_bands_the_weight_level_attacks_and_calls_a_guard_suppressed():

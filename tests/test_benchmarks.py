@@ -259,3 +259,15 @@ def test_lm_benchmark_form_shares_by_hand():
     rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ") for line in lines if line.startswith("| ")}
     assert rows["npo"][4:] == ["1.00 / — / 0.25", "0.75"]
     assert "Not testable on this model (share —): true false (the original scores 0.520 on the facts it knows, 0.500" in "\n".join(lines)
+
+
+def test_classifier_benchmark_runs_the_methods_asked_for_or_every_registered_one():
+    import argparse
+
+    from unlearnkit import METHODS
+
+    bench = load("classifier_forgetting")
+    args = argparse.Namespace(seeds=1, retrain_seeds=2, train_subset=None, methods=["retrain", "holdout_match"])
+    assert [m.name for m in bench.build_experiment(args).methods] == ["retrain", "holdout_match"]
+    args.methods = None
+    assert [m.name for m in bench.build_experiment(args).methods] == list(METHODS.names())

@@ -12,7 +12,7 @@ from ..references import References
 from ..searchspace import FloatRange
 from ..train import TrainConfig
 from ..types import Task
-from .base import LM_BUDGET_SPACE, GradientMethod, check_numbers, check_weights, register_method
+from .base import LM_BUDGET_SPACE, GradientMethod, check_weights, register_method
 
 
 @register_method
@@ -55,8 +55,7 @@ class HoldoutMatch(GradientMethod):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weights(self)
-        check_numbers(self, "delta", positive=True)
-        MatchedLoss(delta=self.delta, scale=self.scale)  # validates delta and scale
+        MatchedLoss(delta=self.delta, scale=self.scale)  # validates delta and scale (the objective's own checks)
         if self.forget_weight == 0:
             raise ConfigError("holdout_match: forget_weight must be > 0 (with 0 nothing is unlearned), got 0.")
 

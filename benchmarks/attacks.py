@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from unlearnkit import METHODS
+    from unlearnkit.evaluation import strong_battery
     from unlearnkit.experiment import Experiment, load_experiment
     from unlearnkit.io import atomic_write_text
     from unlearnkit.report import write_report
@@ -57,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     tuned = {m.name: dict(m.params) for m in quick.methods}
     names = args.methods or [n for n, cls in METHODS.items() if "classifier" in cls.modalities]
-    shadows = {"n_shadows": args.shadows}
-    metrics = ["accuracy", "retrain_gap", "threshold_mia", "mia_efficacy", "relearn", "noise_floor", "privacy_score", "hidden_probe",
-               "nomus", "mia_nn", {"name": "lira", "params": shadows}, {"name": "u_lira", "params": shadows},
-               {"name": "label_only", "params": shadows}, {"name": "epsilon_score", "params": {"n_models": args.ensemble}},
-               {"name": "klom", "params": {"n_models": args.ensemble}}]
+    metrics = strong_battery(args.shadows, args.ensemble, also=("nomus",))  # nomus: reported only
     exp = Experiment.from_dict({
         "name": "attacks", "description": "benchmarks/attacks.py",
         "dataset": {"name": "fashion_mnist", "params": {"train_subset": args.train_subset, "test_subset": args.test_subset}},

@@ -128,7 +128,7 @@ def test_on_fictitious_profiles_the_forget_answers_take_the_holdout_profiles_los
 def test_refuses_whole_classes(class_task, class_refs):
     method = build_method("holdout_match")
     assert "nothing to match" in method_not_applicable(method, class_task)
-    with pytest.raises(ConfigError, match="holdout_match matches forget losses"):
+    with pytest.raises(ConfigError, match="Method 'holdout_match' cannot run on this task: it matches forget losses"):
         method.unlearn(copy.deepcopy(class_refs.original), class_task, class_refs, rng=np.random.default_rng(0))
 
 

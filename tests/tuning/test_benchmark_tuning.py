@@ -25,4 +25,16 @@ def test_tuning_benchmark_runs_at_toy_size(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| finetune |")]
     assert len(rows) == 2 and all(line.count("|") == 13 for line in rows)
     assert "## The goal (issue 26)" in text and "Pareto fronts on the validation forget set" in text
+    assert text.count("What limits it here, measured:") == 2 and "Transfer from the validation forget set" in text
+    assert "Not tuned" not in text  # listed only when every method is tuned (no --methods)
     assert '"goal"' in capsys.readouterr().out
+
+
+def test_the_default_methods_are_every_classifier_method_with_a_space():
+    spec = importlib.util.spec_from_file_location("bench_tuning", ROOT / "benchmarks" / "tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names, left_out = module.tunable()
+    assert {"holdout_match", "trw", "iau", "laf", "dmm", "concept_poison", "low_influence_skip", "overparam_orthogonal"} <= set(names)
+    assert {"retrain", "sisa", "acu", "s3t", "dp2unlearning"} <= set(left_out) and "exact regime" in left_out["sisa"]
+    assert not set(names) & set(left_out) and "npo" not in names and "npo" not in left_out  # LM-only methods are not listed

@@ -29,6 +29,21 @@ DEFAULT_BATTERIES = {
 DEFAULT_BATTERY = DEFAULT_BATTERIES["classifier"]
 
 
+STRONG_ATTACKS = ("privacy_score", "hidden_probe", "mia_nn", "lira", "u_lira", "label_only", "epsilon_score", "klom")
+"""The classifier evidence beyond the default battery: the strong attacks that decide most verdicts in
+docs/results/attacks.md."""
+
+
+def strong_battery(n_shadows: int = 8, n_models: int = 8, *, also: Sequence[str] = ()) -> list[Any]:
+    """The full classifier battery the benchmarks judge by: the default evidence, every strong attack (LiRA / U-LiRA /
+    label-only on ``n_shadows`` shadow models, ε-score / KLoM on ensembles of ``n_models``), then ``also`` (e.g. scores
+    reported only), noise_floor last. Metric specs as an experiment's ``metrics`` takes them."""
+    sized = {**{n: {"n_shadows": n_shadows} for n in ("lira", "u_lira", "label_only")},
+             **{n: {"n_models": n_models} for n in ("epsilon_score", "klom")}}
+    cheap = [n for n in DEFAULT_BATTERY if n != "noise_floor"]
+    return [*cheap, *({"name": n, "params": sized[n]} if n in sized else n for n in (*STRONG_ATTACKS, *also)), "noise_floor"]
+
+
 def default_battery(modality: str) -> tuple[str, ...]:
     """The standard evidence for a task modality (cheap tier: outputs, population MIA, relearning, noise floor)."""
     if modality not in DEFAULT_BATTERIES:
@@ -169,4 +184,4 @@ def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> di
                                "retrain_seed_statistics": floor, "retrain_seed_max": float(np.max(floor)) if floor else None}}
 
 
-__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "default_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "verdict_without_oracle", "roc_summary", "softmax_stats"]
+__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "STRONG_ATTACKS", "default_battery", "strong_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "verdict_without_oracle", "roc_summary", "softmax_stats"]

@@ -44,11 +44,15 @@ ALL_FORGET_KINDS = ("random", "classes", "ids", "corrupted", "profiles", "benchm
 
 
 def check_forget_kind(method: Any, task: Task) -> None:
-    """A clear error, before any work, when the task's forget set is of a kind the method does not handle."""
+    """A clear error, before any work, when the method cannot run on the task: a forget set of a kind it does not handle,
+    part of a class for a whole-class method, or the method's own reason (``why_not_applicable``) — the runner's
+    ``method_not_applicable``, enforced for a method called directly."""
     kind = task.info.get("forget", {}).get("kind")
     kinds = getattr(method, "forget_kinds", ALL_FORGET_KINDS)
     if kind is not None and kind not in kinds:
         raise ConfigError(f"Method {method.name!r} handles forget sets of kind {list(kinds)}; this task's is {kind!r}.")
+    if (why := method_not_applicable(method, task)) is not None:
+        raise ConfigError(f"Method {method.name!r} cannot run on this task: it {why}.")
 
 
 def method_not_applicable(method: Any, task: Task) -> str | None:

@@ -6,6 +6,7 @@ its integrated-gradients attribution, the poisoned labels) and records what was 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -21,6 +22,7 @@ from ..registry import suggest
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, check_weights, forgotten_classes, register_method
+from ..searchspace import Choice, FloatRange
 
 MODES = ("random", "targeted")
 PoisonMode = Literal["random", "targeted"]
@@ -60,6 +62,9 @@ class ConceptPoison(GradientMethod):
     mode: PoisonMode = "targeted"
     forget_weight: float = 1.0
     retain_weight: float = 3.0  # as random_label / salun: hard poisoned labels on confidently learnt inputs need a strong retain term
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-3, 0.1, log=True), "epochs": FloatRange(0.05, 2.0, log=True),
+                                                      "retain_weight": FloatRange(0.5, 10.0, log=True),
+                                                      "mode": Choice(("targeted", "random"))}  # what `unlearnkit tune` searches (classifiers)
 
     epoch_stream: ClassVar[str] = "retain"  # an epoch is a pass over the retain set
     forget_kinds: ClassVar[tuple[str, ...]] = ("classes",)

@@ -7,6 +7,7 @@ method's own closed-form attribution; the recipe itself is the last class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -21,6 +22,7 @@ from ..references import References
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, register_method
+from ..searchspace import Choice, FloatRange
 
 MATCH_LOSSES = ("mse", "kl")
 
@@ -161,6 +163,9 @@ class DMM(GradientMethod):
     temperature: float = 1.0
     forget_weight: float = 1.0
     retain_weight: float = 1.0
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-4, 1e-2, log=True), "epochs": FloatRange(0.5, 10.0, log=True),
+                                                      "retain_weight": FloatRange(0.3, 10.0, log=True), "ridge": FloatRange(1e-5, 0.1, log=True),
+                                                      "match": Choice(("mse", "kl"))}  # what `unlearnkit tune` searches (classifiers)
 
     name: ClassVar[str] = "dmm"
     paper: ClassVar[str] = "Georgiev et al., Attribute-to-Delete: Machine Unlearning via Datamodel Matching, arXiv 2410.23232"

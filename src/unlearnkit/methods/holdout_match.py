@@ -66,8 +66,6 @@ class HoldoutMatch(GradientMethod):
         return None
 
     def objective(self, task: Task, refs: References) -> Weighted:
-        if (why := self.why_not_applicable(task)) is not None:
-            raise ConfigError(f"holdout_match {why}.")
         holdout = "holdout" if task.holdout is not None and len(task.holdout) else "test"
         if len(getattr(task, holdout)) < 2:
             raise TaskError(f"holdout_match needs at least 2 never-trained ({holdout}) examples to read unseen data's losses; "

@@ -7,6 +7,7 @@ gradients (not the training loop's mini-batches), and its docstring derives why 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from ..references import References
 from ..train import OptimizerName, TrainConfig, make_optimizer
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
+from ..searchspace import FloatRange, IntRange
 
 
 def mean_gradient(
@@ -119,6 +121,10 @@ class IAU:
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     batch_size: int = 512
+    # what `unlearnkit tune` searches (classifiers); each step is one pass over the whole training set (exact gradients),
+    # so 10 steps cost half of a 20-epoch retrain
+    search_space: ClassVar[Mapping[str, Any] | None] = {"steps": IntRange(1, 10, log=True), "lr": FloatRange(1e-4, 1e-2, log=True),
+                                                      "retain_weight": FloatRange(0.3, 3.0, log=True)}
 
     name: ClassVar[str] = "iau"
     kind: ClassVar[str] = "gradient"

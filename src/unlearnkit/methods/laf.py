@@ -7,6 +7,7 @@ own, and its docstring records what was inferred from the reference code.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ from ..selectors import Extractor
 from ..train import TrainConfig, TrainResult, fit
 from ..types import Split, Task, TensorData
 from .base import GradientMethod, Setup, register_method
+from ..searchspace import FloatRange
 
 EMBEDDINGS_BEFORE = "embeddings_before"  # the input model's (retain, forget) embeddings, for the report
 
@@ -97,6 +99,9 @@ class LAF(GradientMethod):
     vae_lr: float = 1e-3
     vae_batch_size: int = 128
     vae_beta: float = 1.0
+    search_space: ClassVar[Mapping[str, Any] | None] = {"lr": FloatRange(1e-5, 1e-3, log=True), "epochs": FloatRange(1.0, 20.0, log=True),
+                                                      "unlearn_weight": FloatRange(0.1, 10.0, log=True),
+                                                      "temperature": FloatRange(0.1, 1.0, log=True)}  # what `unlearnkit tune` searches (classifiers)
 
     name: ClassVar[str] = "laf"
     paper: ClassVar[str] = "Shen et al., Label-Agnostic Forgetting: A Supervision-Free Unlearning in Deep Models, ICLR 2024"

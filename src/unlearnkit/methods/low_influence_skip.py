@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ from ..references import References
 from ..registry import METHODS
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, build_method, register_method
+from ..searchspace import Choice, FloatRange
 
 SCORES = ("self_influence", "grad_norm")
 RULES = ("quantile", "threshold")
@@ -120,6 +122,10 @@ class LowInfluenceSkip:
     n_fisher: int = 1024
     damping: float = 1e-3
     batch_size: int = 64
+    # what `unlearnkit tune` searches (classifiers): how much to skip and by which score; the inner method keeps the
+    # settings given in inner_params (tune the inner method on its own first, then pass its setting here)
+    search_space: ClassVar[Mapping[str, Any] | None] = {"quantile": FloatRange(0.0, 0.9),
+                                                      "score": Choice(("self_influence", "grad_norm"))}
 
     name: ClassVar[str] = "low_influence_skip"
     kind: ClassVar[str] = "gradient"

@@ -7,6 +7,7 @@ orthogonal-complement projector and the projection after every step are this met
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +25,7 @@ from ..references import References
 from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
+from ..searchspace import FloatRange, IntRange
 
 REGULARIZERS = ("min_norm", "min_change")
 
@@ -154,6 +156,11 @@ class OverparamOrthogonal:
     regularizer: Literal["min_norm", "min_change"] = "min_norm"
     forget_weight: float = 0.0
     train: TrainConfig = TrainConfig(epochs=None, steps=100)
+    # what `unlearnkit tune` searches (classifiers): the subset that moves, how many retain outputs are held, and the
+    # optional forget push with its descent budget
+    search_space: ClassVar[Mapping[str, Any] | None] = {"last_layers": IntRange(1, 3), "n_retain_grads": IntRange(8, 128, log=True),
+                                                      "forget_weight": FloatRange(0.0, 10.0), "steps": IntRange(10, 300, log=True),
+                                                      "lr": FloatRange(1e-4, 0.1, log=True)}
 
     name: ClassVar[str] = "overparam_orthogonal"
     kind: ClassVar[str] = "edit"

@@ -36,5 +36,6 @@ def test_the_default_methods_are_every_classifier_method_with_a_space():
     spec.loader.exec_module(module)
     names, left_out = module.tunable()
     assert {"holdout_match", "trw", "iau", "laf", "dmm", "concept_poison", "low_influence_skip", "overparam_orthogonal"} <= set(names)
-    assert {"retrain", "sisa", "acu", "s3t", "dp2unlearning"} <= set(left_out) and "exact regime" in left_out["sisa"]
+    assert {"retrain", "sisa", "acu", "s3t", "dp2unlearning"} <= set(left_out) and left_out["sisa"] == module.EXACT
+    assert "the exact regimes `acu`" in module.not_tuned(left_out) and "`sam`: declares no" in module.not_tuned(left_out)
     assert not set(names) & set(left_out) and "npo" not in names and "npo" not in left_out  # LM-only methods are not listed

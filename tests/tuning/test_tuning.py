@@ -243,6 +243,25 @@ def test_parallel_trials_on_the_process_executor_match_local(store):
     assert key(local) == key(par)
 
 
+@pytest.mark.slow
+def test_parallel_trials_on_ray_match_local(store):
+    """The same two-trial study with its trials on a local Ray cluster gives the settings and objectives run here."""
+    ray = pytest.importorskip("ray")
+    from unlearnkit.executor import RayExecutor
+
+    common = dict(trials=2, parallel=2, seed=5, evaluate=False, **quiet())
+    local = tune(Experiment.from_dict({**SPEC, "name": "tune-ray"}), store, "finetune", **common).studies[0]
+    executor = RayExecutor(num_cpus=2)
+    try:
+        remote = tune(Experiment.from_dict({**SPEC, "name": "tune-ray"}), Store(store.root.parent / "tune-store-ray", refs_root=store.refs),
+                      "finetune", executor=executor, **common).studies[0]
+    finally:
+        executor.shutdown()
+    assert not ray.is_initialized()
+    key = lambda s: sorted((t["number"], t["params"]["lr"], t["example_passes"], round(t["band_distance"], 4)) for t in s["trials"])  # noqa: E731
+    assert key(local) == key(remote) and len(remote["trials"]) == 2
+
+
 def test_validation_task_is_drawn_from_retain_only():
     real = _task(ForgetSpec("random", fraction=0.1))
     from unlearnkit.tuning import validation_task

@@ -9,12 +9,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_tuning_benchmark_runs_at_toy_size(tmp_path, capsys):
+def load_bench():
     spec = importlib.util.spec_from_file_location("bench_tuning", ROOT / "benchmarks" / "tuning.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_tuning"] = module
+    sys.modules["bench_tuning"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_tuning_benchmark_runs_at_toy_size(tmp_path, capsys):
+    module = load_bench()
     out = tmp_path / "tuning.md"
     args = ["--dataset", "digits", "--trials", "2", "--seeds", "1", "--retrain-seeds", "2", "--methods", "finetune",
             "--refs-cache", str(tmp_path / "refs"), "--output", str(out)]
@@ -31,9 +36,7 @@ def test_tuning_benchmark_runs_at_toy_size(tmp_path, capsys):
 
 
 def test_the_default_methods_are_every_classifier_method_with_a_space():
-    spec = importlib.util.spec_from_file_location("bench_tuning", ROOT / "benchmarks" / "tuning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench()
     names, left_out = module.tunable()
     assert {"holdout_match", "trw", "iau", "laf", "dmm", "concept_poison", "low_influence_skip", "overparam_orthogonal"} <= set(names)
     assert {"retrain", "sisa", "acu", "s3t", "dp2unlearning"} <= set(left_out) and left_out["sisa"] == module.EXACT

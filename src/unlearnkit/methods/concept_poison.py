@@ -19,10 +19,10 @@ from ..objectives import NLL, Weighted, weighted
 from ..objectives.classifier import LabelTable, TableTargets
 from ..references import References
 from ..registry import suggest
+from ..searchspace import Choice, FloatRange
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, check_weights, forgotten_classes, register_method
-from ..searchspace import Choice, FloatRange
 
 MODES = ("random", "targeted")
 PoisonMode = Literal["random", "targeted"]

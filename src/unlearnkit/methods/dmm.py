@@ -19,10 +19,10 @@ from .. import cost
 from ..errors import ConfigError, TaskError
 from ..objectives import LogitMSE, KLToReference, ReferenceLogits, Weighted, weighted
 from ..references import References
+from ..searchspace import Choice, FloatRange
 from ..train import TrainConfig
 from ..types import Task
 from .base import GradientMethod, Setup, register_method
-from ..searchspace import Choice, FloatRange
 
 MATCH_LOSSES = ("mse", "kl")
 

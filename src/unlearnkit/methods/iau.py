@@ -19,10 +19,10 @@ from .. import cost
 from ..adapters import get_adapter
 from ..errors import ConfigError
 from ..references import References
+from ..searchspace import FloatRange, IntRange
 from ..train import OptimizerName, TrainConfig, make_optimizer
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
-from ..searchspace import FloatRange, IntRange
 
 
 def mean_gradient(

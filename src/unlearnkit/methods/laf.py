@@ -21,12 +21,12 @@ from ..models.vae import EmbeddingVAE, RetainDensity
 from ..objectives import ReferenceLogits
 from ..objectives.classifier import ORIGINAL_EMBEDDINGS, RETAIN_DENSITY, TYPICAL_ERROR, LabelAgnosticObjective, VAEFit
 from ..references import References
+from ..searchspace import FloatRange
 from ..seeding import torch_seed
 from ..selectors import Extractor
 from ..train import TrainConfig, TrainResult, fit
 from ..types import Split, Task, TensorData
 from .base import GradientMethod, Setup, register_method
-from ..searchspace import FloatRange
 
 EMBEDDINGS_BEFORE = "embeddings_before"  # the input model's (retain, forget) embeddings, for the report
 

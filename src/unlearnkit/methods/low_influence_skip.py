@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -24,9 +23,9 @@ from ..cost import CostMeter
 from ..errors import ConfigError
 from ..references import References
 from ..registry import METHODS
+from ..searchspace import Choice, FloatRange
 from ..types import Mask, Split, Task, Unlearned
 from .base import ALL_FORGET_KINDS, build_method, register_method
-from ..searchspace import Choice, FloatRange
 
 SCORES = ("self_influence", "grad_norm")
 RULES = ("quantile", "threshold")

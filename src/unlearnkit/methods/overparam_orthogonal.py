@@ -22,10 +22,10 @@ from ..errors import ConfigError, EmptySelection
 from ..objectives import weighted
 from ..objectives.classifier import DistanceRegulariser, TowardUniform
 from ..references import References
+from ..searchspace import FloatRange, IntRange
 from ..train import TrainConfig, fit
 from ..types import Mask, Task, Unlearned
 from .base import ALL_FORGET_KINDS, register_method
-from ..searchspace import FloatRange, IntRange
 
 REGULARIZERS = ("min_norm", "min_change")
 

@@ -36,8 +36,10 @@ def tunable() -> tuple[list[str], dict[str, str]]:
             names.append(name)
         elif getattr(cls, "kind", None) == "exact":
             left_out[name] = EXACT
-        else:
+        elif getattr(cls, "wraps", None):
             left_out[name] = "declares no classifier search space (a wrapper: tune its inner method, then wrap it)"
+        else:
+            left_out[name] = "declares no classifier search space"
     return names, left_out
 
 

@@ -35,7 +35,8 @@ class Method(Protocol):
     version: ClassVar[str]  # part of every run key: bump it when the method's numbers change
     modalities: ClassVar[tuple[str, ...]]  # task modalities it works on, e.g. ("classifier",)
     forget_kinds: ClassVar[tuple[str, ...]]  # forget sets it handles: "random", "classes", "ids"
-    # optional: whole_classes_only = True also refuses a "classes" forget set with a fraction (see not_whole_classes)
+    # optional: whole_classes_only = True also refuses a "classes" forget set with a fraction (see not_whole_classes);
+    # wraps = "<parameter>" marks a wrapper around the method that parameter names (sam, layer_constrained, low_influence_skip)
 
     def unlearn(self, model: nn.Module, task: Task, refs: References, *, rng: np.random.Generator, device: str = "cpu", progress: bool = False) -> Unlearned: ...
 

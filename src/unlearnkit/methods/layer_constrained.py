@@ -64,6 +64,7 @@ class LayerConstrained:
     version: ClassVar[str] = "1"
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm",)
     forget_kinds: ClassVar[tuple[str, ...]] = ("profiles", "benchmark", "random", "ids")
+    wraps: ClassVar[str] = "method"  # a wrapper: the parameter naming the gradient recipe it restricts
 
     def __post_init__(self) -> None:
         check_numbers(self, "noise", positive=True)

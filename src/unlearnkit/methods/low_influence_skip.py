@@ -130,6 +130,7 @@ class LowInfluenceSkip:
     kind: ClassVar[str] = "gradient"
     modalities: ClassVar[tuple[str, ...]] = ("classifier",)
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
+    wraps: ClassVar[str] = "inner"  # a wrapper: the parameter naming the method it runs on the rest of the forget set
     needs: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = ("Kleiman, Fisher, Deaner & Wieder, When unlearning is free: leveraging low influence points to reduce "
                             "computational costs")

@@ -50,6 +50,7 @@ class SAM:
     version: ClassVar[str] = "1"  # bump when its numbers change
     modalities: ClassVar[tuple[str, ...]] = ("causal_lm", "classifier", "regression")
     forget_kinds: ClassVar[tuple[str, ...]] = ALL_FORGET_KINDS
+    wraps: ClassVar[str] = "method"  # a wrapper: the parameter naming the method it runs (tune that one, then wrap it)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rho, (int, float)) and math.isfinite(self.rho) and self.rho >= 0):

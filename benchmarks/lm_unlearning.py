@@ -56,8 +56,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 # the gradient recipes, the inference-time guards (eco, guard), the closed-form edit (rocr), tracing + a restricted
 # recipe (layer_constrained); o3 joins when it is registered
-METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "sam", "eco", "guard", "rocr", "layer_constrained",
-           "o3")
+METHODS = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "flat", "ihl", "holdout_match", "sam", "eco", "guard", "rocr",
+           "layer_constrained", "o3")
 KNOWLEDGE = ROOT / "experiments" / "knowledge_smollm2.yaml"  # --task knowledge: real knowledge, no retrained oracle
 # --task knowledge --probes: the recovery probes of benchmarks/lm_attacks.py that real facts can fill (lm_hidden_probe reads
 # an attribute many people share, which real targets have not: it says so and is left out)
@@ -415,14 +415,18 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
              f"adapters for the gradient methods). Seeds per method: {args.seeds}.", "",
              "No model retrained without the targets exists, so the verdict (`verdict.decide_without_oracle`) bands forget "
              "evidence around the original model's value on the facts it does not know (ROUGE-L there: a model that never "
-             "learned a fact answers at that level) and neighbour / general evidence around the original's own values; "
+             "learned a fact answers at that level; with per-fact values, the band of a permutation test that the forget "
+             "facts now score like those facts, so it depends on the number of facts and on the model's own values — its "
+             "false alarms: docs/results/verdict_calibration_no_oracle.md) and neighbour / general evidence around the "
+             "original's own values; "
              "with `--probes`, a forget fact read from the prompt (icl_probe) around the original reading the facts it does "
              "not know, and the weight-level attacks (quantisation, soft prompt) around the model's own plain level plus what "
              "the same attack adds on those facts (an attack recovering more than that: suppressed; a guard's weights are "
              "the original's, so for a guard that comes first); "
              "it says so in its reasons. ROUGE-L (greedy answers against the reference answer) is the discriminating "
              "evidence here: answer probability (length-normalised, EOS included) is low for every split on the pretrained "
-             "model, whose answers run on past the short reference answer, so its bands decide little. ECO's strength "
+             "model, whose answers run on past the short reference answer: it scores the facts the model knows no higher "
+             "than those it does not, so it is reported only (no power without an oracle). ECO's strength "
              "search targets the original's answer probability on the unknown facts (its no-oracle target); ROCR "
              "redirects each target to an unknown fact's entity.", "",
              stop_text(args.stop_at, original), "",
@@ -440,11 +444,16 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
 
     lines += forms_section(original, runs)
     lines += probes_section(original, runs)
-    lines += ["", "Verdict reasons (first seed; the no-oracle statement above is left out):", ""]
+    # the evidence reported only, and why (the same for every method: the original's power), said once
+    reported = {r["key"]: r["reported_only"] for rs in runs.values() for r in rs[0]["verdict"].get("rows") or []
+                if r.get("status") == "reported only" and r.get("reported_only")}
+    lines += ["", "Verdict reasons (first seed; the no-oracle statement above and the evidence reported only are left out):", ""]
     for name, rs in runs.items():
         v = rs[0]["verdict"]
-        why = [r for r in v.get("reasons") or [] if r != NO_ORACLE] + list(v.get("also") or [])
-        lines.append(f"- **{name}**: {v['label']}" + (f": {'; '.join(why)}" if why else ""))
+        why = [r for r in v.get("reasons") or [] if r != NO_ORACLE and not r.startswith("reported only, not deciding:")]
+        lines.append(f"- **{name}**: {v['label']}" + (f": {'; '.join(why + list(v.get('also') or []))}" if why or v.get("also") else ""))
+    if reported:
+        lines += ["", "Reported only, deciding nothing: " + "; ".join(f"{k} — {why}" for k, why in reported.items()) + "."]
     for name, rs in runs.items():  # subject-keyed edits cannot reach a fact asked without naming its subject
         reach = (rs[0].get("unlearn_info") or {}).get("reach") or {}
         if reach.get("unnamed"):

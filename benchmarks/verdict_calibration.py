@@ -55,6 +55,25 @@ FLIPS = (
     "failing aspect, its agreement over seeds and a borderline mark, so such a flip shows as a change of emphasis, not of "
     "finding. Machine A's stored runs are not available (the run store is not in the repository), so (b) and (c) were "
     "compared on the tables only.")
+NO_ORACLE_NOTE = (
+    "Without a retrained oracle (the real-knowledge task, experiments/knowledge_smollm2.yaml: SmolLM2-135M-Instruct "
+    "as pretrained, forget the 10 facts of three targets, 41 candidate facts it does not know) the verdict compares forget "
+    "evidence with the original on the facts it does not know. There is no fresh retrain to calibrate with, but there is a "
+    "null the model itself provides: facts it never knew. A null draw takes n of those facts as the forget facts of a model "
+    "that forgot perfectly (its forget values are the original's on them) and the remaining unknown facts as the level; "
+    "the verdict, run through the whole path (evaluation.no_oracle_verdict), should be \"inconclusive\" (nothing "
+    "outside). Planted cases put 1, half or all of the n forget facts back among the facts the original knows (its values "
+    "there). What changed: the forget band was the level ± the evidence's floor (ROUGE-L ± 0.15 whatever the number of "
+    "facts), which raised false alarms on small forget sets (rate below per size, \"before\"); it is now the band of a "
+    "permutation test that the forget facts' per-fact values are exchangeable with the unknown facts' (verdict.Band.from_pool: "
+    "quantiles of the mean of as many facts, drawn from both; Bonferroni over the forget evidence; at least ± the floor — a "
+    "bootstrap band resampling the unknown facts alone was tried first and raised 5.0% at 5 facts against a nominal 2.5% "
+    "tail), and forget evidence on which the original does not score the facts it knows "
+    "above those it does not (one-sided Mann–Whitney, verdict.no_oracle_power) is reported only: answer_prob.forget here "
+    "(the pretrained model's answers run on past the short reference answers, so the answer probability of known facts is "
+    "no higher than of unknown ones). Utility evidence (neighbours, general questions) is the original's own value ± its "
+    "floor: the null model is the original itself, inside by construction, so it has no sampling null to calibrate here."
+)
 CASES = {"original": "not forgotten", "suppressed bias": "suppressed", "gradient ascent past retraining": "over-forgotten",
          "fine-tuned on forget": "not forgotten"}
 ALPHA = 0.05
@@ -116,9 +135,11 @@ class Setting:
     seconds: float = 0.0
     train_seconds: float = 0.0
     note: str = ""
+    passing: str = "removed"  # the label a null model should get ("inconclusive" without an oracle: it never says removed)
+    cases: dict[str, str] = field(default_factory=lambda: dict(CASES))  # planted case -> its known answer
 
     def alarms(self) -> int:
-        return sum(label != "removed" for label, _ in self.fresh)
+        return sum(label != self.passing for label, _ in self.fresh)
 
     def keys(self) -> list[str]:
         keys = {k: None for _, st in self.fresh for k in st}
@@ -139,9 +160,9 @@ def statuses(verdict: Any) -> dict[str, str]:
             for row in verdict.rows}
 
 
-def detects(case: str, status: str) -> bool:
-    """Is ``status`` the evidence pointing at the case's known answer?"""
-    return status == ("less" if CASES[case] == "over-forgotten" else "more")
+def detects(answer: str, status: str) -> bool:
+    """Is ``status`` the evidence pointing at a case's known ``answer``?"""
+    return status == ("less" if answer == "over-forgotten" else "more")
 
 
 # ------------------------------------------------------------------------------------------------ planted models
@@ -283,6 +304,111 @@ def lm_setting(*, retrain_seeds: int, fresh: int, instances: int, epochs: float 
                        ascent=(20, 1e-3), finetune=(10, 1e-3), bands=bands, progress=progress)
 
 
+# ------------------------------------------------------------------------------------------------ no retrained oracle
+KNOWLEDGE = ROOT / "experiments" / "knowledge_smollm2.yaml"
+NO_ORACLE_CASES = {"every forget fact known (the original)": "not forgotten", "half the forget facts known": "not forgotten",
+                   "one forget fact known": "not forgotten"}
+
+
+def knowledge_original() -> tuple[Any, dict[str, Any]]:
+    """The knowledge task of experiments/knowledge_smollm2.yaml and the pretrained original's answer_prob and rouge_l on
+    every split (the forget facts, the other facts it knows, the facts it does not know, neighbours, general questions)."""
+    import yaml
+
+    from unlearnkit.adapters import get_adapter
+    from unlearnkit.data.sources import load_dataset
+    from unlearnkit.evaluation import EvalContext, build_metric, evaluate
+    from unlearnkit.experiment import Experiment
+    from unlearnkit.runs.runner import ExperimentRunner
+
+    spec = yaml.safe_load(KNOWLEDGE.read_text())
+    splits = ["forget", "retain", "test", "neighbours", "general"]
+    spec["metrics"] = [{"name": m, "params": {"splits": splits}} for m in ("answer_prob", "rouge_l")]
+    exp = Experiment.from_dict(spec)
+    source = load_dataset(exp.dataset.name, **exp.dataset.params)
+    runner = ExperimentRunner(exp, store=None, device="cpu", progress=False)
+    task = runner.build_task(source, exp.forget[0])
+    refs = runner.references(task, source)
+    results, missing = evaluate(refs.original, task, refs, [build_metric(m.name, m.params) for m in exp.metrics_for(task.modality)],
+                                EvalContext(task, get_adapter(task)))
+    assert not missing, missing
+    return task, results
+
+
+def no_oracle_settings(*, draws: int, instances: int, sizes: tuple[int, ...], progress: bool = False) -> list[Setting]:
+    """The no-oracle verdict (``evaluation.no_oracle_verdict``) on the real-knowledge task, calibrated on the pretrained
+    original's per-fact values. Null: n facts the original does not know play the forget facts of a model
+    that forgot them perfectly (its forget values are those facts' values), and the level and the band come from the other
+    unknown facts; the verdict should be "inconclusive" (no forget evidence outside). Power: n forget facts of which
+    all, half or one are facts the original knows (the rest unknown) -> not forgotten. Each draw runs the whole path:
+    per-fact pools, the power check against the original's real forget facts, the resampled band, the label."""
+    import dataclasses
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from unlearnkit.evaluation import no_oracle_verdict
+    from unlearnkit.types import MetricResult
+    from unlearnkit.verdict import decide_without_oracle
+
+    t0 = time.perf_counter()
+    task, orig = knowledge_original()
+    eval_seconds = time.perf_counter() - t0
+    per_fact = {name: next(k[: -len("forget")] for k in r.per_example if k.endswith(".forget")) for name, r in orig.items()}
+    values = {name: {split: np.asarray(r.per_example[per_fact[name] + split][1], dtype=np.float64)
+                     for split in ("forget", "retain", "test")} for name, r in orig.items()}
+    n_unknown = len(values["rouge_l"]["test"])
+    rng = np.random.default_rng(20261207)
+
+    def judge(forget_idx: np.ndarray, known_idx: np.ndarray, rest: np.ndarray) -> tuple[tuple[str, dict[str, str]], str]:
+        """The verdict of a model whose forget values are unknown facts ``forget_idx`` plus known facts ``known_idx``,
+        against the original on the unknown facts ``rest``; and the label under the fixed ± floor band (before)."""
+        model, original = {}, {}
+        for name, r in orig.items():
+            v = values[name]
+            known = np.concatenate([v["forget"], v["retain"]])
+            fvals = np.concatenate([v["test"][forget_idx], known[known_idx]])
+            ids = np.arange(len(fvals))
+            ev = tuple(dataclasses.replace(e, value=float(np.nanmean(fvals))) if e.key == f"{name}.forget" else e for e in r.evidence)
+            model[name] = MetricResult(name, {**r.values, "forget": float(np.nanmean(fvals))},
+                                       per_example={per_fact[name] + "forget": (ids, fvals)}, evidence=ev)
+            original[name] = MetricResult(name, {**r.values, "test": float(np.nanmean(v["test"][rest]))},
+                                          per_example={per_fact[name] + "forget": (np.arange(len(v["forget"])), v["forget"]),
+                                                       per_fact[name] + "test": (rest, v["test"][rest])}, evidence=r.evidence)
+        verdict = no_oracle_verdict(model, original, {})
+        before = decide_without_oracle([e for r in model.values() for e in r.evidence],
+                                       {f"{n}.forget": original[n].values["test"] for n in orig},
+                                       {e.key: e.value for r in orig.values() for e in r.evidence if e.role == "utility"})
+        return (verdict.label, statuses(verdict)), before.label
+
+    out = []
+    for n in sizes:
+        st = Setting(f"real knowledge (SmolLM2-135M-Instruct, no oracle), {n} forget facts", 0, passing="inconclusive",
+                     cases=dict(NO_ORACLE_CASES))
+        before = 0
+        for _ in tqdm(range(draws), desc=f"no oracle, {n} facts: null draws", disable=not (progress and sys.stderr.isatty())):
+            perm = rng.permutation(n_unknown)
+            judged, old = judge(perm[:n], np.array([], dtype=int), perm[n:])
+            st.fresh.append(judged)
+            st.fresh_band.append(0)
+            before += old != "inconclusive"
+        n_known = len(values["rouge_l"]["forget"]) + len(values["rouge_l"]["retain"])
+        for case, k in zip(NO_ORACLE_CASES, (n, (n + 1) // 2, 1)):
+            st.planted[case] = []
+            for _ in range(instances):
+                perm = rng.permutation(n_unknown)
+                label, status = judge(perm[: n - k], rng.choice(n_known, k, replace=False), perm[n - k:])[0]
+                # power is the forget evidence's: utility evidence has nothing to detect in these cases
+                st.planted[case].append((label, {key: v for key, v in status.items() if key.endswith(".forget")}))
+        lo, hi = clopper_pearson(before, draws)
+        st.note = (f"Before this change (a fixed band, the unknown-fact level ± each evidence's floor, no power check): "
+                   f"{before}/{draws} null draws not \"inconclusive\" ({before / draws:.3f}, 95% CI {lo:.3f}–{hi:.3f}).")
+        st.seconds = time.perf_counter() - t0
+        st.train_seconds = eval_seconds  # evaluating the original once (nothing is trained)
+        out.append(st)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ method-level evidence
 METHOD_LEVEL = ("epsilon_score", "klom")
 
@@ -394,25 +520,25 @@ def calibration_table(s: Setting) -> list[str]:
         lines.append(f"| {key}{extra} | {bad}/{len(seen)} | {bad / len(seen):.3f} | {lo:.3f}–{hi:.3f} | {per_band(outside)} |")
     k = s.alarms()
     lo, hi = clopper_pearson(k, n)
-    fam = per_band([label != "removed" for label, _ in s.fresh])
-    lines.append(f"| **family-wise (verdict not \"removed\")** | **{k}/{n}** | **{k / n:.3f}** | **{lo:.3f}–{hi:.3f}** | **{fam}** |")
+    fam = per_band([label != s.passing for label, _ in s.fresh])
+    lines.append(f"| **family-wise (verdict not \"{s.passing}\")** | **{k}/{n}** | **{k / n:.3f}** | **{lo:.3f}–{hi:.3f}** | **{fam}** |")
     return lines
 
 
 def power_table(s: Setting) -> list[str]:
     cases = list(s.planted)
-    lines = ["| evidence | " + " | ".join(f"{c} → {CASES[c]}" for c in cases) + " |", "|---" * (len(cases) + 1) + "|"]
+    lines = ["| evidence | " + " | ".join(f"{c} → {s.cases[c]}" for c in cases) + " |", "|---" * (len(cases) + 1) + "|"]
     for key in s.keys():
         cells = []
         for case in cases:
             seen = [st[key] for _, st in s.planted[case] if key in st]
-            hit = sum(detects(case, v) for v in seen)
+            hit = sum(detects(s.cases[case], v) for v in seen)
             cells.append(f"{hit}/{len(seen)}" if seen else "—")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     labels = []
     for case in cases:
         got = Counter(label for label, _ in s.planted[case])
-        right = got[CASES[case]]
+        right = got[s.cases[case]]
         labels.append(f"**{right}/{sum(got.values())}** " + ", ".join(f"{lab} {n}" for lab, n in got.most_common()))
     lines.append("| **verdict = known answer** | " + " | ".join(labels) + " |")
     return lines
@@ -423,7 +549,7 @@ def powerless(s: Setting) -> list[str]:
     out = []
     for key in s.keys():
         seen = [(case, st[key]) for case in s.planted for _, st in s.planted[case] if key in st]
-        if seen and not any(detects(c, v) for c, v in seen) and not any(v in ("reported only", "uninformative") for _, v in seen):
+        if seen and not any(detects(s.cases[c], v) for c, v in seen) and not any(v in ("reported only", "uninformative") for _, v in seen):
             out.append(key)
     return out
 
@@ -442,8 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method-draws", type=int, default=20, help="draws of the method-level evidence (fresh ensembles each)")
     p.add_argument("--method-instances", type=int, default=3, help="instances of every planted method (method-level evidence)")
     p.add_argument("--n-models", type=int, default=16, help="ensemble size N of epsilon_score and klom")
+    p.add_argument("--no-oracle-draws", type=int, default=1000, help="null draws per forget-set size (no-oracle setting)")
+    p.add_argument("--no-oracle-instances", type=int, default=200, help="instances of every planted case (no-oracle setting)")
+    p.add_argument("--no-oracle-sizes", type=int, nargs="+", default=[3, 5, 10, 20], help="forget-set sizes (no-oracle setting)")
     p.add_argument("--settings", default="random,class,lm,method-random,method-class",
-                   help="comma-separated subset of random, class, lm, method-random, method-class")
+                   help="comma-separated subset of random, class, lm, method-random, method-class, no-oracle (the real-knowledge "
+                        "task's verdict without a retrained oracle: SmolLM2-135M-Instruct, a few minutes; written apart: "
+                        "--settings no-oracle --output docs/results/verdict_calibration_no_oracle.md)")
     p.add_argument("--quick", action="store_true", help="toy size: 3 fresh seeds, 1 instance, R = 3, digits random only (and its "
                    "method-level section with 2 draws of N = 4)")
     p.add_argument("--output", default=str(ROOT / "docs" / "results" / "verdict_calibration.md"), help="markdown copy ('' for none)")
@@ -476,37 +607,49 @@ def main(argv: list[str] | None = None) -> int:
         elif kind == "lm":
             settings.append(lm_setting(retrain_seeds=args.lm_retrain_seeds, fresh=args.lm_fresh, instances=args.lm_instances,
                                        bands=args.lm_bands, progress=True))
+        elif kind == "no-oracle":
+            settings.extend(no_oracle_settings(draws=args.no_oracle_draws, instances=args.no_oracle_instances,
+                                               sizes=tuple(args.no_oracle_sizes), progress=True))
         else:
-            p.error(f"unknown setting {kind!r} (random, class, lm, method-random, method-class)")
+            p.error(f"unknown setting {kind!r} (random, class, lm, method-random, method-class, no-oracle)")
     wall = time.perf_counter() - start
     out.say(f"verdict_calibration: {', '.join(s.name for s in settings)}; machine: {cpu_model()}, 1 torch thread; "
             f"wall time {wall / 60:.1f} min; target family-wise false-alarm rate α = {ALPHA}")
-    out.say("")
-    out.say("Digits: MLP 64-64, 40 epochs, battery " + ", ".join(CLASSIFIER_BATTERY) + " (mia_nn: class forgetting only). "
-            "LM: tiny Llama, 30 epochs, the causal_lm default battery. A fresh retrain is a model trained on the retain set "
-            "with a seed never used for the bands; \"outside its band\" counts an evidence whose status would change the "
-            "verdict on its own (utility above its band is no failure). Power: an evidence detects a planted case when it "
-            "is outside its band in the direction of the case's known answer (remembers more for not forgotten and "
-            "suppressed, less for over-forgotten).")
-    out.say("")
-    out.say(CHANGES)
-    out.say("")
-    out.say(FLIPS)
-    out.say("")
-    out.say("Left out: " + "; ".join(f"{k} — {v}" for k, v in LEFT_OUT.items()) + ".")
+    if any(k != "no-oracle" for k in chosen):
+        out.say("")
+        out.say("Digits: MLP 64-64, 40 epochs, battery " + ", ".join(CLASSIFIER_BATTERY) + " (mia_nn: class forgetting only). "
+                "LM: tiny Llama, 30 epochs, the causal_lm default battery. A fresh retrain is a model trained on the retain set "
+                "with a seed never used for the bands; \"outside its band\" counts an evidence whose status would change the "
+                "verdict on its own (utility above its band is no failure). Power: an evidence detects a planted case when it "
+                "is outside its band in the direction of the case's known answer (remembers more for not forgotten and "
+                "suppressed, less for over-forgotten).")
+        out.say("")
+        out.say(CHANGES)
+        out.say("")
+        out.say(FLIPS)
+        out.say("")
+        out.say("Left out: " + "; ".join(f"{k} — {v}" for k, v in LEFT_OUT.items()) + ".")
+    if "no-oracle" in chosen:
+        out.say("")
+        out.say(NO_ORACLE_NOTE)
     status = 0
     for s in settings:
         out.say("")
         out.say(f"## {s.name}")
         out.say("")
-        out.say(f"R = {s.retrain_seeds} retrained seeds behind the bands, {s.bands} independent draw(s) of them (fresh retrain "
-                f"and planted instance i judged against draw i mod {s.bands}); {len(s.fresh)} fresh retrains; "
-                f"{max(len(v) for v in s.planted.values())} instance(s) per planted case; {s.seconds:.0f} s "
-                f"({s.train_seconds:.0f} s of it training).")
+        if s.retrain_seeds:
+            out.say(f"R = {s.retrain_seeds} retrained seeds behind the bands, {s.bands} independent draw(s) of them (fresh retrain "
+                    f"and planted instance i judged against draw i mod {s.bands}); {len(s.fresh)} fresh retrains; "
+                    f"{max(len(v) for v in s.planted.values())} instance(s) per planted case; {s.seconds:.0f} s "
+                    f"({s.train_seconds:.0f} s of it training).")
+        else:
+            out.say(f"No retrained models: {len(s.fresh)} null draws, {max(len(v) for v in s.planted.values())} instance(s) per "
+                    f"planted case; {s.seconds:.0f} s since the start of the setting ({s.train_seconds:.0f} s of it evaluating the "
+                    "original once).")
         if s.note:
             out.say(s.note)
         out.say("")
-        out.say("Calibration (fresh retrains):")
+        out.say("Calibration (fresh retrains):" if s.retrain_seeds else "Calibration (null draws):")
         out.say("")
         for line in calibration_table(s):
             out.say(line)

@@ -211,6 +211,41 @@ def test_verdict_calibration_benchmark_runs_at_toy_size_and_writes_its_tables(tm
     assert bench.clopper_pearson(0, 20)[1] == pytest.approx(0.1684, abs=1e-3)  # Clopper–Pearson upper bound, 0 of 20
 
 
+def test_verdict_calibration_no_oracle_setting_from_per_fact_values(tmp_path, monkeypatch):
+    """The no-oracle setting's plumbing on per-fact values made here (the benchmark evaluates SmolLM2 for them): null draws
+    from the unknown facts come out "inconclusive" at about the rate the band promises, the planted cases are detected by
+    the forget evidence only, an evidence the original cannot separate is reported only, and the file says what changed."""
+    import numpy as np
+
+    from unlearnkit.types import Evidence, MetricResult
+
+    bench = load("verdict_calibration")
+    rng = np.random.default_rng(0)
+    unknown = np.where(rng.random(41) < 0.15, rng.choice([0.5, 1.0], 41), 0.0)
+    per_split = {"forget": np.ones(10), "retain": np.ones(57), "test": unknown}
+    flat = {"forget": rng.random(10) * 0.01, "retain": rng.random(57) * 0.01, "test": rng.random(41) * 0.01}  # no power
+
+    def result(name, stem, vals):
+        ev = (Evidence(f"{name}.forget", float(vals["forget"].mean()), "forget", floor=0.15 if name == "rouge_l" else 0.05, bounds=(0.0, 1.0)),
+              Evidence(f"{name}.general", 0.9, "utility", floor=0.15, bounds=(0.0, 1.0)))
+        return MetricResult(name, {k: float(v.mean()) for k, v in vals.items()} | {"general": 0.9},
+                            per_example={f"{stem}.{k}": (np.arange(len(v)), v) for k, v in vals.items()}, evidence=ev)
+
+    monkeypatch.setattr(bench, "knowledge_original", lambda: (None, {"answer_prob": result("answer_prob", "p", flat),
+                                                                     "rouge_l": result("rouge_l", "recall", per_split)}))
+    out = tmp_path / "no_oracle.md"
+    bench.main(["--settings", "no-oracle", "--no-oracle-draws", "200", "--no-oracle-instances", "20", "--no-oracle-sizes", "3", "10",
+                "--output", str(out)])
+    text = out.read_text()
+    assert "## real knowledge (SmolLM2-135M-Instruct, no oracle), 3 forget facts" in text and "Left out: u_lira" not in text
+    assert "Before this change (a fixed band" in text and "permutation test" in text
+    assert "| answer_prob.forget (reported only) |" in text
+    fam = re.findall(r"family-wise \(verdict not \"inconclusive\"\)\*\* \| \*\*(\d+)/200\*\*", text)
+    assert len(fam) == 2 and all(int(k) <= 20 for k in fam), fam  # α = 0.05: 10 expected of 200, 20 is far out
+    assert len(re.findall(r"\| rouge_l\.forget \| 20/20 \| \d+/20 \| \d+/20 \|", text)) == 2  # every fact known: always caught
+    assert "| rouge_l.general | — | — | — |" in text  # utility evidence has no planted case to detect here
+
+
 @pytest.mark.skipif(not have_fashion(), reason="Fashion-MNIST not installed (make data installs it)")
 def test_deletion_benchmark_runs_every_section_at_toy_size(tmp_path):
     out = tmp_path / "deletion.md"

@@ -4,6 +4,7 @@ against the retrained models' seed-to-seed noise floor, with the numbers behind 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
@@ -74,6 +75,30 @@ class Band:
         z, sd = float(norm.ppf(1 - alpha / (2 * m))), float(ev.null_sd or 0.0)
         half = max(z * sd, ev.min_half_width)
         return cls(ev.null_mean, sd, ev.null_mean - half, ev.null_mean + half, half, None, z, m, alpha, "null distribution")
+
+    @classmethod
+    def from_pool(cls, pool: Sequence[float] | np.ndarray, sample: Sequence[float] | np.ndarray, floor: float, alpha: float, m: int, *,
+                  draws: int = 20_000, seed: int = 0) -> Band:
+        """The band of a permutation test that ``sample`` (per-item values, e.g. an unlearned model's on the forget facts)
+        is exchangeable with ``pool`` (the original's on the facts it does not know): the α/(2m) and 1 − α/(2m)
+        quantiles of the mean of len(sample) items drawn without replacement from pool ∪ sample, so the sample's mean
+        leaves it with probability at most α/m under the null, whatever the skew (most unknown facts score 0 ROUGE-L, a
+        few high) and the number of items; a few facts get a wide band. ``mean`` is the pool's (the unknown-fact level),
+        the band at least ± ``floor`` around it; ``half_width`` is half the band's width. A bootstrap prediction band
+        (resampling the pool) is anti-conservative on such data: 5–8% beyond a nominal 2.5% tail in a simulation with 31
+        pool values, 15% of them non-zero (the permutation band: 0.9–1.7%)."""
+        a, b = np.asarray(pool, dtype=np.float64), np.asarray(sample, dtype=np.float64)
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        if len(a) < 2 or len(b) < 1:
+            raise ValueError(f"a permutation band needs at least 2 finite pool values and 1 sample value, got {len(a)} and {len(b)}")
+        rng, level, n = np.random.default_rng(seed), float(a.mean()), len(b)
+        both = np.concatenate([a, b])
+        chunk = max(1, min(draws, 2_000_000 // len(both)))  # bounded memory for large pools
+        means = np.concatenate([rng.permuted(np.broadcast_to(both, (c, len(both))), axis=1)[:, :n].mean(1)
+                                for c in [chunk] * (draws // chunk) + ([draws % chunk] if draws % chunk else [])])
+        q_lo, q_hi = np.quantile(means, [alpha / (2 * m), 1 - alpha / (2 * m)])
+        lo, hi = min(float(q_lo), level - floor), max(float(q_hi), level + floor)
+        return cls(level, float(means.std()), lo, hi, (hi - lo) / 2, None, None, m, alpha, "unknown facts")
 
     def clipped(self, bounds: tuple[float, float] | None) -> Band:
         """The band cut to the evidence's possible range (an AUC cannot leave [0, 1]); mean and half-width unchanged."""
@@ -286,9 +311,30 @@ NO_ORACLE = ("no retrained oracle exists for this task (real knowledge from pret
              "reported, not banded")
 
 
+def no_oracle_power(known: Sequence[float] | np.ndarray, unknown: Sequence[float] | np.ndarray, remembers: str,
+                    alpha: float = 0.05) -> str | None:
+    """Why a forget evidence cannot decide without an oracle, or None: the original must score the facts it knows (the
+    forget facts, before unlearning) beyond those it does not know, in the direction that means remembering (one-sided
+    Mann–Whitney test at ``alpha``); otherwise a value at the unknown-fact level says nothing about forgetting."""
+    from scipy.stats import mannwhitneyu
+
+    a, b = np.asarray(known, dtype=np.float64), np.asarray(unknown, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return "no per-fact values on the known or the unknown facts to test its power with"
+    p = float(mannwhitneyu(a, b, alternative="greater" if remembers == "higher" else "less").pvalue)
+    if p < alpha:
+        return None
+    return (f"no power without an oracle: the original scores the facts it knows no {'higher' if remembers == 'higher' else 'lower'} "
+            f"than those it does not know (one-sided Mann–Whitney p = {p:.2f}), so a value at the unknown-fact level says "
+            "nothing about forgetting")
+
+
 def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[str, float], utility_levels: Mapping[str, float], *,
                           missing: Sequence[str] = (), sources: Mapping[str, str] | None = None,
-                          robustness_levels: Mapping[str, float] | None = None, weights_untouched: bool = False) -> Verdict:
+                          robustness_levels: Mapping[str, float] | None = None, weights_untouched: bool = False,
+                          forget_pools: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]] | None = None,
+                          alpha: float = 0.05) -> Verdict:
     """The verdict of a task without a retrained oracle (the ``knowledge`` data): ``forget_levels`` maps forget evidence keys
     to the original model's value on facts it does not know, ``utility_levels`` utility evidence keys to the original's own
     value (or, where ``sources`` names another source for a key, that level: e.g. "unknown facts" for the in-context score
@@ -301,14 +347,24 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
     over-forgotten; an attack recovering more than from such a model -> suppressed (without an oracle this is the one
     finding about the weights that can be positive); otherwise inconclusive, saying that the outputs are those of a model
     without the knowledge but that removal vs suppression cannot be decided without an oracle. ``weights_untouched`` (a
-    guard) ranks suppressed before over-forgotten, as ``decide`` does."""
+    guard) ranks suppressed before over-forgotten, as ``decide`` does.
+
+    ``forget_pools`` maps forget evidence keys to (the original's per-fact values on the facts it does not know, the model's
+    per-fact values on the forget facts): such evidence is compared with the band of a permutation test that the two are
+    exchangeable (``Band.from_pool``), Bonferroni over the forget evidence that has one (family-wise false-alarm rate
+    ``alpha``), at least ± its floor; other evidence with ± its floor around the level."""
     missing = list(missing)
     robustness_levels = robustness_levels or {}
+    evidence = list(evidence)
+    pools = {k: v for k, v in (forget_pools or {}).items()
+             if any(ev.key == k and ev.role == "forget" and not ev.reported_only for ev in evidence)}
+    m = max(1, len(pools))
     rows: list[dict[str, Any]] = []
     bands: dict[str, Band] = {}
+    reported: dict[str, str] = {}
     for ev in evidence:
-        if ev.reported_only:  # e.g. neighbours the original does not know: decide nothing, as in ``decide``
-            continue
+        if ev.reported_only:  # e.g. neighbours the original does not know: shown, decides nothing, as in ``decide``
+            reported[ev.key] = ev.reported_only
         if ev.role == "robustness":
             levels, source = robustness_levels, "unknown facts, same attack"
         elif ev.role == "forget":
@@ -316,11 +372,21 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
         else:
             levels, source = utility_levels, (sources or {}).get(ev.key, "original model")
         if ev.key not in levels or not math.isfinite(levels[ev.key]) or not math.isfinite(ev.value):
-            if ev.role != "robustness" and ev.key not in levels:
+            if ev.role != "robustness" and ev.key not in levels and not ev.reported_only:
                 missing.append(f"{ev.key} (no {'unknown-fact level' if ev.role == 'forget' else 'original value'} to compare with)")
             continue
         level, half = float(levels[ev.key]), max(float(ev.floor), ev.min_half_width)
-        band = Band(level, 0.0, level - half, level + half, half, None, None, 1, 0.0, source).clipped(ev.bounds)  # type: ignore[arg-type]
+        if ev.key in pools:  # the level is the pool's mean; the band is a mean of that many unknown facts'
+            pool, sample = pools[ev.key]
+            band = Band.from_pool(pool, sample, half, alpha, m, seed=zlib.crc32(ev.key.encode())).clipped(ev.bounds)
+            level = band.mean
+        else:
+            band = Band(level, 0.0, level - half, level + half, half, None, None, 1, 0.0, source).clipped(ev.bounds)  # type: ignore[arg-type]
+        if ev.reported_only:
+            rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi, "retrain_mean": level,
+                         "reference": level, "status": "reported only", "remembers": ev.remembers, "strong": ev.strong,
+                         "band_from": source, "margin": None, "reported_only": ev.reported_only})
+            continue
         bands[ev.key] = band
         status = _direction(ev, band)
         if ev.role == "utility" and status == "more":
@@ -329,7 +395,7 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
                      "reference": level, "status": status, "remembers": ev.remembers, "strong": ev.strong, "band_from": source,
                      "margin": margin_of(ev.value, band, ev.bounds), "reported_only": False})
     for role in ("forget", "utility"):
-        if not any(r["role"] == role for r in rows):
+        if not any(r["role"] == role and r["status"] != "reported only" for r in rows):
             missing.append(f"{role} evidence")
 
     def fmt(row: dict[str, Any]) -> str:
@@ -367,6 +433,8 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
         reasons = ["forget evidence at the level of facts the model does not know, neighbours and general ability kept: the outputs "
                    "are those of a model without the knowledge, but with no retrained oracle removal cannot be told from "
                    "suppression (run the robustness probes and read them against the original)"]
+    if reported:
+        reasons.append("reported only, not deciding: " + "; ".join(f"{key} ({why})" for key, why in reported.items()))
     reasons.append(NO_ORACLE)
     if weights_untouched:
         reasons.append("a guard: its weights are the original's, untouched; the weight-level attacks read them")

@@ -177,3 +177,72 @@ def test_verdict_without_oracle_bands_the_weight_level_attacks_and_calls_a_guard
     guard = decide_without_oracle(refuses, levels, orig, robustness_levels=attack, weights_untouched=True)
     assert guard.label == "suppressed" and guard.reasons[0].startswith("a guard (weights untouched): an attack on its weights")
     assert guard.also == ["neighbours or general ability below the original (answer_prob.neighbours)"] and guard.weights_untouched
+
+
+def test_permutation_no_oracle_band_keeps_its_false_alarm_rate_on_a_skewed_pool():
+    """Band.from_pool: forget facts that score like unknown facts (exchangeable) leave the band at most α of the time,
+    whatever the skew (most unknown facts score 0 ROUGE-L, a few high) and the number of facts — where the fixed ± floor
+    band raised false alarms on small forget sets; fewer facts get a wider band, never narrower than ± floor."""
+    from unlearnkit.verdict import Band
+
+    rng = np.random.default_rng(0)
+    population = lambda k: np.where(rng.random(k) < 0.12, rng.choice([0.25, 0.5, 0.75, 1.0], k), 0.0)  # noqa: E731
+    rates, widths = {}, {}
+    for n in (3, 10):
+        out = 0
+        for i in range(400):
+            pool, sample = population(40), population(n)
+            band = Band.from_pool(pool, sample, 0.0, 0.05, 1, draws=2000, seed=i)
+            out += not band.lo <= sample.mean() <= band.hi
+        rates[n], widths[n] = out / 400, np.median([Band.from_pool(population(40), population(n), 0.0, 0.05, 1, draws=2000).hi
+                                                     for _ in range(20)])
+    assert max(rates.values()) <= 0.06, rates  # α = 0.05 (discreteness makes it conservative; 400 trials: sd ≈ 0.011)
+    old = np.mean([abs(population(3).mean() - population(40).mean()) > 0.15 for _ in range(2000)])  # rouge_l's floor, n = 3
+    assert old > 0.09 > rates[3]  # the fixed band fails where the permutation band holds
+    assert widths[10] < widths[3]
+    band = Band.from_pool(np.zeros(20), np.zeros(5), 0.15, 0.05, 1)
+    assert (band.lo, band.hi, band.source, band.mean) == (pytest.approx(-0.15), pytest.approx(0.15), "unknown facts", 0.0)
+    pool, sample = population(30), population(4)
+    assert Band.from_pool(pool, sample, 0.0, 0.05, 2, seed=3) == Band.from_pool(pool, sample, 0.0, 0.05, 2, seed=3)  # deterministic
+    assert Band.from_pool(pool, sample, 0.0, 0.05, 2).hi >= Band.from_pool(pool, sample, 0.0, 0.05, 1).hi  # Bonferroni widens
+    with pytest.raises(ValueError, match="at least 2 finite pool values"):
+        Band.from_pool([0.3, float("nan")], [0.1], 0.0, 0.05, 1)
+
+
+def test_no_oracle_power_check_and_the_verdict_path_through_per_fact_values():
+    """evaluation.no_oracle_verdict: forget evidence whose metric keeps per-fact values is banded by a permutation test
+    against the original's unknown facts (a wider band for fewer forget facts), and is reported only, with the reason, where the
+    original does not score the facts it knows above those it does not (no power)."""
+    from unlearnkit.evaluation import no_oracle_verdict
+    from unlearnkit.types import MetricResult
+    from unlearnkit.verdict import no_oracle_power
+
+    unknown = np.r_[np.zeros(34), [0.5, 0.5, 0.75, 1.0, 0.25, 0.5]]
+    known = np.r_[np.ones(8), [0.5, 0.75]]
+    assert no_oracle_power(known, unknown, "higher") is None
+    why = no_oracle_power(unknown[:10], unknown, "higher")
+    assert why and "no power without an oracle" in why and "Mann–Whitney" in why
+    assert no_oracle_power(known, unknown, "lower") is not None  # the direction matters
+
+    def results(forget, orig_known, pool, util=0.9):
+        ev = (_ev("rouge_l.forget", float(np.mean(forget)), "forget", floor=0.15), _ev("rouge_l.general", util, "utility", floor=0.15))
+        model = {"rouge_l": MetricResult("rouge_l", {"forget": float(np.mean(forget)), "general": util},
+                                         per_example={"recall.forget": (np.arange(len(forget)), np.asarray(forget, float))}, evidence=ev)}
+        orig = {"rouge_l": MetricResult("rouge_l", {"forget": float(np.mean(orig_known)), "test": float(np.mean(pool)), "general": 0.9},
+                                        per_example={"recall.forget": (np.arange(len(orig_known)), orig_known),
+                                                     "recall.test": (np.arange(len(pool)), pool)},
+                                        evidence=(ev[0], _ev("rouge_l.general", 0.9, "utility", floor=0.15)))}
+        return model, orig
+
+    v3 = no_oracle_verdict(*results([0.5, 0.0, 0.0], known, unknown), {})
+    v10 = no_oracle_verdict(*results([0.5] + [0.0] * 9, known, unknown), {})
+    assert v3.label == v10.label == "inconclusive"
+    assert v3.bands["rouge_l.forget"].hi > v10.bands["rouge_l.forget"].hi > 0.075 + 0.15 - 1e-9  # fewer facts, wider band
+    assert v3.bands["rouge_l.forget"].source == "unknown facts"
+    assert no_oracle_verdict(*results([1.0, 1.0, 0.5], known, unknown), {}).label == "not forgotten"
+    blind = no_oracle_verdict(*results([1.0, 1.0, 0.5], unknown[:10], unknown), {})  # the original cannot tell known from unknown
+    assert blind.label == "inconclusive" and "rouge_l.forget" not in blind.bands
+    row = next(r for r in blind.rows if r["key"] == "rouge_l.forget")
+    assert row["status"] == "reported only" and "no power without an oracle" in row["reported_only"]
+    assert any(r.startswith("reported only, not deciding: rouge_l.forget") for r in blind.reasons)
+    assert "forget evidence" in " ".join(blind.missing)  # nothing left to decide forgetting

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,8 @@ from torch import nn
 from ..errors import ConfigError, EmptySelection, MissingReference, TaskError
 from ..lm.guard import is_guard
 from ..references import References
-from ..types import MetricResult, Task
-from ..verdict import Verdict, decide, decide_without_oracle
+from ..types import Evidence, MetricResult, Task
+from ..verdict import Verdict, decide, decide_without_oracle, no_oracle_power
 from ..registry import import_submodules
 from .base import EvalContext, Metric, build_metric, register_metric, roc_summary, softmax_stats
 
@@ -142,21 +142,57 @@ def verdict_without_oracle(model: nn.Module, task: Task, refs: References, metri
     (``<metric>``'s ``test`` value: list ``test`` among the metric's splits) and, for utility evidence, the original's own
     value — or the level the metric itself measured for a model without the knowledge (``info["no_oracle_levels"]``, e.g.
     ``icl_probe``: the original reading unknown facts from the prompt; for robustness evidence, the weight-level attacks on
-    the original over the facts it does not know); ``verdict.decide_without_oracle`` bands them."""
+    the original over the facts it does not know); ``verdict.decide_without_oracle`` bands them. A forget evidence whose
+    metric keeps per-fact values (one ``*.forget`` array, and the original's ``*.test``) is banded by a permutation test
+    that the forget facts now score like the facts never known, and is reported only where the original does not score
+    the facts it knows beyond those it does not (``verdict.no_oracle_power``: it has no power there)."""
     original = refs.require("original", by="the verdict of a task without a retrained oracle")
     orig = results if original is model else evaluate(original, task, refs, metrics, ctx, strict=False)[0]
+    return no_oracle_verdict(results, orig, missing, weights_untouched=is_guard(model))
+
+
+def forget_pool(result: MetricResult, original: MetricResult) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(the original's per-fact values on the forget facts, on the facts it does not know (``test``), ``result``'s
+    per-fact values on the forget facts), or None when the metric keeps no single per-fact forget array."""
+    keys = [k for k in result.per_example if k.endswith(".forget")]
+    if len(keys) != 1:
+        return None
+    stem = keys[0][: -len("forget")]
+    if f"{stem}test" not in original.per_example or keys[0] not in original.per_example:
+        return None
+    sample = np.asarray(result.per_example[keys[0]][1], dtype=np.float64)
+    known = np.asarray(original.per_example[keys[0]][1], dtype=np.float64)
+    unknown = np.asarray(original.per_example[f"{stem}test"][1], dtype=np.float64)
+    return (known, unknown, sample) if np.isfinite(sample).any() and np.isfinite(unknown).sum() >= 2 else None
+
+
+def no_oracle_verdict(results: Mapping[str, MetricResult], orig: Mapping[str, MetricResult], missing: Mapping[str, str], *,
+                      weights_untouched: bool = False) -> Verdict:
+    """``verdict_without_oracle`` from the evaluated results: ``results`` of the model under test, ``orig`` of the
+    original (the same mapping when the model is the original)."""
     forget_levels: dict[str, float] = {}
     utility_levels: dict[str, float] = {}
     robustness_levels: dict[str, float] = {}
     sources: dict[str, str] = {}
+    pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    evidence: list[Evidence] = []
     for name, result in results.items():
         stated = result.info.get("no_oracle_levels") or {}  # a metric that measured a model without the knowledge itself
         for ev in result.evidence:
+            evidence.append(ev)
             ref = orig.get(name)
             if ref is None:
                 continue
             if ev.role == "forget" and ev.key == f"{name}.forget" and "test" in ref.values:
                 forget_levels[ev.key] = float(ref.values["test"])
+                found = None if ev.reported_only else forget_pool(result, ref)
+                if found is not None:
+                    known, unknown, sample = found
+                    why = no_oracle_power(known, unknown, ev.remembers)
+                    if why is not None:
+                        evidence[-1] = replace(ev, reported_only=why)
+                    else:
+                        pools[ev.key] = (unknown, sample)
             elif ev.role == "robustness" and ev.key in stated:
                 robustness_levels[ev.key] = float(stated[ev.key])
             elif ev.role == "utility" and ev.key in stated:
@@ -165,9 +201,9 @@ def verdict_without_oracle(model: nn.Module, task: Task, refs: References, metri
                 match = [e.value for e in ref.evidence if e.key == ev.key]
                 if match:
                     utility_levels[ev.key] = float(match[0])
-    return decide_without_oracle([e for r in results.values() for e in r.evidence], forget_levels, utility_levels,
-                                 missing=[f"{k}: {v}" for k, v in missing.items()], sources=sources,
-                                 robustness_levels=robustness_levels, weights_untouched=is_guard(model))
+    return decide_without_oracle(evidence, forget_levels, utility_levels, missing=[f"{k}: {v}" for k, v in missing.items()],
+                                 sources=sources, robustness_levels=robustness_levels, weights_untouched=weights_untouched,
+                                 forget_pools=pools)
 
 
 def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> dict[str, Any]:
@@ -184,4 +220,4 @@ def ks_forget_losses(model: nn.Module, refs: References, ctx: EvalContext) -> di
                                "retrain_seed_statistics": floor, "retrain_seed_max": float(np.max(floor)) if floor else None}}
 
 
-__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "STRONG_ATTACKS", "default_battery", "strong_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "verdict_without_oracle", "roc_summary", "softmax_stats"]
+__all__ = ["DEFAULT_BATTERIES", "DEFAULT_BATTERY", "STRONG_ATTACKS", "default_battery", "strong_battery", "Assessment", "assess", "EvalContext", "Metric", "build_metric", "evaluate", "ks_forget_losses", "register_metric", "verdict_without_oracle", "no_oracle_verdict", "forget_pool", "roc_summary", "softmax_stats"]

@@ -105,8 +105,10 @@ def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> l
             lc = s["layer_constrained"]
             out.append({"name": name, "params": {**{k: v for k, v in lc.items() if k != "params"}, "method": "grad_diff",
                                                  "params": {**budget, "optimizer": "adamw", **lc.get("params", {})}}})
-        else:  # a gradient recipe: the budget's fields that it has
-            fields = {f.name for f in dataclasses.fields(REGISTERED.get(name))}
+        else:  # a gradient recipe: the budget's fields that it has, its own or flattened into a group (train: epochs, lr, ...)
+            cls = REGISTERED.get(name)
+            fields = {f.name for f in dataclasses.fields(cls)}
+            fields |= {k for group, keys in getattr(cls, "flattened", {}).items() if group in fields for k in keys}
             out.append({"name": name, "params": {**{k: v for k, v in budget.items() if k in fields},
                                                  **s.get("overrides", {}).get(name, {})}})
     return out

@@ -94,6 +94,32 @@ def test_lm_benchmark_knowledge_experiment_is_the_shipped_file_with_every_method
     assert all(m.params.get("stop_at", "none") == "none" for m in exp.methods if "stop_at" in m.params)
 
 
+@pytest.mark.parametrize("family", ["smollm2", "tiny_llama"])
+def test_lm_benchmark_gives_every_gradient_recipe_the_family_budget(family):
+    """The family's unlearning budget (epochs, batch size, learning rate) reaches every gradient recipe, whose training
+    settings are flattened into ``train``: a recipe must not silently run its own defaults instead (it did for npo,
+    simnpo, idk_po, rmu, flat, ihl, holdout_match and o3 when only the recipe's top-level fields were passed)."""
+    from unlearnkit.methods.base import build_method
+
+    bench = load("lm_unlearning")
+    budget = bench.SETTINGS[family]["unlearn"]
+    overrides = bench.SETTINGS[family].get("overrides", {})
+    checked = []
+    for entry in bench.method_entries(family, bench.default_methods()):
+        method = build_method(entry["name"], entry["params"])
+        inner = method
+        while getattr(type(inner), "wraps", None):  # sam, layer_constrained: the budget reaches the wrapped recipe
+            inner = build_method(entry["params"][type(inner).wraps], entry["params"]["params"])
+        train = getattr(inner, "train", None)
+        if train is None or entry["name"] == "retrain":
+            continue
+        own = overrides.get(entry["name"], {})
+        assert train.batch_size == own.get("batch_size", budget["batch_size"]), entry
+        assert train.lr == own.get("lr", (bench.SETTINGS[family].get(entry["name"], {}).get("params", {})).get("lr", budget["lr"])), entry
+        checked.append(entry["name"])
+    assert {"npo", "simnpo", "rmu", "holdout_match", "grad_diff"} <= set(checked), checked
+
+
 @pytest.mark.slow
 def test_lm_benchmark_knowledge_report_from_a_tiny_no_oracle_run(tmp_path):
     """The knowledge table from real run records (the tiny Llama on the knowledge data, as tests/runs does)."""

@@ -83,8 +83,7 @@ def default_methods() -> list[str]:
 
 def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> list[dict[str, Any]]:
     """The experiment's methods: the family's budget (a maximum when ``stop_at`` = holdout) and per-method overrides."""
-    import dataclasses
-
+    from unlearnkit.params import param_names
     from unlearnkit.registry import METHODS as REGISTERED
 
     s = SETTINGS[family]
@@ -106,9 +105,7 @@ def method_entries(family: str, names: list[str], stop_at: str = "holdout") -> l
             out.append({"name": name, "params": {**{k: v for k, v in lc.items() if k != "params"}, "method": "grad_diff",
                                                  "params": {**budget, "optimizer": "adamw", **lc.get("params", {})}}})
         else:  # a gradient recipe: the budget's fields that it has, its own or flattened into a group (train: epochs, lr, ...)
-            cls = REGISTERED.get(name)
-            fields = {f.name for f in dataclasses.fields(cls)}
-            fields |= {k for group, keys in getattr(cls, "flattened", {}).items() if group in fields for k in keys}
+            fields = set(param_names(REGISTERED.get(name)))
             out.append({"name": name, "params": {**{k: v for k, v in budget.items() if k in fields},
                                                  **s.get("overrides", {}).get(name, {})}})
     return out
@@ -442,7 +439,7 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
             ", ".join(steps_cell(r) for r in rs), agg([r["cost"]["wall_seconds"] for r in rs if r.get("cost")], "{:.1f}"),
             agg([r["cost"]["cpu_seconds"] for r in rs if (r.get("cost") or {}).get("cpu_seconds") is not None], "{:.1f}"),
             overhead_cell(rs[0]), verdict_text(rs)]) + " |")
-    from unlearnkit.verdict import NO_ORACLE
+    from unlearnkit.verdict import NO_ORACLE, REPORTED_ONLY
 
     lines += forms_section(original, runs)
     lines += probes_section(original, runs)
@@ -452,7 +449,7 @@ def knowledge_report(args: argparse.Namespace, exp: Any, record: dict[str, Any],
     lines += ["", "Verdict reasons (first seed; the no-oracle statement above and the evidence reported only are left out):", ""]
     for name, rs in runs.items():
         v = rs[0]["verdict"]
-        why = [r for r in v.get("reasons") or [] if r != NO_ORACLE and not r.startswith("reported only, not deciding:")]
+        why = [r for r in v.get("reasons") or [] if r != NO_ORACLE and not r.startswith(REPORTED_ONLY)]
         lines.append(f"- **{name}**: {v['label']}" + (f": {'; '.join(why + list(v.get('also') or []))}" if why or v.get("also") else ""))
     if reported:
         lines += ["", "Reported only, deciding nothing: " + "; ".join(f"{k} — {why}" for k, why in reported.items()) + "."]

@@ -85,8 +85,9 @@ class Band:
         leaves it with probability at most α/m under the null, whatever the skew (most unknown facts score 0 ROUGE-L, a
         few high) and the number of items; a few facts get a wide band. ``mean`` is the pool's (the unknown-fact level),
         the band at least ± ``floor`` around it; ``half_width`` is half the band's width. A bootstrap prediction band
-        (resampling the pool) is anti-conservative on such data: 5–8% beyond a nominal 2.5% tail in a simulation with 31
-        pool values, 15% of them non-zero (the permutation band: 0.9–1.7%)."""
+        (resampling the pool alone) is anti-conservative on such data: it ignores that the pool's own mean is uncertain,
+        so with a few dozen unknown facts it leaves its upper tail more than twice as often as nominal
+        (tests/data/test_knowledge.py checks this band's rate)."""
         a, b = np.asarray(pool, dtype=np.float64), np.asarray(sample, dtype=np.float64)
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         if len(a) < 2 or len(b) < 1:
@@ -203,6 +204,14 @@ def _labelled(found: list[Aspect], fmt: Any) -> tuple[Label, list[tuple[str, dic
     return label, deciding, [f"{why}: {fmt(row)}" for why, row in deciding], also
 
 
+REPORTED_ONLY = "reported only, not deciding: "  # how the reason listing the evidence reported only begins
+
+
+def reported_only_reason(reported: Mapping[str, str]) -> str:
+    """The verdict reason listing the evidence that is shown but decides nothing, each with why."""
+    return REPORTED_ONLY + "; ".join(f"{key} ({why})" for key, why in reported.items())
+
+
 def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, missing: Sequence[str] = (), tests: Mapping[str, Any] | None = None,
            weights_untouched: bool = False) -> Verdict:
     """The verdict from a model's evidence and the retrain noise floor.
@@ -292,7 +301,7 @@ def decide(evidence: Iterable[Evidence], noise_floor: MetricResult | None, *, mi
     if borderline:
         reasons.append(f"borderline: {margin:.2f} band half-widths from the nearest band edge that would change the verdict")
     if reported:
-        reasons.append("reported only, not deciding: " + "; ".join(f"{key} ({why})" for key, why in reported.items()))
+        reasons.append(reported_only_reason(reported))
     strong = sorted({row["key"] for row in rows if row["strong"] and row["status"] != "reported only"})
     reasons.append(f"strong evidence used: {', '.join(strong)}" if strong else
                    "no strong evidence (per-example/shadow attacks, relearning, hidden probes) was computed")
@@ -382,18 +391,15 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
             level = band.mean
         else:
             band = Band(level, 0.0, level - half, level + half, half, None, None, 1, 0.0, source).clipped(ev.bounds)  # type: ignore[arg-type]
-        if ev.reported_only:
-            rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi, "retrain_mean": level,
-                         "reference": level, "status": "reported only", "remembers": ev.remembers, "strong": ev.strong,
-                         "band_from": source, "margin": None, "reported_only": ev.reported_only})
-            continue
-        bands[ev.key] = band
-        status = _direction(ev, band)
+        if not ev.reported_only:
+            bands[ev.key] = band
+        status = "reported only" if ev.reported_only else _direction(ev, band)
         if ev.role == "utility" and status == "more":
             status = "inside"  # better utility than the original is no failure
         rows.append({"key": ev.key, "role": ev.role, "value": ev.value, "lo": band.lo, "hi": band.hi, "retrain_mean": level,  # the reference level (report columns)
                      "reference": level, "status": status, "remembers": ev.remembers, "strong": ev.strong, "band_from": source,
-                     "margin": margin_of(ev.value, band, ev.bounds), "reported_only": False})
+                     "margin": None if ev.reported_only else margin_of(ev.value, band, ev.bounds),
+                     "reported_only": ev.reported_only or False})
     for role in ("forget", "utility"):
         if not any(r["role"] == role and r["status"] != "reported only" for r in rows):
             missing.append(f"{role} evidence")
@@ -434,7 +440,7 @@ def decide_without_oracle(evidence: Iterable[Evidence], forget_levels: Mapping[s
                    "are those of a model without the knowledge, but with no retrained oracle removal cannot be told from "
                    "suppression (run the robustness probes and read them against the original)"]
     if reported:
-        reasons.append("reported only, not deciding: " + "; ".join(f"{key} ({why})" for key, why in reported.items()))
+        reasons.append(reported_only_reason(reported))
     reasons.append(NO_ORACLE)
     if weights_untouched:
         reasons.append("a guard: its weights are the original's, untouched; the weight-level attacks read them")

@@ -233,6 +233,9 @@ def test_verdict_calibration_benchmark_runs_at_toy_size_and_writes_its_tables(tm
     assert "original → not forgotten" in text and "gradient ascent past retraining → over-forgotten" in text
     assert "Left out: u_lira" in text
     assert "## digits, random 10% — method-level evidence (epsilon_score, klom, N = 4)" in text
+    method_level = text[text.index("— method-level evidence"):]
+    assert "2 independent draw(s) of them" in method_level  # the model-level bands are drawn afresh here too
+    assert re.search(r"\| \*\*family-wise \(verdict not \"removed\"\)\*\* \|.*\| \*\*\d/1, \d/1\*\* \|", method_level)
     assert "| epsilon_score.signed_excess |" in text and "| klom.forget.signed_excess |" in text
     assert bench.clopper_pearson(0, 20)[1] == pytest.approx(0.1684, abs=1e-3)  # Clopper–Pearson upper bound, 0 of 20
 

@@ -201,6 +201,20 @@ def push(model: Any, task: Any, adapter: Any, *, ascent: bool, steps: int, lr: f
 
 
 # ------------------------------------------------------------------------------------------------ one setting
+def trainer(refs: Any, config: Any, adapter: Any, out: Setting) -> Any:
+    """``train(split, seed)``: a fresh model of ``refs``' architecture trained on ``split`` under ``config``, in eval mode;
+    its training time is added to ``out.train_seconds``."""
+    from unlearnkit.train import train_model
+
+    def train(split: Any, seed: int) -> Any:
+        t = time.perf_counter()
+        model, _, _ = train_model(refs.fresh_model(seed, by="benchmark"), split, config, adapter=adapter, seed=seed)
+        out.train_seconds += time.perf_counter() - t
+        return model.eval()
+
+    return train
+
+
 def band_draws(refs: Any, task: Any, bands: int, train: Any) -> list[Any]:
     """``refs`` and ``bands - 1`` more sets of its R retrained seeds (``train(split, seed)``; disjoint seeds, the same
     original): independent draws of the bands, so that a setting measures the rule's false-alarm rate on average over
@@ -227,7 +241,6 @@ def run_setting(name: str, task: Any, refs: Any, metrics: Any, config: Any, *, f
     from unlearnkit.adapters import get_adapter
     from unlearnkit.evaluation import EvalContext, assess
     from unlearnkit.seeding import derive_seed
-    from unlearnkit.train import train_model
 
     t0 = time.perf_counter()
     adapter = get_adapter(task)
@@ -238,12 +251,7 @@ def run_setting(name: str, task: Any, refs: Any, metrics: Any, config: Any, *, f
         verdict = assess(model, task, against, metrics, ctx=ctx).verdict
         return verdict.label, statuses(verdict)
 
-    def train(split: Any, seed: int) -> Any:
-        t = time.perf_counter()
-        model, _, _ = train_model(refs.fresh_model(seed, by="benchmark"), split, config, adapter=adapter, seed=seed)
-        out.train_seconds += time.perf_counter() - t
-        return model.eval()
-
+    train = trainer(refs, config, adapter, out)
     draws = band_draws(refs, task, bands, train)
     out.bands = len(draws)
     for r in draws:
@@ -465,7 +473,6 @@ def method_level_setting(kind: str, *, draws: int, instances: int, n_models: int
     from unlearnkit.evaluation import EvalContext, assess, build_metric
     from unlearnkit.methods import build_method
     from unlearnkit.seeding import derive_seed
-    from unlearnkit.train import train_model
 
     t0 = time.perf_counter()
     task, refs, config, label = digits_setup(kind, retrain_seeds=retrain_seeds, epochs=epochs)
@@ -484,12 +491,7 @@ def method_level_setting(kind: str, *, draws: int, instances: int, n_models: int
         verdict = assess(model, task, bands_of[d % len(bands_of)], metrics, ctx=ctx).verdict
         return verdict.label, statuses(verdict)
 
-    def train(split: Any, seed: int) -> Any:
-        t = time.perf_counter()
-        model, _, _ = train_model(refs.fresh_model(seed, by="benchmark"), split, config, adapter=adapter, seed=seed)
-        out.train_seconds += time.perf_counter() - t
-        return model.eval()
-
+    train = trainer(refs, config, adapter, out)
     bands_of = band_draws(refs, task, bands, train)
     out.bands = len(bands_of)
     retrain = build_method("retrain")

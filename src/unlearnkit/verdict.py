@@ -86,8 +86,8 @@ class Band:
         few high) and the number of items; a few facts get a wide band. ``mean`` is the pool's (the unknown-fact level),
         the band at least ± ``floor`` around it; ``half_width`` is half the band's width. A bootstrap prediction band
         (resampling the pool alone) is anti-conservative on such data: it ignores that the pool's own mean is uncertain,
-        so with a few dozen unknown facts it leaves its upper tail more than twice as often as nominal
-        (tests/data/test_knowledge.py checks this band's rate)."""
+        so with a few dozen unknown facts it leaves its upper tail more often than nominal (tests/data/test_knowledge.py
+        checks this band's rate)."""
         a, b = np.asarray(pool, dtype=np.float64), np.asarray(sample, dtype=np.float64)
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         if len(a) < 2 or len(b) < 1:

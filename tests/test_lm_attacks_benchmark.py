@@ -87,3 +87,26 @@ def test_lm_attacks_benchmark_runs_tiny(tmp_path):
     assert len(table) == 3  # probe table, verdict table, claim numbers
     assert "forget_prob_4bit (quantisation)" in text and "heldout_prob (soft_prompt)" in text and "auc (relearn)" in text
     assert text.count("- **") == 3 and "## Evaluation cost" in text and "| **probe battery** |" in text
+
+
+def test_timing_finds_the_first_model_of_each_process_by_the_noise_floor_it_paid():
+    """A resumed benchmark reuses the original from an earlier process: the first unlearned model of the new process pays
+    the retrained seeds' share again, and must be counted as a first model, not as a later one (the 10-minute goal is
+    judged on later models)."""
+    bench = load("lm_attacks")
+
+    def run(kind, relearn, floor, wall, ev):
+        return {"kind": kind, "metric_seconds": {"relearn": relearn, "noise_floor": floor}, "cost": {"wall_seconds": wall}, "eval_seconds": ev}
+
+    everyone = {"original (target)": run("original", 300.0, 80.0, 999.0, 400.0), "retrain": run("retrain", 50.0, 0.0, 999.0, 60.0),
+                "npo": run("unlearn", 60.0, 1e-4, 30.0, 70.0), "eco": run("unlearn", 310.0, 85.0, 20.0, 420.0),  # eco: a new process
+                "rmu": run("unlearn", 700.0, 0.0, 40.0, 720.0)}
+    assert [m for m, r in everyone.items() if bench.first_in_process(r)] == ["original (target)", "eco"]
+    assert bench.runs_seconds(everyone) == (90.0, 1670.0)  # unlearning: method runs only; evaluation: every model
+    text = "\n".join(bench.timing_section(everyone, ["relearn", "noise_floor"], ["relearn"]))
+    assert "First models here: original (target), eco." in text
+    assert "| relearn | yes | 305.0 | 270.0 | 700.0 |" in text  # firsts: (300 + 310) / 2; later: retrain, npo, rmu
+    assert "| noise_floor |  | 82.5 | 0.0 | 0.0 |" in text
+    assert "max 11.7 min" in text and "not met" in text  # rmu's 700 s is over the goal
+    later_ok = {m: r for m, r in everyone.items() if m != "rmu"}
+    assert "— met" in "\n".join(bench.timing_section(later_ok, ["relearn", "noise_floor"], ["relearn"]))

@@ -98,7 +98,7 @@ def test_timing_finds_the_first_model_of_each_process_by_the_noise_floor_it_paid
     def run(kind, relearn, floor, wall, ev):
         return {"kind": kind, "metric_seconds": {"relearn": relearn, "noise_floor": floor}, "cost": {"wall_seconds": wall}, "eval_seconds": ev}
 
-    everyone = {"original (target)": run("original", 300.0, 80.0, 999.0, 400.0), "retrain": run("retrain", 50.0, 0.0, 999.0, 60.0),
+    everyone = {"original (target)": run("reference", 300.0, 80.0, 999.0, 400.0), "retrain": run("retrain", 50.0, 0.0, 999.0, 60.0),
                 "npo": run("unlearn", 60.0, 1e-4, 30.0, 70.0), "eco": run("unlearn", 310.0, 85.0, 20.0, 420.0),  # eco: a new process
                 "rmu": run("unlearn", 700.0, 0.0, 40.0, 720.0)}
     assert [m for m, r in everyone.items() if bench.first_in_process(r)] == ["original (target)", "eco"]

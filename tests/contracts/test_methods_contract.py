@@ -1,6 +1,6 @@
 """Every registered method: builds with defaults, is deterministic under a seed, leaves parameters
 outside ``Unlearned.changed`` bit-identical, round-trips its parameters and info through JSON, raises
-MissingReference for each reference it needs, and documents its paper."""
+MissingReference for each reference it needs, documents its paper, and (classifiers) returns a model whose penultimate features feature-level evidence can read."""
 
 import copy
 import dataclasses
@@ -157,3 +157,14 @@ def test_whole_class_methods_refuse_part_of_a_class(name, digits, class_refs):
     with pytest.raises(ConfigError, match=r"unlearns whole classes; this task forgets only 50%"):
         small(name).unlearn(model, task, class_refs, rng=np.random.default_rng(0))
     assert state_equal(model, class_refs.original)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).modalities[0] == "classifier"])
+def test_a_classifier_method_returns_a_model_with_features(name, request):
+    """hidden_probe (strong battery) reads ``features(x)`` of whatever model a method returns; an exact method's own module
+    (an analytic head, shards, adapters) must offer it too (ACU's did not, and benchmarks/attacks.py stopped on it)."""
+    task, refs, original = setting(name, request)
+    out = small(name).unlearn(original, task, refs, rng=np.random.default_rng(0))
+    with torch.no_grad():
+        f = out.model.features(task.forget.data.x[:5])
+    assert f.ndim == 2 and f.shape[0] == 5 and f.shape[1] > 0 and torch.isfinite(f).all()

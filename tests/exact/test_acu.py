@@ -81,6 +81,7 @@ def test_deletions_and_additions_equal_a_refit_from_scratch(digits, buffer):
     logits = model(x)
     assert logits.dtype == torch.float32 and logits.shape == (20, 10)
     np.testing.assert_allclose(logits.detach().numpy(), numpy_features(model, x) @ w_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.features(x).numpy(), numpy_features(model, x), rtol=1e-5, atol=1e-6)  # φ(x), what the head reads
 
 
 @pytest.mark.parametrize("buffer", [0, 96])

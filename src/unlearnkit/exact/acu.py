@@ -112,6 +112,11 @@ class AcuModel(ExactModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.head_features(x) @ self.W).float()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) as float32, the penultimate features the head reads (what ``hidden_probe`` probes: the frozen backbone
+        still holds what it learned from deleted data, which the exact-above-the-backbone guarantee does not cover)."""
+        return self.head_features(x).float()
+
     def _rows(self, split: Split, progress: bool = False, desc: str = "acu features") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(φ(x), one-hot y) in float64, FEATURE_BATCH rows at a time."""
         x, y = split.data.x, split.data.y

@@ -1,6 +1,7 @@
 """Every registered method: builds with defaults, is deterministic under a seed, leaves parameters
 outside ``Unlearned.changed`` bit-identical, round-trips its parameters and info through JSON, raises
-MissingReference for each reference it needs, documents its paper, and (classifiers) returns a model whose penultimate features feature-level evidence can read."""
+MissingReference for each reference it needs, documents its paper, and (classifiers) returns a model whose
+penultimate features feature-level evidence can read."""
 
 import copy
 import dataclasses

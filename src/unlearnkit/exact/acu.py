@@ -113,8 +113,8 @@ class AcuModel(ExactModel):
         return (self.head_features(x) @ self.W).float()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x) as float32, the penultimate features the head reads (what ``hidden_probe`` probes: the frozen backbone
-        still holds what it learned from deleted data, which the exact-above-the-backbone guarantee does not cover)."""
+        """φ(x) as float32: the penultimate features the head reads (what feature-level evidence such as ``hidden_probe``
+        probes)."""
         return self.head_features(x).float()
 
     def _rows(self, split: Split, progress: bool = False, desc: str = "acu features") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -4,8 +4,9 @@ prompt, hidden-state probe, relearning) on fictitious profiles, each value besid
 on the standard LM evidence and with the probes' evidence added (both decided from the same run record); each probe's
 evaluation time; and, computed from the numbers, which of the issue's seed claims the table supports.
 
-    python benchmarks/lm_attacks.py --refs-cache /work/stores/refs --store /work/stores/lm_attacks     # SmolLM2-135M + LoRA, small scale
-    python benchmarks/lm_attacks.py --model tiny_llama --scale tiny --output docs/results/lm_attacks_tiny.md   # a few minutes
+    python benchmarks/lm_attacks.py --retrain-seeds 4 --store S   # SmolLM2-135M + LoRA, small scale, every LM method:
+                                                                 # 149.5 min (docs/results/lm_attacks.md); S resumes a cut-off run
+    python benchmarks/lm_attacks.py --model tiny_llama --scale tiny --output docs/results/lm_attacks_tiny.md   # 2.8 min
 
 The methods and their settings are benchmarks/lm_unlearning.py's (``SETTINGS``, ``method_entries``); references are
 cached in --refs-cache (share it with that benchmark: each reference is trained once). Output: docs/results/lm_attacks.md

@@ -3,7 +3,7 @@ unlearning run followed by the causal-LM evidence battery; per method: forget qu
 against the retain model), model utility, verdict, wall time and peak memory, all measured in one run. Then NPO
 with cached reference outputs vs a live reference model: step time and peak memory, side by side.
 
-    python benchmarks/lm_unlearning.py --seeds 1              # SmolLM2-135M-Instruct + LoRA, small scale, one seed (2 shared CPU cores: 106 min with reference training)
+    python benchmarks/lm_unlearning.py --seeds 1              # SmolLM2-135M-Instruct + LoRA, small scale, one seed (2 shared CPU cores: 77.9 min with reference training, docs/results/lm.md)
     python benchmarks/lm_unlearning.py --task knowledge --seeds 1   # the same methods on real knowledge (experiments/knowledge_smollm2.yaml), no oracle
     python benchmarks/lm_unlearning.py --scale medium --forget 0.01 0.05 0.1 --seeds 3   # the forget-quality trend, measured at three sizes
     python benchmarks/lm_unlearning.py --model tiny_llama --scale tiny --seeds 1 --output docs/results/lm_tiny.md   # ~2 min

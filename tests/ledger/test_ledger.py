@@ -178,7 +178,8 @@ def test_idempotent_resubmission_and_reused_id(ledger_copy, model_dir):
 
 
 @pytest.mark.parametrize("case", ["unknown method", "unknown parameter", "bad parameter", "unknown ids", "test ids", "empty",
-                                  "already deleted", "repeated", "other task", "exact-only on a usual model", "bad tier"])
+                                  "already deleted", "repeated", "other task", "exact-only on a usual model", "bad tier",
+                                  "a guard has no weights"])
 def test_bad_requests_are_clear_errors_and_leave_no_entry(ledger_copy, model_dir, tmp_path, case):
     loaded = load_model_dir(model_dir)
     test_id = int(loaded.source.test.ids[0])
@@ -210,6 +211,8 @@ def test_bad_requests_are_clear_errors_and_leave_no_entry(ledger_copy, model_dir
         kwargs, expect = {"method": "sisa"}, (ConfigError, "exact-unlearning regime")
     elif case == "bad tier":
         kwargs, expect = {**CHEAP, "evidence": "vibes"}, (ConfigError, "evidence tier")
+    elif case == "a guard has no weights":
+        kwargs, expect = {"method": "guard"}, (ConfigError, "inference-time guard: it changes no weight, so it has no unlearned weights")
     with Ledger(ledger_copy) as ledger:
         models = sorted(p.name for p in (ledger.files / "models").iterdir())
         with pytest.raises(expect[0], match=expect[1]):

@@ -134,6 +134,11 @@ def execute(loaded: Loaded, ids: np.ndarray, method: Any, *, evidence: str, seed
 
     if evidence not in EVIDENCE_TIERS:
         raise ConfigError(f"Unknown evidence tier {evidence!r}; choose one of {list(EVIDENCE_TIERS)}.")
+    if getattr(method, "kind", None) == "guard":  # its model file would be the untouched weights, served without the guard
+        raise ConfigError(f"Method {method.name!r} is an inference-time guard: it changes no weight, so it has no unlearned "
+                          "weights to store as the model after this request (they would be the original's, with the data "
+                          "in them). Honour a deletion with a method that changes the model, retrain, or the model's exact "
+                          "regime. Nothing was recorded.")
     task = build_task(loaded, ids)
     reason = method_not_applicable(method, task)
     if reason is not None:
